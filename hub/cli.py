@@ -1,0 +1,102 @@
+"""The ``hub`` command: one entry point with a subcommand for each job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from hub.progress import console, counting
+from hub.settings import get_settings
+from synthetic_data.generator import GenerationError, SynthConfig, generate
+from synthetic_data.nhs import NhsRange
+from synthetic_data.writers import OutputFormat
+
+app = typer.Typer(
+    name="hub",
+    help="Health data hub: a trusted research environment for NHS-style records.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+@app.command()
+def synth(
+    patients: Annotated[int, typer.Option("--patients", "-n", help="People to generate.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed and arguments, same bytes.")] = 42,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder (default: $HUB_HOME/synthetic/real or .../dummy)."),
+    ] = None,
+    format: Annotated[
+        str, typer.Option("--format", help="parquet, csv or fhir (FHIR R4 Bulk Data NDJSON).")
+    ] = "parquet",
+    defects: Annotated[
+        float, typer.Option(help="Share of rows given a data-quality defect (0 to 0.5).")
+    ] = 0.0,
+    start_year: Annotated[int, typer.Option(help="First calendar year of the records.")] = 2015,
+    years: Annotated[int, typer.Option(help="Years of records (at least 10 recommended).")] = 10,
+    dummy: Annotated[
+        bool, typer.Option("--dummy", help="Make the dummy population (disjoint people).")
+    ] = False,
+    nhs_range: Annotated[
+        str,
+        typer.Option(
+            help="NHS numbers from 'test' (999..., 450,000 people) or 'synthetic' (9..., 4.5M)."
+        ),
+    ] = "test",
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
+) -> None:
+    """Generate a synthetic West Midlands population with ten years of EHR records."""
+    if format not in ("parquet", "csv", "fhir"):
+        raise _fail("--format must be parquet, csv or fhir")
+    if nhs_range not in ("test", "synthetic"):
+        raise _fail("--nhs-range must be test or synthetic")
+    fmt: OutputFormat = format  # type: ignore[assignment]
+    rng_name: NhsRange = nhs_range  # type: ignore[assignment]
+    config = SynthConfig(
+        patients=patients,
+        seed=seed,
+        format=fmt,
+        defects=defects,
+        start_year=start_year,
+        years=years,
+        dummy=dummy,
+        nhs_range=rng_name,
+    )
+    target = out or get_settings().synthetic_dir / ("dummy" if dummy else "real")
+    try:
+        config.validate()
+        with counting(patients, "generating") as advance:
+            result = generate(config, target, workers=workers, on_chunk=advance)
+    except GenerationError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"[green]wrote[/] {result.out}")
+    for table, rows in sorted(result.rows.items()):
+        console.print(f"  {table:<14} {rows:>12,} rows")
+    if result.defects:
+        total = sum(result.defects.values())
+        console.print(f"  defects        {total:>12,} rows (see defects/)")
+
+
+@app.command()
+def demo(
+    patients: Annotated[int, typer.Option("--patients", "-n", help="People in the real population.")] = 20_000,
+    dummy_patients: Annotated[int, typer.Option(help="People in the dummy population.")] = 5_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+) -> None:
+    """Run the main job on an embedded default: generate, then summarise what was made."""
+    from hub.demo import run_demo
+
+    try:
+        run_demo(patients=patients, dummy_patients=dummy_patients, seed=seed)
+    except GenerationError as exc:
+        raise _fail(str(exc)) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
