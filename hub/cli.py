@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from hub.progress import console, counting
 from hub.settings import get_settings
 from synthetic_data.generator import GenerationError, SynthConfig, generate
@@ -19,6 +20,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
     console.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code)
@@ -27,7 +30,9 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 @app.command()
 def synth(
     patients: Annotated[int, typer.Option("--patients", "-n", help="People to generate.")] = 10_000,
-    seed: Annotated[int, typer.Option(help="Random seed; same seed and arguments, same bytes.")] = 42,
+    seed: Annotated[
+        int, typer.Option(help="Random seed; same seed and arguments, same bytes.")
+    ] = 42,
     out: Annotated[
         Path | None,
         typer.Option(help="Output folder (default: $HUB_HOME/synthetic/real or .../dummy)."),
@@ -49,7 +54,9 @@ def synth(
             help="NHS numbers from 'test' (999..., 450,000 people) or 'synthetic' (9..., 4.5M)."
         ),
     ] = "test",
-    workers: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: all cores).")
+    ] = None,
 ) -> None:
     """Generate a synthetic West Midlands population with ten years of EHR records."""
     if format not in ("parquet", "csv", "fhir"):
@@ -85,7 +92,9 @@ def synth(
 
 @app.command()
 def demo(
-    patients: Annotated[int, typer.Option("--patients", "-n", help="People in the real population.")] = 20_000,
+    patients: Annotated[
+        int, typer.Option("--patients", "-n", help="People in the real population.")
+    ] = 20_000,
     dummy_patients: Annotated[int, typer.Option(help="People in the dummy population.")] = 5_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
 ) -> None:

@@ -44,8 +44,7 @@ def run_demo(*, patients: int, dummy_patients: int, seed: int) -> None:
     out.print(counts)
 
     prev = Table(
-        title="Recorded prevalence at the end of the window (%), by IMD decile "
-        "(1 = most deprived)"
+        title="Recorded prevalence at the end of the window (%), by IMD decile (1 = most deprived)"
     )
     prev.add_column("condition")
     prev.add_column("age")

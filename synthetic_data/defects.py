@@ -190,9 +190,7 @@ def _apply(
         cols["end_date"][rows] = start[rows] - rng.integers(1, 366, n)
         return "end_date"
     if name == "orphan_event":
-        cols["patient_id"][rows] = (
-            population * 10**10 + ORPHAN_ID_BASE + rng.integers(0, 10**8, n)
-        )
+        cols["patient_id"][rows] = population * 10**10 + ORPHAN_ID_BASE + rng.integers(0, 10**8, n)
         return "patient_id"
     if name == "duplicate_row":
         return "*"

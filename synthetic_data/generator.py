@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Final
 
 import numpy as np
+import pyarrow as pa
 
 from synthetic_data import defects as defect_injection
 from synthetic_data import nhs, writers
@@ -119,7 +120,7 @@ def _run_chunk(args: tuple[ChunkSpec, SynthConfig, str]) -> tuple[dict[str, int]
         kinds, counts = np.unique(manifest["defect"].astype(str), return_counts=True)
         defect_counts = {str(k): int(c) for k, c in zip(kinds, counts, strict=True)}
         writers.write(
-            writers.pa.table(
+            pa.table(
                 {
                     "table": manifest["table"].astype(str),
                     "row_key": manifest["row_key"].astype(np.int64),
@@ -140,7 +141,7 @@ def _run_chunk(args: tuple[ChunkSpec, SynthConfig, str]) -> tuple[dict[str, int]
         else:
             writers.write(table, out / name / part, config.format)
     if truth:
-        writers.write(writers.pa.table(truth), out / "ground_truth" / part, "parquet")
+        writers.write(pa.table(truth), out / "ground_truth" / part, "parquet")
         rows["ground_truth"] = len(truth["patient_id"])
     return rows, defect_counts
 

@@ -66,7 +66,8 @@ def check_digits(stems: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
 def is_valid(numbers: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
     """Vectorised Modulus-11 validity of ten-digit NHS numbers."""
     check = check_digits(numbers // 10)
-    return (check != 10) & (check == numbers % 10) & (numbers >= 10**9) & (numbers < 10**10)
+    valid = (check != 10) & (check == numbers % 10) & (numbers >= 10**9) & (numbers < 10**10)
+    return np.asarray(valid, dtype=np.bool_)
 
 
 def number_for_index(

@@ -47,7 +47,9 @@ LOCAL_AUTHORITY_POPULATION: Final = (1145, 345, 323, 341, 216, 284, 263)
 
 # postcode districts (outward codes) used for each authority
 POSTCODE_DISTRICTS: Final[dict[str, tuple[str, ...]]] = {
-    "Birmingham": tuple(f"B{n}" for n in (*range(1, 39), 42, 43, 44, 45, 46, 47, 48, 73, 74, 75, 76)),
+    "Birmingham": tuple(
+        f"B{n}" for n in (*range(1, 39), 42, 43, 44, 45, 46, 47, 48, 73, 74, 75, 76)
+    ),
     "Coventry": ("CV1", "CV2", "CV3", "CV4", "CV5", "CV6", "CV7"),
     "Dudley": ("DY1", "DY2", "DY3", "DY5", "DY6", "DY8", "DY9", "B62", "B63"),
     "Sandwell": ("B64", "B65", "B66", "B67", "B68", "B69", "B70", "B71", "DY4", "WS10"),
@@ -217,9 +219,7 @@ class Measure:
 MEASURES: Final = (
     Measure("bmi", Concept(SNOMED, "60621009", "Body mass index"), "kg/m2", 1),
     Measure("systolic_bp", Concept(SNOMED, "271649006", "Systolic blood pressure"), "mm[Hg]", 0),
-    Measure(
-        "diastolic_bp", Concept(SNOMED, "271650006", "Diastolic blood pressure"), "mm[Hg]", 0
-    ),
+    Measure("diastolic_bp", Concept(SNOMED, "271650006", "Diastolic blood pressure"), "mm[Hg]", 0),
     Measure(
         "hba1c",
         Concept(SNOMED, "999791000000106", "Haemoglobin A1c level - IFCC standardised"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,10 +29,11 @@ from synthetic_data import nhs, study
 from synthetic_data import reference as ref
 from synthetic_data.world import World
 
-Int = npt.NDArray[np.int64]
-Float = npt.NDArray[np.float64]
-Bool = npt.NDArray[np.bool_]
-Columns = dict[str, npt.NDArray[np.generic]]
+# numpy's dtype generics do not survive arithmetic in mypy; the names document intent
+Int = npt.NDArray[Any]
+Float = npt.NDArray[Any]
+Bool = npt.NDArray[Any]
+Columns = dict[str, npt.NDArray[Any]]
 
 NULL = np.iinfo(np.int64).min
 DAYS_PER_YEAR = 365.25
@@ -78,7 +80,7 @@ class _Rows:
 
 def _categorical(rng: np.random.Generator, cum: Float) -> Int:
     """Draw one category per row from per-row cumulative probabilities (rows x k)."""
-    u = rng.random(cum.shape[0])[:, None]
+    u = rng.random((cum.shape[0], 1))
     return np.asarray((u > cum).sum(axis=1), dtype=np.int64)
 
 
@@ -168,9 +170,7 @@ class ChunkSimulator:
                 index, population=self.spec.population, nhs_range=self.spec.nhs_range
             ),
             "given_name": given,
-            "family_name": rng.choice(
-                len(w.family_names.names), size=n, p=w.family_names.weights
-            ),
+            "family_name": rng.choice(len(w.family_names.names), size=n, p=w.family_names.weights),
             "house_number": rng.integers(1, 240, n),
             "street": rng.integers(0, len(w.streets), n),
             "district": district,
@@ -309,13 +309,18 @@ class ChunkSimulator:
         smoker_p = np.where(age0 >= 16, 0.04 + 0.22 * self.dep, 0.0)
         ex_p = np.where(age0 >= 25, 0.15 + 0.003 * age0, 0.0)
         u = rng.random(n)
-        self.smoking = np.where(u < smoker_p, ref.SMOKER, np.where(u < smoker_p + ex_p, ref.EX_SMOKER, ref.NEVER))
+        self.smoking = np.where(
+            u < smoker_p, ref.SMOKER, np.where(u < smoker_p + ex_p, ref.EX_SMOKER, ref.NEVER)
+        )
         v = self._values(age0)
         onset = np.full((n, _N_COND), NULL, dtype=np.int64)
 
         def past(min_age: float, max_years: float) -> Int:
             # a date between max(dob + min_age, ws - max_years) and the window start
-            first = np.maximum(p["date_of_birth"] + int(min_age * DAYS_PER_YEAR), ws - int(max_years * DAYS_PER_YEAR))
+            first = np.maximum(
+                p["date_of_birth"] + int(min_age * DAYS_PER_YEAR),
+                ws - int(max_years * DAYS_PER_YEAR),
+            )
             span = np.maximum(ws - first, 1)
             return np.asarray(first + (rng.random(n) * span).astype(np.int64), dtype=np.int64)
 
@@ -505,7 +510,13 @@ class ChunkSimulator:
             if k in (ref.CHD, ref.STROKE):
                 primary = cat.index_of(ref.ACUTE_MI) if k == ref.CHD else cat.ICD10_CONDITION[k]
                 acute = rng.random(new.size) < 0.6
-                self._admit(new[acute], d[acute], hi, p["local_authority"], np.full(int(acute.sum()), primary))
+                self._admit(
+                    new[acute],
+                    d[acute],
+                    hi,
+                    p["local_authority"],
+                    np.full(int(acute.sum()), primary),
+                )
                 d = np.where(acute, np.minimum(d + 14, hi[new]), d)
             enc = self._encounter(new, d, ref.GP, p["practice"][new])
             self._diagnose(new, enc, d, k)
@@ -526,7 +537,9 @@ class ChunkSimulator:
             self._encounter(who, when(who), kind, self._trust(who, la))
         counts = rng.poisson(np.where(active, 0.03 + 0.0015 * age + 0.04 * n_chronic, 0.0))
         who = np.repeat(np.arange(n), counts)
-        reasons = np.asarray(cat.ADMISSION_REASON)[rng.integers(0, len(cat.ADMISSION_REASON), who.size)]
+        reasons = np.asarray(cat.ADMISSION_REASON)[
+            rng.integers(0, len(cat.ADMISSION_REASON), who.size)
+        ]
         self._admit(who, when(who), hi, la, reasons)
 
     def _contacts(self, active: Bool, rate: Float, kind: int, org: Int, when: object) -> None:
@@ -699,7 +712,9 @@ class ChunkSimulator:
         gt = _concat(self.ground_truth)
         if gt:
             who = gt.pop("patient")
-            reg_end = np.where(p["registration_end"] == NULL, self.window_end, p["registration_end"])
+            reg_end = np.where(
+                p["registration_end"] == NULL, self.window_end, p["registration_end"]
+            )
             last = np.minimum(reg_end, np.where(death == NULL, self.window_end, death))[who]
             complete = gt["index_date"] + 760 < last
             out["ground_truth"] = {"patient_id": pid[who], **gt, "follow_up_complete": complete}

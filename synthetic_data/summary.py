@@ -36,28 +36,29 @@ class StudySummary:
     worst_decile_effect: float  # ... and among the 10% with least
 
 
-def _source(folder: Path, table: str) -> str:
-    for ext, reader in (("parquet", "read_parquet"), ("csv", "read_csv_auto")):
-        if list((folder / table).glob(f"*.{ext}")):
-            return f"{reader}('{folder / table}/*.{ext}')"
-    raise FileNotFoundError(f"no {table} files under {folder}")
+TABLES = ("patients", "encounters", "conditions", "observations", "medications", "procedures")
+
+
+def _relation(con: duckdb.DuckDBPyConnection, folder: Path) -> duckdb.DuckDBPyRelation:
+    if parquet := sorted(str(p) for p in folder.glob("*.parquet")):
+        return con.read_parquet(parquet)
+    if csv := sorted(str(p) for p in folder.glob("*.csv")):
+        return con.read_csv(csv)
+    raise FileNotFoundError(f"no Parquet or CSV files under {folder}")
 
 
 def connect(folder: Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with a view per table of a generated population."""
     con = duckdb.connect()
-    for table in ("patients", "encounters", "conditions", "observations", "medications", "procedures"):
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM {_source(folder, table)}")
-    if list((folder / "ground_truth").glob("*.parquet")):
-        con.execute(
-            f"CREATE VIEW ground_truth AS SELECT * FROM read_parquet('{folder}/ground_truth/*.parquet')"
-        )
+    for table in TABLES:
+        _relation(con, folder / table).create_view(table)
+    if (folder / "ground_truth").is_dir():
+        _relation(con, folder / "ground_truth").create_view("ground_truth")
     return con
 
 
 def row_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    names = ("patients", "encounters", "conditions", "observations", "medications", "procedures")
-    return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in names}  # type: ignore[index]
+    return {t: len(con.table(t)) for t in TABLES}
 
 
 def window_end(folder: Path) -> str:
@@ -68,31 +69,32 @@ def window_end(folder: Path) -> str:
 def prevalence(con: duckdb.DuckDBPyConnection, end: str) -> list[Prevalence]:
     """Recorded prevalence at the end of the window, overall and by IMD decile."""
     con.execute(
-        f"""
+        """
         CREATE OR REPLACE TEMP TABLE registered AS
         SELECT patient_id, imd_decile,
-               date_diff('year', date_of_birth, DATE '{end}' - 1) AS age
+               date_diff('year', date_of_birth, $end::DATE - 1) AS age
         FROM patients
-        WHERE registration_start < DATE '{end}'
+        WHERE registration_start < $end::DATE
           AND registration_end IS NULL AND date_of_death IS NULL
           AND date_of_birth IS NOT NULL
-        """
+        """,
+        {"end": end},
     )
     out = []
     for target in ref.PREVALENCE_TARGETS:
         condition = ref.CONDITIONS[ref.CONDITION_INDEX[target.condition]]
         rows = con.execute(
-            f"""
+            """
             WITH cases AS (
                 SELECT DISTINCT patient_id FROM conditions
-                WHERE code = ? AND onset_date < DATE '{end}'
+                WHERE code = $code AND onset_date < $end::DATE
             )
             SELECT r.imd_decile, count(*) AS n, count(c.patient_id) AS k
             FROM registered r LEFT JOIN cases c USING (patient_id)
-            WHERE r.age >= ?
+            WHERE r.age >= $min_age
             GROUP BY ALL ORDER BY 1
             """,
-            [condition.snomed.code, target.min_age],
+            {"code": condition.snomed.code, "end": end, "min_age": target.min_age},
         ).fetchall()
         n = sum(r[1] for r in rows)
         k = sum(r[2] for r in rows)

@@ -74,7 +74,9 @@ def build_world(seed: int) -> World:
         for i in range(count):
             # West Midlands practice codes start with M (ODS); numbered per authority
             codes.append(f"M{85 + la}{i + 1:03d}")
-            names.append(f"{fake.last_name()} {rng.choice(['Medical Centre', 'Surgery', 'Health Centre'])}")
+            names.append(
+                f"{fake.last_name()} {rng.choice(['Medical Centre', 'Surgery', 'Health Centre'])}"
+            )
             kinds.append("gp_practice")
             authority.append(la)
         practices.append(np.arange(first, len(codes), dtype=np.int64))

@@ -155,8 +155,7 @@ def organisations(world: World) -> pa.Table:
 def plain(table: pa.Table) -> pa.Table:
     """Cast dictionary columns to plain strings (for CSV and pandas-free consumers)."""
     fields = [
-        pa.field(f.name, pa.string()) if pa.types.is_dictionary(f.type) else f
-        for f in table.schema
+        pa.field(f.name, pa.string()) if pa.types.is_dictionary(f.type) else f for f in table.schema
     ]
     return table.cast(pa.schema(fields))
 
@@ -290,8 +289,10 @@ def _observations(t: pa.Table) -> Iterator[dict[str, Any]]:
             quantity = _clean(
                 {"value": value, "unit": r["unit"], "system": _UCUM, "code": r["unit"]}
             )
-        category = "vital-signs" if r["code"] in ("60621009", "271649006", "271650006") else (
-            "social-history" if value is None else "laboratory"
+        category = (
+            "vital-signs"
+            if r["code"] in ("60621009", "271649006", "271650006")
+            else ("social-history" if value is None else "laboratory")
         )
         yield _clean(
             {
