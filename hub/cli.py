@@ -51,7 +51,7 @@ def synth(
     nhs_range: Annotated[
         str,
         typer.Option(
-            help="NHS numbers from 'test' (999..., 450,000 people) or 'synthetic' (9..., 4.5M)."
+            help="NHS numbers from 'test' (999..., 450,000 people) or 'synthetic' (9..., 45M)."
         ),
     ] = "test",
     workers: Annotated[

@@ -156,6 +156,9 @@ def _apply(
             column = "date_of_birth"
             cols["date_of_birth"][rows] = NULL
             return column
+        if table == "encounters":
+            cols["start_date"][rows] = NULL
+            return "start_date"
         cols["concept"][rows] = -1
         return "code"
     if name == "invalid_nhs_check_digit":

@@ -141,7 +141,7 @@ def _run_chunk(args: tuple[ChunkSpec, SynthConfig, str]) -> tuple[dict[str, int]
         else:
             writers.write(table, out / name / part, config.format)
     if truth:
-        writers.write(pa.table(truth), out / "ground_truth" / part, "parquet")
+        writers.write(writers.ground_truth(truth), out / "ground_truth" / part, "parquet")
         rows["ground_truth"] = len(truth["patient_id"])
     return rows, defect_counts
 

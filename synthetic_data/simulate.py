@@ -629,7 +629,7 @@ class ChunkSimulator:
             patient=who[referred],
             encounter_id=enc[referred],
             concept=cat.index_of(ref.DPP_REFERRAL),
-            procedure_date=day[referred] + self.rng.integers(0, 29, int(referred.sum())),
+            procedure_date=day[referred],
         )
         self.pending12[who] = day + 365 + self.rng.integers(-30, 31, who.size)
         self.pending24[who] = day + 730 + self.rng.integers(-30, 31, who.size)

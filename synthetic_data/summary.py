@@ -130,7 +130,7 @@ def study(con: duckdb.DuckDBPyConnection) -> StudySummary | None:
                    100 * avg(effect_risk_t2d_2y) FILTER (benefit_decile = 10)
             FROM g
             """
-        ).fetchone()
+        ).fetchall()[0]
     except duckdb.CatalogException:
         return None
     if row is None or not row[0]:

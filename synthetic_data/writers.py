@@ -7,6 +7,7 @@ is built per row for Parquet output; CSV casts them to plain strings in Arrow.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,10 +36,18 @@ TABLES: Final = (
 SEX: Final = ("F", "M")
 
 
+@functools.cache
+def _unique(values: tuple[str, ...]) -> tuple[pa.Array, np.ndarray]:
+    # Parquet's dictionary page is only reproducible when the dictionary has no repeats
+    uniques, inverse = np.unique(np.array(values, dtype=object), return_inverse=True)
+    return pa.array(list(uniques), pa.string()), inverse.astype(np.int32)
+
+
 def _dict(indices: np.ndarray, values: tuple[str, ...]) -> pa.DictionaryArray:
+    dictionary, remap = _unique(values)
     mask = indices < 0
-    idx = pa.array(np.where(mask, 0, indices).astype(np.int32), mask=mask)
-    return pa.DictionaryArray.from_arrays(idx, pa.array(values, pa.string()))
+    idx = pa.array(remap[np.where(mask, 0, indices)], mask=mask)
+    return pa.DictionaryArray.from_arrays(idx, dictionary)
 
 
 def _date(days: np.ndarray) -> pa.Array:
@@ -139,6 +148,10 @@ def to_arrow(name: str, cols: Columns, world: World) -> pa.Table:
     if name == "procedures":
         return pa.table({**head, **body, "procedure_date": _date(cols["procedure_date"])})
     raise ValueError(f"unknown table {name!r}")
+
+
+def ground_truth(cols: Columns) -> pa.Table:
+    return pa.table({k: _date(v) if k == "index_date" else v for k, v in cols.items()})
 
 
 def organisations(world: World) -> pa.Table:

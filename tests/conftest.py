@@ -1,0 +1,25 @@
+"""Shared fixtures: populations generated once per test session into a temp folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from synthetic_data import summary
+from synthetic_data.generator import SynthConfig, generate
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def population_50k(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pop") / "real"
+    generate(SynthConfig(patients=50_000, seed=7), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def con_50k(population_50k: Path) -> duckdb.DuckDBPyConnection:
+    return summary.connect(population_50k)

@@ -1,0 +1,83 @@
+"""The `hub` command as a user runs it: a real process, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HUB = [sys.executable, "-m", "hub.cli"]
+
+
+def run(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HUB_HOME": str(home), "COLUMNS": "160"}
+    result = subprocess.run([*HUB, *args], capture_output=True, text=True, env=env, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_help_lists_the_jobs(tmp_path):
+    out = run("--help", home=tmp_path).stdout
+    assert "synth" in out and "demo" in out
+    synth = run("synth", "--help", home=tmp_path).stdout
+    for option in (
+        "--patients",
+        "--seed",
+        "--out",
+        "--format",
+        "--defects",
+        "--start-year",
+        "--dummy",
+    ):
+        assert option in synth
+
+
+def test_synth_writes_into_hub_home_by_default_and_reports_counts(tmp_path):
+    result = run("synth", "--patients", "1500", "--seed", "4", home=tmp_path)
+    manifest = json.loads((tmp_path / "synthetic" / "real" / "manifest.json").read_text())
+    assert manifest["rows"]["patients"] == 1500
+    assert "patients" in result.stderr and "1,500" in result.stderr
+
+
+def test_synth_fhir_with_defects_to_a_chosen_folder(tmp_path):
+    out = tmp_path / "export"
+    run(
+        "synth",
+        "-n",
+        "300",
+        "--format",
+        "fhir",
+        "--defects",
+        "0.02",
+        "--out",
+        str(out),
+        home=tmp_path,
+    )
+    assert (out / "fhir" / "Patient.000.ndjson").exists()
+    assert list((out / "defects").glob("*.parquet"))
+
+
+def test_bad_arguments_fail_with_a_clear_message_and_nothing_written(tmp_path):
+    for args, message in (
+        (("--patients", "0"), "at least 1"),
+        (("--format", "xml"), "parquet, csv or fhir"),
+        (("--patients", "600000"), "450,000"),
+        (("--defects", "2"), "between 0 and 0.5"),
+    ):
+        result = run("synth", *args, home=tmp_path, check=False)
+        assert result.returncode == 2, args
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "synthetic").exists()
+
+
+def test_demo_generates_both_populations_and_summarises_them(tmp_path):
+    result = run("demo", "--patients", "6000", "--dummy-patients", "1000", home=tmp_path)
+    out = result.stdout
+    assert "Rows per table" in out and "observations" in out
+    assert "type2_diabetes" in out and "IMD decile" in out
+    assert "Diabetes Prevention Programme" in out and "referred" in out
+    assert (tmp_path / "synthetic" / "dummy" / "manifest.json").exists()
