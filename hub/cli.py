@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from hub.progress import console, counting
 from hub.settings import get_settings
@@ -105,6 +106,99 @@ def demo(
         run_demo(patients=patients, dummy_patients=dummy_patients, seed=seed)
     except GenerationError as exc:
         raise _fail(str(exc)) from None
+
+
+releases_app = typer.Typer(help="The published releases.", no_args_is_help=True)
+app.add_typer(releases_app, name="releases")
+
+
+@app.command()
+def ingest(
+    src: Annotated[Path, typer.Argument(help="A file or folder to load.")],
+    format: Annotated[
+        str, typer.Option("--format", help="native (hub synth output), synthea (CSV) or fhir.")
+    ] = "native",
+) -> None:
+    """Load a source into a new release and publish it if every step succeeds."""
+    from connectors.errors import IngestError
+    from connectors.ingest import ingest as run_ingest
+
+    settings = get_settings()
+    try:
+        keys = settings.keys(create=True)
+        with console.status("ingesting") as status:
+            result = run_ingest(
+                src,
+                fmt=format,
+                home=settings.home,
+                keys=keys,
+                progress=lambda label: status.update(f"ingesting: {label}"),
+            )
+    except IngestError as exc:
+        raise _fail(str(exc)) from None
+    release = result.release
+    console.print(f"[green]published[/] {release.id} (current) from {format} source")
+    for table, counts in result.counts.items():
+        quarantined = sum(counts.quarantined.values())
+        note = f", {quarantined:,} quarantined" if quarantined else ""
+        console.print(f"  {table:<28} {counts.published:>12,} rows{note}")
+    for rtype, n in result.skipped.items():
+        console.print(f"  [yellow]skipped[/] {n:,} {rtype} resources (no warehouse table)")
+
+
+@releases_app.command("list")
+def releases_list() -> None:
+    """List the releases and show which one is current."""
+    from rich.table import Table
+
+    from connectors.releases import list_releases
+
+    found = list_releases(get_settings().home)
+    if not found:
+        console.print("no releases yet: run `hub ingest SRC`")
+        return
+    table = Table()
+    for col in ("release", "current", "source", "published", "people", "quarantined"):
+        table.add_column(col)
+    for r in found:
+        m = r.manifest
+        tables = m.get("tables", {})
+        quarantined = sum(sum(t.get("quarantined", {}).values()) for t in tables.values())
+        table.add_row(
+            r.id,
+            "✓" if r.current else "",
+            m.get("source", {}).get("format", "?"),
+            m.get("published_at", "unpublished"),
+            f"{tables.get('patients', {}).get('published', 0):,}",
+            f"{quarantined:,}",
+        )
+    Console().print(table)
+
+
+@app.command()
+def reidentify(
+    person_id: Annotated[int, typer.Argument(help="The pseudonymous person_id to look up.")],
+    reason: Annotated[str, typer.Option(help="Why (e.g. a clinical recall reference).")],
+    release: Annotated[str | None, typer.Option(help="Release id (default: current).")] = None,
+) -> None:
+    """Admin only: decrypt one person's identifiers from the vault (legitimate recall)."""
+    from connectors.errors import IngestError
+    from connectors.releases import get_release, vault_dir
+    from connectors.vault import reidentify as decrypt
+
+    settings = get_settings()
+    if len(reason.strip()) < 8:
+        raise _fail("--reason must say why re-identification is needed")
+    try:
+        rel = get_release(settings.home, release)
+        record = decrypt(
+            settings.keys().vault,
+            vault_dir(settings.home) / rel.manifest["vault"]["file"],
+            person_id,
+        )
+    except IngestError as exc:
+        raise _fail(str(exc)) from None
+    Console().print_json(data=record)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,8 +9,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connectors.secrets import Keys, resolve_keys
 
 
 class HubSettings(BaseSettings):
@@ -20,6 +22,22 @@ class HubSettings(BaseSettings):
         default=Path("./var"),
         description="Data folder: populations, releases, keys, audit log (HUB_HOME).",
     )
+
+    pseudonym_key: SecretStr | None = Field(
+        default=None, description="64 hex characters (HUB_PSEUDONYM_KEY); else $HUB_HOME/keys."
+    )
+    vault_key: SecretStr | None = Field(
+        default=None, description="64 hex characters (HUB_VAULT_KEY); else $HUB_HOME/keys."
+    )
+
+    def keys(self, *, create: bool = False) -> Keys:
+        """The pseudonym and vault keys; refuses missing, short or default ones."""
+        return resolve_keys(
+            self.home,
+            pseudonym_hex=self.pseudonym_key.get_secret_value() if self.pseudonym_key else None,
+            vault_hex=self.vault_key.get_secret_value() if self.vault_key else None,
+            create=create,
+        )
 
     @property
     def synthetic_dir(self) -> Path:

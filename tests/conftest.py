@@ -23,3 +23,28 @@ def population_50k(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def con_50k(population_50k: Path) -> duckdb.DuckDBPyConnection:
     return summary.connect(population_50k)
+
+
+@pytest.fixture(scope="session")
+def population_3k(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pop3k") / "real"
+    generate(SynthConfig(patients=3_000, seed=13), out)
+    return out
+
+
+@pytest.fixture
+def hub_home(tmp_path: Path) -> Path:
+    home = tmp_path / "hub"
+    home.mkdir()
+    return home
+
+
+@pytest.fixture
+def keys(hub_home: Path):
+    from connectors.secrets import resolve_keys
+
+    return resolve_keys(hub_home, create=True)
+
+
+def release_con(path: Path) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(path), read_only=True)

@@ -1,0 +1,414 @@
+"""Build a release database from a connector's staging views.
+
+A connector defines TEMP views (never persisted) over its source files:
+
+* ``stage_patients``: ``source_patient_id, nhs_number, birth_date, sex, ethnicity,
+  local_authority, imd_decile, practice_code, registration_start, registration_end,
+  death_date, identifiers`` (JSON of the direct identifiers, for the vault),
+  ``bad_reason, source_file, source_row``;
+* ``stage_<event table>`` for each table of ``schema.EVENT_TABLES`` it carries: ``id``
+  (BIGINT), ``source_id``, ``source_patient_id``, the table's columns, ``bad_reason``,
+  ``source_file``, ``source_row``;
+* optionally ``stage_organisations`` and ``stage_extra_<name>`` (source-specific tables
+  linked to a person by ``source_patient_id``).
+
+The build pseudonymises people inside DuckDB (keyed HMAC bound as query parameters,
+nothing key-derived is stored), sends rows that break basic integrity to
+``_quarantine`` with a reason (never their content), drops duplicate keys, writes the
+research tables and OMOP views, and counts rows in, published and quarantined per table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+
+from connectors import pseudonym, schema
+from connectors.errors import IngestError
+
+Progress = Callable[[str], None]
+REDACTED = "[removed: identifying text]"
+# codes whose value is an identity field whatever it says (LOINC: address, phone, email)
+IDENTITY_CODES = ("56799-0", "56798-2", "42077-1")
+
+
+@dataclass
+class TableCounts:
+    rows_in: int = 0
+    published: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    redacted: int = 0  # published rows whose free text was removed
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "rows_in": self.rows_in,
+            "published": self.published,
+            "quarantined": dict(sorted(self.quarantined.items())),
+        }
+        if self.redacted:
+            out["redacted_free_text"] = self.redacted
+        return out
+
+
+MACROS = r"""
+CREATE OR REPLACE TEMP MACRO hub_date(x) AS (
+    CASE
+        WHEN x IS NULL OR trim(x) = '' THEN NULL
+        WHEN length(trim(x)) >= 10 THEN try_strptime(left(trim(x), 10), '%Y-%m-%d')::DATE
+        WHEN length(trim(x)) = 7 THEN try_strptime(trim(x) || '-01', '%Y-%m-%d')::DATE
+        WHEN length(trim(x)) = 4 THEN try_strptime(trim(x) || '-01-01', '%Y-%m-%d')::DATE
+    END
+);
+CREATE OR REPLACE TEMP MACRO hub_bad_date(x) AS (
+    x IS NOT NULL AND trim(x) <> '' AND hub_date(x) IS NULL
+);
+CREATE OR REPLACE TEMP MACRO hub_bad_number(x) AS (
+    x IS NOT NULL AND trim(x) <> '' AND try_cast(x AS DOUBLE) IS NULL
+);
+CREATE OR REPLACE TEMP MACRO hub_blank(x) AS (nullif(trim(x), ''));
+CREATE OR REPLACE TEMP MACRO hub_id(x) AS ((md5_number_lower(x) >> 1)::BIGINT);
+CREATE OR REPLACE TEMP MACRO hub_nhs_valid(n) AS (
+    regexp_full_match(n, '[0-9]{10}')
+    AND ((11 - (list_sum(list_transform(range(9),
+            lambda i: (substr(n, i + 1, 1)::INT) * (10 - i))) % 11)) % 11)
+        = right(n, 1)::INT
+);
+CREATE OR REPLACE TEMP MACRO hub_code_system(uri) AS (
+    CASE
+        WHEN uri IS NULL THEN NULL
+        WHEN uri IN ('http://snomed.info/sct', 'SNOMED-CT', 'SNOMED CT', 'SNOMED') THEN 'SNOMED CT'
+        WHEN uri IN ('http://loinc.org', 'LOINC') THEN 'LOINC'
+        WHEN uri IN ('http://www.nlm.nih.gov/research/umls/rxnorm', 'RxNorm', 'RXNORM')
+            THEN 'RxNorm'
+        WHEN uri IN ('http://hl7.org/fhir/sid/cvx', 'CVX') THEN 'CVX'
+        WHEN uri IN ('http://hl7.org/fhir/sid/icd-10', 'ICD-10', 'ICD10') THEN 'ICD-10'
+        WHEN uri IN ('http://hl7.org/fhir/sid/icd-10-cm', 'ICD-10-CM') THEN 'ICD-10-CM'
+        WHEN uri IN ('https://bnf.nice.org.uk', 'BNF') THEN 'BNF'
+        WHEN uri IN ('https://dmd.nhs.uk', 'dm+d', 'DMD') THEN 'dm+d'
+        ELSE uri
+    END
+);
+"""
+
+
+def install_macros(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(MACROS)
+
+
+def _views(con: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = con.execute(
+        "SELECT view_name FROM duckdb_views() WHERE temporary AND view_name LIKE 'stage_%'"
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _count(
+    con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, object] | None = None
+) -> int:
+    return int(con.execute(sql, params or {}).fetchall()[0][0])
+
+
+def _quarantine_counts(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, int]:
+    rows = con.execute(
+        "SELECT reason, count(*) FROM _quarantine WHERE table_name = $t GROUP BY 1",
+        {"t": table},
+    ).fetchall()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def build_people(
+    con: duckdb.DuckDBPyConnection, *, source: str, pseudonym_key: bytes
+) -> TableCounts:
+    """Pseudonymise and admit people; fill ``patients`` and TEMP ``person_map``."""
+    pads = pseudonym.hmac_pads(pseudonym_key)
+    key_sql = pseudonym.sql_person_id("source_key")
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE stage_people AS
+        WITH keyed AS (
+            SELECT *,
+                   CASE WHEN nhs_number IS NOT NULL THEN 'nhs:' || nhs_number
+                        ELSE $source || ':' || source_patient_id END AS source_key
+            FROM stage_patients
+        ), checked AS (
+            SELECT *,
+                   CASE
+                       WHEN source_patient_id IS NULL THEN 'missing patient id'
+                       WHEN bad_reason IS NOT NULL THEN bad_reason
+                       WHEN nhs_number IS NOT NULL AND NOT hub_nhs_valid(nhs_number)
+                           THEN 'invalid NHS number'
+                   END AS reject
+            FROM keyed
+        )
+        SELECT *, {key_sql} AS person_id,
+               CASE WHEN reject IS NULL AND row_number() OVER (
+                        PARTITION BY reject IS NULL, source_key ORDER BY source_row) > 1
+                    THEN 'duplicate person'
+                    WHEN reject IS NULL AND row_number() OVER (
+                        PARTITION BY reject IS NULL, source_patient_id ORDER BY source_row) > 1
+                    THEN 'duplicate patient id'
+                    ELSE reject END AS reason
+        FROM checked
+        """,
+        {"source": source, **pads},
+    )
+    counts = TableCounts(rows_in=_count(con, "SELECT count(*) FROM stage_patients"))
+    collisions = _count(
+        con,
+        """SELECT count(*) - count(DISTINCT person_id) FROM stage_people
+           WHERE reason IS NULL""",
+    )
+    if collisions:
+        raise IngestError(
+            f"{collisions} pseudonym collision(s) among admitted people; the load is refused"
+        )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE person_map AS
+        SELECT source_patient_id, person_id FROM stage_people WHERE reason IS NULL
+        """
+    )
+    columns = ", ".join(c for c, _ in schema.PATIENT_COLUMNS)
+    con.execute(
+        f"""
+        INSERT INTO patients ({columns})
+        SELECT person_id, year(birth_date), month(birth_date), sex, ethnicity,
+               local_authority, imd_decile, practice_code, registration_start,
+               registration_end, death_date, $source
+        FROM stage_people WHERE reason IS NULL
+        """,
+        {"source": source},
+    )
+    # a rejected person's quarantine row names the file and row only: no identifier
+    con.execute(
+        """
+        INSERT INTO _quarantine
+        SELECT 'patients', source_file, source_row, NULL, reason
+        FROM stage_people WHERE reason IS NOT NULL
+        """
+    )
+    counts.published = _count(con, "SELECT count(*) FROM patients")
+    counts.quarantined = _quarantine_counts(con, "patients")
+    # every string value among a person's identifiers, to keep free text from echoing it
+    con.execute(
+        r"""
+        CREATE OR REPLACE TEMP TABLE identifier_values AS
+        SELECT DISTINCT source_patient_id, lower(trim(v, '"')) AS value
+        FROM (
+            SELECT source_patient_id,
+                   unnest(regexp_extract_all(
+                       regexp_replace(identifiers, '"(?:[^"\\]|\\.)*"\s*:', ':', 'g'),
+                       '"(?:[^"\\]|\\.){4,}"')) AS v
+            FROM stage_people WHERE reason IS NULL
+        )
+        """
+    )
+    return counts
+
+
+def identifier_batches(
+    con: duckdb.DuckDBPyConnection, batch_rows: int = 100_000
+) -> Iterator[pa.RecordBatch]:
+    """Admitted people's identifiers, streamed for the vault (from TEMP storage only)."""
+    reader = con.sql(
+        "SELECT person_id, identifiers FROM stage_people WHERE reason IS NULL"
+    ).to_arrow_reader(batch_rows)
+    yield from reader
+
+
+def build_events(
+    con: duckdb.DuckDBPyConnection, table: schema.EventTable, *, source: str
+) -> TableCounts:
+    name = table.name
+    counts = TableCounts(rows_in=_count(con, f"SELECT count(*) FROM stage_{name}"))
+    columns = [c for c, _ in schema.event_columns(table)]
+    free_text = "value_text" in columns
+    selected = ", ".join(
+        "s.id" if c == table.id_column else "m.person_id" if c == "person_id"
+        else "$source" if c == "source_system"
+        else f"CASE WHEN r.id IS NULL THEN s.{c} ELSE {REDACTED!r} END" if c == "value_text"
+        else f"s.{c}"
+        for c in columns
+    )  # fmt: skip
+    redact_join = ""
+    if free_text:
+        _find_identifying_text(con, name)
+        redact_join = "LEFT JOIN redact r ON r.id = s.id"
+    con.execute(
+        f"""
+        INSERT INTO {name} ({", ".join(columns)})
+        SELECT {selected} FROM stage_{name} s JOIN person_map m USING (source_patient_id)
+        {redact_join}
+        WHERE s.bad_reason IS NULL AND s.id IS NOT NULL
+        """,
+        {"source": source},
+    )
+    if free_text:
+        counts.redacted = _count(con, "SELECT count(*) FROM redact")
+    inserted = _count(con, f"SELECT count(*) FROM {name}")
+    if inserted < counts.rows_in:  # only then is a second pass over the source needed
+        _quarantine_events(con, name)
+    _drop_duplicate_keys(con, name, table.id_column)
+    counts.published = _count(con, f"SELECT count(*) FROM {name}")
+    counts.quarantined = _quarantine_counts(con, name)
+    return counts
+
+
+def _find_identifying_text(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Rows whose free text repeats one of the person's identifiers, or is an identity field.
+
+    Synthea's social-needs surveys, for one, record the patient's street address as an
+    observation (LOINC 56799-0): such text is replaced, never published.
+    """
+    codes = ", ".join(f"'{c}'" for c in IDENTITY_CODES)
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE redact AS
+        SELECT DISTINCT s.id FROM stage_{name} s
+        LEFT JOIN identifier_values v ON v.source_patient_id = s.source_patient_id
+             AND contains(lower(s.value_text), v.value)
+        WHERE s.value_text IS NOT NULL AND (v.value IS NOT NULL OR s.code IN ({codes}))
+        """
+    )
+
+
+def _quarantine_events(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    con.execute(
+        f"""
+        INSERT INTO _quarantine
+        SELECT $t, s.source_file, s.source_row, s.source_id,
+               CASE WHEN s.id IS NULL THEN 'missing id'
+                    WHEN s.bad_reason IS NOT NULL THEN s.bad_reason
+                    ELSE 'unknown person' END
+        FROM stage_{name} s LEFT JOIN person_map m USING (source_patient_id)
+        WHERE s.bad_reason IS NOT NULL OR s.id IS NULL OR m.person_id IS NULL
+        """,
+        {"t": name},
+    )
+
+
+def _drop_duplicate_keys(con: duckdb.DuckDBPyConnection, name: str, key: str) -> None:
+    """Keep the first copy of a repeated primary key; quarantine the others."""
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE dup_rows AS
+        SELECT rowid AS r, {key} AS k FROM {name}
+        WHERE {key} IN (SELECT {key} FROM {name} GROUP BY 1 HAVING count(*) > 1)
+        QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY rowid) > 1
+        """
+    )
+    if _count(con, "SELECT count(*) FROM dup_rows"):
+        con.execute(
+            """INSERT INTO _quarantine
+               SELECT $t, NULL, NULL, k::VARCHAR, 'duplicate key' FROM dup_rows""",
+            {"t": name},
+        )
+        con.execute(f"DELETE FROM {name} WHERE rowid IN (SELECT r FROM dup_rows)")
+    con.execute("DROP TABLE dup_rows")
+
+
+def build_organisations(con: duckdb.DuckDBPyConnection, *, source: str) -> TableCounts:
+    if "stage_organisations" not in _views(con):
+        return TableCounts()
+    counts = TableCounts(rows_in=_count(con, "SELECT count(*) FROM stage_organisations"))
+    con.execute(
+        """
+        INSERT INTO organisations
+        SELECT organisation_code, name, kind, local_authority, $source
+        FROM stage_organisations WHERE organisation_code IS NOT NULL
+        QUALIFY row_number() OVER (PARTITION BY organisation_code ORDER BY name) = 1
+        """,
+        {"source": source},
+    )
+    counts.published = _count(con, "SELECT count(*) FROM organisations")
+    dropped = counts.rows_in - counts.published
+    if dropped:
+        con.execute(
+            f"""INSERT INTO _quarantine SELECT 'organisations', NULL, NULL, NULL,
+                'missing or duplicate organisation code' FROM range({dropped})"""
+        )
+        counts.quarantined = _quarantine_counts(con, "organisations")
+    return counts
+
+
+def build_extras(con: duckdb.DuckDBPyConnection) -> dict[str, TableCounts]:
+    """Source-specific person-linked tables, kept as loaded with the person pseudonymised."""
+    out: dict[str, TableCounts] = {}
+    for view in sorted(v for v in _views(con) if v.startswith("stage_extra_")):
+        name = view.removeprefix("stage_extra_")
+        counts = TableCounts(rows_in=_count(con, f"SELECT count(*) FROM {view}"))
+        con.execute(
+            f"""
+            CREATE TABLE {name} AS
+            SELECT m.person_id, s.* EXCLUDE (source_patient_id, source_file, source_row)
+            FROM {view} s JOIN person_map m USING (source_patient_id)
+            """
+        )
+        con.execute(
+            f"""INSERT INTO _quarantine
+                SELECT $t, s.source_file, s.source_row, NULL, 'unknown person'
+                FROM {view} s ANTI JOIN person_map m USING (source_patient_id)""",
+            {"t": name},
+        )
+        counts.published = _count(con, f"SELECT count(*) FROM {name}")
+        counts.quarantined = _quarantine_counts(con, name)
+        out[name] = counts
+    return out
+
+
+def build_unlinked(con: duckdb.DuckDBPyConnection) -> dict[str, TableCounts]:
+    """Source tables that name no person (payers, ...): loaded as they are."""
+    out: dict[str, TableCounts] = {}
+    for view in sorted(v for v in _views(con) if v.startswith("stage_unlinked_")):
+        name = view.removeprefix("stage_unlinked_")
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM {view}")
+        rows = _count(con, f"SELECT count(*) FROM {name}")
+        out[name] = TableCounts(rows_in=rows, published=rows)
+    return out
+
+
+def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(schema.create_table_sql("patients", schema.PATIENT_COLUMNS))
+    con.execute(schema.create_table_sql("organisations", schema.ORGANISATION_COLUMNS))
+    for table in schema.EVENT_TABLES:
+        con.execute(schema.create_table_sql(table.name, schema.event_columns(table)))
+    con.execute(schema.QUARANTINE_DDL)
+
+
+def create_views(con: duckdb.DuckDBPyConnection) -> None:
+    for name, sql in schema.OMOP_VIEWS.items():
+        con.execute(f"CREATE VIEW {name} AS {sql}")
+
+
+def build(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    source: str,
+    pseudonym_key: bytes,
+    progress: Progress | None = None,
+) -> dict[str, TableCounts]:
+    """Run the whole build on a connection whose staging views are defined."""
+    step = progress or (lambda _label: None)
+    views = _views(con)
+    if "stage_patients" not in views:
+        raise IngestError("the source has no patients: nothing can be linked")
+    create_schema(con)
+    counts: dict[str, TableCounts] = {}
+    step("patients")
+    counts["patients"] = build_people(con, source=source, pseudonym_key=pseudonym_key)
+    step("organisations")
+    org = build_organisations(con, source=source)
+    if org.rows_in:
+        counts["organisations"] = org
+    for table in schema.EVENT_TABLES:
+        if f"stage_{table.name}" in views:
+            step(table.name)
+            counts[table.name] = build_events(con, table, source=source)
+    step("source-specific tables")
+    counts.update(build_extras(con))
+    counts.update(build_unlinked(con))
+    create_views(con)
+    return counts

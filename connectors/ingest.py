@@ -1,0 +1,198 @@
+"""``hub ingest``: load a source into a new release, publish it only if every step works.
+
+    lock → stage (connector views) → build (pseudonymise, quarantine, tables, views)
+         → vault (encrypt identifiers) → content hash → [quality gate] → publish
+
+Nothing is written where the current release lives until the last step; any failure
+(or ``kill -9``) leaves the current release current and untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import duckdb
+
+from connectors import build, fhir, native, releases, schema, synthea, vault
+from connectors.errors import IngestError, SourceError
+from connectors.secrets import Keys
+from connectors.staging import SourceFiles, sha256_file
+
+FORMATS: Final = ("native", "synthea", "fhir")
+
+
+class Connector(Protocol):
+    SOURCE: str
+    VERSION: str
+
+    def stage(self, con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles: ...
+
+
+CONNECTORS: Final[dict[str, Any]] = {"native": native, "synthea": synthea, "fhir": fhir}
+
+# A gate gets the staging connection and returns (passed, report); see the quality gate.
+Gate = Callable[[duckdb.DuckDBPyConnection, dict[str, Any]], tuple[bool, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    release: releases.Release
+    counts: dict[str, build.TableCounts]
+    skipped: dict[str, int]
+
+
+class GateFailed(IngestError):
+    """The quality gate blocked publication; the current release is unchanged."""
+
+    def __init__(self, report: dict[str, Any]) -> None:
+        super().__init__("the quality gate failed; the current release is unchanged")
+        self.report = report
+
+
+def _safe_duckdb_error(exc: duckdb.Error, src: Path) -> SourceError:
+    # DuckDB's reader errors can quote the offending line: never pass them on
+    kind = type(exc).__name__.removesuffix("Exception")
+    return SourceError(f"could not read the source under {src} ({kind} error in the reader)")
+
+
+def ingest(
+    src: Path,
+    *,
+    fmt: str,
+    home: Path,
+    keys: Keys,
+    progress: Callable[[str], None] | None = None,
+    gate: Gate | None = None,
+    threads: int | None = None,
+    memory_limit: str = "4GB",
+) -> IngestResult:
+    if fmt not in CONNECTORS:
+        raise IngestError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    src = src.resolve()
+    if not src.exists():
+        raise SourceError(f"{src} does not exist")
+    connector = CONNECTORS[fmt]
+    step = progress or (lambda _label: None)
+    with releases.ingest_lock(home):
+        releases.remove_stale_staging(home)
+        folder = releases.releases_dir(home)
+        vdir = releases.vault_dir(home)
+        vdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(vdir, 0o700)
+        token = uuid.uuid4().hex[:12]
+        staging_db = folder / f".staging-{token}.duckdb"
+        staging_vault = vdir / f".staging-{token}.vault.parquet"
+        try:
+            return _run(
+                connector, src, home, keys, staging_db, staging_vault, step, gate,
+                threads, memory_limit,
+            )  # fmt: skip
+        finally:
+            for leftover in (staging_db, staging_vault, Path(f"{staging_db}.wal")):
+                leftover.unlink(missing_ok=True)
+            shutil.rmtree(f"{staging_db}.tmp", ignore_errors=True)
+
+
+def _run(
+    connector: Any,
+    src: Path,
+    home: Path,
+    keys: Keys,
+    staging_db: Path,
+    staging_vault: Path,
+    step: Callable[[str], None],
+    gate: Gate | None,
+    threads: int | None,
+    memory_limit: str,
+) -> IngestResult:
+    started = dt.datetime.now(dt.UTC)
+    previous = releases.current_id(home)
+    con = duckdb.connect(str(staging_db))
+    try:
+        con.execute(f"SET threads = {int(threads or os.cpu_count() or 1)}")
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+        con.execute("SET preserve_insertion_order = false")
+        con.execute("SET enable_progress_bar = false")
+        con.execute(f"SET temp_directory = '{staging_db}.tmp'")
+        build.install_macros(con)
+        step("reading source")
+        try:
+            files = connector.stage(con, src)
+            counts = build.build(
+                con, source=connector.SOURCE, pseudonym_key=keys.pseudonym, progress=step
+            )
+        except duckdb.IOException as exc:
+            raise _safe_duckdb_error(exc, src) from None
+        except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+            raise _safe_duckdb_error(exc, src) from None
+        step("encrypting identifiers")
+        vault_rows = vault.encrypt_batches(keys.vault, build.identifier_batches(con), staging_vault)
+        skipped: dict[str, int] = getattr(connector, "skipped", lambda _con: {})(con)
+        manifest: dict[str, Any] = {
+            "source": {
+                "format": connector.SOURCE,
+                "path": str(src),
+                "files": [
+                    {
+                        "path": str(p.relative_to(src)) if p.is_relative_to(src) else p.name,
+                        "sha256": sha256_file(p),
+                        "bytes": p.stat().st_size,
+                    }
+                    for p in files.all_files()
+                ],
+            },
+            "connector": {"name": connector.SOURCE, "version": connector.VERSION},
+            "schema_version": schema.SCHEMA_VERSION,
+            "duckdb_version": duckdb.__version__,
+            "previous_release": previous,
+            "pseudonym_key_id": keys.pseudonym_key_id,
+            "vault": {"rows": vault_rows, "key_id": keys.vault_key_id},
+            "tables": {k: v.as_dict() for k, v in counts.items()},
+            "skipped_resources": skipped,
+        }
+        _check_accounting(counts)
+        if gate is not None:
+            step("quality gate")
+            passed, report = gate(con, manifest)
+            manifest["quality"] = report
+            if not passed:
+                raise GateFailed(report)
+        for temp in ("stage_people", "person_map", "identifier_values"):
+            con.execute(f"DROP TABLE IF EXISTS {temp}")
+        step("checksumming")
+        manifest["content_hash"] = releases.content_hash(con)
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    number = releases.next_number(home)
+    rid = releases.release_id(number)
+    manifest["release_id"] = rid
+    manifest["vault"]["file"] = f"{rid}.vault.parquet"
+    manifest["started_at"] = started.isoformat(timespec="seconds")
+    manifest["published_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    step("publishing")
+    release = releases.publish(
+        home,
+        number=number,
+        staging_db=staging_db,
+        staging_vault=staging_vault,
+        manifest=manifest,
+    )
+    return IngestResult(release, counts, skipped)
+
+
+def _check_accounting(counts: dict[str, build.TableCounts]) -> None:
+    """Rows in = rows published + rows quarantined, for every table; or refuse."""
+    for name, c in counts.items():
+        if c.rows_in != c.published + sum(c.quarantined.values()):
+            raise IngestError(
+                f"row accounting failed for {name}: {c.rows_in} in, {c.published} "
+                f"published, {sum(c.quarantined.values())} quarantined"
+            )
