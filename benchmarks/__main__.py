@@ -8,7 +8,7 @@ import os
 import platform
 from pathlib import Path
 
-from benchmarks import generator
+from benchmarks import generator, ingest
 
 REPORT = Path(__file__).with_name("report.md")
 RESULTS = Path(__file__).with_name("results")
@@ -21,6 +21,10 @@ def main() -> None:
     gen = generator.run()
     (RESULTS / "generator.json").write_text(json.dumps(gen, indent=2))
     sections.append(generator.markdown(gen))
+    print("ingest ...", flush=True)
+    ing = ingest.run()
+    (RESULTS / "ingest.json").write_text(json.dumps(ing, indent=2))
+    sections.append(ingest.markdown(ing))
     header = [
         "# Benchmark report",
         "",
@@ -29,7 +33,7 @@ def main() -> None:
         "Ratios are measured side by side in one run; absolute times vary with the machine.",
         "",
     ]
-    REPORT.write_text("\n".join(header + sections) + "\n")
+    REPORT.write_text("\n".join(header) + "\n\n".join(sections) + "\n")
     print(REPORT.read_text())
 
 

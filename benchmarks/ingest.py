@@ -1,0 +1,89 @@
+"""Governed ingest of generated patients vs a plain DuckDB load of the same files.
+
+Target (issue 3): the whole governed ingest (pseudonymisation, encryption, views,
+manifest, checksums) at most 3x ``CREATE TABLE ... AS SELECT * FROM read_parquet(...)``
+of the same Parquet files, measured side by side in one run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks._measure import run_measured
+
+TABLES = ("patients", "encounters", "conditions", "observations", "medications", "procedures")
+
+PLAIN = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1])
+con.execute("SET enable_progress_bar = false")
+for t in {tables!r}:
+    con.execute(f"CREATE TABLE {{t}} AS SELECT * FROM read_parquet('{{sys.argv[2]}}/{{t}}/*.parquet')")
+con.execute("CHECKPOINT")
+"""
+
+
+def run(patients: int = 1_000_000) -> dict[str, float | int]:
+    work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    try:
+        src = work / "src"
+        nhs_range = "test" if patients <= 450_000 else "synthetic"
+        run_measured(
+            [sys.executable, "-m", "hub.cli", "synth", "-n", str(patients), "--out", str(src),
+             "--nhs-range", nhs_range]
+        )  # fmt: skip
+        plain = run_measured(
+            [
+                sys.executable,
+                "-c",
+                PLAIN.format(tables=TABLES),
+                str(work / "plain.duckdb"),
+                str(src),
+            ]
+        )
+        governed = run_measured(
+            [sys.executable, "-m", "hub.cli", "ingest", str(src)],
+            env={**__import__("os").environ, "HUB_HOME": str(work / "home")},
+        )
+        manifest = json.loads(next((work / "home" / "releases").glob("release-*.json")).read_text())
+        rows = sum(t["rows_in"] for t in manifest["tables"].values())
+        size = next((work / "home" / "releases").glob("release-*.duckdb")).stat().st_size
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "patients": patients,
+        "rows": rows,
+        "plain_s": round(plain.seconds, 1),
+        "plain_peak_rss_mb": round(plain.peak_rss_mb),
+        "governed_s": round(governed.seconds, 1),
+        "governed_peak_rss_mb": round(governed.peak_rss_mb),
+        "ratio": round(governed.seconds / plain.seconds, 2),
+        "release_mb": round(size / 2**20),
+    }
+
+
+def markdown(r: dict[str, float | int]) -> str:
+    return "\n".join(
+        [
+            "### Governed ingest (`hub ingest`, native Parquet) vs plain DuckDB load",
+            "",
+            "| patients | rows | plain CTAS | governed ingest | ratio | peak RSS (plain / governed) | release file |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {r['patients']:,} | {r['rows']:,} | {r['plain_s']} s | {r['governed_s']} s "
+            f"| {r['ratio']}× | {r['plain_peak_rss_mb']:,} / {r['governed_peak_rss_mb']:,} MB "
+            f"| {r['release_mb']:,} MB |",
+            "",
+            "Target: governed ingest at most 3× the plain load of the same files.",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    result = run(n)
+    print(json.dumps(result, indent=2))
+    print(markdown(result))

@@ -1,0 +1,49 @@
+"""Re-identification from the vault: one person, with a reason, from the command line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+
+from connectors.ingest import ingest
+from tests.conftest import release_con
+
+
+def test_reidentify_prints_one_persons_identifiers_and_demands_a_reason(
+    population_3k, hub_home, keys
+):
+    result = ingest(population_3k, fmt="native", home=hub_home, keys=keys)
+    person = (
+        release_con(result.release.path)
+        .execute("SELECT min(person_id) FROM patients")
+        .fetchall()[0][0]
+    )
+    env = {**os.environ, "HUB_HOME": str(hub_home)}
+    cmd = [sys.executable, "-m", "hub.cli", "reidentify", str(person)]
+    refused = subprocess.run(
+        [*cmd, "--reason", "x"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2 and "--reason" in refused.stderr
+    ok = subprocess.run(
+        [*cmd, "--reason", "clinical recall REF-2291"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
+    record = json.loads(ok.stdout)
+    numbers = set(
+        pq.read_table(population_3k / "patients", columns=["nhs_number"]).column(0).to_pylist()
+    )
+    assert record["nhs_number"] in numbers and record["postcode"]
+    missing = subprocess.run(
+        [*cmd[:-1], "12345", "--reason", "clinical recall REF-2291"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and "not in" in missing.stderr
