@@ -8,7 +8,7 @@ import os
 import platform
 from pathlib import Path
 
-from benchmarks import generator, ingest
+from benchmarks import generator, ingest, quality
 
 REPORT = Path(__file__).with_name("report.md")
 RESULTS = Path(__file__).with_name("results")
@@ -25,6 +25,10 @@ def main() -> None:
     ing = ingest.run()
     (RESULTS / "ingest.json").write_text(json.dumps(ing, indent=2))
     sections.append(ingest.markdown(ing))
+    print("quality gate ...", flush=True)
+    qual = quality.run()
+    (RESULTS / "quality.json").write_text(json.dumps(qual, indent=2))
+    sections.append(quality.markdown(qual))
     header = [
         "# Benchmark report",
         "",

@@ -10,6 +10,7 @@ Nothing is written where the current release lives until the last step; any fail
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import uuid
@@ -37,8 +38,10 @@ class Connector(Protocol):
 
 CONNECTORS: Final[dict[str, Any]] = {"native": native, "synthea": synthea, "fhir": fhir}
 
-# A gate gets the staging connection and returns (passed, report); see the quality gate.
-Gate = Callable[[duckdb.DuckDBPyConnection, dict[str, Any]], tuple[bool, dict[str, Any]]]
+# A quality gate validates the finished staging file before publication:
+# gate(staging_db, manifest=..., previous_db=..., out_dir=...) -> (passed, report).
+# It lives in governance (which may import connectors, not the reverse).
+Gate = Callable[..., tuple[bool, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -51,9 +54,14 @@ class IngestResult:
 class GateFailed(IngestError):
     """The quality gate blocked publication; the current release is unchanged."""
 
-    def __init__(self, report: dict[str, Any]) -> None:
-        super().__init__("the quality gate failed; the current release is unchanged")
+    def __init__(self, report: dict[str, Any], saved_to: Path) -> None:
+        failed = ", ".join(report.get("failed_errors", [])) or "see the report"
+        super().__init__(
+            f"the quality gate failed ({failed}); the current release is unchanged; "
+            f"report: {saved_to}"
+        )
         self.report = report
+        self.saved_to = saved_to
 
 
 def _safe_duckdb_error(exc: duckdb.Error, src: Path) -> SourceError:
@@ -98,6 +106,7 @@ def ingest(
             for leftover in (staging_db, staging_vault, Path(f"{staging_db}.wal")):
                 leftover.unlink(missing_ok=True)
             shutil.rmtree(f"{staging_db}.tmp", ignore_errors=True)
+            shutil.rmtree(staging_db.with_name(staging_db.stem + ".quality"), ignore_errors=True)
 
 
 def _run(
@@ -158,12 +167,6 @@ def _run(
             "skipped_resources": skipped,
         }
         _check_accounting(counts)
-        if gate is not None:
-            step("quality gate")
-            passed, report = gate(con, manifest)
-            manifest["quality"] = report
-            if not passed:
-                raise GateFailed(report)
         for temp in ("stage_people", "person_map", "identifier_values"):
             con.execute(f"DROP TABLE IF EXISTS {temp}")
         step("checksumming")
@@ -171,6 +174,39 @@ def _run(
         con.execute("CHECKPOINT")
     finally:
         con.close()
+    staging_quality = staging_db.with_name(staging_db.stem + ".quality")
+    if gate is not None:
+        step("quality gate")
+        previous_release = releases.get_release(home, previous) if previous else None
+        if previous_release and (
+            previous_release.manifest.get("source", {}).get("format") != connector.SOURCE
+        ):
+            previous_release = None  # drift is only meaningful between like sources
+        passed, report = gate(
+            staging_db,
+            manifest=manifest,
+            previous_db=previous_release.path if previous_release else None,
+            out_dir=staging_quality,
+        )
+        manifest["quality"] = {
+            "passed": passed,
+            "summary": report.get("summary", {}),
+            "failed": report.get("failed", []),
+        }
+        staging_quality.mkdir(exist_ok=True)
+        report_file = staging_quality / "quality.json"
+        if not report_file.exists():
+            report_file.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        if not passed:
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+            rejected = releases.releases_dir(home) / "rejected" / stamp
+            rejected.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(staging_quality), rejected)
+            errors = [
+                c["id"] for c in report.get("checks", [])
+                if not c["passed"] and c["severity"] == "error"
+            ]  # fmt: skip
+            raise GateFailed({**report, "failed_errors": errors}, rejected)
     number = releases.next_number(home)
     rid = releases.release_id(number)
     manifest["release_id"] = rid
@@ -183,6 +219,7 @@ def _run(
         number=number,
         staging_db=staging_db,
         staging_vault=staging_vault,
+        staging_quality=staging_quality if staging_quality.exists() else None,
         manifest=manifest,
     )
     return IngestResult(release, counts, skipped)

@@ -142,8 +142,19 @@ def _write_durably(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
+def quality_dir(release_path: Path) -> Path:
+    """Where a release's quality report and GX Data Docs live."""
+    return release_path.with_name(release_path.stem + ".quality")
+
+
 def publish(
-    home: Path, *, number: int, staging_db: Path, staging_vault: Path, manifest: dict[str, Any]
+    home: Path,
+    *,
+    number: int,
+    staging_db: Path,
+    staging_vault: Path,
+    manifest: dict[str, Any],
+    staging_quality: Path | None = None,
 ) -> Release:
     """Move a finished build into place and make it current (call with the lock held)."""
     rid = release_id(number)
@@ -157,6 +168,8 @@ def publish(
     os.chmod(staging_db, 0o444)
     os.replace(staging_vault, final_vault)
     os.chmod(final_vault, 0o400)
+    if staging_quality is not None:
+        os.replace(staging_quality, quality_dir(final_db))
     _write_durably(folder / f"{rid}.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     os.replace(staging_db, final_db)
     _fsync_dir(folder)

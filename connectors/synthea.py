@@ -136,7 +136,9 @@ def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
         ),
         "observations": (
             "observations",
-            f"'LOINC' AS code_system, {coded}, "
+            # Synthea's own summary scores (QALY, DALY, QOLS) are not LOINC codes
+            "CASE WHEN \"CODE\" IN ('QALY', 'DALY', 'QOLS') THEN 'Synthea' ELSE 'LOINC' END "
+            f"AS code_system, {coded}, "
             "CASE WHEN coalesce(\"TYPE\", 'numeric') = 'numeric' "
             'THEN try_cast("VALUE" AS DOUBLE) END AS value, '
             "CASE WHEN coalesce(\"TYPE\", 'numeric') <> 'numeric' THEN hub_blank(\"VALUE\") END "

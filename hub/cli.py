@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -121,7 +121,9 @@ def ingest(
 ) -> None:
     """Load a source into a new release and publish it if every step succeeds."""
     from connectors.errors import IngestError
+    from connectors.ingest import GateFailed
     from connectors.ingest import ingest as run_ingest
+    from governance.quality import ingest_gate
 
     settings = get_settings()
     try:
@@ -133,7 +135,11 @@ def ingest(
                 home=settings.home,
                 keys=keys,
                 progress=lambda label: status.update(f"ingesting: {label}"),
+                gate=ingest_gate,
             )
+    except GateFailed as exc:
+        _print_quality(exc.report, only_failed=True)
+        raise _fail(str(exc)) from None
     except IngestError as exc:
         raise _fail(str(exc)) from None
     release = result.release
@@ -144,6 +150,13 @@ def ingest(
         console.print(f"  {table:<28} {counts.published:>12,} rows{note}")
     for rtype, n in result.skipped.items():
         console.print(f"  [yellow]skipped[/] {n:,} {rtype} resources (no warehouse table)")
+    quality = release.manifest.get("quality")
+    if quality:
+        s = quality["summary"]
+        console.print(
+            f"quality gate passed: {s['checks']} checks, {s['failed_warnings']} warning(s); "
+            f"`hub quality report {release.id}` for details"
+        )
 
 
 @releases_app.command("list")
@@ -173,6 +186,98 @@ def releases_list() -> None:
             f"{quarantined:,}",
         )
     Console().print(table)
+
+
+quality_app = typer.Typer(help="The data-quality gate and its reports.", no_args_is_help=True)
+app.add_typer(quality_app, name="quality")
+
+
+def _print_quality(
+    report: dict[str, Any], *, only_failed: bool = False, show_all: bool = False
+) -> None:
+    from rich.table import Table
+
+    title = "that failed" if only_failed else "" if show_all else "with violations"
+    table = Table(title=f"Quality checks {title}".strip())
+    for col in ("check", "severity", "violations", "share", "threshold", "result", "examples"):
+        table.add_column(col)
+    for c in report.get("checks", []):
+        if only_failed and c["passed"]:
+            continue
+        if not show_all and c["passed"] and not c["violations"]:
+            continue
+        result = (
+            "[green]pass"
+            if c["passed"]
+            else ("[red]FAIL" if c["severity"] == "error" else "[yellow]warn")
+        )
+        table.add_row(
+            c["id"], c["severity"], f"{c['violations']:,}", f"{c['share']:.3%}",
+            f"{c['threshold']:.1%}", result, ", ".join(str(k) for k in c["examples"][:3]),
+        )  # fmt: skip
+    Console(width=200).print(table)
+    for c in report.get("checks", []):
+        if not c["passed"] and c["severity"] == "warning":
+            console.print(f"[yellow]warning[/] {c['id']}: {c['description']}")
+
+
+@quality_app.command("run")
+def quality_run(
+    release: Annotated[str | None, typer.Argument(help="Release id (default: current).")] = None,
+) -> None:
+    """Run the quality gate on a published release and store its report and Data Docs."""
+    from connectors.errors import IngestError
+    from connectors.releases import get_release, list_releases, quality_dir
+    from governance.quality import run_gate
+
+    home = get_settings().home
+    try:
+        rel = get_release(home, release)
+    except IngestError as exc:
+        raise _fail(str(exc)) from None
+    previous = [r for r in list_releases(home) if r.number < rel.number]
+    with console.status(f"validating {rel.id}"):
+        result = run_gate(
+            rel.path,
+            manifest=rel.manifest,
+            previous_db=previous[-1].path if previous else None,
+            out_dir=quality_dir(rel.path),
+        )
+    _print_quality(result.report)
+    verdict = "[green]passed" if result.passed else "[red]FAILED"
+    console.print(f"{rel.id}: quality gate {verdict}; report in {quality_dir(rel.path)}")
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+@quality_app.command("report")
+def quality_report(
+    release: Annotated[str | None, typer.Argument(help="Release id (default: current).")] = None,
+    all_checks: Annotated[
+        bool, typer.Option("--all", help="List every check, not only those with violations.")
+    ] = False,
+) -> None:
+    """Show the stored quality report of a release (from its ingestion or last run)."""
+    import json
+
+    from connectors.errors import IngestError
+    from connectors.releases import get_release, quality_dir
+
+    home = get_settings().home
+    try:
+        rel = get_release(home, release)
+    except IngestError as exc:
+        raise _fail(str(exc)) from None
+    path = quality_dir(rel.path) / "quality.json"
+    if not path.exists():
+        raise _fail(f"{rel.id} has no quality report: run `hub quality run {rel.id}`")
+    report = json.loads(path.read_text())
+    _print_quality(report, show_all=all_checks)
+    s = report["summary"]
+    console.print(
+        f"{rel.id}: {'passed' if report['passed'] else 'FAILED'}; {s['checks']} checks "
+        f"({s['by_category']}); Data Docs: {quality_dir(rel.path) / 'data_docs' / 'index.html'}"
+    )
 
 
 @app.command()
