@@ -1,0 +1,81 @@
+"""Privacy accounting maths, pure: no I/O, no state (the ledger holds state).
+
+Composition rule: **basic (sequential) composition**. Running mechanisms that are
+(ε₁, δ₁), …, (εₖ, δₖ)-differentially private on the same people is
+(Σεᵢ, Σδᵢ)-differentially private. It is loose (advanced or Rényi composition give
+tighter totals for many small spends) but sound for any mix of mechanisms, including
+DP-SGD runs whose own (ε, δ) came from a Rényi or PRV accountant, and it is what
+auditors can check with a calculator.
+
+>>> compose([(0.5, 1e-6), (0.25, 0.0)])
+(0.75, 1e-06)
+>>> remaining(total=(1.0, 1e-5), spent=(0.75, 1e-6))
+(0.25, 9e-06)
+>>> fits(total=(1.0, 1e-5), spent=(0.75, 1e-6), request=(0.3, 0.0))
+False
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Final
+
+# spends below this are refused: they make no sense and hide float trickery (1e-320)
+MIN_EPSILON: Final = 1e-6
+MAX_EPSILON: Final = 100.0
+# floating-point slack when comparing sums against a total
+TOLERANCE: Final = 1e-12
+
+Budget = tuple[float, float]
+
+
+def validate_epsilon(epsilon: float) -> float:
+    """An ε a caller may ask for: finite, at least MIN_EPSILON, at most MAX_EPSILON.
+
+    >>> validate_epsilon(0.1)
+    0.1
+    """
+    if not isinstance(epsilon, int | float) or isinstance(epsilon, bool):
+        raise ValueError("epsilon must be a number")
+    if not math.isfinite(epsilon):
+        raise ValueError("epsilon must be finite")
+    if epsilon < MIN_EPSILON:
+        raise ValueError(f"epsilon must be at least {MIN_EPSILON}")
+    if epsilon > MAX_EPSILON:
+        raise ValueError(f"epsilon must be at most {MAX_EPSILON}")
+    return float(epsilon)
+
+
+def validate_delta(delta: float) -> float:
+    """A δ a caller may ask for: finite, in [0, 1).
+
+    >>> validate_delta(0.0)
+    0.0
+    """
+    if not isinstance(delta, int | float) or isinstance(delta, bool):
+        raise ValueError("delta must be a number")
+    if not math.isfinite(delta) or delta < 0 or delta >= 1:
+        raise ValueError("delta must be finite and in [0, 1)")
+    return float(delta)
+
+
+def compose(spends: Iterable[Budget]) -> Budget:
+    """Basic composition: the sums of ε and of δ."""
+    eps = 0.0
+    delta = 0.0
+    for e, d in spends:
+        eps += e
+        delta += d
+    return (eps, delta)
+
+
+def remaining(*, total: Budget, spent: Budget) -> Budget:
+    """What is left, never below zero."""
+    return (max(0.0, total[0] - spent[0]), max(0.0, total[1] - spent[1]))
+
+
+def fits(*, total: Budget, spent: Budget, request: Budget) -> bool:
+    """Whether ``request`` can be spent on top of ``spent`` within ``total``."""
+    eps, delta = compose([spent, request])
+    return eps <= total[0] + TOLERANCE and delta <= total[1] + TOLERANCE

@@ -1,0 +1,165 @@
+"""The governance store: one SQLite database in WAL mode under ``$HUB_HOME/governance``.
+
+Why SQLite: it is embedded (no server to run), transactional, and safe for several
+processes at once (the admin CLI works while the server runs): ``BEGIN IMMEDIATE``
+takes the database's write lock, so read-check-write sequences such as a budget spend
+are atomic across threads and processes. With ``synchronous=FULL`` every commit is
+fsynced before it returns, so an acknowledged audit entry survives a crash. Reads go on
+while one writer commits (WAL).
+
+Schema changes are numbered migrations applied on open.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
+
+from governance.errors import AuditUnavailable
+
+MIGRATIONS: Final = (
+    """
+    CREATE TABLE users (
+        user_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('researcher', 'steward', 'modeller', 'admin')),
+        organisation TEXT NOT NULL,
+        organisation_type TEXT NOT NULL,
+        accreditation_expires TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE TABLE api_keys (
+        key_id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(user_id),
+        secret_sha256 TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE TABLE projects (
+        project_id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        lay_summary TEXT NOT NULL,
+        organisation TEXT NOT NULL,
+        requested_by TEXT NOT NULL REFERENCES users(user_id),
+        requested_grants TEXT NOT NULL,
+        requested_days INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        granted TEXT,
+        expires_at TEXT,
+        epsilon_total REAL,
+        delta_total REAL,
+        sdc_threshold INTEGER,
+        sdc_rounding INTEGER,
+        decided_by TEXT,
+        decision_reason TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE project_members (
+        project_id TEXT NOT NULL REFERENCES projects(project_id),
+        user_id TEXT NOT NULL REFERENCES users(user_id),
+        can_train INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (project_id, user_id)
+    );
+    CREATE TABLE budget_spends (
+        spend_id INTEGER PRIMARY KEY,
+        project_id TEXT NOT NULL REFERENCES projects(project_id),
+        state TEXT NOT NULL CHECK (state IN ('reserved', 'committed', 'refunded')),
+        epsilon REAL NOT NULL,
+        delta REAL NOT NULL,
+        purpose TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        settled_at TEXT
+    );
+    CREATE INDEX budget_spends_project ON budget_spends(project_id, state);
+    CREATE TABLE audit_entries (
+        seq INTEGER PRIMARY KEY,
+        body TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        time TEXT NOT NULL,
+        actor TEXT,
+        role TEXT,
+        project TEXT,
+        action TEXT NOT NULL,
+        decision TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_project ON audit_entries(project, seq);
+    CREATE INDEX audit_by_actor ON audit_entries(actor, seq);
+    CREATE TABLE audit_checkpoints (
+        seq INTEGER PRIMARY KEY,
+        head_hash TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        signed_at TEXT NOT NULL
+    );
+    CREATE TABLE audit_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq INTEGER NOT NULL,
+        head_hash TEXT NOT NULL,
+        signature TEXT NOT NULL
+    );
+    """,
+)
+
+
+class Store:
+    """Connections to the governance database; one per thread or process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as con:
+            self._migrate(con)
+
+    @classmethod
+    def for_home(cls, home: Path) -> Store:
+        return cls(home / "governance" / "governance.sqlite3")
+
+    def connect(self) -> sqlite3.Connection:
+        try:
+            con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA journal_mode = WAL")
+            con.execute("PRAGMA synchronous = FULL")
+            con.execute("PRAGMA foreign_keys = ON")
+            con.execute("PRAGMA busy_timeout = 30000")
+        except sqlite3.OperationalError as exc:
+            raise AuditUnavailable(f"the governance store cannot be opened ({exc})") from None
+        return con
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding the database's write lock from its start."""
+        con = self.connect()
+        try:
+            try:
+                con.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise AuditUnavailable(
+                    f"the governance store cannot be written ({exc})"
+                ) from None
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            try:
+                con.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                con.execute("ROLLBACK")
+                raise AuditUnavailable(
+                    f"the governance store cannot be written ({exc})"
+                ) from None
+        finally:
+            con.close()
+
+    def _migrate(self, con: sqlite3.Connection) -> None:
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            con.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")
