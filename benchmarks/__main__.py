@@ -8,7 +8,7 @@ import os
 import platform
 from pathlib import Path
 
-from benchmarks import generator, ingest, quality
+from benchmarks import audit, generator, ingest, quality
 
 REPORT = Path(__file__).with_name("report.md")
 RESULTS = Path(__file__).with_name("results")
@@ -29,6 +29,10 @@ def main() -> None:
     qual = quality.run()
     (RESULTS / "quality.json").write_text(json.dumps(qual, indent=2))
     sections.append(quality.markdown(qual))
+    print("audit log ...", flush=True)
+    aud = audit.run()
+    (RESULTS / "audit.json").write_text(json.dumps(aud, indent=2))
+    sections.append(audit.markdown(aud))
     header = [
         "# Benchmark report",
         "",

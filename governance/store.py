@@ -12,9 +12,12 @@ Schema changes are numbered migrations applied on open.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Final
 
@@ -108,14 +111,21 @@ MIGRATIONS: Final = (
 )
 
 
+LOCK_TIMEOUT_S: Final = 30.0
+
+
 class Store:
     """Connections to the governance database; one per thread or process."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._local = threading.local()
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self.connect() as con:
+        con = self.connect()
+        try:
             self._migrate(con)
+        finally:
+            con.close()
 
     @classmethod
     def for_home(cls, home: Path) -> Store:
@@ -128,36 +138,75 @@ class Store:
             con.execute("PRAGMA journal_mode = WAL")
             con.execute("PRAGMA synchronous = FULL")
             con.execute("PRAGMA foreign_keys = ON")
+            # readers and schema work wait on SQLite's handler; writers use _begin's loop
             con.execute("PRAGMA busy_timeout = 30000")
         except sqlite3.OperationalError as exc:
             raise AuditUnavailable(f"the governance store cannot be opened ({exc})") from None
         return con
 
+    def cached(self) -> sqlite3.Connection:
+        """This thread's connection (opening one per operation costs more than the write)."""
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
+        if con is None or getattr(self._local, "pid", None) != os.getpid():
+            con = self.connect()
+            con.execute("PRAGMA busy_timeout = 0")  # _begin retries with short sleeps
+            self._local.con = con
+            self._local.pid = os.getpid()
+        return con
+
+    def _drop_cached(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            with suppress(sqlite3.Error):
+                con.close()
+        self._local.con = None
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction holding the database's write lock from its start."""
-        con = self.connect()
+        """A write transaction holding the database's write lock from its start.
+
+        Committed (and fsynced) when the block ends; rolled back on any exception. A
+        store that cannot be written raises ``AuditUnavailable``.
+        """
+        con = self.cached()
+        self._begin(con)
         try:
+            yield con
+        except BaseException:
+            with suppress(sqlite3.Error):
+                con.execute("ROLLBACK")
+            raise
+        try:
+            con.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with suppress(sqlite3.Error):
+                con.execute("ROLLBACK")
+            self._drop_cached()
+            raise AuditUnavailable(f"the governance store cannot be written ({exc})") from None
+
+    def _begin(self, con: sqlite3.Connection) -> None:
+        """Take the write lock, retrying briefly while another writer holds it.
+
+        SQLite's own busy handler sleeps up to 100 ms between tries, which wastes most
+        of the time under many writers; short sleeps keep the lock busy instead.
+        """
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        pause = 0.0002
+        while True:
             try:
                 con.execute("BEGIN IMMEDIATE")
+                return
             except sqlite3.OperationalError as exc:
-                raise AuditUnavailable(
-                    f"the governance store cannot be written ({exc})"
-                ) from None
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            try:
-                con.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                con.execute("ROLLBACK")
-                raise AuditUnavailable(
-                    f"the governance store cannot be written ({exc})"
-                ) from None
-        finally:
-            con.close()
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    self._drop_cached()
+                    raise AuditUnavailable(
+                        f"the governance store cannot be written ({exc})"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 1.5, 0.005)
+            except sqlite3.Error as exc:
+                self._drop_cached()
+                raise AuditUnavailable(f"the governance store cannot be written ({exc})") from None
 
     def _migrate(self, con: sqlite3.Connection) -> None:
         version = con.execute("PRAGMA user_version").fetchone()[0]

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from hub.cli_governance import audit_app, operator, projects_app, users_app
 from hub.progress import console, counting
 from hub.settings import get_settings
 from synthetic_data.generator import GenerationError, SynthConfig, generate
@@ -110,6 +111,9 @@ def demo(
 
 releases_app = typer.Typer(help="The published releases.", no_args_is_help=True)
 app.add_typer(releases_app, name="releases")
+app.add_typer(users_app, name="users")
+app.add_typer(projects_app, name="projects")
+app.add_typer(audit_app, name="audit")
 
 
 @app.command()
@@ -290,18 +294,32 @@ def reidentify(
     from connectors.errors import IngestError
     from connectors.releases import get_release, vault_dir
     from connectors.vault import reidentify as decrypt
+    from governance.audit import AuditEvent
+    from governance.errors import HubError
 
     settings = get_settings()
     if len(reason.strip()) < 8:
         raise _fail("--reason must say why re-identification is needed")
     try:
         rel = get_release(settings.home, release)
+        gov = settings.governance(create_keys=True)
+        # audited before anything is decrypted; if the log cannot be written, nothing is
+        gov.audit.record(
+            AuditEvent(
+                action="reidentify",
+                actor=operator(),
+                role="admin",
+                target=str(person_id),
+                release=rel.id,
+                reason=reason.strip(),
+            )
+        )
         record = decrypt(
             settings.keys().vault,
             vault_dir(settings.home) / rel.manifest["vault"]["file"],
             person_id,
         )
-    except IngestError as exc:
+    except (IngestError, HubError) as exc:
         raise _fail(str(exc)) from None
     Console().print_json(data=record)
 

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.secrets import Keys, resolve_keys
+from governance.service import Governance
 
 
 class HubSettings(BaseSettings):
@@ -29,6 +30,16 @@ class HubSettings(BaseSettings):
     vault_key: SecretStr | None = Field(
         default=None, description="64 hex characters (HUB_VAULT_KEY); else $HUB_HOME/keys."
     )
+
+    audit_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Ed25519 seed, 64 hex characters (HUB_AUDIT_SIGNING_KEY); else $HUB_HOME/keys.",
+    )
+
+    def governance(self, *, create_keys: bool = False) -> Governance:
+        """The governance layer of this hub home (audit signing key required)."""
+        seed = self.audit_signing_key.get_secret_value() if self.audit_signing_key else None
+        return Governance.open(self.home, signing_seed_hex=seed, create_keys=create_keys)
 
     def keys(self, *, create: bool = False) -> Keys:
         """The pseudonym and vault keys; refuses missing, short or default ones."""

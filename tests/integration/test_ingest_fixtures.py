@@ -46,7 +46,12 @@ def test_synthea_export_loads_every_file_with_its_code_systems(hub_home, keys):
         ).fetchall()
     )
     # Synthea's own QALY, DALY and QOLS scores are not LOINC: they keep the system "Synthea"
-    assert systems == {"obs": ["LOINC", "Synthea"], "med": ["RxNorm"], "imm": ["CVX"], "cond": ["SNOMED CT"]}
+    assert systems == {
+        "obs": ["LOINC", "Synthea"],
+        "med": ["RxNorm"],
+        "imm": ["CVX"],
+        "cond": ["SNOMED CT"],
+    }
     for table in (
         "conditions",
         "observations",

@@ -1,0 +1,402 @@
+"""Safe projects: requested by a researcher, decided by a steward, purpose-bound and expiring.
+
+States::
+
+    requested ──approve──▶ approved ──suspend──▶ suspended ──approve──▶ approved
+        │                      │                     │
+        └──reject──▶ rejected  └──close──▶ closed ◀──┘
+
+Approval sets the grants (tables and columns, possibly narrower than requested: data
+minimisation), the expiry date, the privacy budget (total ε and δ), the disclosure
+control policy (redact counts at or below 7, round to 5 by default) and which members
+may train models. ``authorize`` is the one place that says whether a user may act in a
+project now, with a reason when not.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from governance import accounting
+from governance.audit import AuditEvent, AuditLog
+from governance.errors import AccessDenied, Conflict, InvalidRequest, NotFound
+from governance.people import People, User
+from governance.store import Store
+
+DEFAULT_SDC_THRESHOLD: Final = 7  # counts at or below are redacted
+DEFAULT_SDC_ROUNDING: Final = 5  # the rest are rounded to this multiple
+STATES: Final = ("requested", "approved", "rejected", "suspended", "closed")
+
+Grants = dict[str, list[str]]  # table -> columns
+_DECISION_ACTIONS: Final = {
+    "rejected": "project.reject",
+    "suspended": "project.suspend",
+    "closed": "project.close",
+}
+
+
+@dataclass(frozen=True)
+class Project:
+    project_id: str
+    title: str
+    purpose: str
+    lay_summary: str
+    organisation: str
+    requested_by: str
+    requested_grants: Grants
+    requested_days: int
+    status: str
+    granted: Grants | None
+    expires_at: dt.date | None
+    epsilon_total: float | None
+    delta_total: float | None
+    sdc_threshold: int | None
+    sdc_rounding: int | None
+    decided_by: str | None
+    decision_reason: str | None
+    created_at: str
+    members: dict[str, bool] = field(default_factory=dict)  # user_id -> may train models
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["expires_at"] = self.expires_at.isoformat() if self.expires_at else None
+        return d
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _validate_grants(grants: Grants) -> Grants:
+    if not isinstance(grants, dict) or not grants:
+        raise InvalidRequest("name at least one table and its columns")
+    out = {}
+    for table, columns in grants.items():
+        if not isinstance(table, str) or not table.isidentifier():
+            raise InvalidRequest(f"not a table name: {table!r}")
+        if (
+            not isinstance(columns, list)
+            or not columns
+            or not all(isinstance(c, str) and c.isidentifier() for c in columns)
+        ):
+            raise InvalidRequest(f"list the columns wanted from {table}")
+        out[table] = sorted(set(columns))
+    return out
+
+
+class Projects:
+    def __init__(self, store: Store, audit: AuditLog, people: People) -> None:
+        self.store = store
+        self.audit = audit
+        self.people = people
+
+    def _load(self, con: sqlite3.Connection, project_id: str) -> Project:
+        row = con.execute("SELECT * FROM projects WHERE project_id = ?", (project_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no project {project_id}")
+        members = {
+            r["user_id"]: bool(r["can_train"])
+            for r in con.execute(
+                "SELECT user_id, can_train FROM project_members WHERE project_id = ?", (project_id,)
+            )
+        }
+        return Project(
+            project_id=row["project_id"],
+            title=row["title"],
+            purpose=row["purpose"],
+            lay_summary=row["lay_summary"],
+            organisation=row["organisation"],
+            requested_by=row["requested_by"],
+            requested_grants=json.loads(row["requested_grants"]),
+            requested_days=row["requested_days"],
+            status=row["status"],
+            granted=json.loads(row["granted"]) if row["granted"] else None,
+            expires_at=dt.date.fromisoformat(row["expires_at"]) if row["expires_at"] else None,
+            epsilon_total=row["epsilon_total"],
+            delta_total=row["delta_total"],
+            sdc_threshold=row["sdc_threshold"],
+            sdc_rounding=row["sdc_rounding"],
+            decided_by=row["decided_by"],
+            decision_reason=row["decision_reason"],
+            created_at=row["created_at"],
+            members=members,
+        )
+
+    def get(self, project_id: str) -> Project:
+        return self._load(self.store.cached(), project_id)
+
+    def find(self, *, status: str | None = None) -> list[Project]:
+        con = self.store.cached()
+        sql = "SELECT project_id FROM projects"
+        params: tuple[str, ...] = ()
+        if status:
+            sql += " WHERE status = ?"
+            params = (status,)
+        return [
+            self._load(con, r[0])
+            for r in con.execute(sql + " ORDER BY created_at, project_id", params)
+        ]
+
+    def request(
+        self,
+        *,
+        requester: User,
+        title: str,
+        purpose: str,
+        lay_summary: str,
+        grants: Grants,
+        days: int,
+        members: list[str] | None = None,
+        key_id: str | None = None,
+    ) -> Project:
+        if requester.role != "researcher":
+            raise AccessDenied("only researchers request projects")
+        if not requester.accredited():
+            raise AccessDenied("your accreditation has lapsed")
+        for label, text in (("title", title), ("purpose", purpose), ("lay summary", lay_summary)):
+            if not text or not text.strip():
+                raise InvalidRequest(f"the {label} is required")
+        if not 1 <= days <= 3650:
+            raise InvalidRequest("the requested duration must be 1 to 3650 days")
+        grants = _validate_grants(grants)
+        project_id = "p-" + secrets.token_hex(4)
+        team = sorted({requester.user_id, *(members or [])})
+        for member in team:
+            self.people.get(member)  # NotFound for an unknown member
+        with self.store.transaction() as con:
+            now = _now()
+            con.execute(
+                "INSERT INTO projects (project_id, title, purpose, "
+                "lay_summary, organisation, requested_by, "
+                "requested_grants, requested_days, status, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'requested', ?, ?)",
+                (
+                    project_id,
+                    title.strip(),
+                    purpose.strip(),
+                    lay_summary.strip(),
+                    requester.organisation,
+                    requester.user_id,
+                    json.dumps(grants, sort_keys=True),
+                    days,
+                    now,
+                    now,
+                ),
+            )
+            for member in team:
+                con.execute("INSERT INTO project_members VALUES (?, ?, 0)", (project_id, member))
+            self.audit.append(
+                con,
+                AuditEvent(
+                    action="project.request",
+                    actor=requester.user_id,
+                    key_id=key_id,
+                    role=requester.role,
+                    project=project_id,
+                    target=title.strip(),
+                    details={"grants": grants, "members": team},
+                ),
+            )
+        return self.get(project_id)
+
+    def approve(
+        self,
+        project_id: str,
+        *,
+        steward: User,
+        epsilon: float,
+        delta: float,
+        days: int | None = None,
+        grants: Grants | None = None,
+        sdc_threshold: int = DEFAULT_SDC_THRESHOLD,
+        sdc_rounding: int = DEFAULT_SDC_ROUNDING,
+        trainers: list[str] | None = None,
+        key_id: str | None = None,
+    ) -> Project:
+        """Approve (or re-approve a suspended project), possibly narrowing the grants."""
+        self._steward(steward)
+        try:
+            epsilon = accounting.validate_epsilon(epsilon)
+            delta = accounting.validate_delta(delta)
+        except ValueError as exc:
+            raise InvalidRequest(f"budget: {exc}") from None
+        if sdc_threshold < 1 or sdc_rounding < 1:
+            raise InvalidRequest("disclosure control needs a threshold and rounding of at least 1")
+        with self.store.transaction() as con:
+            project = self._load(con, project_id)
+            if project.status not in ("requested", "suspended"):
+                raise Conflict(
+                    f"project {project_id} is {project.status}; only "
+                    "requested or suspended projects can be approved"
+                )
+            if project.requested_by == steward.user_id:
+                raise AccessDenied("stewards cannot approve their own requests")
+            granted = _validate_grants(grants) if grants is not None else project.requested_grants
+            for table, columns in granted.items():
+                allowed = set(project.requested_grants.get(table, []))
+                if not set(columns) <= allowed:
+                    raise InvalidRequest(
+                        f"grants can only narrow the request: {table} "
+                        "was not requested with those columns"
+                    )
+            spent = con.execute(
+                "SELECT coalesce(sum(epsilon), 0) FROM budget_spends "
+                "WHERE project_id = ? AND state <> 'refunded'",
+                (project_id,),
+            ).fetchone()[0]
+            if epsilon < spent:
+                raise InvalidRequest(
+                    f"the budget cannot be set below what is already spent (epsilon {spent:g})"
+                )
+            for trainer in trainers or []:
+                if trainer not in project.members:
+                    raise InvalidRequest(f"{trainer} is not a member of {project_id}")
+            expires = dt.date.today() + dt.timedelta(days=days or project.requested_days)
+            con.execute(
+                "UPDATE projects SET status = 'approved', granted = ?, "
+                "expires_at = ?, epsilon_total = ?, delta_total = ?, "
+                "sdc_threshold = ?, sdc_rounding = ?, decided_by = ?, "
+                "decision_reason = NULL, updated_at = ? WHERE project_id = ?",
+                (
+                    json.dumps(granted, sort_keys=True),
+                    expires.isoformat(),
+                    epsilon,
+                    delta,
+                    sdc_threshold,
+                    sdc_rounding,
+                    steward.user_id,
+                    _now(),
+                    project_id,
+                ),
+            )
+            con.execute(
+                "UPDATE project_members SET can_train = 0 WHERE project_id = ?", (project_id,)
+            )
+            for trainer in trainers or []:
+                con.execute(
+                    "UPDATE project_members SET can_train = 1 WHERE project_id = ? AND user_id = ?",
+                    (project_id, trainer),
+                )
+            self.audit.append(
+                con,
+                AuditEvent(
+                    action="project.approve",
+                    actor=steward.user_id,
+                    key_id=key_id,
+                    role=steward.role,
+                    project=project_id,
+                    epsilon=epsilon,
+                    delta=delta,
+                    details={
+                        "grants": granted,
+                        "expires_at": expires.isoformat(),
+                        "sdc": [sdc_threshold, sdc_rounding],
+                        "trainers": sorted(trainers or []),
+                    },
+                ),
+            )
+        return self.get(project_id)
+
+    def _decide(
+        self,
+        project_id: str,
+        *,
+        steward: User,
+        to: str,
+        allowed_from: tuple[str, ...],
+        reason: str,
+        key_id: str | None,
+    ) -> Project:
+        self._steward(steward)
+        if not reason or len(reason.strip()) < 5:
+            raise InvalidRequest("give a reason")
+        with self.store.transaction() as con:
+            project = self._load(con, project_id)
+            if project.status not in allowed_from:
+                raise Conflict(f"project {project_id} is {project.status}; it cannot become {to}")
+            con.execute(
+                "UPDATE projects SET status = ?, decided_by = ?, "
+                "decision_reason = ?, updated_at = ? WHERE project_id = ?",
+                (to, steward.user_id, reason.strip(), _now(), project_id),
+            )
+            self.audit.append(
+                con,
+                AuditEvent(
+                    action=_DECISION_ACTIONS[to],
+                    actor=steward.user_id,
+                    key_id=key_id,
+                    role=steward.role,
+                    project=project_id,
+                    reason=reason.strip(),
+                ),
+            )
+        return self.get(project_id)
+
+    def reject(
+        self, project_id: str, *, steward: User, reason: str, key_id: str | None = None
+    ) -> Project:
+        return self._decide(
+            project_id,
+            steward=steward,
+            to="rejected",
+            allowed_from=("requested",),
+            reason=reason,
+            key_id=key_id,
+        )
+
+    def suspend(
+        self, project_id: str, *, steward: User, reason: str, key_id: str | None = None
+    ) -> Project:
+        return self._decide(
+            project_id,
+            steward=steward,
+            to="suspended",
+            allowed_from=("approved",),
+            reason=reason,
+            key_id=key_id,
+        )
+
+    def close(
+        self, project_id: str, *, steward: User, reason: str, key_id: str | None = None
+    ) -> Project:
+        return self._decide(
+            project_id,
+            steward=steward,
+            to="closed",
+            allowed_from=("approved", "suspended"),
+            reason=reason,
+            key_id=key_id,
+        )
+
+    @staticmethod
+    def _steward(user: User) -> None:
+        if user.role != "steward":
+            raise AccessDenied("only stewards decide on projects")
+        if not user.accredited():
+            raise AccessDenied("your accreditation has lapsed")
+
+
+def authorize(
+    project: Project, user: User, *, train: bool = False, today: dt.date | None = None
+) -> None:
+    """Raise AccessDenied with the reason unless ``user`` may use ``project`` now."""
+    today = today or dt.date.today()
+    if not user.active:
+        raise AccessDenied("your account is revoked")
+    if user.accreditation_expires < today:
+        raise AccessDenied(f"your accreditation lapsed on {user.accreditation_expires.isoformat()}")
+    if project.status != "approved":
+        raise AccessDenied(f"project {project.project_id} is {project.status}, not approved")
+    if project.expires_at is not None and project.expires_at < today:
+        raise AccessDenied(
+            f"project {project.project_id} expired on {project.expires_at.isoformat()}"
+        )
+    if user.user_id not in project.members:
+        raise AccessDenied(f"you are not a member of project {project.project_id}")
+    if train and not project.members.get(user.user_id, False):
+        raise AccessDenied(f"you may not train models in project {project.project_id}")

@@ -1,0 +1,380 @@
+"""`hub users`, `hub projects` and `hub audit`: the governance jobs from the command line.
+
+The CLI acts as the local operator (``cli:<os user>`` in the audit log) for user
+administration; project decisions name the steward or researcher they are made as
+(``--as``), and that user's role and accreditation are checked like any other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from connectors.errors import IngestError
+from governance.errors import HubError
+from governance.projects import Grants
+from governance.service import Governance
+from hub.progress import console
+from hub.settings import get_settings
+
+users_app = typer.Typer(help="Users, roles and API keys.", no_args_is_help=True)
+projects_app = typer.Typer(help="Project requests, approvals and budgets.", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+out = Console()
+
+
+def operator() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def _gov(*, create_keys: bool = False) -> Governance:
+    try:
+        return get_settings().governance(create_keys=create_keys)
+    except (HubError, IngestError) as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {exc}")
+    return typer.Exit(2)
+
+
+def _grants(values: list[str]) -> Grants:
+    grants: Grants = {}
+    for value in values:
+        table, _, columns = value.partition(":")
+        if not columns:
+            raise typer.BadParameter(f"{value!r}: use table:col1,col2")
+        grants.setdefault(table.strip(), []).extend(
+            c.strip() for c in columns.split(",") if c.strip()
+        )
+    return grants
+
+
+# ------------------------------------------------------------------------ users
+@users_app.command("add")
+def users_add(
+    user_id: Annotated[str, typer.Argument(help="Short login, e.g. ana.smith")],
+    name: Annotated[str, typer.Option(help="Full name.")],
+    role: Annotated[str, typer.Option(help="researcher, steward, modeller or admin.")],
+    organisation: Annotated[str, typer.Option(help="Employing organisation.")],
+    organisation_type: Annotated[
+        str, typer.Option(help="nhs_trust, university, life_science_company or other.")
+    ] = "university",
+    accredited_until: Annotated[
+        str | None, typer.Option(help="Accreditation expiry, YYYY-MM-DD (default: in a year).")
+    ] = None,
+) -> None:
+    """Create a user and their API key (printed once, on stdout)."""
+    gov = _gov(create_keys=True)
+    expires = (
+        dt.date.fromisoformat(accredited_until)
+        if accredited_until
+        else dt.date.today() + dt.timedelta(days=365)
+    )
+    try:
+        user, key = gov.people.add(
+            user_id=user_id,
+            name=name,
+            role=role,
+            organisation=organisation,
+            organisation_type=organisation_type,
+            accreditation_expires=expires,
+            actor=operator(),
+        )
+    except HubError as exc:
+        raise _fail(exc) from None
+    console.print(
+        f"[green]added[/] {user.user_id} ({user.role}, "
+        f"{user.organisation}), accredited until {expires}"
+    )
+    console.print("[yellow]The key below is shown once. Store it now; it cannot be recovered.")
+    sys.stdout.write(key + "\n")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users, roles, accreditation and active key ids."""
+    gov = _gov()
+    table = Table()
+    for col in ("user", "name", "role", "organisation", "accredited until", "active", "keys"):
+        table.add_column(col)
+    for user, keys in gov.people.list():
+        expired = user.accreditation_expires < dt.date.today()
+        table.add_row(
+            user.user_id,
+            user.name,
+            user.role,
+            user.organisation,
+            f"[red]{user.accreditation_expires}" if expired else str(user.accreditation_expires),
+            "yes" if user.active else "[red]revoked",
+            ", ".join(keys),
+        )
+    out.print(table)
+
+
+@users_app.command("revoke")
+def users_revoke(user_id: Annotated[str, typer.Argument()]) -> None:
+    """Revoke every key of a user and deactivate them."""
+    try:
+        n = _gov().people.revoke(user_id=user_id, actor=operator())
+    except HubError as exc:
+        raise _fail(exc) from None
+    console.print(f"revoked {user_id} ({n} key(s))")
+
+
+@users_app.command("rotate-key")
+def users_rotate(user_id: Annotated[str, typer.Argument()]) -> None:
+    """Revoke a user's keys and print a new one (shown once)."""
+    try:
+        key = _gov().people.rotate_key(user_id=user_id, actor=operator())
+    except HubError as exc:
+        raise _fail(exc) from None
+    console.print("[yellow]The new key is shown once; the old one no longer works.")
+    sys.stdout.write(key + "\n")
+
+
+# --------------------------------------------------------------------- projects
+@projects_app.command("request")
+def projects_request(
+    as_user: Annotated[str, typer.Option("--as", help="The requesting researcher.")],
+    title: Annotated[str, typer.Option()],
+    purpose: Annotated[str, typer.Option()],
+    lay_summary: Annotated[
+        str, typer.Option(help="Plain-language summary for the public register.")
+    ],
+    grant: Annotated[list[str], typer.Option(help="table:col1,col2 (repeat for each table).")],
+    days: Annotated[int, typer.Option(help="Requested duration in days.")] = 365,
+    member: Annotated[list[str] | None, typer.Option(help="Another member (repeatable).")] = None,
+) -> None:
+    """Request a project (as a researcher)."""
+    gov = _gov()
+    try:
+        project = gov.projects.request(
+            requester=gov.people.get(as_user),
+            title=title,
+            purpose=purpose,
+            lay_summary=lay_summary,
+            grants=_grants(grant),
+            days=days,
+            members=member or [],
+        )
+    except HubError as exc:
+        raise _fail(exc) from None
+    console.print(f"[green]requested[/] {project.project_id}: {project.title}")
+    sys.stdout.write(project.project_id + "\n")
+
+
+@projects_app.command("approve")
+def projects_approve(
+    project_id: Annotated[str, typer.Argument()],
+    as_user: Annotated[str, typer.Option("--as", help="The approving steward.")],
+    epsilon: Annotated[float, typer.Option(help="Total privacy budget ε.")],
+    delta: Annotated[float, typer.Option(help="Total privacy budget δ.")] = 1e-6,
+    days: Annotated[int | None, typer.Option(help="Duration (default: as requested).")] = None,
+    grant: Annotated[list[str] | None, typer.Option(help="Narrower grants, table:cols.")] = None,
+    sdc_threshold: Annotated[int, typer.Option(help="Redact counts at or below.")] = 7,
+    sdc_rounding: Annotated[int, typer.Option(help="Round other counts to.")] = 5,
+    trainer: Annotated[list[str] | None, typer.Option(help="Member who may train models.")] = None,
+) -> None:
+    """Approve a requested or suspended project (as a steward)."""
+    gov = _gov()
+    try:
+        project = gov.projects.approve(
+            project_id,
+            steward=gov.people.get(as_user),
+            epsilon=epsilon,
+            delta=delta,
+            days=days,
+            grants=_grants(grant) if grant else None,
+            sdc_threshold=sdc_threshold,
+            sdc_rounding=sdc_rounding,
+            trainers=trainer or [],
+        )
+    except HubError as exc:
+        raise _fail(exc) from None
+    console.print(
+        f"[green]approved[/] {project.project_id} until "
+        f"{project.expires_at}, ε={epsilon:g}, δ={delta:g}"
+    )
+
+
+def _decide(action: str, project_id: str, as_user: str, reason: str) -> None:
+    gov = _gov()
+    try:
+        steward = gov.people.get(as_user)
+        project = getattr(gov.projects, action)(project_id, steward=steward, reason=reason)
+    except HubError as exc:
+        raise _fail(exc) from None
+    console.print(f"{project.project_id} is now {project.status}")
+
+
+@projects_app.command("reject")
+def projects_reject(
+    project_id: Annotated[str, typer.Argument()],
+    as_user: Annotated[str, typer.Option("--as", help="The steward.")],
+    reason: Annotated[str, typer.Option(help="Why, for the researcher.")],
+) -> None:
+    """Reject a requested project with a reason."""
+    _decide("reject", project_id, as_user, reason)
+
+
+@projects_app.command("suspend")
+def projects_suspend(
+    project_id: Annotated[str, typer.Argument()],
+    as_user: Annotated[str, typer.Option("--as", help="The steward.")],
+    reason: Annotated[str, typer.Option()],
+) -> None:
+    """Suspend an approved project (re-approve to resume)."""
+    _decide("suspend", project_id, as_user, reason)
+
+
+@projects_app.command("close")
+def projects_close(
+    project_id: Annotated[str, typer.Argument()],
+    as_user: Annotated[str, typer.Option("--as", help="The steward.")],
+    reason: Annotated[str, typer.Option()],
+) -> None:
+    """Close a project for good."""
+    _decide("close", project_id, as_user, reason)
+
+
+@projects_app.command("list")
+def projects_list(
+    status: Annotated[str | None, typer.Option(help="Only this state.")] = None,
+) -> None:
+    """List projects with their state, expiry and budget."""
+    gov = _gov()
+    table = Table()
+    for col in ("project", "title", "status", "requested by", "expires", "ε used / total"):
+        table.add_column(col)
+    for p in gov.projects.find(status=status):
+        budget = ""
+        if p.epsilon_total is not None:
+            state = gov.ledger.state(p.project_id)
+            budget = f"{state.epsilon_spent:.3g} / {state.epsilon_total:g}"
+        table.add_row(
+            p.project_id, p.title, p.status, p.requested_by, str(p.expires_at or ""), budget
+        )
+    out.print(table)
+
+
+@projects_app.command("show")
+def projects_show(project_id: Annotated[str, typer.Argument()]) -> None:
+    """Everything about one project, with its budget and spends."""
+    gov = _gov()
+    try:
+        project = gov.projects.get(project_id)
+    except HubError as exc:
+        raise _fail(exc) from None
+    data = project.as_dict()
+    if project.epsilon_total is not None:
+        state = gov.ledger.state(project_id)
+        data["budget"] = {
+            "epsilon_total": state.epsilon_total,
+            "epsilon_spent": state.epsilon_spent,
+            "epsilon_remaining": state.epsilon_remaining,
+            "delta_total": state.delta_total,
+            "delta_spent": state.delta_spent,
+            "spends": gov.ledger.history(project_id),
+        }
+    out.print_json(data=data)
+
+
+# ------------------------------------------------------------------------ audit
+@audit_app.command("verify")
+def audit_verify(
+    public_key: Annotated[
+        Path | None, typer.Option(help="Verify against this exported public key (PEM).")
+    ] = None,
+) -> None:
+    """Check the whole hash chain, every signed checkpoint and the signed head."""
+    from governance.audit import load_public_key
+
+    gov = _gov()
+    key = load_public_key(public_key.read_text()) if public_key else None
+    report = gov.audit.verify(key)
+    if report.ok:
+        console.print(
+            f"[green]audit log verified[/]: {report.entries:,} entries, "
+            f"{report.checkpoints} checkpoints, head {report.head_hash[:16]}…"
+        )
+        return
+    console.print(f"[bold red]audit log BROKEN[/] at entry {report.first_bad}: {report.reason}")
+    raise typer.Exit(1)
+
+
+@audit_app.command("tail")
+def audit_tail(
+    n: Annotated[int, typer.Option("-n", help="How many entries.")] = 20,
+    project: Annotated[str | None, typer.Option()] = None,
+    actor: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """The newest entries (query text shown escaped)."""
+    table = Table()
+    for col in ("seq", "time", "actor", "role", "project", "action", "decision", "details"):
+        table.add_column(col)
+    for e in _gov().audit.entries(project=project, actor=actor, limit=n):
+        detail = e.get("reason") or (repr(e["query_text"])[:60] if e.get("query_text") else "")
+        table.add_row(
+            str(e["seq"]),
+            e["time"],
+            e.get("actor") or "",
+            e.get("role") or "",
+            e.get("project") or "",
+            e["action"],
+            e["decision"],
+            escape(detail),
+        )
+    out.print(table)
+
+
+@audit_app.command("export")
+def audit_export(
+    out_file: Annotated[Path | None, typer.Option("--out", help="File (default: stdout).")] = None,
+) -> None:
+    """Export the log as JSON lines with its checkpoints, head and public key."""
+    lines = _gov().audit.export()
+    if out_file is None:
+        for line in lines:
+            sys.stdout.write(line + "\n")
+        return
+    with out_file.open("w") as fh:
+        for line in lines:
+            fh.write(line + "\n")
+    console.print(f"exported to {out_file}")
+
+
+@audit_app.command("public-key")
+def audit_public_key() -> None:
+    """Print the audit signing public key (PEM) for outside auditors."""
+    sys.stdout.write(_gov().audit.signer.public_key_pem())
+
+
+@audit_app.command("verify-export")
+def audit_verify_export(
+    export_file: Annotated[Path, typer.Argument(help="A file written by `hub audit export`.")],
+    public_key: Annotated[Path, typer.Option(help="The public key (PEM) to trust.")],
+) -> None:
+    """Verify an exported log against a public key, without the hub's store."""
+    from governance.audit import load_public_key, verify_export
+
+    with export_file.open() as fh:
+        ok, message = verify_export(iter(fh), load_public_key(public_key.read_text()))
+    if ok:
+        console.print(f"[green]{message}")
+        return
+    console.print(f"[bold red]export does not verify:[/] {message}")
+    raise typer.Exit(1)
+
+
+__all__ = ["audit_app", "projects_app", "users_app"]
