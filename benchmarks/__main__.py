@@ -41,7 +41,7 @@ def main() -> None:
         "Ratios are measured side by side in one run; absolute times vary with the machine.",
         "",
     ]
-    REPORT.write_text("\n".join(header) + "\n\n".join(sections) + "\n")
+    REPORT.write_text("\n".join(header) + "\n" + "\n\n".join(sections) + "\n")
     print(REPORT.read_text())
 
 
