@@ -38,7 +38,9 @@ def appends(writers: int, per_writer: int, home: Path) -> float:
     Governance.open(home, create_keys=True)
     ctx = multiprocessing.get_context("fork")
     start = ctx.Event()
-    procs = [ctx.Process(target=_writer, args=(str(home), per_writer, start)) for _ in range(writers)]
+    procs = [
+        ctx.Process(target=_writer, args=(str(home), per_writer, start)) for _ in range(writers)
+    ]
     for p in procs:
         p.start()
     t = time.perf_counter()
@@ -57,7 +59,11 @@ def verify(entries: int, home: Path) -> dict[str, Any]:
                 gov.audit.append(con, EVENT)
     t = time.perf_counter()
     report = gov.audit.verify()
-    return {"entries": report.entries, "ok": report.ok, "seconds": round(time.perf_counter() - t, 2)}
+    return {
+        "entries": report.entries,
+        "ok": report.ok,
+        "seconds": round(time.perf_counter() - t, 2),
+    }
 
 
 def run(entries: int = 1_000_000) -> dict[str, Any]:
@@ -68,7 +74,11 @@ def run(entries: int = 1_000_000) -> dict[str, Any]:
         v = verify(entries, work / "verify")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"appends_per_s_1_writer": round(single), "appends_per_s_16_writers": round(many), "verify": v}
+    return {
+        "appends_per_s_1_writer": round(single),
+        "appends_per_s_16_writers": round(many),
+        "verify": v,
+    }
 
 
 def markdown(r: dict[str, Any]) -> str:

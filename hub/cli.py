@@ -287,6 +287,7 @@ def quality_report(
 @app.command()
 def reidentify(
     person_id: Annotated[int, typer.Argument(help="The pseudonymous person_id to look up.")],
+    as_user: Annotated[str, typer.Option("--as", help="The admin doing this (a hub user).")],
     reason: Annotated[str, typer.Option(help="Why (e.g. a clinical recall reference).")],
     release: Annotated[str | None, typer.Option(help="Release id (default: current).")] = None,
 ) -> None:
@@ -295,25 +296,31 @@ def reidentify(
     from connectors.releases import get_release, vault_dir
     from connectors.vault import reidentify as decrypt
     from governance.audit import AuditEvent
-    from governance.errors import HubError
+    from governance.errors import AccessDenied, HubError
 
     settings = get_settings()
     if len(reason.strip()) < 8:
         raise _fail("--reason must say why re-identification is needed")
     try:
         rel = get_release(settings.home, release)
-        gov = settings.governance(create_keys=True)
+        gov = settings.governance()
+        admin = gov.people.get(as_user)
+        allowed = admin.role == "admin" and admin.accredited()
         # audited before anything is decrypted; if the log cannot be written, nothing is
         gov.audit.record(
             AuditEvent(
                 action="reidentify",
-                actor=operator(),
-                role="admin",
+                decision="allowed" if allowed else "denied",
+                actor=admin.user_id,
+                role=admin.role,
                 target=str(person_id),
                 release=rel.id,
-                reason=reason.strip(),
+                reason=reason.strip() if allowed else "only accredited admins may re-identify",
+                details={"operator": operator()},
             )
         )
+        if not allowed:
+            raise AccessDenied("only accredited admins may re-identify")
         record = decrypt(
             settings.keys().vault,
             vault_dir(settings.home) / rel.manifest["vault"]["file"],

@@ -28,7 +28,8 @@ from hub.settings import get_settings
 users_app = typer.Typer(help="Users, roles and API keys.", no_args_is_help=True)
 projects_app = typer.Typer(help="Project requests, approvals and budgets.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
-out = Console()
+# wide enough for tables when piped (rich assumes 80 columns then)
+out = Console(width=None if sys.stdout.isatty() else 200)
 
 
 def operator() -> str:

@@ -10,7 +10,13 @@ import sys
 
 def hub(home, *args, check=True):
     env = {**os.environ, "HUB_HOME": str(home), "COLUMNS": "200"}
-    result = subprocess.run([sys.executable, "-m", "hub.cli", *args], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "hub.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -18,22 +24,79 @@ def hub(home, *args, check=True):
 
 def test_users_projects_and_audit_from_the_command_line(tmp_path):
     home = tmp_path / "hub"
-    key = hub(home, "users", "add", "ana", "--name", "Ana Smith", "--role", "researcher", "--organisation", "University of Birmingham").stdout.strip()
-    assert key.startswith("hub_") and "shown once" in hub(home, "users", "add", "sam", "--name", "Sam Jones", "--role", "steward", "--organisation", "UHB NHS FT", "--organisation-type", "nhs_trust").stderr
+    key = hub(
+        home,
+        "users",
+        "add",
+        "ana",
+        "--name",
+        "Ana Smith",
+        "--role",
+        "researcher",
+        "--organisation",
+        "University of Birmingham",
+    ).stdout.strip()
+    assert (
+        key.startswith("hub_")
+        and "shown once"
+        in hub(
+            home,
+            "users",
+            "add",
+            "sam",
+            "--name",
+            "Sam Jones",
+            "--role",
+            "steward",
+            "--organisation",
+            "UHB NHS FT",
+            "--organisation-type",
+            "nhs_trust",
+        ).stderr
+    )
     listing = hub(home, "users", "list").stdout
     assert "ana" in listing and "steward" in listing and key not in listing
     project_id = hub(
-        home, "projects", "request", "--as", "ana", "--title", "DPP outcomes", "--purpose", "Evaluate the DPP",
-        "--lay-summary", "Who benefits from a prevention programme", "--grant", "patients:person_id,sex",
-        "--grant", "observations:code,value", "--days", "90",
+        home,
+        "projects",
+        "request",
+        "--as",
+        "ana",
+        "--title",
+        "DPP outcomes",
+        "--purpose",
+        "Evaluate the DPP",
+        "--lay-summary",
+        "Who benefits from a prevention programme",
+        "--grant",
+        "patients:person_id,sex",
+        "--grant",
+        "observations:code,value",
+        "--days",
+        "90",
     ).stdout.strip()
-    refused = hub(home, "projects", "approve", project_id, "--as", "ana", "--epsilon", "1", check=False)
+    refused = hub(
+        home, "projects", "approve", project_id, "--as", "ana", "--epsilon", "1", check=False
+    )
     assert refused.returncode == 2 and "only stewards" in refused.stderr
-    hub(home, "projects", "approve", project_id, "--as", "sam", "--epsilon", "2", "--grant", "patients:person_id")
+    hub(
+        home,
+        "projects",
+        "approve",
+        project_id,
+        "--as",
+        "sam",
+        "--epsilon",
+        "2",
+        "--grant",
+        "patients:person_id",
+    )
     shown = hub(home, "projects", "show", project_id).stdout
     assert '"status": "approved"' in shown and '"epsilon_total": 2.0' in shown
     assert project_id in hub(home, "projects", "list").stdout
-    bad = hub(home, "projects", "approve", project_id, "--as", "sam", "--epsilon", "nan", check=False)
+    bad = hub(
+        home, "projects", "approve", project_id, "--as", "sam", "--epsilon", "nan", check=False
+    )
     assert bad.returncode == 2
     rotated = hub(home, "users", "rotate-key", "ana").stdout.strip()
     assert rotated.startswith("hub_") and rotated != key
@@ -44,11 +107,16 @@ def test_users_projects_and_audit_from_the_command_line(tmp_path):
     hub(home, "audit", "export", "--out", str(export))
     pem = tmp_path / "audit.pem"
     pem.write_text(hub(home, "audit", "public-key").stdout)
-    assert "verified" in hub(home, "audit", "verify-export", str(export), "--public-key", str(pem)).stderr
+    assert (
+        "verified"
+        in hub(home, "audit", "verify-export", str(export), "--public-key", str(pem)).stderr
+    )
     # tamper with the store: verify fails, names the entry, exits non-zero
     con = sqlite3.connect(home / "governance" / "governance.sqlite3")
     with con:
-        con.execute("UPDATE audit_entries SET body = replace(body, 'DPP outcomes', 'Other') WHERE seq = 3")
+        con.execute(
+            "UPDATE audit_entries SET body = replace(body, 'DPP outcomes', 'Other') WHERE seq = 3"
+        )
     con.close()
     broken = hub(home, "audit", "verify", check=False)
     assert broken.returncode == 1 and "entry 3" in broken.stderr

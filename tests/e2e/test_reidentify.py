@@ -21,7 +21,25 @@ def test_reidentify_prints_one_persons_identifiers_and_demands_a_reason(
         .fetchall()[0][0]
     )
     env = {**os.environ, "HUB_HOME": str(hub_home)}
-    cmd = [sys.executable, "-m", "hub.cli", "reidentify", str(person)]
+    base = [sys.executable, "-m", "hub.cli"]
+    for user, role in (("root.admin", "admin"), ("ana", "researcher")):
+        made = subprocess.run(
+            [*base, "users", "add", user, "--name", user, "--role", role, "--organisation", "UHB"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert made.returncode == 0, made.stderr
+    denied = subprocess.run(
+        [*base, "reidentify", str(person), "--as", "ana", "--reason", "curious about this one"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert denied.returncode == 2 and "only accredited admins" in denied.stderr
+    cmd = [*base, "reidentify", str(person), "--as", "root.admin"]
     refused = subprocess.run(
         [*cmd, "--reason", "x"], env=env, capture_output=True, text=True, timeout=60
     )
@@ -40,10 +58,23 @@ def test_reidentify_prints_one_persons_identifiers_and_demands_a_reason(
     )
     assert record["nhs_number"] in numbers and record["postcode"]
     missing = subprocess.run(
-        [*cmd[:-1], "12345", "--reason", "clinical recall REF-2291"],
+        [
+            *base,
+            "reidentify",
+            "12345",
+            "--as",
+            "root.admin",
+            "--reason",
+            "clinical recall REF-2291",
+        ],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert missing.returncode == 2 and "not in" in missing.stderr
+    log = subprocess.run(
+        [*base, "audit", "tail", "-n", "10"], env=env, capture_output=True, text=True, timeout=60
+    ).stdout
+    assert "reidentify" in log and "denied" in log and "allowed" in log
+    assert str(record["nhs_number"]) not in log  # the audit entry names the pseudonym only

@@ -38,8 +38,13 @@ def gov(tmp_path) -> Governance:
 
 def add(gov, user_id, role, *, expires=NEXT_YEAR):
     user, key = gov.people.add(
-        user_id=user_id, name=user_id.title(), role=role, organisation="University of Birmingham",
-        organisation_type="university", accreditation_expires=expires, actor="cli:test",
+        user_id=user_id,
+        name=user_id.title(),
+        role=role,
+        organisation="University of Birmingham",
+        organisation_type="university",
+        accreditation_expires=expires,
+        actor="cli:test",
     )
     return user, key
 
@@ -50,12 +55,22 @@ def approved(gov):
     steward, _ = add(gov, "sam", "steward")
     add(gov, "mo", "modeller")
     project = gov.projects.request(
-        requester=researcher, title="DPP outcomes", purpose="Who benefits from the DPP",
-        lay_summary="We study a prevention programme.", grants={"patients": ["person_id", "sex"], "observations": ["code", "value"]},
-        days=180, members=["mo"],
+        requester=researcher,
+        title="DPP outcomes",
+        purpose="Who benefits from the DPP",
+        lay_summary="We study a prevention programme.",
+        grants={"patients": ["person_id", "sex"], "observations": ["code", "value"]},
+        days=180,
+        members=["mo"],
     )
-    project = gov.projects.approve(project.project_id, steward=steward, epsilon=1.0, delta=1e-6, trainers=["mo"],
-                                   grants={"patients": ["person_id"]})
+    project = gov.projects.approve(
+        project.project_id,
+        steward=steward,
+        epsilon=1.0,
+        delta=1e-6,
+        trainers=["mo"],
+        grants={"patients": ["person_id"]},
+    )
     return gov, project, researcher, steward
 
 
@@ -72,7 +87,9 @@ def sql(gov, query, *params):
 def test_every_append_verifies_and_checkpoints_are_signed(gov):
     gov.audit.checkpoint_every = 10
     for i in range(35):
-        gov.audit.record(AuditEvent(action="query", actor="ana", project="p-1", query_text=f"SELECT {i}"))
+        gov.audit.record(
+            AuditEvent(action="query", actor="ana", project="p-1", query_text=f"SELECT {i}")
+        )
     report = gov.audit.verify()
     assert report.ok and report.entries == 35 and report.checkpoints == 3
 
@@ -205,7 +222,10 @@ def test_several_processes_never_overspend(approved):
     gov, project, _, _ = approved
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_spend_in_process, args=(str(gov.home), project.project_id, 10, queue)) for _ in range(4)]
+    procs = [
+        ctx.Process(target=_spend_in_process, args=(str(gov.home), project.project_id, 10, queue))
+        for _ in range(4)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -262,9 +282,16 @@ def test_access_matrix(approved, state, member, accredited, expired):
     _, project, researcher, _ = approved
     from dataclasses import replace
 
-    p = replace(project, status=state, expires_at=TODAY - dt.timedelta(days=1) if expired else project.expires_at)
-    u = replace(researcher, user_id="ana" if member else "stranger",
-                accreditation_expires=NEXT_YEAR if accredited else TODAY - dt.timedelta(days=1))
+    p = replace(
+        project,
+        status=state,
+        expires_at=TODAY - dt.timedelta(days=1) if expired else project.expires_at,
+    )
+    u = replace(
+        researcher,
+        user_id="ana" if member else "stranger",
+        accreditation_expires=NEXT_YEAR if accredited else TODAY - dt.timedelta(days=1),
+    )
     allowed = state == "approved" and member and accredited and not expired
     if allowed:
         authorize(p, u)
@@ -287,9 +314,17 @@ def test_project_lifecycle_and_role_rules(approved):
     assert project.sdc_threshold == 7 and project.sdc_rounding == 5
     with pytest.raises(AccessDenied, match="only stewards"):
         gov.projects.suspend(project.project_id, steward=researcher, reason="because I can")
-    suspended = gov.projects.suspend(project.project_id, steward=steward, reason="ethics review pending")
+    suspended = gov.projects.suspend(
+        project.project_id, steward=steward, reason="ethics review pending"
+    )
     with pytest.raises(InvalidRequest, match="narrow"):
-        gov.projects.approve(project.project_id, steward=steward, epsilon=1, delta=0, grants={"medications": ["code"]})
+        gov.projects.approve(
+            project.project_id,
+            steward=steward,
+            epsilon=1,
+            delta=0,
+            grants={"medications": ["code"]},
+        )
     with pytest.raises(AccessDenied, match="suspended"):
         authorize(suspended, researcher)
     resumed = gov.projects.approve(project.project_id, steward=steward, epsilon=2.0, delta=1e-6)
@@ -297,12 +332,32 @@ def test_project_lifecycle_and_role_rules(approved):
     closed = gov.projects.close(project.project_id, steward=steward, reason="study finished")
     with pytest.raises(Conflict):
         gov.projects.approve(closed.project_id, steward=steward, epsilon=1, delta=0)
-    other = gov.projects.request(requester=researcher, title="t", purpose="p", lay_summary="l", grants={"patients": ["sex"]}, days=30)
+    other = gov.projects.request(
+        requester=researcher,
+        title="t",
+        purpose="p",
+        lay_summary="l",
+        grants={"patients": ["sex"]},
+        days=30,
+    )
     rejected = gov.projects.reject(other.project_id, steward=steward, reason="purpose too vague")
     assert rejected.decision_reason == "purpose too vague"
     actions = [e["action"] for e in gov.audit.entries(limit=100)]
-    for action in ("project.request", "project.approve", "project.suspend", "project.close", "project.reject"):
+    for action in (
+        "project.request",
+        "project.approve",
+        "project.suspend",
+        "project.close",
+        "project.reject",
+    ):
         assert action in actions
     with pytest.raises(AccessDenied, match="lapsed"):
         lapsed, _ = add(gov, "old", "researcher", expires=TODAY - dt.timedelta(days=1))
-        gov.projects.request(requester=lapsed, title="t", purpose="p", lay_summary="l", grants={"patients": ["sex"]}, days=30)
+        gov.projects.request(
+            requester=lapsed,
+            title="t",
+            purpose="p",
+            lay_summary="l",
+            grants={"patients": ["sex"]},
+            days=30,
+        )
