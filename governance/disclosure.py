@@ -1,0 +1,164 @@
+"""Statistical disclosure control for exact outputs, pure: no I/O, no state.
+
+Rules, as OpenSAFELY and most UK TREs apply them:
+
+1. **Small counts**: a count at or below ``REDACTION_THRESHOLD`` (7) is redacted.
+2. **Rounding**: every other count is rounded to the nearest ``ROUNDING_MULTIPLE`` (5),
+   halves up, so differences between outputs do not reveal exact values.
+3. **Secondary suppression**: in a table broken down by one or two categories, a line
+   (a row or column of the table) with exactly one redacted cell would let its total give
+   the cell back; the smallest other cell of that line is redacted too, until no line has a
+   lone redaction.
+4. **Extremes**: minimum and maximum values describe one person; they are suppressed.
+
+Every action is listed (cell, rule, reason) in the manifest a steward reviews.
+
+>>> round_count(8), round_count(12), round_count(13)
+(10, 10, 15)
+>>> [redacted(n) for n in (6, 7, 8)]
+[True, True, False]
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+REDACTION_THRESHOLD: Final = 7
+ROUNDING_MULTIPLE: Final = 5
+
+
+def redacted(count: int, threshold: int = REDACTION_THRESHOLD) -> bool:
+    return count <= threshold
+
+
+def round_count(count: int, multiple: int = ROUNDING_MULTIPLE) -> int:
+    """Nearest multiple, halves rounded up (12.5 → 15)."""
+    return int(math.floor(count / multiple + 0.5) * multiple)
+
+
+@dataclass(frozen=True)
+class CellAction:
+    row: int
+    column: str
+    rule: str  # "small_count", "secondary", "rounded", "extreme"
+    reason: str
+
+
+@dataclass
+class SdcResult:
+    rows: list[dict[str, Any]]
+    actions: list[CellAction] = field(default_factory=list)
+
+    def manifest(self) -> dict[str, Any]:
+        by_rule: dict[str, int] = defaultdict(int)
+        for a in self.actions:
+            by_rule[a.rule] += 1
+        return {
+            "rules": {
+                "redaction_threshold": REDACTION_THRESHOLD,
+                "rounding_multiple": ROUNDING_MULTIPLE,
+            },
+            "counts": dict(sorted(by_rule.items())),
+            "cells": [a.__dict__ for a in self.actions if a.rule != "rounded"],
+        }
+
+
+def apply_sdc(
+    rows: Sequence[dict[str, Any]],
+    *,
+    count_columns: Sequence[str],
+    group_columns: Sequence[str] = (),
+    extreme_columns: Sequence[str] = (),
+    threshold: int = REDACTION_THRESHOLD,
+    multiple: int = ROUNDING_MULTIPLE,
+) -> SdcResult:
+    """Apply the rules to a result table; returns the safe table and what was done."""
+    if threshold < 0 or multiple < 1:
+        raise ValueError("threshold must be >= 0 and rounding multiple >= 1")
+    out = [dict(r) for r in rows]
+    result = SdcResult(out)
+    hidden: set[tuple[int, str]] = set()
+    for i, row in enumerate(out):
+        for col in count_columns:
+            value = row.get(col)
+            if value is not None and redacted(int(value), threshold):
+                hidden.add((i, col))
+                result.actions.append(
+                    CellAction(i, col, "small_count", f"count at or below {threshold}")
+                )
+        for col in extreme_columns:
+            if row.get(col) is not None:
+                row[col] = None
+                result.actions.append(
+                    CellAction(i, col, "extreme", "minimum and maximum describe one person")
+                )
+    _secondary(out, count_columns, group_columns, hidden, result)
+    for i, row in enumerate(out):
+        for col in count_columns:
+            if (i, col) in hidden:
+                row[col] = None
+            elif row.get(col) is not None:
+                exact = int(row[col])
+                row[col] = round_count(exact, multiple)
+                result.actions.append(CellAction(i, col, "rounded", f"rounded to {multiple}"))
+    return result
+
+
+def _lines(
+    rows: list[dict[str, Any]], count_columns: Sequence[str], group_columns: Sequence[str]
+) -> list[list[tuple[int, str]]]:
+    """Sets of cells that add up to a total someone could know (table rows and columns)."""
+    lines: list[list[tuple[int, str]]] = []
+    if not group_columns:
+        # one row of counts: the columns together are a line only if there are several
+        for i, _ in enumerate(rows):
+            lines.append([(i, c) for c in count_columns])
+        return lines
+    for col in count_columns:
+        # every grouping column, with the others fixed, is a margin of the table
+        for g in group_columns:
+            others = [o for o in group_columns if o != g]
+            groups: dict[tuple[Any, ...], list[tuple[int, str]]] = defaultdict(list)
+            for i, row in enumerate(rows):
+                groups[tuple(row.get(o) for o in others)].append((i, col))
+            lines.extend(groups.values())
+    return lines
+
+
+def _secondary(
+    rows: list[dict[str, Any]],
+    count_columns: Sequence[str],
+    group_columns: Sequence[str],
+    hidden: set[tuple[int, str]],
+    result: SdcResult,
+) -> None:
+    lines = [line for line in _lines(rows, count_columns, group_columns) if len(line) > 1]
+    changed = True
+    while changed:
+        changed = False
+        for line in lines:
+            lone = [cell for cell in line if cell in hidden]
+            if len(lone) != 1:
+                continue
+            visible = [
+                cell
+                for cell in line
+                if cell not in hidden and rows[cell[0]].get(cell[1]) is not None
+            ]
+            if not visible:
+                continue
+            cell = min(visible, key=lambda c: (int(rows[c[0]][c[1]]), c))
+            hidden.add(cell)
+            result.actions.append(
+                CellAction(
+                    cell[0],
+                    cell[1],
+                    "secondary",
+                    "redacted so that a redacted cell cannot be recomputed from the total",
+                )
+            )
+            changed = True
