@@ -1,0 +1,278 @@
+"""The SQL policy: an allow-list checked on what DuckDB itself will do.
+
+A researcher's SQL is checked before anything runs, against the project's grants:
+
+1. **One SELECT.** DuckDB's own parser (``json_serialize_sql``) must read exactly one
+   statement, and it must be a SELECT: no COPY, ATTACH, SET, PRAGMA, INSTALL, DDL.
+2. **Granted tables only**, from the parse tree: every base table is granted (or is a
+   CTE of the query); no table functions (``read_csv``, ``glob``, ``query``...), no
+   file paths, no other catalogs or schemas.
+3. **Allow-listed functions only**, from the parse tree: aggregates, arithmetic,
+   comparison, dates, strings; nothing that reads files, settings, variables or the
+   catalogue.
+4. **Granted columns only**, from the plan (``EXPLAIN (FORMAT json)`` with filter
+   pushdown off, so every column a scan reads is listed, including columns used only
+   in WHERE, JOIN or ORDER BY, and what ``*`` expands to).
+5. **Aggregates only on the real release**: the outermost SELECT returns aggregates and
+   group keys only, never ``*``, and never groups by a person-level key.
+
+A refusal names the rule it broke (``PolicyViolation.rule``), never a data value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+import duckdb
+
+from governance.errors import PolicyViolation
+
+AGGREGATES: Final = frozenset(
+    {
+        "count", "count_star", "sum", "avg", "mean", "min", "max", "median", "stddev",
+        "stddev_samp", "stddev_pop", "var_samp", "var_pop", "variance", "quantile_cont",
+        "quantile_disc", "mode", "bool_and", "bool_or", "approx_count_distinct",
+    }
+)  # fmt: skip
+SCALARS: Final = frozenset(
+    {
+        # operators (DuckDB spells them as functions)
+        "+", "-", "*", "/", "//", "%", "^", "**", "~~", "!~~", "~~*", "!~~*", "||",
+        # numbers
+        "abs", "round", "floor", "ceil", "ceiling", "least", "greatest", "sign", "sqrt",
+        "ln", "log", "log10", "exp", "power", "pow",
+        # text
+        "lower", "upper", "length", "substr", "substring", "starts_with", "ends_with",
+        "contains", "trim", "ltrim", "rtrim", "concat", "left", "right", "replace",
+        "prefix", "suffix", "like_escape", "regexp_matches", "regexp_full_match",
+        # dates
+        "year", "month", "day", "quarter", "week", "dayofweek", "date_diff", "datediff",
+        "date_trunc", "datetrunc", "date_part", "datepart", "make_date", "age",
+        "current_date", "today", "last_day", "date_add", "date_sub", "to_days",
+        "to_months", "to_years", "epoch",
+        # nulls and types
+        "coalesce", "ifnull", "nullif", "isnan", "isfinite", "isinf",
+    }
+)  # fmt: skip
+ALLOWED_FUNCTIONS: Final = AGGREGATES | SCALARS
+# group keys that would make one row per person
+PERSON_KEYS: Final = frozenset({"person_id"})
+
+
+class PolicyError(PolicyViolation):
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(f"{message} (rule: {rule})")
+        self.rule = rule
+
+
+@dataclass(frozen=True)
+class CheckedQuery:
+    sql: str
+    tables: frozenset[str]
+    columns: dict[str, frozenset[str]]  # table -> columns the plan reads
+    aggregate: bool
+
+
+def _walk(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk(item)
+
+
+def parse(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
+    """DuckDB's own parse tree of exactly one SELECT statement."""
+    if not sql or not sql.strip():
+        raise PolicyError("one_select", "the query is empty")
+    tree = json.loads(con.execute("SELECT json_serialize_sql($q)", {"q": sql}).fetchall()[0][0])
+    if tree.get("error"):
+        message = str(tree.get("error_message", ""))
+        if "Only SELECT" in message:
+            raise PolicyError("one_select", "only a single SELECT statement may run")
+        raise PolicyError("syntax", "the query could not be parsed")
+    statements = tree.get("statements", [])
+    if len(statements) != 1:
+        raise PolicyError("one_select", "exactly one statement may run")
+    node: dict[str, Any] = statements[0]["node"]
+    return node
+
+
+def _cte_names(node: dict[str, Any]) -> set[str]:
+    names = set()
+    for n in _walk(node):
+        cte_map = n.get("cte_map")
+        if isinstance(cte_map, dict):
+            for entry in cte_map.get("map", []):
+                names.add(str(entry.get("key", "")).lower())
+    return names
+
+
+def check_tree(node: dict[str, Any], granted: dict[str, list[str]]) -> frozenset[str]:
+    """Rules 2 and 3 on the parse tree; returns the granted tables the query names."""
+    ctes = _cte_names(node)
+    tables: set[str] = set()
+    for n in _walk(node):
+        kind = n.get("type")
+        if kind == "TABLE_FUNCTION":
+            raise PolicyError("no_table_functions", "table functions cannot be used")
+        if kind == "BASE_TABLE":
+            name = str(n.get("table_name", "")).lower()
+            if n.get("catalog_name") or n.get("schema_name") not in ("", "main", None):
+                raise PolicyError("granted_tables", "only the release's own tables can be queried")
+            if name in ctes:
+                continue
+            if name not in granted:
+                raise PolicyError(
+                    "granted_tables", f"table {name!r} is not granted to this project"
+                )
+            tables.add(name)
+        if n.get("class") == "FUNCTION" or kind in ("FUNCTION", "AGGREGATE", "WINDOW_AGGREGATE"):
+            name = str(n.get("function_name", "")).lower()
+            if name and name not in ALLOWED_FUNCTIONS:
+                raise PolicyError("allowed_functions", f"function {name!r} is not allowed")
+            if n.get("schema") or n.get("catalog"):
+                raise PolicyError(
+                    "allowed_functions", "functions from other schemas are not allowed"
+                )
+        if kind in ("SUBQUERY_REF",) and n.get("subquery") is None:
+            raise PolicyError("syntax", "unsupported subquery")
+    return frozenset(tables)
+
+
+def _scans(plan: Any) -> Iterator[tuple[str, list[str]]]:
+    for n in _walk(plan):
+        info = n.get("extra_info")
+        if isinstance(info, dict) and "Table" in info:
+            table = str(info["Table"]).split(".")[-1].strip('"').lower()
+            projections = info.get("Projections", [])
+            if isinstance(projections, str):
+                projections = [projections]
+            yield table, [str(p).strip('"').lower() for p in projections]
+
+
+def plan_columns(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, frozenset[str]]:
+    """Rule 4: the columns DuckDB's plan really reads, per table."""
+    con.execute("SET disabled_optimizers = 'filter_pushdown'")
+    try:
+        rows = con.execute(f"EXPLAIN (FORMAT json) {sql}").fetchall()
+    except duckdb.BinderException:
+        # identifiers are not in research tables: asking for one lands here
+        raise PolicyError(
+            "unknown_name", "the query names a table, column or type the release does not have"
+        ) from None
+    except duckdb.Error:
+        raise PolicyError("syntax", "the query could not be planned") from None
+    finally:
+        con.execute("RESET disabled_optimizers")
+    plan = json.loads(rows[0][1])
+    read: dict[str, set[str]] = {}
+    for table, columns in _scans(plan):
+        read.setdefault(table, set()).update(columns)
+    return {t: frozenset(c) for t, c in read.items()}
+
+
+def _column_names(node: Any) -> set[str]:
+    return {
+        str(n.get("column_names", [""])[-1]).lower()
+        for n in _walk(node)
+        if n.get("type") == "COLUMN_REF" or n.get("class") == "COLUMN_REF"
+    }
+
+
+def check_aggregate(node: dict[str, Any]) -> None:
+    """Rule 5 on the outermost SELECT."""
+    select_list = node.get("select_list", [])
+    for item in select_list:
+        if item.get("class") == "STAR" or item.get("type") == "STAR":
+            raise PolicyError(
+                "aggregate_only",
+                "name the aggregates you want; * is not allowed on the real release",
+            )
+    keys = [item for item in select_list if not _has_aggregate(item)]
+    group_columns = _column_names(node.get("group_expressions", []))
+    if node.get("aggregate_handling") == "FORCE_AGGREGATES":  # GROUP BY ALL
+        group_columns |= set().union(*(_column_names(k) for k in keys)) if keys else set()
+    if (
+        group_columns | set().union(*(_column_names(k) for k in keys) if keys else set())
+    ) & PERSON_KEYS:
+        raise PolicyError(
+            "aggregate_only", "results per person are not allowed on the real release"
+        )
+    if not any(_has_aggregate(item) for item in select_list):
+        raise PolicyError(
+            "aggregate_only", "only aggregates (count, sum, avg, ...) may leave the real release"
+        )
+    for item in keys:
+        if not _column_names(item) <= group_columns:
+            raise PolicyError(
+                "aggregate_only", "every output column must be an aggregate or a GROUP BY key"
+            )
+
+
+def _has_aggregate(item: dict[str, Any]) -> bool:
+    for n in _walk(item):
+        if (n.get("class") == "FUNCTION" or n.get("type") in ("FUNCTION", "AGGREGATE")) and str(
+            n.get("function_name", "")
+        ).lower() in AGGREGATES:
+            return True
+    return False
+
+
+def _check_named_columns(
+    con: duckdb.DuckDBPyConnection,
+    node: dict[str, Any],
+    tables: frozenset[str],
+    granted: dict[str, list[str]],
+) -> None:
+    """Rule 4 on the parse tree too: a non-granted column named anywhere is refused.
+
+    The plan alone is not enough: DuckDB may drop a filter its statistics prove always
+    true (``WHERE ethnicity IS NOT NULL``), so the column is never read, yet the answer
+    still says something about it. Naming it is refused outright.
+    """
+    named = _column_names(node)
+    for table in tables:
+        present = {
+            r[0].lower()
+            for r in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = $t", {"t": table}
+            ).fetchall()
+        }
+        hidden = (named & present) - {c.lower() for c in granted[table]}
+        if hidden:
+            raise PolicyError(
+                "granted_columns",
+                f"column(s) {', '.join(sorted(hidden))} of {table} are not granted",
+            )
+
+
+def check(
+    con: duckdb.DuckDBPyConnection, sql: str, *, granted: dict[str, list[str]], real: bool
+) -> CheckedQuery:
+    """All five rules. ``con`` is a read-only connection to the target release."""
+    node = parse(con, sql)
+    if node.get("type") != "SELECT_NODE" and real:
+        raise PolicyError(
+            "one_select", "set operations (UNION, EXCEPT) are not allowed on the real release"
+        )
+    tables = check_tree(node, granted)
+    _check_named_columns(con, node, tables, granted)
+    columns = plan_columns(con, sql)
+    for table, read in columns.items():
+        if table not in granted:
+            raise PolicyError("granted_tables", f"table {table!r} is not granted to this project")
+        extra = read - {c.lower() for c in granted[table]}
+        if extra:
+            raise PolicyError(
+                "granted_columns",
+                f"column(s) {', '.join(sorted(extra))} of {table} are not granted",
+            )
+    if real:
+        check_aggregate(node)
+    return CheckedQuery(sql=sql, tables=tables, columns=columns, aggregate=real)
