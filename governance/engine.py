@@ -1,0 +1,105 @@
+"""The query engine: a read-only, locked-down DuckDB connection per release.
+
+Defence in depth behind the SQL policy: even a query the policy missed cannot reach a
+file, the network, an extension or a setting, cannot outlive its time limit or exhaust
+memory, and leaves nothing behind (the policy admits only SELECT, so no temp table,
+macro, view or variable can be created; each query also gets a fresh cursor).
+
+Settings applied before the configuration is locked: ``enable_external_access=false``
+(files, network, extensions), ``autoinstall/autoload_known_extensions=false``,
+``memory_limit``, ``threads``, ``max_temp_directory_size``, ``max_execution_time``;
+then ``lock_configuration=true`` so that nothing later can change them.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+
+from governance.errors import InvalidRequest
+
+DEFAULT_TIMEOUT_S: Final = 30.0
+DEFAULT_MEMORY: Final = "2GB"
+DEFAULT_THREADS: Final = 2
+MAX_ROWS: Final = 10_000
+
+
+class QueryFailed(InvalidRequest):
+    """A query was refused by the engine (timeout, memory, a runtime error)."""
+
+    code = "query_failed"
+
+
+@dataclass(frozen=True)
+class Result:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    truncated: bool
+
+
+class Engine:
+    """One locked-down connection to one release file; a cursor per query."""
+
+    def __init__(
+        self,
+        release_path: Path,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        memory_limit: str = DEFAULT_MEMORY,
+        threads: int = DEFAULT_THREADS,
+    ) -> None:
+        self.path = release_path
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._con = duckdb.connect(
+            str(release_path),
+            read_only=True,
+            config={
+                "enable_external_access": False,
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+                "memory_limit": memory_limit,
+                "threads": threads,
+                "max_temp_directory_size": "0B",
+            },
+        )
+        self._con.execute(f"SET GLOBAL max_execution_time = {int(timeout_s * 1000)}")
+        self._con.execute("SET GLOBAL lock_configuration = true")
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A fresh cursor (policy checks use one too: they must see the same catalogue)."""
+        with self._lock:
+            return self._con.cursor()
+
+    def run(self, sql: str, *, max_rows: int = MAX_ROWS) -> Result:
+        cur = self.cursor()
+        try:
+            rel = cur.execute(sql)
+            columns = [d[0] for d in rel.description or []]
+            rows = rel.fetchmany(max_rows + 1)
+        except duckdb.InterruptException:
+            raise QueryFailed(
+                f"the query ran longer than {self.timeout_s:g} s and was stopped"
+            ) from None
+        except duckdb.OutOfMemoryException:
+            raise QueryFailed("the query needed more memory than a query may use") from None
+        except duckdb.Error as exc:
+            message = str(exc).lower()
+            if "timeout" in message or "execution time" in message or "interrupted" in message:
+                raise QueryFailed(
+                    f"the query ran longer than {self.timeout_s:g} s and was stopped"
+                ) from None
+            if "memory" in message or "out of" in message:
+                raise QueryFailed("the query needed more memory than a query may use") from None
+            # DuckDB's own messages can quote values from the data: never pass them on
+            raise QueryFailed(f"the query failed in the engine ({type(exc).__name__})") from None
+        finally:
+            cur.close()
+        return Result(columns, rows[:max_rows], truncated=len(rows) > max_rows)
+
+    def close(self) -> None:
+        self._con.close()
