@@ -62,6 +62,9 @@ class DpQuery:
     domain: tuple[Any, ...] = ()
     where: str | None = None  # checked by the SQL policy before it gets here
     max_rows_per_person: int = DEFAULT_ROWS_PER_PERSON
+    # or: a row-level SELECT (person_id and the columns used) DuckDB wrote back from a
+    # policy-checked parse tree; used instead of table and where
+    source: str | None = None
 
 
 @dataclass
@@ -91,7 +94,9 @@ def bounded_sql(q: DpQuery, *, salt: str) -> str:
     """Per-group true answers after contribution bounding (one row per domain value)."""
     if q.max_rows_per_person < 1:
         raise InvalidRequest("max_rows_per_person must be at least 1")
-    names = [q.table, q.group_by or "person_id", *(a.column for a in q.aggregates if a.column)]
+    names = [q.group_by or "person_id", *(a.column for a in q.aggregates if a.column)]
+    if q.source is None:
+        names.append(q.table)
     if not all(n.isidentifier() for n in names) or not salt.isalnum():
         raise InvalidRequest("tables and columns must be plain names")
     group = q.group_by or "NULL"
@@ -113,15 +118,17 @@ def bounded_sql(q: DpQuery, *, salt: str) -> str:
             selects.append(f"coalesce(sum(v{i}), 0) AS a{i}")
         else:  # mean: sum and count, noised separately
             selects.append(f"coalesce(sum(v{i}), 0) AS a{i}, count(v{i}) AS c{i}")
+    # which rows a person keeps: a keyed hash of the row, not its values' order
+    order_key = ", ".join(["person_id", group, *(a.column for a in q.aggregates if a.column)])
     # names are checked identifiers from the project's grants; the filter has passed
     # the SQL policy; nothing else is interpolated
     return f"""
         WITH rows AS (
             SELECT person_id, {group} AS g{", " + value_cols if value_cols else ""},
                    row_number() OVER (
-                       PARTITION BY person_id ORDER BY hash(rowid, '{salt}')
+                       PARTITION BY person_id ORDER BY hash({order_key}, '{salt}')
                    ) AS rn
-            FROM {q.table} {where}
+            FROM {f"({q.source}) AS source" if q.source else q.table} {where}
         )
         SELECT g, {", ".join(selects)} FROM rows WHERE rn <= {q.max_rows_per_person} GROUP BY g
     """  # noqa: S608

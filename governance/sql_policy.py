@@ -10,9 +10,10 @@ A researcher's SQL is checked before anything runs, against the project's grants
 3. **Allow-listed functions only**, from the parse tree: aggregates, arithmetic,
    comparison, dates, strings; nothing that reads files, settings, variables or the
    catalogue.
-4. **Granted columns only**, from the plan (``EXPLAIN (FORMAT json)`` with filter
-   pushdown off, so every column a scan reads is listed, including columns used only
-   in WHERE, JOIN or ORDER BY, and what ``*`` expands to).
+4. **Granted columns only**, named anywhere in the parse tree or read by a scan of the
+   plan (``EXPLAIN (FORMAT json)``: projections, and the columns of filters pushed into
+   scans), which covers what ``*`` expands to and columns used only in WHERE, JOIN or
+   ORDER BY.
 5. **Aggregates only on the real release**: the outermost SELECT returns aggregates and
    group keys only, never ``*``, and never groups by a person-level key.
 
@@ -22,6 +23,7 @@ A refusal names the rule it broke (``PolicyViolation.rule``), never a data value
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -140,12 +142,19 @@ def check_tree(node: dict[str, Any], granted: dict[str, list[str]]) -> frozenset
                 raise PolicyError(
                     "allowed_functions", "functions from other schemas are not allowed"
                 )
+        if n.get("class") == "STAR" and n.get("columns"):
+            raise PolicyError("allowed_functions", "COLUMNS(...) expressions are not allowed")
         if kind in ("SUBQUERY_REF",) and n.get("subquery") is None:
             raise PolicyError("syntax", "unsupported subquery")
     return frozenset(tables)
 
 
-def _scans(plan: Any) -> Iterator[tuple[str, list[str]]]:
+_QUOTED = re.compile(r"'(?:[^']|'')*'")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _scans(plan: Any) -> Iterator[tuple[str, set[str], str]]:
+    """(table, projected columns, filter text) for every scan in a plan."""
     for n in _walk(plan):
         info = n.get("extra_info")
         if isinstance(info, dict) and "Table" in info:
@@ -153,12 +162,19 @@ def _scans(plan: Any) -> Iterator[tuple[str, list[str]]]:
             projections = info.get("Projections", [])
             if isinstance(projections, str):
                 projections = [projections]
-            yield table, [str(p).strip('"').lower() for p in projections]
+            filters = info.get("Filters", "")
+            if isinstance(filters, list):
+                filters = " ".join(str(f) for f in filters)
+            names = {str(p).strip('"').lower() for p in projections} - {""}
+            yield table, names, str(filters)
 
 
 def plan_columns(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, frozenset[str]]:
-    """Rule 4: the columns DuckDB's plan really reads, per table."""
-    con.execute("SET disabled_optimizers = 'filter_pushdown'")
+    """Rule 4: the columns DuckDB's plan really reads, per table.
+
+    Projections list what a scan returns; a filter pushed into the scan reads its
+    columns too, so the words of each scan's filter that are columns of its table count.
+    """
     try:
         rows = con.execute(f"EXPLAIN (FORMAT json) {sql}").fetchall()
     except duckdb.BinderException:
@@ -168,13 +184,23 @@ def plan_columns(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, frozense
         ) from None
     except duckdb.Error:
         raise PolicyError("syntax", "the query could not be planned") from None
-    finally:
-        con.execute("RESET disabled_optimizers")
     plan = json.loads(rows[0][1])
     read: dict[str, set[str]] = {}
-    for table, columns in _scans(plan):
-        read.setdefault(table, set()).update(columns)
+    for table, projected, filters in _scans(plan):
+        columns = read.setdefault(table, set())
+        columns.update(projected)
+        if filters:
+            present = _table_columns(con, table)
+            words = {w.lower() for w in _WORD.findall(_QUOTED.sub("", filters))}
+            columns.update(words & present)
     return {t: frozenset(c) for t, c in read.items()}
+
+
+def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    rows = con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = $t", {"t": table}
+    ).fetchall()
+    return {r[0].lower() for r in rows}
 
 
 def _column_names(node: Any) -> set[str]:
@@ -238,12 +264,7 @@ def _check_named_columns(
     """
     named = _column_names(node)
     for table in tables:
-        present = {
-            r[0].lower()
-            for r in con.execute(
-                "SELECT column_name FROM duckdb_columns() WHERE table_name = $t", {"t": table}
-            ).fetchall()
-        }
+        present = _table_columns(con, table)
         hidden = (named & present) - {c.lower() for c in granted[table]}
         if hidden:
             raise PolicyError(

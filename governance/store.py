@@ -108,6 +108,21 @@ MIGRATIONS: Final = (
         signature TEXT NOT NULL
     );
     """,
+    # governed queries and exact outputs (governance/queries.py)
+    """
+    CREATE TABLE queries (
+        query_id TEXT PRIMARY KEY, project_id TEXT NOT NULL, user_id TEXT NOT NULL,
+        sql TEXT NOT NULL, sql_sha256 TEXT NOT NULL, target TEXT NOT NULL, mode TEXT,
+        release TEXT NOT NULL, status TEXT NOT NULL, epsilon REAL, result TEXT,
+        output_id TEXT, created_at TEXT NOT NULL
+    );
+    CREATE TABLE outputs (
+        output_id TEXT PRIMARY KEY, project_id TEXT NOT NULL, query_id TEXT NOT NULL,
+        author TEXT NOT NULL, release TEXT NOT NULL, status TEXT NOT NULL,
+        result TEXT NOT NULL, manifest TEXT NOT NULL, signature TEXT NOT NULL,
+        created_at TEXT NOT NULL, reviewed_by TEXT, review_reason TEXT, reviewed_at TEXT
+    );
+    """,
 )
 
 

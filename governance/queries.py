@@ -1,0 +1,684 @@
+"""Governed queries: the one path from a researcher's SQL to an answer or an output.
+
+    authorize → policy (parse tree + plan) → engine (locked down)
+        dummy release:      exact rows
+        real release, dp:   budget reserved → bounded, noised by OpenDP → committed
+        real release, exact: SDC → disclosure ledger (differencing) → signed manifest
+                             → output pending a steward's review
+
+Every request writes an audit entry, refusals included; no entry carries a result row.
+The HTTP layer maps these calls and their errors, and does nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from connectors import releases
+from governance import accounting, datasets, disclosure, dp, sql_policy
+from governance.audit import AuditEvent
+from governance.engine import Engine
+from governance.errors import AccessDenied, Conflict, InvalidRequest, NotFound, PolicyViolation
+from governance.people import Principal
+from governance.projects import Project, authorize
+from governance.service import Governance
+
+Target = Literal["dummy", "real"]
+Mode = Literal["dp", "exact"]
+DIFFERENCING_LIMIT: Final = disclosure.REDACTION_THRESHOLD
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _sha256(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Columns:
+    counts: list[str]
+    extremes: list[str]
+    groups: list[str]
+
+
+class QueryService:
+    def __init__(self, gov: Governance, *, timeout_s: float = 30.0) -> None:
+        self.gov = gov
+        self.timeout_s = timeout_s
+        self.outputs_dir = gov.home / "outputs"
+        self.outputs_dir.mkdir(parents=True, exist_ok=True)
+        self._engines: dict[Path, Engine] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ helpers
+    def release_for(self, target: Target) -> releases.Release:
+        home = self.gov.home if target == "real" else self.gov.home / "dummy"
+        return releases.get_release(home)
+
+    def engine(self, release: releases.Release) -> Engine:
+        with self._lock:
+            engine = self._engines.get(release.path)
+            if engine is None:
+                engine = Engine(release.path, timeout_s=self.timeout_s)
+                self._engines[release.path] = engine
+            return engine
+
+    def _project_for(self, principal: Principal, project_id: str) -> Project:
+        """The project, or NotFound when the caller may not even know it exists."""
+        project = self.gov.projects.get(project_id)
+        user = principal.user
+        if user.role not in ("steward", "admin") and user.user_id not in project.members:
+            raise NotFound(f"no project {project_id}")
+        return project
+
+    def _audit(self, principal: Principal, **fields: Any) -> None:
+        self.gov.audit.record(
+            AuditEvent(
+                actor=principal.user.user_id,
+                key_id=principal.key_id,
+                role=principal.user.role,
+                **fields,
+            )
+        )
+
+    # ------------------------------------------------------------------ queries
+    def run(
+        self,
+        principal: Principal,
+        project_id: str,
+        *,
+        sql: str,
+        target: Target,
+        mode: Mode | None = None,
+        epsilon: float | None = None,
+    ) -> dict[str, Any]:
+        project = self._project_for(principal, project_id)
+        event = {
+            "action": f"query.{target}" + (f".{mode}" if target == "real" else ""),
+            "project": project_id,
+            "query_text": sql,
+        }
+        try:
+            if principal.user.role != "researcher":
+                raise AccessDenied("only researchers run queries")
+            authorize(project, principal.user)
+            if target not in ("dummy", "real"):
+                raise InvalidRequest("target must be dummy or real")
+            if target == "real" and mode not in ("dp", "exact"):
+                raise InvalidRequest("on the real release, mode must be dp or exact")
+            if target == "real" and mode == "dp":
+                if epsilon is None:
+                    raise InvalidRequest("a dp query needs epsilon")
+                try:
+                    accounting.validate_epsilon(epsilon)
+                except ValueError as exc:
+                    raise InvalidRequest(str(exc)) from None
+            release = self.release_for(target)
+            engine = self.engine(release)
+            cur = engine.cursor()
+            try:
+                checked = sql_policy.check(
+                    cur, sql, granted=project.granted or {}, real=target == "real"
+                )
+                node = sql_policy.parse(cur, sql)
+            finally:
+                cur.close()
+        except (AccessDenied, InvalidRequest, PolicyViolation, NotFound, Conflict) as exc:
+            self._audit(principal, decision="denied", reason=str(exc), **event)
+            raise
+        del checked
+        query_id = "q-" + secrets.token_hex(6)
+        if target == "dummy":
+            return self._dummy(principal, project, query_id, sql, release, event)
+        if mode == "dp":
+            assert epsilon is not None
+            return self._dp(principal, project, query_id, sql, node, release, epsilon, event)
+        return self._exact(principal, project, query_id, sql, node, release, event)
+
+    def _record(
+        self,
+        query_id: str,
+        project: Project,
+        principal: Principal,
+        sql: str,
+        target: str,
+        mode: str | None,
+        release: str,
+        status: str,
+        epsilon: float | None,
+        result: Any,
+        output_id: str | None = None,
+    ) -> None:
+        with self.gov.store.transaction() as con:
+            con.execute(
+                "INSERT INTO queries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    query_id,
+                    project.project_id,
+                    principal.user.user_id,
+                    sql,
+                    hashlib.sha256(sql.encode()).hexdigest(),
+                    target,
+                    mode,
+                    release,
+                    status,
+                    epsilon,
+                    json.dumps(result, default=str),
+                    output_id,
+                    _now(),
+                ),
+            )
+
+    def _dummy(
+        self,
+        principal: Principal,
+        project: Project,
+        query_id: str,
+        sql: str,
+        release: releases.Release,
+        event: dict[str, Any],
+    ) -> dict[str, Any]:
+        result = self.engine(release).run(sql)
+        body = {
+            "columns": result.columns,
+            "rows": [list(r) for r in result.rows],
+            "truncated": result.truncated,
+        }
+        self._audit(
+            principal,
+            release=release.id,
+            row_count=len(result.rows),
+            result_sha256=_sha256(body),
+            target=query_id,
+            **event,
+        )
+        self._record(
+            query_id, project, principal, sql, "dummy", None, release.id, "done", None, body
+        )
+        return {"query_id": query_id, "status": "done", "release": release.id, **body}
+
+    # ------------------------------------------------------------------ dp
+    def _dp_spec(
+        self, node: dict[str, Any], cur: duckdb.DuckDBPyConnection
+    ) -> tuple[dp.DpQuery, list[str]]:
+        """The DP query a SQL statement asks for: one table, one optional key, aggregates."""
+        source = node.get("from_table") or {}
+        if source.get("type") != "BASE_TABLE":
+            raise InvalidRequest("a dp query reads one table (no joins or subqueries)")
+        table = str(source["table_name"]).lower()
+        keys = [item for item in node["select_list"] if not sql_policy._has_aggregate(item)]
+        if len(keys) > 1:
+            raise InvalidRequest("a dp query groups by at most one column")
+        group = None
+        if keys:
+            group = str(keys[0].get("column_names", [""])[-1]).lower()
+            if group not in datasets.DOMAINS.get(table, {}):
+                raise InvalidRequest(
+                    f"{table}.{group} has no declared domain: it cannot be a dp group key"
+                )
+        aggregates = []
+        labels = []
+        for item in node["select_list"]:
+            if item in keys:
+                continue
+            name = str(item.get("function_name", "")).lower()
+            args = item.get("arguments", [])
+            first = args[0].get("expression", args[0]) if args else {}
+            column = str(first.get("column_names", [""])[-1]).lower() if args else None
+            if name == "count_star" or (
+                name == "count" and not item.get("distinct") and column != "person_id"
+            ):
+                aggregates.append(dp.Aggregate("count"))
+            elif name == "count" and item.get("distinct") and column == "person_id":
+                aggregates.append(dp.Aggregate("count_persons"))
+            elif name in ("sum", "avg", "mean") and column:
+                bounds = datasets.BOUNDS.get(table, {}).get(column)
+                if bounds is None:
+                    raise InvalidRequest(
+                        f"{table}.{column} has no declared bounds: it cannot be summed in dp mode"
+                    )
+                aggregates.append(dp.Aggregate("sum" if name == "sum" else "mean", column, bounds))
+            else:
+                raise InvalidRequest(
+                    "dp mode supports count(*), count(DISTINCT person_id), sum and avg"
+                )
+            labels.append(item.get("alias") or dp.label(aggregates[-1]))
+        # the rows the aggregates read, as DuckDB itself writes them back from the
+        # policy-checked parse tree: nothing of the researcher's text is pasted in
+        columns = (
+            ["person_id"]
+            + ([group] if group else [])
+            + sorted({a.column for a in aggregates if a.column})
+        )
+        tree = {
+            "error": False,
+            "statements": [
+                {
+                    "node": {
+                        **node,
+                        "select_list": [
+                            {
+                                "class": "COLUMN_REF",
+                                "type": "COLUMN_REF",
+                                "alias": "",
+                                "query_location": 0,
+                                "column_names": [c],
+                            }
+                            for c in columns
+                        ],
+                        "group_expressions": [],
+                        "group_sets": [],
+                        "having": None,
+                        "modifiers": [],
+                        "aggregate_handling": "STANDARD_HANDLING",
+                    }
+                }
+            ],
+        }
+        source_sql = cur.execute(
+            "SELECT json_deserialize_sql($j)", {"j": json.dumps(tree)}
+        ).fetchall()[0][0]
+        spec = dp.DpQuery(
+            table=table,
+            aggregates=tuple(aggregates),
+            group_by=group,
+            domain=datasets.DOMAINS.get(table, {}).get(group, ()) if group else (),
+            source=source_sql,
+            max_rows_per_person=datasets.ROWS_PER_PERSON.get(
+                table, datasets.DEFAULT_ROWS_PER_PERSON
+            ),
+        )
+        return spec, labels
+
+    def _dp(
+        self,
+        principal: Principal,
+        project: Project,
+        query_id: str,
+        sql: str,
+        node: dict[str, Any],
+        release: releases.Release,
+        epsilon: float,
+        event: dict[str, Any],
+    ) -> dict[str, Any]:
+        engine = self.engine(release)
+        cur = engine.cursor()
+        try:
+            spec, labels = self._dp_spec(node, cur)
+        except InvalidRequest as exc:
+            cur.close()
+            self._audit(principal, decision="denied", reason=str(exc), **event)
+            raise
+        spend = self.gov.ledger.reserve(
+            project.project_id,
+            epsilon=epsilon,
+            delta=0.0,
+            purpose=query_id,
+            actor=principal.user.user_id,
+            key_id=principal.key_id,
+            role=principal.user.role,
+        )
+        try:
+            answer = dp.release(cur, spec, epsilon=epsilon, salt=secrets.token_hex(8))
+        except Exception:
+            self.gov.ledger.refund(
+                spend, actor=principal.user.user_id, reason="the dp query failed before release"
+            )
+            raise
+        finally:
+            cur.close()
+        self.gov.ledger.commit(spend, epsilon=answer.epsilon, actor=principal.user.user_id)
+        state = self.gov.ledger.state(project.project_id)
+        rows = [
+            ([g] if spec.group_by else [])
+            + [answer.values[dp.label(a)][i] for a in spec.aggregates]
+            for i, g in enumerate(answer.groups)
+        ]
+        body: dict[str, Any] = {
+            "columns": ([spec.group_by] if spec.group_by else []) + labels,
+            "rows": rows,
+            "epsilon_spent": answer.epsilon,
+            "epsilon_remaining": state.epsilon_remaining,
+            "noise_scale": {
+                lab: answer.scales[dp.label(a)]
+                for lab, a in zip(labels, spec.aggregates, strict=True)
+            },
+            "ci95_half_width": {
+                lab: answer.ci95[dp.label(a)]
+                for lab, a in zip(labels, spec.aggregates, strict=True)
+            },
+            "contribution_bound": spec.max_rows_per_person,
+        }
+        self._audit(
+            principal,
+            release=release.id,
+            epsilon=answer.epsilon,
+            delta=0.0,
+            row_count=len(rows),
+            result_sha256=_sha256(body),
+            target=query_id,
+            **event,
+        )
+        self._record(
+            query_id,
+            project,
+            principal,
+            sql,
+            "real",
+            "dp",
+            release.id,
+            "done",
+            answer.epsilon,
+            body,
+        )
+        return {"query_id": query_id, "status": "done", "release": release.id, **body}
+
+    # ------------------------------------------------------------------ exact
+    def _columns(self, node: dict[str, Any], names: list[str]) -> Columns:
+        counts, extremes, groups = [], [], []
+        for item, name in zip(node["select_list"], names, strict=True):
+            fn = str(item.get("function_name", "")).lower()
+            if not sql_policy._has_aggregate(item):
+                groups.append(name)
+            elif fn in ("count", "count_star"):
+                counts.append(name)
+            elif fn in ("min", "max"):
+                extremes.append(name)
+            elif fn in ("median", "quantile_cont", "quantile_disc", "mode"):
+                extremes.append(name)  # single values that can describe one person
+        return Columns(counts, extremes, groups)
+
+    def _population(self, cur: duckdb.DuckDBPyConnection, node: dict[str, Any]) -> list[int]:
+        """The people an exact output describes: its FROM and WHERE, one row per person."""
+        tree = {
+            "error": False,
+            "statements": [
+                {
+                    "node": {
+                        **node,
+                        "select_list": [
+                            {
+                                "class": "COLUMN_REF",
+                                "type": "COLUMN_REF",
+                                "alias": "",
+                                "query_location": 0,
+                                "column_names": ["person_id"],
+                            }
+                        ],
+                        "group_expressions": [],
+                        "group_sets": [],
+                        "having": None,
+                        "aggregate_handling": "STANDARD_HANDLING",
+                        "modifiers": [{"type": "DISTINCT_MODIFIER", "distinct_on_targets": []}],
+                    }
+                }
+            ],
+        }
+        text = cur.execute("SELECT json_deserialize_sql($j)", {"j": json.dumps(tree)}).fetchall()[
+            0
+        ][0]
+        return [int(r[0]) for r in cur.execute(text).fetchall()]
+
+    def _exact(
+        self,
+        principal: Principal,
+        project: Project,
+        query_id: str,
+        sql: str,
+        node: dict[str, Any],
+        release: releases.Release,
+        event: dict[str, Any],
+    ) -> dict[str, Any]:
+        engine = self.engine(release)
+        result = engine.run(sql)
+        cols = self._columns(node, result.columns)
+        if not cols.counts:
+            exc = InvalidRequest(
+                "an exact output needs a count per row (count(*) or count(DISTINCT person_id))"
+            )
+            self._audit(principal, decision="denied", reason=str(exc), **event)
+            raise exc
+        rows = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
+        safe = disclosure.apply_sdc(
+            rows,
+            count_columns=cols.counts,
+            group_columns=cols.groups,
+            extreme_columns=cols.extremes,
+            threshold=project.sdc_threshold or disclosure.REDACTION_THRESHOLD,
+            multiple=project.sdc_rounding or disclosure.ROUNDING_MULTIPLE,
+        )
+        # other aggregates of a row whose count was redacted go too
+        hidden_rows = {a.row for a in safe.actions if a.rule in ("small_count", "secondary")}
+        for i in hidden_rows:
+            for col in result.columns:
+                if (
+                    col not in cols.groups
+                    and col not in cols.counts
+                    and safe.rows[i][col] is not None
+                ):
+                    safe.rows[i][col] = None
+                    safe.actions.append(
+                        disclosure.CellAction(i, col, "small_count", "its row's count was redacted")
+                    )
+        cur = engine.cursor()
+        try:
+            population = self._population(cur, node)
+        finally:
+            cur.close()
+        output_id = "o-" + secrets.token_hex(6)
+        flags = self._differencing(project.project_id, output_id, population)
+        manifest = {
+            "output_id": output_id,
+            "project": project.project_id,
+            "query_sha256": hashlib.sha256(sql.encode()).hexdigest(),
+            "release": release.id,
+            **safe.manifest(),
+            "differencing": flags,
+            "population": len(population),
+            "created_at": _now(),
+        }
+        signature = self.gov.audit.signer.sign(json.dumps(manifest, sort_keys=True).encode())
+        safe_rows = [[r[c] for c in result.columns] for r in safe.rows]
+        body = {"columns": result.columns, "rows": safe_rows}
+        with self.gov.store.transaction() as con:
+            con.execute(
+                "INSERT INTO outputs (output_id, project_id, query_id, author, "
+                "release, status, result, manifest, signature, created_at) "
+                "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+                (
+                    output_id,
+                    project.project_id,
+                    query_id,
+                    principal.user.user_id,
+                    release.id,
+                    json.dumps(body, default=str),
+                    json.dumps(manifest),
+                    signature,
+                    _now(),
+                ),
+            )
+            self.gov.audit.append(
+                con,
+                AuditEvent(
+                    actor=principal.user.user_id,
+                    key_id=principal.key_id,
+                    role=principal.user.role,
+                    release=release.id,
+                    row_count=len(safe_rows),
+                    result_sha256=_sha256(body),
+                    target=output_id,
+                    details={"flags": len(flags)},
+                    **event,
+                ),
+            )
+        self._record(
+            query_id,
+            project,
+            principal,
+            sql,
+            "real",
+            "exact",
+            release.id,
+            "pending_review",
+            None,
+            {"output_id": output_id},
+            output_id,
+        )
+        return {
+            "query_id": query_id,
+            "status": "pending_review",
+            "output_id": output_id,
+            "release": release.id,
+        }
+
+    def _differencing(
+        self, project_id: str, output_id: str, population: list[int]
+    ) -> list[dict[str, Any]]:
+        """Earlier outputs whose population differs from this one by 1..7 people."""
+        folder = self.outputs_dir / project_id
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{output_id}.population.parquet"
+        pq.write_table(pa.table({"person_id": pa.array(sorted(population), pa.int64())}), path)
+        flags = []
+        con = duckdb.connect()
+        try:
+            for other in sorted(folder.glob("*.population.parquet")):
+                if other == path:
+                    continue
+                both = con.execute(
+                    "SELECT count(*) FROM read_parquet($a) a "
+                    "JOIN read_parquet($b) b USING (person_id)",
+                    {"a": str(path), "b": str(other)},
+                ).fetchall()[0][0]
+                size_other = con.execute(
+                    "SELECT count(*) FROM read_parquet($b)", {"b": str(other)}
+                ).fetchall()[0][0]
+                differ = len(population) + size_other - 2 * both
+                if 0 < differ <= DIFFERENCING_LIMIT:
+                    flags.append(
+                        {
+                            "with_output": other.name.split(".")[0],
+                            "people_in_difference": differ,
+                            "rule": f"populations differ by {DIFFERENCING_LIMIT} or fewer people",
+                        }
+                    )
+        finally:
+            con.close()
+        return flags
+
+    def get(self, principal: Principal, project_id: str, query_id: str) -> dict[str, Any]:
+        self._project_for(principal, project_id)
+        row = (
+            self.gov.store.cached()
+            .execute(
+                "SELECT * FROM queries WHERE query_id = ? AND project_id = ?",
+                (query_id, project_id),
+            )
+            .fetchone()
+        )
+        if row is None or (
+            principal.user.role == "researcher"
+            and row["user_id"] != principal.user.user_id
+            and principal.user.user_id not in self.gov.projects.get(project_id).members
+        ):
+            raise NotFound(f"no query {query_id}")
+        out = dict(row)
+        out["result"] = json.loads(out["result"]) if out["result"] else None
+        return out
+
+    # ------------------------------------------------------------------ outputs
+    def _output(self, output_id: str) -> sqlite3.Row:
+        row = (
+            self.gov.store.cached()
+            .execute("SELECT * FROM outputs WHERE output_id = ?", (output_id,))
+            .fetchone()
+        )
+        if row is None:
+            raise NotFound(f"no output {output_id}")
+        return row  # type: ignore[no-any-return]
+
+    def pending(self, principal: Principal) -> list[dict[str, Any]]:
+        if principal.user.role != "steward":
+            raise AccessDenied("only stewards review outputs")
+        rows = self.gov.store.cached().execute(
+            "SELECT * FROM outputs WHERE status = 'pending' ORDER BY created_at"
+        )
+        return [self._describe(r) for r in rows]
+
+    @staticmethod
+    def _describe(row: sqlite3.Row) -> dict[str, Any]:
+        out = dict(row)
+        out["result"] = json.loads(out["result"])
+        out["manifest"] = json.loads(out["manifest"])
+        return out
+
+    def review(
+        self, principal: Principal, output_id: str, *, approve: bool, reason: str | None = None
+    ) -> dict[str, Any]:
+        user = principal.user
+        event: dict[str, Any] = {
+            "action": "output.approve" if approve else "output.reject",
+            "target": output_id,
+        }
+        try:
+            if user.role != "steward" or not user.accredited():
+                raise AccessDenied("only accredited stewards review outputs")
+            row = self._output(output_id)
+            if row["author"] == user.user_id:
+                raise AccessDenied("authors cannot review their own outputs")
+            if row["status"] != "pending":
+                raise Conflict(f"output {output_id} is already {row['status']}")
+            if not approve and (not reason or len(reason.strip()) < 5):
+                raise InvalidRequest("give a reason for the rejection")
+        except (AccessDenied, Conflict, InvalidRequest, NotFound) as exc:
+            self._audit(principal, decision="denied", reason=str(exc), **event)
+            raise
+        with self.gov.store.transaction() as con:
+            con.execute(
+                "UPDATE outputs SET status = ?, reviewed_by = ?, "
+                "review_reason = ?, reviewed_at = ? WHERE output_id = ?",
+                ("approved" if approve else "rejected", user.user_id, reason, _now(), output_id),
+            )
+            self.gov.audit.append(
+                con,
+                AuditEvent(
+                    actor=user.user_id,
+                    key_id=principal.key_id,
+                    role=user.role,
+                    project=row["project_id"],
+                    reason=reason,
+                    **event,
+                ),
+            )
+        return self._describe(self._output(output_id))
+
+    def download(self, principal: Principal, output_id: str) -> dict[str, Any]:
+        row = self._output(output_id)
+        project = self._project_for(principal, row["project_id"])
+        event: dict[str, Any] = {
+            "action": "output.download",
+            "target": output_id,
+            "project": project.project_id,
+        }
+        if row["status"] != "approved":
+            self._audit(principal, decision="denied", reason="not approved", **event)
+            raise Conflict(
+                f"output {output_id} is {row['status']}: only approved outputs can be downloaded"
+            )
+        body: dict[str, Any] = json.loads(row["result"])
+        self._audit(principal, row_count=len(body["rows"]), result_sha256=_sha256(body), **event)
+        return body
