@@ -122,21 +122,27 @@ def ingest(
     format: Annotated[
         str, typer.Option("--format", help="native (hub synth output), synthea (CSV) or fhir.")
     ] = "native",
+    dummy: Annotated[
+        bool, typer.Option("--dummy", help="Publish as the dummy release researchers develop on.")
+    ] = False,
 ) -> None:
     """Load a source into a new release and publish it if every step succeeds."""
     from connectors.errors import IngestError
     from connectors.ingest import GateFailed
     from connectors.ingest import ingest as run_ingest
+    from connectors.secrets import resolve_keys
     from governance.quality import ingest_gate
 
     settings = get_settings()
+    # the dummy release has a catalogue (and keys) of its own under $HUB_HOME/dummy
+    home = settings.home / "dummy" if dummy else settings.home
     try:
-        keys = settings.keys(create=True)
+        keys = settings.keys(create=True) if not dummy else resolve_keys(home, create=True)
         with console.status("ingesting") as status:
             result = run_ingest(
                 src,
                 fmt=format,
-                home=settings.home,
+                home=home,
                 keys=keys,
                 progress=lambda label: status.update(f"ingesting: {label}"),
                 gate=ingest_gate,
@@ -147,7 +153,8 @@ def ingest(
     except IngestError as exc:
         raise _fail(str(exc)) from None
     release = result.release
-    console.print(f"[green]published[/] {release.id} (current) from {format} source")
+    kind = "dummy release" if dummy else "release"
+    console.print(f"[green]published[/] {kind} {release.id} (current) from {format} source")
     for table, counts in result.counts.items():
         quarantined = sum(counts.quarantined.values())
         note = f", {quarantined:,} quarantined" if quarantined else ""
@@ -282,6 +289,33 @@ def quality_report(
         f"{rel.id}: {'passed' if report['passed'] else 'FAILED'}; {s['checks']} checks "
         f"({s['by_category']}); Data Docs: {quality_dir(rel.path) / 'data_docs' / 'index.html'}"
     )
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (localhost by default).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    query_timeout: Annotated[float, typer.Option(help="Seconds a query may run.")] = 30.0,
+) -> None:
+    """Serve the HTTP API (docs at /docs). Refuses to start without its keys and a release."""
+    import uvicorn
+
+    from connectors.errors import IngestError
+    from connectors.releases import get_release
+    from governance.errors import HubError
+    from hub.api import create_app
+
+    settings = get_settings()
+    try:
+        settings.keys()  # refuses missing, short, default or exposed keys
+        gov = settings.governance()  # and a missing audit signing key
+        release = get_release(settings.home)
+    except (IngestError, HubError) as exc:
+        raise _fail(f"{exc}; the hub does not start without it") from None
+    console.print(f"serving release {release.id} on http://{host}:{port} (docs: /docs)")
+    uvicorn.run(create_app(gov, timeout_s=query_timeout), host=host, port=port, log_level="warning")
 
 
 @app.command()

@@ -1,0 +1,54 @@
+"""Injected dependencies, named so that route signatures read like prose."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from governance.errors import AccessDenied
+from governance.people import Principal
+from governance.queries import QueryService
+from governance.service import Governance
+
+
+def get_service(request: Request) -> QueryService:
+    service: QueryService = request.app.state.service
+    return service
+
+
+def get_governance(request: Request) -> Governance:
+    return get_service(request).gov
+
+
+Service = Annotated[QueryService, Depends(get_service)]
+Gov = Annotated[Governance, Depends(get_governance)]
+
+
+def current_principal(request: Request, gov: Gov) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    return gov.people.authenticate(key if scheme.lower() == "bearer" else None)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def steward(principal: CurrentPrincipal) -> Principal:
+    if principal.user.role != "steward":
+        raise AccessDenied("this needs a steward")
+    if not principal.user.accredited():
+        raise AccessDenied("your accreditation has lapsed")
+    return principal
+
+
+def researcher(principal: CurrentPrincipal) -> Principal:
+    if principal.user.role != "researcher":
+        raise AccessDenied("this needs a researcher")
+    if not principal.user.accredited():
+        raise AccessDenied("your accreditation has lapsed")
+    return principal
+
+
+Steward = Annotated[Principal, Depends(steward)]
+Researcher = Annotated[Principal, Depends(researcher)]

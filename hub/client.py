@@ -1,0 +1,95 @@
+"""A small Python client for researchers working in notebooks.
+
+>>> # hub = HubClient("http://127.0.0.1:8000", key, project="p-1a2b3c4d")
+>>> # sql = "SELECT sex, count(*) FROM patients GROUP BY sex"
+>>> # hub.query(sql, target="real", mode="dp", epsilon=0.5)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pandas as pd
+
+
+class HubError(Exception):
+    """A refusal from the hub: ``status`` and the problem's ``code`` and ``detail``."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status, self.code, self.detail = status, code, detail
+
+
+class HubClient:
+    def __init__(
+        self, url: str, key: str, *, project: str | None = None, timeout: float = 120.0
+    ) -> None:
+        self.project = project
+        self._http = httpx.Client(
+            base_url=url.rstrip("/") + "/v1",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=timeout,
+        )
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {}
+            raise HubError(
+                response.status_code, body.get("code", "error"), body.get("detail", response.text)
+            )
+        if response.headers.get("content-type", "").startswith("text/csv"):
+            return response.text
+        return response.json()
+
+    def _project(self, project: str | None) -> str:
+        chosen = project or self.project
+        if not chosen:
+            raise ValueError("name a project (HubClient(..., project=...) or project=...)")
+        return chosen
+
+    def me(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/me"))
+
+    def datasets(self, project: str | None = None) -> dict[str, Any]:
+        return dict(self._call("GET", "/datasets", params={"project_id": self._project(project)}))
+
+    def query(
+        self,
+        sql: str,
+        *,
+        target: str = "dummy",
+        mode: str | None = None,
+        epsilon: float | None = None,
+        project: str | None = None,
+    ) -> pd.DataFrame:
+        """Rows as a DataFrame; DP metadata and pending outputs ride in ``df.attrs``."""
+        body: dict[str, Any] = {"sql": sql, "target": target}
+        if mode is not None:
+            body["mode"] = mode
+        if epsilon is not None:
+            body["epsilon"] = epsilon
+        result = self._call("POST", f"/projects/{self._project(project)}/queries", json=body)
+        frame = pd.DataFrame(result.get("rows", []), columns=result.get("columns") or None)
+        frame.attrs.update({k: v for k, v in result.items() if k not in ("rows", "columns")})
+        return frame
+
+    def outputs(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/outputs")["outputs"])
+
+    def approve_output(self, output_id: str, reason: str | None = None) -> dict[str, Any]:
+        return dict(self._call("POST", f"/outputs/{output_id}/approve", json={"reason": reason}))
+
+    def reject_output(self, output_id: str, reason: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/outputs/{output_id}/reject", json={"reason": reason}))
+
+    def download(self, output_id: str) -> pd.DataFrame:
+        body = self._call("GET", f"/outputs/{output_id}/download")
+        return pd.DataFrame(body["rows"], columns=body["columns"])
+
+    def close(self) -> None:
+        self._http.close()
