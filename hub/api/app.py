@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from governance.queries import QueryService
 from governance.service import Governance
@@ -14,29 +14,40 @@ from hub.api.routes import router
 MAX_BODY_BYTES = 1_000_000
 
 
-class BodyLimit(BaseHTTPMiddleware):
-    """Refuse bodies over MAX_BODY_BYTES (by header, and by what actually arrives)."""
+def _too_large() -> StarletteHTTPException:
+    return StarletteHTTPException(413, f"request bodies are limited to {MAX_BODY_BYTES:,} bytes")
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        declared = request.headers.get("content-length")
+
+class BodyLimit:
+    """Refuse bodies over MAX_BODY_BYTES: by the declared length, and by what arrives."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = problems.problem(
+            413, "too_large", f"request bodies are limited to {MAX_BODY_BYTES:,} bytes"
+        )
+        declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-            return problems.problem(
-                413, "too_large", f"request bodies are limited to {MAX_BODY_BYTES:,} bytes"
-            )
-        if request.method in ("POST", "PUT", "PATCH"):
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > MAX_BODY_BYTES:
-                    return problems.problem(
-                        413, "too_large", f"request bodies are limited to {MAX_BODY_BYTES:,} bytes"
-                    )
+            await too_large(scope, receive, send)
+            return
+        received = 0
 
-            async def receive() -> dict[str, object]:
-                return {"type": "http.request", "body": body, "more_body": False}
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    # handled by the app's problem+json handler (413 too_large)
+                    raise _too_large()
+            return message
 
-            request = Request(request.scope, receive)
-        return await call_next(request)
+        await self.app(scope, limited, send)
 
 
 def create_app(gov: Governance, *, timeout_s: float = 30.0) -> FastAPI:
