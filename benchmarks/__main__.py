@@ -8,7 +8,7 @@ import os
 import platform
 from pathlib import Path
 
-from benchmarks import audit, generator, ingest, quality
+from benchmarks import api, audit, generator, ingest, quality
 
 REPORT = Path(__file__).with_name("report.md")
 RESULTS = Path(__file__).with_name("results")
@@ -33,6 +33,10 @@ def main() -> None:
     aud = audit.run()
     (RESULTS / "audit.json").write_text(json.dumps(aud, indent=2))
     sections.append(audit.markdown(aud))
+    print("api ...", flush=True)
+    ap = api.run()
+    (RESULTS / "api.json").write_text(json.dumps(ap, indent=2))
+    sections.append(api.markdown(ap))
     header = [
         "# Benchmark report",
         "",

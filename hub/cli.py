@@ -153,8 +153,8 @@ def ingest(
     except IngestError as exc:
         raise _fail(str(exc)) from None
     release = result.release
-    kind = "dummy release" if dummy else "release"
-    console.print(f"[green]published[/] {kind} {release.id} (current) from {format} source")
+    kind = "current dummy release" if dummy else "current release"
+    console.print(f"[green]published[/] {release.id} ({kind}) from {format} source")
     for table, counts in result.counts.items():
         quarantined = sum(counts.quarantined.values())
         note = f", {quarantined:,} quarantined" if quarantined else ""

@@ -42,22 +42,47 @@ def free_port() -> int:
 def live_hub(population_3k, tmp_path_factory):
     home = tmp_path_factory.mktemp("live") / "hub"
     ingest(population_3k, fmt="native", home=home, keys=resolve_keys(home, create=True))
-    dummy = generate(SynthConfig(patients=500, seed=77, dummy=True), tmp_path_factory.mktemp("dummy") / "d").out
+    dummy = generate(
+        SynthConfig(patients=500, seed=77, dummy=True), tmp_path_factory.mktemp("dummy") / "d"
+    ).out
     ingest(dummy, fmt="native", home=home / "dummy", keys=resolve_keys(home / "dummy", create=True))
     gov = Governance.open(home, create_keys=True)
     keys, users = {}, {}
     until = dt.date.today() + dt.timedelta(days=90)
-    for user_id, role in (("ana", "researcher"), ("bob", "researcher"), ("sam", "steward"),
-                          ("tess", "steward"), ("mo", "modeller"), ("root", "admin"), ("gone", "researcher")):
-        user, key = gov.people.add(user_id=user_id, name=user_id.title(), role=role, organisation="UoB",
-                                   organisation_type="university", accreditation_expires=until, actor="cli:test")
+    for user_id, role in (
+        ("ana", "researcher"),
+        ("bob", "researcher"),
+        ("sam", "steward"),
+        ("tess", "steward"),
+        ("mo", "modeller"),
+        ("root", "admin"),
+        ("gone", "researcher"),
+    ):
+        user, key = gov.people.add(
+            user_id=user_id,
+            name=user_id.title(),
+            role=role,
+            organisation="UoB",
+            organisation_type="university",
+            accreditation_expires=until,
+            actor="cli:test",
+        )
         keys[user_id], users[user_id] = key, user
-    grants = {"patients": ["person_id", "sex", "year_of_birth", "imd_decile"],
-              "conditions": ["person_id", "code", "onset_date"], "observations": ["person_id", "code", "value"]}
+    grants = {
+        "patients": ["person_id", "sex", "year_of_birth", "imd_decile"],
+        "conditions": ["person_id", "code", "onset_date"],
+        "observations": ["person_id", "code", "value"],
+    }
     projects = {}
     for owner, eps in (("ana", 3.0), ("bob", 1.0)):
-        p = gov.projects.request(requester=users[owner], title=f"{owner}'s study", purpose="Evaluate the DPP",
-                                 lay_summary="Who benefits from prevention", grants=grants, days=60)
+        p = gov.projects.request(
+            requester=users[owner],
+            title=f"{owner}'s study",
+            purpose="Evaluate the DPP",
+            lay_summary="Who benefits from prevention",
+            grants=grants,
+            days=60,
+        )
         gov.projects.approve(p.project_id, steward=users["sam"], epsilon=eps, delta=1e-6)
         projects[owner] = p.project_id
     gov.people.revoke(user_id="gone", actor="cli:test")
@@ -65,7 +90,10 @@ def live_hub(population_3k, tmp_path_factory):
     env = {**os.environ, "HUB_HOME": str(home)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "hub.cli", "serve", "--port", str(port), "--query-timeout", "5"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -77,7 +105,9 @@ def live_hub(population_3k, tmp_path_factory):
             time.sleep(0.2)
     else:
         proc.kill()
-        raise RuntimeError("hub serve did not start: " + (proc.stdout.read() if proc.stdout else ""))
+        raise RuntimeError(
+            "hub serve did not start: " + (proc.stdout.read() if proc.stdout else "")
+        )
     yield LiveHub(url, home, keys, projects)
     proc.terminate()
     proc.wait(10)

@@ -25,10 +25,17 @@ def test_dummy_dp_and_exact_modes_through_the_python_client(live_hub):
     hub = HubClient(live_hub.url, live_hub.keys["ana"], project=pid)
     rows = hub.query("SELECT sex, year_of_birth FROM patients LIMIT 3")
     assert len(rows) == 3 and list(rows.columns) == ["sex", "year_of_birth"]
-    noisy = hub.query("SELECT sex, count(*) AS n FROM patients GROUP BY sex", target="real", mode="dp", epsilon=0.5)
+    noisy = hub.query(
+        "SELECT sex, count(*) AS n FROM patients GROUP BY sex",
+        target="real",
+        mode="dp",
+        epsilon=0.5,
+    )
     assert list(noisy["sex"]) == ["F", "M"] and noisy.attrs["epsilon_spent"] == pytest.approx(0.5)
     assert noisy.attrs["ci95_half_width"]["n"] > 0
-    pending = hub.query("SELECT sex, count(*) AS n FROM patients GROUP BY sex", target="real", mode="exact")
+    pending = hub.query(
+        "SELECT sex, count(*) AS n FROM patients GROUP BY sex", target="real", mode="exact"
+    )
     assert pending.attrs["status"] == "pending_review"
     output_id = pending.attrs["output_id"]
     with pytest.raises(ClientError) as early:
@@ -40,17 +47,29 @@ def test_dummy_dp_and_exact_modes_through_the_python_client(live_hub):
     steward.approve_output(output_id)
     table = hub.download(output_id)
     assert sorted(table["sex"]) == ["F", "M"] and all(n % 5 == 0 for n in table["n"])
-    csv_text = live_hub.client("ana").get(f"/outputs/{output_id}/download", params={"format": "csv"}).text
+    csv_text = (
+        live_hub.client("ana").get(f"/outputs/{output_id}/download", params={"format": "csv"}).text
+    )
     assert csv_text.splitlines()[0] == "sex,n"
 
 
 def test_authors_cannot_review_their_own_outputs_and_rejections_need_a_reason(live_hub):
     pid = live_hub.projects["ana"]
     ana = live_hub.client("ana")
-    out = ana.post(f"/projects/{pid}/queries", json={"sql": "SELECT count(*) AS n FROM conditions", "target": "real", "mode": "exact"}).json()
+    out = ana.post(
+        f"/projects/{pid}/queries",
+        json={"sql": "SELECT count(*) AS n FROM conditions", "target": "real", "mode": "exact"},
+    ).json()
     sam, tess = live_hub.client("sam"), live_hub.client("tess")
-    assert tess.post(f"/outputs/{out['output_id']}/reject", json={"reason": "no"}).status_code == 422
-    assert tess.post(f"/outputs/{out['output_id']}/reject", json={"reason": "too detailed for release"}).status_code == 200
+    assert (
+        tess.post(f"/outputs/{out['output_id']}/reject", json={"reason": "no"}).status_code == 422
+    )
+    assert (
+        tess.post(
+            f"/outputs/{out['output_id']}/reject", json={"reason": "too detailed for release"}
+        ).status_code
+        == 200
+    )
     assert sam.post(f"/outputs/{out['output_id']}/approve").status_code == 409
 
 
@@ -59,10 +78,24 @@ ROUTES = [
     ("GET", "/public/projects", None),
     ("GET", "/me", None),
     ("GET", "/datasets?project_id={ana}", None),
-    ("POST", "/projects", {"title": "t", "purpose": "p", "lay_summary": "l", "grants": {"patients": ["sex"]}, "days": 30}),
+    (
+        "POST",
+        "/projects",
+        {
+            "title": "t",
+            "purpose": "p",
+            "lay_summary": "l",
+            "grants": {"patients": ["sex"]},
+            "days": 30,
+        },
+    ),
     ("GET", "/projects/{ana}", None),
     ("POST", "/projects/{ana}/approve", {"epsilon": 1.0}),
-    ("POST", "/projects/{ana}/queries", {"sql": "SELECT count(*) FROM patients", "target": "dummy"}),
+    (
+        "POST",
+        "/projects/{ana}/queries",
+        {"sql": "SELECT count(*) FROM patients", "target": "dummy"},
+    ),
     ("GET", "/outputs", None),
     ("GET", "/audit", None),
     ("GET", "/audit/verify", None),
@@ -96,7 +129,11 @@ def test_every_route_for_every_role(live_hub, method, path, body, who):
     if response.status_code >= 400:
         assert response.headers["content-type"].startswith("application/problem+json")
         problem = response.json()
-        assert problem["status"] == response.status_code and problem["code"] and "Traceback" not in response.text
+        assert (
+            problem["status"] == response.status_code
+            and problem["code"]
+            and "Traceback" not in response.text
+        )
 
 
 ESCAPES = [
@@ -121,7 +158,9 @@ ESCAPES = [
 @pytest.mark.parametrize("sql", ESCAPES)
 def test_redteam_sql_is_refused_before_anything_runs(live_hub, sql):
     pid = live_hub.projects["ana"]
-    response = live_hub.client("ana").post(f"/projects/{pid}/queries", json={"sql": sql, "target": "real", "mode": "exact"})
+    response = live_hub.client("ana").post(
+        f"/projects/{pid}/queries", json={"sql": sql, "target": "real", "mode": "exact"}
+    )
     assert response.status_code == 422, response.text
     assert "passwd" not in response.json()["detail"].replace("'/etc/passwd'", "")
     import pathlib
@@ -133,29 +172,60 @@ def test_redteam_sql_is_refused_before_anything_runs(live_hub, sql):
 def test_a_runaway_query_times_out_and_the_server_stays_healthy(live_hub):
     pid = live_hub.projects["ana"]
     ana = live_hub.client("ana")
-    slow = ana.post(f"/projects/{pid}/queries", json={"sql": "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r", "target": "dummy"})
+    slow = ana.post(
+        f"/projects/{pid}/queries",
+        json={
+            "sql": "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
+            "target": "dummy",
+        },
+    )
     assert slow.status_code == 422 and "longer than" in slow.json()["detail"]
-    assert ana.post(f"/projects/{pid}/queries", json={"sql": "SELECT count(*) FROM patients", "target": "dummy"}).status_code == 200
+    assert (
+        ana.post(
+            f"/projects/{pid}/queries",
+            json={"sql": "SELECT count(*) FROM patients", "target": "dummy"},
+        ).status_code
+        == 200
+    )
 
 
 @pytest.mark.parametrize("epsilon", [-1, 0, 1e-320, 1e6])
 def test_nonsense_epsilons_get_a_422(live_hub, epsilon):
     pid = live_hub.projects["ana"]
-    response = live_hub.client("ana").post(f"/projects/{pid}/queries", json={"sql": "SELECT count(*) FROM patients", "target": "real", "mode": "dp", "epsilon": epsilon})
+    response = live_hub.client("ana").post(
+        f"/projects/{pid}/queries",
+        json={
+            "sql": "SELECT count(*) FROM patients",
+            "target": "real",
+            "mode": "dp",
+            "epsilon": epsilon,
+        },
+    )
     assert response.status_code == 422
 
 
 def test_nan_and_infinity_epsilons_get_a_422(live_hub):
     pid = live_hub.projects["ana"]
-    for raw in ('NaN', 'Infinity', '-Infinity'):
-        body = '{"sql": "SELECT count(*) FROM patients", "target": "real", "mode": "dp", "epsilon": ' + raw + "}"
-        response = live_hub.client("ana").post(f"/projects/{pid}/queries", content=body, headers={"content-type": "application/json"})
+    for raw in ("NaN", "Infinity", "-Infinity"):
+        body = (
+            '{"sql": "SELECT count(*) FROM patients", "target": "real", "mode": "dp", "epsilon": '
+            + raw
+            + "}"
+        )
+        response = live_hub.client("ana").post(
+            f"/projects/{pid}/queries", content=body, headers={"content-type": "application/json"}
+        )
         assert response.status_code == 422, raw
 
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer hub_000000000000_" + "A" * 43}],
+    [
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer hub_000000000000_" + "A" * 43},
+    ],
 )
 def test_missing_or_bad_keys_are_401(live_hub, headers):
     assert httpx.get(live_hub.url + "/v1/me", headers=headers).status_code == 401
@@ -168,19 +238,54 @@ def test_a_revoked_key_is_401(live_hub):
 def test_extra_fields_huge_bodies_and_garbage_are_4xx(live_hub):
     pid = live_hub.projects["ana"]
     ana = live_hub.client("ana")
-    assert ana.post(f"/projects/{pid}/queries", json={"sql": "SELECT 1", "target": "dummy", "role": "steward"}).status_code == 422
-    big = ana.post(f"/projects/{pid}/queries", content=b'{"sql": "' + b"x" * 10_000_000 + b'"}', headers={"content-type": "application/json"})
+    assert (
+        ana.post(
+            f"/projects/{pid}/queries",
+            json={"sql": "SELECT 1", "target": "dummy", "role": "steward"},
+        ).status_code
+        == 422
+    )
+    big = ana.post(
+        f"/projects/{pid}/queries",
+        content=b'{"sql": "' + b"x" * 10_000_000 + b'"}',
+        headers={"content-type": "application/json"},
+    )
     assert big.status_code == 413
-    for garbage in (b'{"sql": "SELECT\x00 1", "target": "dummy"}', b"\xff\xfe\xfd", b"[" * 5000 + b"]" * 5000):
-        r = ana.post(f"/projects/{pid}/queries", content=garbage, headers={"content-type": "application/json"})
+    for garbage in (
+        b'{"sql": "SELECT\x00 1", "target": "dummy"}',
+        b"\xff\xfe\xfd",
+        b"[" * 5000 + b"]" * 5000,
+    ):
+        r = ana.post(
+            f"/projects/{pid}/queries",
+            content=garbage,
+            headers={"content-type": "application/json"},
+        )
         assert 400 <= r.status_code < 500, (garbage[:20], r.status_code)
 
 
 def test_another_projects_query_is_not_found(live_hub):
     ana_pid, bob_pid = live_hub.projects["ana"], live_hub.projects["bob"]
-    bob_query = live_hub.client("bob").post(f"/projects/{bob_pid}/queries", json={"sql": "SELECT count(*) FROM patients", "target": "dummy"}).json()
-    assert live_hub.client("ana").get(f"/projects/{bob_pid}/queries/{bob_query['query_id']}").status_code == 404
-    assert live_hub.client("ana").get(f"/projects/{ana_pid}/queries/{bob_query['query_id']}").status_code == 404
+    bob_query = (
+        live_hub.client("bob")
+        .post(
+            f"/projects/{bob_pid}/queries",
+            json={"sql": "SELECT count(*) FROM patients", "target": "dummy"},
+        )
+        .json()
+    )
+    assert (
+        live_hub.client("ana")
+        .get(f"/projects/{bob_pid}/queries/{bob_query['query_id']}")
+        .status_code
+        == 404
+    )
+    assert (
+        live_hub.client("ana")
+        .get(f"/projects/{ana_pid}/queries/{bob_query['query_id']}")
+        .status_code
+        == 404
+    )
 
 
 def test_concurrent_dp_queries_never_overspend(live_hub):
@@ -191,7 +296,15 @@ def test_concurrent_dp_queries_never_overspend(live_hub):
 
     def ask(_):
         with live_hub.client("bob") as c:
-            return c.post(f"/projects/{pid}/queries", json={"sql": "SELECT count(*) FROM patients", "target": "real", "mode": "dp", "epsilon": 0.3}).status_code
+            return c.post(
+                f"/projects/{pid}/queries",
+                json={
+                    "sql": "SELECT count(*) FROM patients",
+                    "target": "real",
+                    "mode": "dp",
+                    "epsilon": 0.3,
+                },
+            ).status_code
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         codes = list(pool.map(ask, range(20)))
@@ -202,7 +315,9 @@ def test_concurrent_dp_queries_never_overspend(live_hub):
 
 def test_every_query_is_in_the_audit_log_without_result_rows(live_hub):
     sam = live_hub.client("sam")
-    entries = sam.get("/audit", params={"project": live_hub.projects["ana"], "limit": 1000}).json()["entries"]
+    entries = sam.get("/audit", params={"project": live_hub.projects["ana"], "limit": 1000}).json()[
+        "entries"
+    ]
     actions = {e["action"] for e in entries}
     assert {"query.dummy", "query.real.dp", "query.real.exact"} <= actions
     assert any(e["decision"] == "denied" and "rule:" in (e.get("reason") or "") for e in entries)

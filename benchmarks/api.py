@@ -1,0 +1,202 @@
+"""API latency and throughput on a 1M-patient release, against raw DuckDB in the same run.
+
+Target (issue 6): light-query (one table, GROUP BY sex) overhead at most 15 ms at p50;
+heavy query (observations joined to conditions) at most 1.2x raw DuckDB; throughput
+with 16 concurrent clients reported. The dummy release is built from the same 1M people
+so that `target: dummy` runs the same SQL on the same data through policy, engine and
+audit; DP latency on the real release is reported beside it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+
+from connectors.ingest import ingest
+from connectors.secrets import resolve_keys
+from governance.service import Governance
+from synthetic_data.generator import SynthConfig, generate
+
+LIGHT = "SELECT sex, count(*) AS n FROM patients GROUP BY sex"
+HEAVY = (
+    "SELECT c.code, count(*) AS n, avg(o.value) AS mean_value FROM observations o "
+    "JOIN conditions c ON c.person_id = o.person_id AND c.encounter_id = o.encounter_id "
+    "WHERE o.code = '999791000000106' GROUP BY c.code"
+)
+GRANTS = {
+    "patients": ["person_id", "sex"],
+    "observations": ["person_id", "encounter_id", "code", "value"],
+    "conditions": ["person_id", "encounter_id", "code"],
+}
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _timed(fn: Any, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def run(patients: int = 1_000_000, repeats: int = 25, seconds: float = 10.0) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    proc = None
+    try:
+        src = generate(
+            SynthConfig(patients=patients, nhs_range="synthetic" if patients > 450_000 else "test"),
+            work / "src",
+        ).out
+        home = work / "hub"
+        release = ingest(src, fmt="native", home=home, keys=resolve_keys(home, create=True)).release
+        ingest(
+            src, fmt="native", home=home / "dummy", keys=resolve_keys(home / "dummy", create=True)
+        )
+        gov = Governance.open(home, create_keys=True)
+        until = dt.date.today() + dt.timedelta(days=30)
+        ana, key = gov.people.add(
+            user_id="ana",
+            name="Ana",
+            role="researcher",
+            organisation="UoB",
+            organisation_type="university",
+            accreditation_expires=until,
+            actor="bench",
+        )
+        sam, _ = gov.people.add(
+            user_id="sam",
+            name="Sam",
+            role="steward",
+            organisation="UHB",
+            organisation_type="nhs_trust",
+            accreditation_expires=until,
+            actor="bench",
+        )
+        project = gov.projects.request(
+            requester=ana,
+            title="bench",
+            purpose="bench",
+            lay_summary="bench",
+            grants=GRANTS,
+            days=30,
+        )
+        gov.projects.approve(project.project_id, steward=sam, epsilon=100.0, delta=1e-6)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "serve", "--port", str(port)],
+            env={**os.environ, "HUB_HOME": str(home)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}/v1"
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+        path = f"/projects/{project.project_id}/queries"
+
+        def api(sql: str, **extra: Any) -> None:
+            r = client.post(path, json={"sql": sql, "target": "dummy", **extra})
+            r.raise_for_status()
+
+        raw = duckdb.connect(str(release.path), read_only=True)
+
+        def direct(sql: str) -> None:
+            raw.execute(sql).fetchall()
+
+        results: dict[str, Any] = {"patients": patients}
+        for name, sql in (("light", LIGHT), ("heavy", HEAVY)):
+            api(sql)
+            direct(sql)  # warm both
+            a, d = [], []
+            for _ in range(repeats):  # interleaved, so both see the same machine
+                a += _timed(lambda sql=sql: api(sql), 1)
+                d += _timed(lambda sql=sql: direct(sql), 1)
+            results[name] = {
+                "api_p50_ms": round(statistics.median(a), 1),
+                "api_p95_ms": round(_pct(a, 0.95), 1),
+                "raw_p50_ms": round(statistics.median(d), 1),
+                "raw_p95_ms": round(_pct(d, 0.95), 1),
+                "overhead_p50_ms": round(statistics.median(a) - statistics.median(d), 1),
+                "ratio_p50": round(statistics.median(a) / statistics.median(d), 2),
+            }
+        dp_times = _timed(
+            lambda: client.post(
+                path, json={"sql": LIGHT, "target": "real", "mode": "dp", "epsilon": 0.01}
+            ).raise_for_status(),
+            repeats,
+        )
+        results["dp_light_p50_ms"] = round(statistics.median(dp_times), 1)
+
+        done = 0
+        deadline = time.perf_counter() + seconds
+
+        def worker(_: int) -> int:
+            n = 0
+            with httpx.Client(
+                base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+            ) as c:
+                while time.perf_counter() < deadline:
+                    c.post(path, json={"sql": LIGHT, "target": "dummy"}).raise_for_status()
+                    n += 1
+            return n
+
+        t = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            done = sum(pool.map(worker, range(16)))
+        results["throughput_16_clients_rps"] = round(done / (time.perf_counter() - t), 1)
+        return results
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def markdown(r: dict[str, Any]) -> str:
+    light, heavy = r["light"], r["heavy"]
+    return "\n".join(
+        [
+            "### API latency and throughput (1M-patient release, `target: dummy` on the same data)",
+            "",
+            "| query | API p50 / p95 | raw DuckDB p50 / p95 | overhead at p50 | ratio at p50 |",
+            "|---|---:|---:|---:|---:|",
+            f"| light: `GROUP BY sex` on patients | {light['api_p50_ms']} / {light['api_p95_ms']} ms | {light['raw_p50_ms']} / {light['raw_p95_ms']} ms | {light['overhead_p50_ms']} ms | {light['ratio_p50']}× |",
+            f"| heavy: observations ⋈ conditions | {heavy['api_p50_ms']} / {heavy['api_p95_ms']} ms | {heavy['raw_p50_ms']} / {heavy['raw_p95_ms']} ms | {heavy['overhead_p50_ms']} ms | {heavy['ratio_p50']}× |",
+            "",
+            f"DP light query on the real release: p50 {r['dp_light_p50_ms']} ms. Throughput with 16 concurrent clients (light query): {r['throughput_16_clients_rps']} requests/s.",
+            "",
+            "Targets: light-query overhead at most 15 ms at p50; heavy query at most 1.2× raw DuckDB.",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    result = run(n)
+    print(json.dumps(result, indent=2))
+    print(markdown(result))
