@@ -77,7 +77,7 @@ class QueryService:
                 self._engines[release.path] = engine
             return engine
 
-    def _project_for(self, principal: Principal, project_id: str) -> Project:
+    def project_for(self, principal: Principal, project_id: str) -> Project:
         """The project, or NotFound when the caller may not even know it exists."""
         project = self.gov.projects.get(project_id)
         user = principal.user
@@ -106,7 +106,7 @@ class QueryService:
         mode: Mode | None = None,
         epsilon: float | None = None,
     ) -> dict[str, Any]:
-        project = self._project_for(principal, project_id)
+        project = self.project_for(principal, project_id)
         event = {
             "action": f"query.{target}" + (f".{mode}" if target == "real" else ""),
             "project": project_id,
@@ -581,7 +581,7 @@ class QueryService:
         return flags
 
     def get(self, principal: Principal, project_id: str, query_id: str) -> dict[str, Any]:
-        self._project_for(principal, project_id)
+        self.project_for(principal, project_id)
         row = (
             self.gov.store.cached()
             .execute(
@@ -668,7 +668,7 @@ class QueryService:
 
     def download(self, principal: Principal, output_id: str) -> dict[str, Any]:
         row = self._output(output_id)
-        project = self._project_for(principal, row["project_id"])
+        project = self.project_for(principal, row["project_id"])
         event: dict[str, Any] = {
             "action": "output.download",
             "target": output_id,

@@ -102,7 +102,7 @@ def list_datasets(
     if principal.user.role != "steward":
         if project_id is None:
             raise InvalidRequest("name the project (project_id)")
-        project = service._project_for(principal, project_id)
+        project = service.project_for(principal, project_id)
         granted = project.granted or {}
     release = service.release_for("real")
     cur = service.engine(release).cursor()
@@ -141,7 +141,7 @@ def request_project(body: ProjectRequest, principal: Researcher, gov: Gov) -> di
 
 @router.get("/projects/{project_id}", tags=["projects"])
 def get_project(project_id: str, principal: CurrentPrincipal, service: Service) -> dict[str, Any]:
-    project = service._project_for(principal, project_id)
+    project = service.project_for(principal, project_id)
     data = _project_view(project, full=True)
     if project.epsilon_total is not None:
         state = service.gov.ledger.state(project_id)

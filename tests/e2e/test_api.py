@@ -100,6 +100,12 @@ ROUTES = [
     ("GET", "/audit", None),
     ("GET", "/audit/verify", None),
     ("GET", "/quality/releases/release-0001", None),
+    ("POST", "/projects/{ana}/reject", {"reason": "x"}),
+    ("POST", "/projects/{ana}/suspend", {"reason": "x"}),
+    ("GET", "/projects/{ana}/queries/q-000000000000", None),
+    ("POST", "/outputs/o-000000000000/approve", None),
+    ("POST", "/outputs/o-000000000000/reject", {"reason": "not releasable"}),
+    ("GET", "/outputs/o-000000000000/download", None),
 ]
 # expected status by caller: none (no key), ana (member researcher), bob (other researcher),
 # sam (steward), mo (modeller), root (admin)
@@ -116,6 +122,15 @@ EXPECTED = {
     "/audit": dict(none=401, ana=403, bob=403, sam=200, mo=403, root=403),
     "/audit/verify": dict(none=401, ana=403, bob=403, sam=200, mo=403, root=403),
     "/quality/releases/release-0001": dict(none=401, ana=403, bob=403, sam=200, mo=403, root=200),
+    # a steward passes the role check and then meets the body rule (422) or the missing thing (404)
+    "/projects/{ana}/reject": dict(none=401, ana=403, bob=403, sam=422, mo=403, root=403),
+    "/projects/{ana}/suspend": dict(none=401, ana=403, bob=403, sam=422, mo=403, root=403),
+    "/projects/{ana}/queries/q-000000000000": dict(
+        none=401, ana=404, bob=404, sam=404, mo=404, root=404
+    ),
+    "/outputs/o-000000000000/approve": dict(none=401, ana=403, bob=403, sam=404, mo=403, root=403),
+    "/outputs/o-000000000000/reject": dict(none=401, ana=403, bob=403, sam=404, mo=403, root=403),
+    "/outputs/o-000000000000/download": dict(none=401, ana=404, bob=404, sam=404, mo=404, root=404),
 }
 
 
@@ -166,6 +181,20 @@ def test_redteam_sql_is_refused_before_anything_runs(live_hub, sql):
     import pathlib
 
     assert not pathlib.Path("/tmp/hub-leak.csv").exists()
+    assert live_hub.client().get("/health").status_code == 200
+
+
+def test_a_query_that_would_exhaust_memory_fails_cleanly(live_hub):
+    pid = live_hub.projects["ana"]
+    ana = live_hub.client("ana")
+    huge = ana.post(
+        f"/projects/{pid}/queries",
+        json={
+            "sql": "SELECT a.sex, b.sex, c.sex FROM patients a, patients b, patients c ORDER BY 1",
+            "target": "dummy",
+        },
+    )
+    assert huge.status_code == 422 and huge.json()["code"] == "query_failed"
     assert live_hub.client().get("/health").status_code == 200
 
 
