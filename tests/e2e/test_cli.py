@@ -81,3 +81,14 @@ def test_demo_generates_both_populations_and_summarises_them(tmp_path):
     assert "type2_diabetes" in out and "IMD decile" in out
     assert "Diabetes Prevention Programme" in out and "referred" in out
     assert (tmp_path / "synthetic" / "dummy" / "manifest.json").exists()
+
+
+def test_serve_refuses_to_start_without_keys_or_a_release(tmp_path):
+    result = run("serve", "--port", "0", home=tmp_path, check=False)
+    assert result.returncode == 2
+    assert "does not start" in result.stderr and "key" in result.stderr
+    # weak keys given through the environment are refused too
+    env_home = tmp_path / "weak"
+    env = {**os.environ, "HUB_HOME": str(env_home), "HUB_PSEUDONYM_KEY": "00" * 32, "HUB_VAULT_KEY": "11" * 32}
+    weak = subprocess.run([*HUB, "serve"], capture_output=True, text=True, env=env, timeout=60)
+    assert weak.returncode == 2 and "trivially weak" in weak.stderr
