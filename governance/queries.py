@@ -30,7 +30,15 @@ from connectors import releases
 from governance import accounting, datasets, disclosure, dp, sql_policy
 from governance.audit import AuditEvent
 from governance.engine import Engine
-from governance.errors import AccessDenied, Conflict, InvalidRequest, NotFound, PolicyViolation
+from governance.errors import (
+    AccessDenied,
+    BudgetExhausted,
+    Conflict,
+    HubError,
+    InvalidRequest,
+    NotFound,
+    PolicyViolation,
+)
 from governance.people import Principal
 from governance.projects import Project, authorize
 from governance.service import Governance
@@ -142,12 +150,19 @@ class QueryService:
             raise
         del checked
         query_id = "q-" + secrets.token_hex(6)
-        if target == "dummy":
-            return self._dummy(principal, project, query_id, sql, release, event)
-        if mode == "dp":
-            assert epsilon is not None
-            return self._dp(principal, project, query_id, sql, node, release, epsilon, event)
-        return self._exact(principal, project, query_id, sql, node, release, event)
+        try:
+            if target == "dummy":
+                return self._dummy(principal, project, query_id, sql, release, event)
+            if mode == "dp":
+                assert epsilon is not None
+                return self._dp(principal, project, query_id, sql, node, release, epsilon, event)
+            return self._exact(principal, project, query_id, sql, node, release, event)
+        except BudgetExhausted:
+            raise  # the ledger audited the refusal in the same transaction as its check
+        except HubError as exc:
+            # failures after the checks (a timeout, a spec dp cannot answer) are audited too
+            self._audit(principal, decision="denied", reason=str(exc), target=query_id, **event)
+            raise
 
     def _record(
         self,
@@ -319,9 +334,8 @@ class QueryService:
         cur = engine.cursor()
         try:
             spec, labels = self._dp_spec(node, cur)
-        except InvalidRequest as exc:
+        except InvalidRequest:
             cur.close()
-            self._audit(principal, decision="denied", reason=str(exc), **event)
             raise
         spend = self.gov.ledger.reserve(
             project.project_id,
@@ -447,11 +461,9 @@ class QueryService:
         result = engine.run(sql)
         cols = self._columns(node, result.columns)
         if not cols.counts:
-            exc = InvalidRequest(
+            raise InvalidRequest(
                 "an exact output needs a count per row (count(*) or count(DISTINCT person_id))"
             )
-            self._audit(principal, decision="denied", reason=str(exc), **event)
-            raise exc
         rows = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
         safe = disclosure.apply_sdc(
             rows,
