@@ -152,6 +152,7 @@ def _vector(
         )
         noisy = m([round(v) for v in values])
         certified = m.map(math.ceil(sensitivity))
+        return [int(x) for x in noisy], scale, float(certified)
     else:
         m = dp.m.make_laplace(
             dp.vector_domain(dp.atom_domain(T=float, nan=False)),

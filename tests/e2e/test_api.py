@@ -375,6 +375,15 @@ def test_a_streamed_body_without_a_length_is_cut_off_too(live_hub):
 def test_a_query_that_fails_in_the_engine_is_audited_too(live_hub):
     pid = live_hub.projects["ana"]
     sql = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r -- audited"
-    assert live_hub.client("ana").post(f"/projects/{pid}/queries", json={"sql": sql, "target": "dummy"}).status_code == 422
-    entries = live_hub.client("sam").get("/audit", params={"text": "-- audited", "limit": 10}).json()["entries"]
+    assert (
+        live_hub.client("ana")
+        .post(f"/projects/{pid}/queries", json={"sql": sql, "target": "dummy"})
+        .status_code
+        == 422
+    )
+    entries = (
+        live_hub.client("sam")
+        .get("/audit", params={"text": "-- audited", "limit": 10})
+        .json()["entries"]
+    )
     assert entries and entries[0]["decision"] == "denied" and "longer than" in entries[0]["reason"]

@@ -89,6 +89,11 @@ def test_serve_refuses_to_start_without_keys_or_a_release(tmp_path):
     assert "does not start" in result.stderr and "key" in result.stderr
     # weak keys given through the environment are refused too
     env_home = tmp_path / "weak"
-    env = {**os.environ, "HUB_HOME": str(env_home), "HUB_PSEUDONYM_KEY": "00" * 32, "HUB_VAULT_KEY": "11" * 32}
+    env = {
+        **os.environ,
+        "HUB_HOME": str(env_home),
+        "HUB_PSEUDONYM_KEY": "00" * 32,
+        "HUB_VAULT_KEY": "11" * 32,
+    }
     weak = subprocess.run([*HUB, "serve"], capture_output=True, text=True, env=env, timeout=60)
     assert weak.returncode == 2 and "trivially weak" in weak.stderr
