@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hub.cli_governance import audit_app, operator, projects_app, users_app
 from hub.progress import console, counting
@@ -25,7 +26,7 @@ app = typer.Typer(
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(str(message))}", soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -99,13 +100,21 @@ def demo(
     ] = 20_000,
     dummy_patients: Annotated[int, typer.Option(help="People in the dummy population.")] = 5_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Start the API when set up (default).")
+    ] = True,
+    port: Annotated[int, typer.Option(help="Port for the API.")] = 8000,
 ) -> None:
-    """Run the main job on an embedded default: generate, then summarise what was made."""
-    from hub.demo import run_demo
+    """The main job on an embedded default: populations, releases, people, a study, the API."""
+    from connectors.errors import IngestError
+    from governance.errors import HubError
+    from hub.demo import DemoRefused, run_demo
 
     try:
-        run_demo(patients=patients, dummy_patients=dummy_patients, seed=seed)
-    except GenerationError as exc:
+        run_demo(
+            patients=patients, dummy_patients=dummy_patients, seed=seed, serve=serve, port=port
+        )
+    except (GenerationError, DemoRefused, IngestError, HubError) as exc:
         raise _fail(str(exc)) from None
 
 

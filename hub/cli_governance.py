@@ -40,12 +40,12 @@ def _gov(*, create_keys: bool = False) -> Governance:
     try:
         return get_settings().governance(create_keys=create_keys)
     except (HubError, IngestError) as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {exc}")
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
     return typer.Exit(2)
 
 

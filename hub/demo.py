@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import math
+import shutil
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from hub.progress import counting
-from hub.settings import get_settings
+from hub.progress import console, counting
+from hub.settings import HubSettings, get_settings
 from synthetic_data import summary
 from synthetic_data.generator import SynthConfig, generate
 
@@ -22,10 +28,56 @@ def _fmt(x: float) -> str:
     return "–" if math.isnan(x) else f"{x:.1f}"
 
 
-def run_demo(*, patients: int, dummy_patients: int, seed: int) -> None:
-    home = get_settings().home
+DEMO_MARKER = ".hub-demo"
+EXAMPLE_SQL = "SELECT sex, count(*) AS n FROM patients GROUP BY sex"
+DUMMY_SQL = "SELECT sex, year_of_birth FROM patients LIMIT 5"
+
+
+def _prepare_home(home: Path) -> None:
+    """Start from a clean demo state; never touch a hub home that holds real work."""
+    marker = home / DEMO_MARKER
+    holds_work = (home / "releases").exists() or (home / "governance").exists()
+    if holds_work and not marker.exists():
+        raise DemoRefused(
+            f"{home} already holds releases or users that the demo did not make; "
+            "run the demo with another HUB_HOME"
+        )
+    for name in ("releases", "vault", "governance", "outputs", "dummy"):
+        shutil.rmtree(home / name, ignore_errors=True)
+    home.mkdir(parents=True, exist_ok=True)
+    marker.write_text("made by hub demo; the demo may reset this folder\n")
+
+
+class DemoRefused(Exception):
+    """The demo would overwrite work it did not create."""
+
+
+def run_demo(*, patients: int, dummy_patients: int, seed: int, serve: bool, port: int) -> None:
+    settings = get_settings()
+    home = settings.home
     out.rule("[bold]Health data hub demo")
     out.print(f"HUB_HOME = {home.resolve()}")
+    _prepare_home(home)
+    started = time.perf_counter()
+    _populations(home, patients=patients, dummy_patients=dummy_patients, seed=seed)
+    _releases(home)
+    study = _study(settings)
+    out.print(f"\n[bold]setup finished in {time.perf_counter() - started:.0f} s")
+    _what_next(study, port=port)
+    if serve:
+        import uvicorn
+
+        from connectors.releases import get_release
+        from hub.api import create_app
+
+        gov = settings.governance()
+        out.print(
+            f"serving release {get_release(home).id} on http://127.0.0.1:{port} (Ctrl+C stops)"
+        )
+        uvicorn.run(create_app(gov), host="127.0.0.1", port=port, log_level="warning")
+
+
+def _populations(home: Path, *, patients: int, dummy_patients: int, seed: int) -> None:
     started = time.perf_counter()
     populations = (("real", patients, False), ("dummy", dummy_patients, True))
     for name, n, dummy in populations:
@@ -80,3 +132,162 @@ def run_demo(*, patients: int, dummy_patients: int, seed: int) -> None:
         f"the 10% who benefit least {s.worst_decile_effect:+.1f} points"
     )
     out.print(f"  ground truth (never loaded into a release): {folder / 'ground_truth'}")
+
+
+def _releases(home: Path) -> None:
+    """Both populations through the connectors and the quality gate."""
+    from connectors.ingest import ingest
+    from connectors.secrets import resolve_keys
+    from governance.quality import ingest_gate
+
+    out.rule("Releases")
+    for name, target in (("real", home), ("dummy", home / "dummy")):
+        with console.status(f"ingesting the {name} population") as status:
+
+            def step(label: str, status: Any = status, name: str = name) -> None:
+                status.update(f"ingesting the {name} population: {label}")
+
+            result = ingest(
+                home / "synthetic" / name,
+                fmt="native",
+                home=target,
+                keys=resolve_keys(target, create=True),
+                gate=ingest_gate,
+                progress=step,
+            )
+        q = result.release.manifest["quality"]["summary"]
+        out.print(
+            f"{name:5} release {result.release.id}: "
+            f"{result.counts['patients'].published:,} people, "
+            f"quality gate passed ({q['checks']} checks, {q['failed_warnings']} warnings)"
+        )
+
+
+@dataclass
+class Study:
+    keys: dict[str, str]
+    project_id: str
+    output_id: str
+
+
+def _study(settings: HubSettings) -> Study:
+    """Demo users, an approved project and a first study through the governed layer."""
+    from governance.queries import QueryService
+
+    out.rule("People, a project, a study")
+    gov = settings.governance(create_keys=True)
+    until = dt.date.today() + dt.timedelta(days=365)
+    keys, users = {}, {}
+    for user_id, role, org, org_type in (
+        ("demo.steward", "steward", "University Hospitals Birmingham NHS FT", "nhs_trust"),
+        ("demo.researcher", "researcher", "University of Birmingham", "university"),
+        ("demo.modeller", "modeller", "University of Warwick", "university"),
+    ):
+        user, key = gov.people.add(
+            user_id=user_id,
+            name=user_id.split(".")[1].title(),
+            role=role,
+            organisation=org,
+            organisation_type=org_type,
+            accreditation_expires=until,
+            actor="hub demo",
+        )
+        keys[user_id], users[user_id] = key, user
+    grants = {
+        "patients": [
+            "person_id",
+            "sex",
+            "year_of_birth",
+            "imd_decile",
+            "ethnicity",
+            "local_authority",
+        ],
+        "conditions": ["person_id", "code", "onset_date"],
+        "observations": ["person_id", "code", "value", "observed_date"],
+    }
+    project = gov.projects.request(
+        requester=users["demo.researcher"],
+        title="Who benefits from the Diabetes Prevention Programme?",
+        purpose="Estimate how the effect of DPP referral on type 2 diabetes varies by age, "
+        "BMI and deprivation.",
+        lay_summary="We look at which people with raised blood sugar are helped most by a "
+        "prevention programme.",
+        grants=grants,
+        days=180,
+        members=["demo.modeller"],
+    )
+    gov.projects.approve(
+        project.project_id,
+        steward=users["demo.steward"],
+        epsilon=5.0,
+        delta=1e-6,
+        trainers=["demo.modeller"],
+    )
+    out.print(f"project {project.project_id} approved: ε = 5, δ = 1e-6, 180 days")
+    service = QueryService(gov)
+    researcher = gov.people.authenticate(keys["demo.researcher"])
+    pid = project.project_id
+    dummy = service.run(
+        researcher,
+        pid,
+        target="dummy",
+        sql="SELECT sex, year_of_birth, imd_decile FROM patients LIMIT 3",
+    )
+    out.print(f"dummy release, exact rows: {dummy['rows']}")
+    dp_answer = service.run(
+        researcher,
+        pid,
+        target="real",
+        mode="dp",
+        epsilon=0.5,
+        sql="SELECT imd_decile, count(*) AS people FROM patients GROUP BY imd_decile",
+    )
+    counts = ", ".join(f"{g}: {n:,}" for g, n in dp_answer["rows"])
+    out.print(
+        f"real release, DP (ε 0.5, ±{dp_answer['ci95_half_width']['people']:.0f} at 95%): "
+        f"people by IMD decile {counts}"
+    )
+    exact = service.run(
+        researcher,
+        pid,
+        target="real",
+        mode="exact",
+        sql="SELECT p.imd_decile, count(DISTINCT p.person_id) AS people FROM patients p "
+        "JOIN conditions c USING (person_id) WHERE c.code = '714628002' GROUP BY ALL",
+    )
+    state = gov.ledger.state(pid)
+    out.print(
+        f"real release, exact: prediabetes by IMD decile sent for review as output "
+        f"{exact['output_id']}; budget left ε = {state.epsilon_remaining:g}"
+    )
+    return Study(keys, pid, exact["output_id"])
+
+
+def _what_next(study: Study, *, port: int) -> None:
+    url = f"http://127.0.0.1:{port}"
+    out.rule("What to open")
+    out.print(f"API docs          {url}/docs")
+    out.print(f"public register   {url}/v1/public/projects")
+    out.print("demo keys (shown once; also valid for the CLI's --as users):")
+    for user_id, key in study.keys.items():
+        out.print(f"  {user_id:<16} {key}")
+    r, s = study.keys["demo.researcher"], study.keys["demo.steward"]
+    pid = study.project_id
+    out.print("\n[bold]try")
+    body = json.dumps({"sql": EXAMPLE_SQL, "target": "real", "mode": "dp", "epsilon": 0.2})
+    auth_r = f"-H 'Authorization: Bearer {r}'"
+    auth_s = f"-H 'Authorization: Bearer {s}'"
+    lines = [
+        f"curl -s {auth_r} -H 'content-type: application/json' -d '{body}' "
+        f"{url}/v1/projects/{pid}/queries",
+        f"curl -s {auth_s} {url}/v1/outputs",
+        f"curl -s -X POST {auth_s} {url}/v1/outputs/{study.output_id}/approve",
+        'python -c "from hub.client import HubClient; '
+        f"h = HubClient('{url}', '{r}', project='{pid}'); "
+        f'print(h.query({DUMMY_SQL!r}))"',
+    ]
+    for line in lines:
+        out.print(line, soft_wrap=True, markup=False)
+
+
+__all__ = ["DemoRefused", "Study", "run_demo"]

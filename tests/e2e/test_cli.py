@@ -74,13 +74,33 @@ def test_bad_arguments_fail_with_a_clear_message_and_nothing_written(tmp_path):
     assert not (tmp_path / "synthetic").exists()
 
 
-def test_demo_generates_both_populations_and_summarises_them(tmp_path):
-    result = run("demo", "--patients", "6000", "--dummy-patients", "1000", home=tmp_path)
+def test_demo_runs_the_whole_story_and_can_run_again(tmp_path):
+    result = run(
+        "demo", "--patients", "6000", "--dummy-patients", "1000", "--no-serve", home=tmp_path
+    )
     out = result.stdout
-    assert "Rows per table" in out and "observations" in out
-    assert "type2_diabetes" in out and "IMD decile" in out
+    assert "Rows per table" in out and "type2_diabetes" in out and "IMD decile" in out
     assert "Diabetes Prevention Programme" in out and "referred" in out
-    assert (tmp_path / "synthetic" / "dummy" / "manifest.json").exists()
+    assert "quality gate passed" in out and "approved" in out
+    assert "sent for review as output o-" in out and "demo.researcher" in out and "hub_" in out
+    assert "/docs" in out and "curl" in out and "HubClient" in out
+    assert (tmp_path / "releases" / "CURRENT").exists() and (
+        tmp_path / "dummy" / "releases" / "CURRENT"
+    ).exists()
+    again = run(
+        "demo", "--patients", "3000", "--dummy-patients", "500", "--no-serve", home=tmp_path
+    )
+    assert "setup finished" in again.stdout
+    verify = run("audit", "verify", home=tmp_path)
+    assert "audit log verified" in verify.stderr
+
+
+def test_demo_never_overwrites_a_hub_it_did_not_make(tmp_path):
+    (tmp_path / "releases").mkdir()
+    (tmp_path / "releases" / "precious.txt").write_text("keep me")
+    refused = run("demo", "--no-serve", home=tmp_path, check=False)
+    assert refused.returncode == 2 and "another HUB_HOME" in refused.stderr
+    assert (tmp_path / "releases" / "precious.txt").read_text() == "keep me"
 
 
 def test_serve_refuses_to_start_without_keys_or_a_release(tmp_path):
