@@ -343,6 +343,20 @@ def test_concurrent_dp_queries_never_overspend(live_hub):
 
 
 def test_every_query_is_in_the_audit_log_without_result_rows(live_hub):
+    pid = live_hub.projects["ana"]
+    ana = live_hub.client("ana")
+    for body in (
+        {"sql": "SELECT count(*) AS n FROM patients", "target": "dummy"},
+        {
+            "sql": "SELECT count(*) AS n FROM patients",
+            "target": "real",
+            "mode": "dp",
+            "epsilon": 0.01,
+        },
+        {"sql": "SELECT count(*) AS n FROM patients", "target": "real", "mode": "exact"},
+        {"sql": "SELECT * FROM read_csv('/etc/passwd')", "target": "real", "mode": "exact"},
+    ):
+        ana.post(f"/projects/{pid}/queries", json=body)
     sam = live_hub.client("sam")
     entries = sam.get("/audit", params={"project": live_hub.projects["ana"], "limit": 1000}).json()[
         "entries"
