@@ -17,23 +17,16 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import duckdb
 
 from connectors import build, fhir, native, releases, schema, synthea, vault
 from connectors.errors import IngestError, SourceError
 from connectors.secrets import Keys
-from connectors.staging import SourceFiles, sha256_file
+from connectors.staging import sha256_file
 
 FORMATS: Final = ("native", "synthea", "fhir")
-
-
-class Connector(Protocol):
-    SOURCE: str
-    VERSION: str
-
-    def stage(self, con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles: ...
 
 
 CONNECTORS: Final[dict[str, Any]] = {"native": native, "synthea": synthea, "fhir": fhir}

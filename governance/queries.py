@@ -48,6 +48,40 @@ Mode = Literal["dp", "exact"]
 DIFFERENCING_LIMIT: Final = disclosure.REDACTION_THRESHOLD
 
 
+def row_level_sql(
+    cur: duckdb.DuckDBPyConnection,
+    node: dict[str, Any],
+    columns: list[str],
+    *,
+    distinct: bool = False,
+) -> str:
+    """The FROM and WHERE of a checked SELECT, returning ``columns`` per row.
+
+    Built by editing DuckDB's own parse tree and letting DuckDB write the SQL back
+    (``json_deserialize_sql``), so no text of the researcher's is pasted into SQL.
+    """
+    select_list = [
+        {"class": "COLUMN_REF", "type": "COLUMN_REF", "alias": "", "query_location": 0,
+         "column_names": [c]}
+        for c in columns
+    ]  # fmt: skip
+    modifiers = [{"type": "DISTINCT_MODIFIER", "distinct_on_targets": []}] if distinct else []
+    row_node = {
+        **node,
+        "select_list": select_list,
+        "group_expressions": [],
+        "group_sets": [],
+        "having": None,
+        "aggregate_handling": "STANDARD_HANDLING",
+        "modifiers": modifiers,
+    }
+    tree = {"error": False, "statements": [{"node": row_node}]}
+    text: str = cur.execute("SELECT json_deserialize_sql($j)", {"j": json.dumps(tree)}).fetchall()[
+        0
+    ][0]
+    return text
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -93,7 +127,7 @@ class QueryService:
             raise NotFound(f"no project {project_id}")
         return project
 
-    def _audit(self, principal: Principal, **fields: Any) -> None:
+    def audit(self, principal: Principal, **fields: Any) -> None:
         self.gov.audit.record(
             AuditEvent(
                 actor=principal.user.user_id,
@@ -142,13 +176,12 @@ class QueryService:
                 checked = sql_policy.check(
                     cur, sql, granted=project.granted or {}, real=target == "real"
                 )
-                node = sql_policy.parse(cur, sql)
             finally:
                 cur.close()
         except (AccessDenied, InvalidRequest, PolicyViolation, NotFound, Conflict) as exc:
-            self._audit(principal, decision="denied", reason=str(exc), **event)
+            self.audit(principal, decision="denied", reason=str(exc), **event)
             raise
-        del checked
+        node = checked.node
         query_id = "q-" + secrets.token_hex(6)
         try:
             if target == "dummy":
@@ -161,7 +194,7 @@ class QueryService:
             raise  # the ledger audited the refusal in the same transaction as its check
         except HubError as exc:
             # failures after the checks (a timeout, a spec dp cannot answer) are audited too
-            self._audit(principal, decision="denied", reason=str(exc), target=query_id, **event)
+            self.audit(principal, decision="denied", reason=str(exc), target=query_id, **event)
             raise
 
     def _record(
@@ -213,7 +246,7 @@ class QueryService:
             "rows": [list(r) for r in result.rows],
             "truncated": result.truncated,
         }
-        self._audit(
+        self.audit(
             principal,
             release=release.id,
             row_count=len(result.rows),
@@ -235,7 +268,7 @@ class QueryService:
         if source.get("type") != "BASE_TABLE":
             raise InvalidRequest("a dp query reads one table (no joins or subqueries)")
         table = str(source["table_name"]).lower()
-        keys = [item for item in node["select_list"] if not sql_policy._has_aggregate(item)]
+        keys = [item for item in node["select_list"] if not sql_policy.has_aggregate(item)]
         if len(keys) > 1:
             raise InvalidRequest("a dp query groups by at most one column")
         group = None
@@ -279,34 +312,7 @@ class QueryService:
             + ([group] if group else [])
             + sorted({a.column for a in aggregates if a.column})
         )
-        tree = {
-            "error": False,
-            "statements": [
-                {
-                    "node": {
-                        **node,
-                        "select_list": [
-                            {
-                                "class": "COLUMN_REF",
-                                "type": "COLUMN_REF",
-                                "alias": "",
-                                "query_location": 0,
-                                "column_names": [c],
-                            }
-                            for c in columns
-                        ],
-                        "group_expressions": [],
-                        "group_sets": [],
-                        "having": None,
-                        "modifiers": [],
-                        "aggregate_handling": "STANDARD_HANDLING",
-                    }
-                }
-            ],
-        }
-        source_sql = cur.execute(
-            "SELECT json_deserialize_sql($j)", {"j": json.dumps(tree)}
-        ).fetchall()[0][0]
+        source_sql = row_level_sql(cur, node, columns)
         spec = dp.DpQuery(
             table=table,
             aggregates=tuple(aggregates),
@@ -377,7 +383,7 @@ class QueryService:
             },
             "contribution_bound": spec.max_rows_per_person,
         }
-        self._audit(
+        self.audit(
             principal,
             release=release.id,
             epsilon=answer.epsilon,
@@ -406,7 +412,7 @@ class QueryService:
         counts, extremes, groups = [], [], []
         for item, name in zip(node["select_list"], names, strict=True):
             fn = str(item.get("function_name", "")).lower()
-            if not sql_policy._has_aggregate(item):
+            if not sql_policy.has_aggregate(item):
                 groups.append(name)
             elif fn in ("count", "count_star"):
                 counts.append(name)
@@ -418,34 +424,8 @@ class QueryService:
 
     def _population(self, cur: duckdb.DuckDBPyConnection, node: dict[str, Any]) -> list[int]:
         """The people an exact output describes: its FROM and WHERE, one row per person."""
-        tree = {
-            "error": False,
-            "statements": [
-                {
-                    "node": {
-                        **node,
-                        "select_list": [
-                            {
-                                "class": "COLUMN_REF",
-                                "type": "COLUMN_REF",
-                                "alias": "",
-                                "query_location": 0,
-                                "column_names": ["person_id"],
-                            }
-                        ],
-                        "group_expressions": [],
-                        "group_sets": [],
-                        "having": None,
-                        "aggregate_handling": "STANDARD_HANDLING",
-                        "modifiers": [{"type": "DISTINCT_MODIFIER", "distinct_on_targets": []}],
-                    }
-                }
-            ],
-        }
-        text = cur.execute("SELECT json_deserialize_sql($j)", {"j": json.dumps(tree)}).fetchall()[
-            0
-        ][0]
-        return [int(r[0]) for r in cur.execute(text).fetchall()]
+        sql = row_level_sql(cur, node, ["person_id"], distinct=True)
+        return [int(r[0]) for r in cur.execute(sql).fetchall()]
 
     def _exact(
         self,
@@ -602,11 +582,8 @@ class QueryService:
             )
             .fetchone()
         )
-        if row is None or (
-            principal.user.role == "researcher"
-            and row["user_id"] != principal.user.user_id
-            and principal.user.user_id not in self.gov.projects.get(project_id).members
-        ):
+        # project_for has already refused anyone outside the project
+        if row is None:
             raise NotFound(f"no query {query_id}")
         out = dict(row)
         out["result"] = json.loads(out["result"]) if out["result"] else None
@@ -657,7 +634,7 @@ class QueryService:
             if not approve and (not reason or len(reason.strip()) < 5):
                 raise InvalidRequest("give a reason for the rejection")
         except (AccessDenied, Conflict, InvalidRequest, NotFound) as exc:
-            self._audit(principal, decision="denied", reason=str(exc), **event)
+            self.audit(principal, decision="denied", reason=str(exc), **event)
             raise
         with self.gov.store.transaction() as con:
             con.execute(
@@ -687,10 +664,10 @@ class QueryService:
             "project": project.project_id,
         }
         if row["status"] != "approved":
-            self._audit(principal, decision="denied", reason="not approved", **event)
+            self.audit(principal, decision="denied", reason="not approved", **event)
             raise Conflict(
                 f"output {output_id} is {row['status']}: only approved outputs can be downloaded"
             )
         body: dict[str, Any] = json.loads(row["result"])
-        self._audit(principal, row_count=len(body["rows"]), result_sha256=_sha256(body), **event)
+        self.audit(principal, row_count=len(body["rows"]), result_sha256=_sha256(body), **event)
         return body

@@ -76,6 +76,7 @@ class CheckedQuery:
     tables: frozenset[str]
     columns: dict[str, frozenset[str]]  # table -> columns the plan reads
     aggregate: bool
+    node: dict[str, Any]  # DuckDB's parse tree of the statement, as checked
 
 
 def _walk(node: Any) -> Iterator[dict[str, Any]]:
@@ -220,7 +221,7 @@ def check_aggregate(node: dict[str, Any]) -> None:
                 "aggregate_only",
                 "name the aggregates you want; * is not allowed on the real release",
             )
-    keys = [item for item in select_list if not _has_aggregate(item)]
+    keys = [item for item in select_list if not has_aggregate(item)]
     group_columns = _column_names(node.get("group_expressions", []))
     if node.get("aggregate_handling") == "FORCE_AGGREGATES":  # GROUP BY ALL
         group_columns |= set().union(*(_column_names(k) for k in keys)) if keys else set()
@@ -230,7 +231,7 @@ def check_aggregate(node: dict[str, Any]) -> None:
         raise PolicyError(
             "aggregate_only", "results per person are not allowed on the real release"
         )
-    if not any(_has_aggregate(item) for item in select_list):
+    if not any(has_aggregate(item) for item in select_list):
         raise PolicyError(
             "aggregate_only", "only aggregates (count, sum, avg, ...) may leave the real release"
         )
@@ -241,7 +242,7 @@ def check_aggregate(node: dict[str, Any]) -> None:
             )
 
 
-def _has_aggregate(item: dict[str, Any]) -> bool:
+def has_aggregate(item: dict[str, Any]) -> bool:
     for n in _walk(item):
         if (n.get("class") == "FUNCTION" or n.get("type") in ("FUNCTION", "AGGREGATE")) and str(
             n.get("function_name", "")
@@ -296,4 +297,4 @@ def check(
             )
     if real:
         check_aggregate(node)
-    return CheckedQuery(sql=sql, tables=tables, columns=columns, aggregate=real)
+    return CheckedQuery(sql=sql, tables=tables, columns=columns, aggregate=real, node=node)

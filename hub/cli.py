@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from connectors.releases import Release
 from hub.cli_governance import audit_app, operator, projects_app, users_app
 from hub.progress import console, counting
 from hub.settings import get_settings
@@ -241,20 +242,27 @@ def _print_quality(
             console.print(f"[yellow]warning[/] {c['id']}: {c['description']}")
 
 
+def _release_or_fail(home: Path, release: str | None) -> Release:
+    """A release by id (default: current), or a clear CLI error."""
+    from connectors.errors import IngestError
+    from connectors.releases import get_release
+
+    try:
+        return get_release(home, release)
+    except IngestError as exc:
+        raise _fail(str(exc)) from None
+
+
 @quality_app.command("run")
 def quality_run(
     release: Annotated[str | None, typer.Argument(help="Release id (default: current).")] = None,
 ) -> None:
     """Run the quality gate on a published release and store its report and Data Docs."""
-    from connectors.errors import IngestError
-    from connectors.releases import get_release, list_releases, quality_dir
+    from connectors.releases import list_releases, quality_dir
     from governance.quality import run_gate
 
     home = get_settings().home
-    try:
-        rel = get_release(home, release)
-    except IngestError as exc:
-        raise _fail(str(exc)) from None
+    rel = _release_or_fail(home, release)
     previous = [r for r in list_releases(home) if r.number < rel.number]
     with console.status(f"validating {rel.id}"):
         result = run_gate(
@@ -280,14 +288,10 @@ def quality_report(
     """Show the stored quality report of a release (from its ingestion or last run)."""
     import json
 
-    from connectors.errors import IngestError
-    from connectors.releases import get_release, quality_dir
+    from connectors.releases import quality_dir
 
     home = get_settings().home
-    try:
-        rel = get_release(home, release)
-    except IngestError as exc:
-        raise _fail(str(exc)) from None
+    rel = _release_or_fail(home, release)
     path = quality_dir(rel.path) / "quality.json"
     if not path.exists():
         raise _fail(f"{rel.id} has no quality report: run `hub quality run {rel.id}`")

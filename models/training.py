@@ -89,7 +89,7 @@ def extract(
         if missing:
             raise InvalidRequest(f"declare bounds for every feature: {', '.join(missing)}")
     except Exception as exc:
-        service._audit(principal, decision="denied", reason=str(exc), **event)
+        service.audit(principal, decision="denied", reason=str(exc), **event)
         raise
     columns = [c for c in result.columns if c != label]
     data = np.array(result.rows, dtype=object)
@@ -104,7 +104,7 @@ def extract(
         )
         raw = np.where(np.isnan(raw), (lo + hi) / 2, raw)  # missing: the declared midpoint
         x[:, j] = (np.clip(raw, lo, hi) - lo) / (hi - lo)
-    service._audit(principal, row_count=len(result.rows), release=release.id, **event)
+    service.audit(principal, row_count=len(result.rows), release=release.id, **event)
     return TrainingTable(x, y, columns), release.id
 
 

@@ -91,6 +91,15 @@ def dispose_engines(path: Path) -> int:
     return disposed
 
 
+def _set_regex_builder(builder: Any) -> None:
+    """GX imports the regex builder by name into each metric module: replace every copy."""
+    setattr(metric_util, "get_dialect_regex_expression", builder)  # noqa: B010
+    for name in _REGEX_MODULES:
+        module = importlib.import_module(name)
+        if hasattr(module, "get_dialect_regex_expression"):
+            setattr(module, "get_dialect_regex_expression", builder)  # noqa: B010
+
+
 def install() -> None:
     """Patch the two defects (idempotent). Refuses untested GX versions."""
     global _installed
@@ -102,11 +111,7 @@ def install() -> None:
             f"(tested: {', '.join(TESTED_GX_VERSIONS)}); pin it in pyproject.toml"
         )
     sa_engine.SqlAlchemyExecutionEngine.execute_query = _buffered_execute_query
-    setattr(metric_util, "get_dialect_regex_expression", _regex_with_duckdb)  # noqa: B010
-    for name in _REGEX_MODULES:
-        module = importlib.import_module(name)
-        if hasattr(module, "get_dialect_regex_expression"):
-            setattr(module, "get_dialect_regex_expression", _regex_with_duckdb)  # noqa: B010
+    _set_regex_builder(_regex_with_duckdb)
     # GX's own progress bars and INFO logging are noise in normal runs
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     _installed = True
@@ -116,9 +121,5 @@ def uninstall() -> None:
     """Undo ``install()`` (tests use it to show the upstream defects)."""
     global _installed
     sa_engine.SqlAlchemyExecutionEngine.execute_query = _original_execute_query
-    setattr(metric_util, "get_dialect_regex_expression", _original_regex)  # noqa: B010
-    for name in _REGEX_MODULES:
-        module = importlib.import_module(name)
-        if hasattr(module, "get_dialect_regex_expression"):
-            setattr(module, "get_dialect_regex_expression", _original_regex)  # noqa: B010
+    _set_regex_builder(_original_regex)
     _installed = False
