@@ -655,6 +655,116 @@ class QueryService:
             )
         return self._describe(self._output(output_id))
 
+    # ------------------------------------------------------------------ models as outputs
+    def workspace(self, project_id: str) -> Path:
+        """The project's workspace inside the hub: models and their cards live here."""
+        return self.gov.home / "projects" / project_id
+
+    def submit_model(
+        self,
+        principal: Principal,
+        project_id: str,
+        *,
+        model_id: str,
+        release: str,
+        card: dict[str, Any],
+        artifact_sha256: str,
+    ) -> str:
+        """Ask for a trained model to leave the hub: a steward reviews its card first.
+
+        Models can memorise their training data, so a model is an output like any
+        other: pending until an accredited steward who is not its author approves it.
+        The manifest carries the artifact's hash (what is approved is exactly that file)
+        and the latest membership-inference audit, if any has been run.
+        """
+        project = self.project_for(principal, project_id)
+        event: dict[str, Any] = {"action": "model.submit", "project": project.project_id}
+        if principal.user.role != "modeller":
+            self.audit(principal, decision="denied", reason="only modellers", **event)
+            raise AccessDenied("only modellers submit models for release")
+        output_id = "o-" + secrets.token_hex(6)
+        manifest = {
+            "kind": "model",
+            "model_id": model_id,
+            "project": project.project_id,
+            "release": release,
+            "artifact_sha256": artifact_sha256,
+            "membership_inference": card.get("membership_inference"),
+            "created_at": _now(),
+        }
+        signature = self.gov.audit.signer.sign(json.dumps(manifest, sort_keys=True).encode())
+        with self.gov.store.transaction() as con:
+            con.execute(
+                "INSERT INTO outputs (output_id, project_id, query_id, author, release, status, "
+                "result, manifest, signature, created_at, kind) "
+                "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, 'model')",
+                (
+                    output_id,
+                    project.project_id,
+                    model_id,
+                    principal.user.user_id,
+                    release,
+                    json.dumps(card, default=str),
+                    json.dumps(manifest),
+                    signature,
+                    _now(),
+                ),
+            )
+            self.gov.audit.append(
+                con,
+                AuditEvent(
+                    actor=principal.user.user_id,
+                    key_id=principal.key_id,
+                    role=principal.user.role,
+                    release=release,
+                    target=output_id,
+                    result_sha256=artifact_sha256,
+                    details={"model_id": model_id},
+                    **event,
+                ),
+            )
+        return output_id
+
+    def record_model_audit(
+        self, principal: Principal, output_id: str, result: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Attach a steward's membership-inference audit to a pending model output."""
+        event: dict[str, Any] = {"action": "model.audit", "target": output_id}
+        try:
+            if principal.user.role != "steward" or not principal.user.accredited():
+                raise AccessDenied("only accredited stewards audit models")
+            row = self._output(output_id)
+            if row["kind"] != "model":
+                raise InvalidRequest(f"output {output_id} is not a model")
+        except (AccessDenied, InvalidRequest, NotFound) as exc:
+            self.audit(principal, decision="denied", reason=str(exc), **event)
+            raise
+        manifest = json.loads(row["manifest"])
+        manifest["membership_inference"] = result
+        with self.gov.store.transaction() as con:
+            con.execute(
+                "UPDATE outputs SET manifest = ? WHERE output_id = ?",
+                (json.dumps(manifest), output_id),
+            )
+            self.gov.audit.append(
+                con,
+                AuditEvent(
+                    actor=principal.user.user_id,
+                    key_id=principal.key_id,
+                    role=principal.user.role,
+                    project=row["project_id"],
+                    details={"attack_auc": result.get("attack_auc")},
+                    **event,
+                ),
+            )
+        return self._describe(self._output(output_id))
+
+    def output(self, principal: Principal, output_id: str) -> dict[str, Any]:
+        """One output as its reviewer sees it (stewards only)."""
+        if principal.user.role != "steward":
+            raise AccessDenied("only stewards review outputs")
+        return self._describe(self._output(output_id))
+
     def download(self, principal: Principal, output_id: str) -> dict[str, Any]:
         row = self._output(output_id)
         project = self.project_for(principal, row["project_id"])
@@ -669,5 +779,10 @@ class QueryService:
                 f"output {output_id} is {row['status']}: only approved outputs can be downloaded"
             )
         body: dict[str, Any] = json.loads(row["result"])
+        if row["kind"] == "model":
+            manifest = json.loads(row["manifest"])
+            body = {"model_card": body, "artifact_sha256": manifest["artifact_sha256"]}
+            self.audit(principal, result_sha256=manifest["artifact_sha256"], **event)
+            return body
         self.audit(principal, row_count=len(body["rows"]), result_sha256=_sha256(body), **event)
         return body

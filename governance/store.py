@@ -123,6 +123,11 @@ MIGRATIONS: Final = (
         created_at TEXT NOT NULL, reviewed_by TEXT, review_reason TEXT, reviewed_at TEXT
     );
     """,
+    # models as outputs: a trained model leaves the hub only after a steward's review
+    """
+    ALTER TABLE outputs ADD COLUMN kind TEXT NOT NULL DEFAULT 'table'
+        CHECK (kind IN ('table', 'model'));
+    """,
 )
 
 
