@@ -9,7 +9,9 @@ audit; DP latency on the real release is reported beside it.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
+import contextlib
 import datetime as dt
 import json
 import os
@@ -20,12 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import httpx
 
+from connectors import releases
 from connectors.ingest import ingest
 from connectors.secrets import resolve_keys
 from governance.service import Governance
@@ -58,19 +62,97 @@ def _timed(fn: Any, n: int) -> list[float]:
     return out
 
 
-def run(patients: int = 1_000_000, repeats: int = 25, seconds: float = 10.0) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix="bench-api-"))
-    proc = None
-    try:
+_HOMES: dict[int, Path] = {}
+
+
+def built_home(patients: int) -> Path:
+    """A pristine hub home with a real and a dummy release of ``patients`` people (the
+    dummy built from the same files), built once per process and copied for each caller
+    (benchmarks in one `make bench` run share the build). Removed at exit."""
+    if patients not in _HOMES:
+        work = Path(tempfile.mkdtemp(prefix=f"bench-home-{patients}-"))
+        atexit.register(shutil.rmtree, work, ignore_errors=True)
         src = generate(
             SynthConfig(patients=patients, nhs_range="synthetic" if patients > 450_000 else "test"),
             work / "src",
         ).out
         home = work / "hub"
-        release = ingest(src, fmt="native", home=home, keys=resolve_keys(home, create=True)).release
+        ingest(src, fmt="native", home=home, keys=resolve_keys(home, create=True))
         ingest(
             src, fmt="native", home=home / "dummy", keys=resolve_keys(home / "dummy", create=True)
         )
+        shutil.rmtree(src)
+        _HOMES[patients] = home
+    return _HOMES[patients]
+
+
+def fresh_home(patients: int, dest: Path) -> Path:
+    """A copy of the built home at ``dest`` (releases hard-linked: they are immutable)."""
+    shutil.copytree(built_home(patients), dest, copy_function=_link_or_copy)
+    return dest
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    if src.endswith(".duckdb"):
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            pass
+    shutil.copy2(src, dst)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(home: Path, port: int, *, query_timeout: float = 30.0) -> subprocess.Popen[bytes]:
+    """`hub serve` on a hub home, in a real process; returns once /v1/health answers."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hub.cli", "serve", "--port", str(port),
+         "--query-timeout", str(query_timeout)],
+        env={**os.environ, "HUB_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1/health"
+    for _ in range(600):
+        if proc.poll() is not None:
+            raise RuntimeError(f"hub serve exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("hub serve did not start within 60 s")
+
+
+@contextlib.contextmanager
+def serving(home: Path, *, query_timeout: float = 30.0) -> Iterator[str]:
+    """The API base URL (``.../v1``) of a `hub serve` on a free port, stopped on exit."""
+    port = free_port()
+    proc = start_server(home, port, query_timeout=query_timeout)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run(patients: int = 1_000_000, repeats: int = 25, seconds: float = 10.0) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    server = None
+    try:
+        home = fresh_home(patients, work / "hub")
+        release_path = releases.get_release(home).path
         gov = Governance.open(home, create_keys=True)
         until = dt.date.today() + dt.timedelta(days=30)
         ana, key = gov.people.add(
@@ -100,22 +182,8 @@ def run(patients: int = 1_000_000, repeats: int = 25, seconds: float = 10.0) -> 
             days=30,
         )
         gov.projects.approve(project.project_id, steward=sam, epsilon=100.0, delta=1e-6)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hub.cli", "serve", "--port", str(port)],
-            env={**os.environ, "HUB_HOME": str(home)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}/v1"
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        server = serving(home)
+        url = server.__enter__()
         client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
         path = f"/projects/{project.project_id}/queries"
 
@@ -123,7 +191,7 @@ def run(patients: int = 1_000_000, repeats: int = 25, seconds: float = 10.0) -> 
             r = client.post(path, json={"sql": sql, "target": "dummy", **extra})
             r.raise_for_status()
 
-        raw = duckdb.connect(str(release.path), read_only=True)
+        raw = duckdb.connect(str(release_path), read_only=True)
 
         def direct(sql: str) -> None:
             raw.execute(sql).fetchall()
@@ -171,9 +239,8 @@ def run(patients: int = 1_000_000, repeats: int = 25, seconds: float = 10.0) -> 
         results["throughput_16_clients_rps"] = round(done / (time.perf_counter() - t), 1)
         return results
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(10)
+        if server is not None:
+            server.__exit__(None, None, None)
         shutil.rmtree(work, ignore_errors=True)
 
 

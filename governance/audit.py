@@ -20,12 +20,13 @@ key so that an auditor can verify an export without the hub.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import json
 import os
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -49,6 +50,49 @@ from governance.store import Store
 CHECKPOINT_EVERY: Final = 1000
 Decision = Literal["allowed", "denied"]
 
+# Entries that record a change of the privacy budget ledger on behalf of a request;
+# every other entry written while serving a request is that request's *outcome* entry.
+SUPPORTING_ACTIONS: Final = frozenset({"budget.reserve", "budget.commit", "budget.refund"})
+
+
+@dataclass
+class RequestContext:
+    """The API request being served: its id, who made it, and the outcome entries written.
+
+    The HTTP layer binds one per request (``bind_request``); every entry appended while it
+    is bound carries its ``request_id``, so a response (``X-Request-ID``) can be matched
+    with its audit entries. ``outcomes`` counts committed outcome entries: the HTTP layer
+    writes a generic one for a request that reached no audited action, so that every
+    authenticated request has exactly one.
+    """
+
+    request_id: str
+    actor: str | None = None
+    key_id: str | None = None
+    role: str | None = None
+    outcomes: int = 0
+    unavailable: bool = False
+
+    def count_outcome(self) -> None:
+        self.outcomes += 1
+
+
+_request: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
+    "hub_audit_request", default=None
+)
+
+
+def bind_request(ctx: RequestContext) -> contextvars.Token[RequestContext | None]:
+    return _request.set(ctx)
+
+
+def unbind_request(token: contextvars.Token[RequestContext | None]) -> None:
+    _request.reset(token)
+
+
+def current_request() -> RequestContext | None:
+    return _request.get()
+
 
 @dataclass(frozen=True)
 class AuditEvent:
@@ -66,6 +110,7 @@ class AuditEvent:
     delta: float | None = None
     row_count: int | None = None
     result_sha256: str | None = None
+    request_id: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
     def body(self, *, seq: int, prev_hash: str, time: str) -> dict[str, Any]:
@@ -186,7 +231,16 @@ class AuditLog:
 
     # ------------------------------------------------------------------ writing
     def append(self, con: sqlite3.Connection, event: AuditEvent) -> int:
-        """Append inside the caller's write transaction; durable when it commits."""
+        """Append inside the caller's write transaction; durable when it commits.
+
+        Inside an API request the entry carries the request's id; an outcome entry is
+        counted for the request once the transaction that holds it commits.
+        """
+        ctx = _request.get()
+        if ctx is not None and event.request_id is None:
+            event = replace(event, request_id=ctx.request_id)
+        if ctx is not None and event.action not in SUPPORTING_ACTIONS:
+            self.store.after_commit(con, ctx.count_outcome)
         try:
             row = con.execute("SELECT seq, head_hash FROM audit_head WHERE id = 1").fetchone()
             seq = (row["seq"] if row else 0) + 1
@@ -233,6 +287,21 @@ class AuditLog:
         """Append in a transaction of its own (for actions with no state of their own)."""
         with self.store.transaction() as con:
             return self.append(con, event)
+
+    def ensure_writable(self) -> None:
+        """Prove the store takes a durable write now, before work that must be audited.
+
+        Rewrites the signed head in place (a committed, fsynced write that changes
+        nothing); raises ``AuditUnavailable`` when the store cannot be written, so a
+        query is refused before it runs rather than after.
+        """
+        with self.store.transaction() as con:
+            try:
+                con.execute("UPDATE audit_head SET seq = seq WHERE id = 1")
+            except sqlite3.OperationalError as exc:
+                raise AuditUnavailable(
+                    f"the audit log cannot be written ({exc}); nothing was done"
+                ) from None
 
     # ------------------------------------------------------------------ reading
     def _stored(

@@ -71,6 +71,10 @@ class Ledger:
     def state(self, project_id: str) -> BudgetState:
         return self._state(self.store.cached(), project_id)
 
+    def state_in(self, con: sqlite3.Connection, project_id: str) -> BudgetState:
+        """The budget as the caller's transaction sees it."""
+        return self._state(con, project_id)
+
     def reserve(
         self,
         project_id: str,
@@ -130,26 +134,42 @@ class Ledger:
     ) -> None:
         """Settle a reservation at its actual spend (at most what was reserved)."""
         with self.store.transaction() as con:
-            row = self._reserved(con, spend_id)
-            eps = row["epsilon"] if epsilon is None else min(float(epsilon), row["epsilon"])
-            dlt = row["delta"] if delta is None else min(float(delta), row["delta"])
-            con.execute(
-                "UPDATE budget_spends SET state = 'committed', epsilon "
-                "= ?, delta = ?, settled_at = ? WHERE spend_id = ?",
-                (eps, dlt, _now(), spend_id),
-            )
-            self.audit.append(
-                con,
-                AuditEvent(
-                    action="budget.commit",
-                    actor=actor,
-                    project=row["project_id"],
-                    target=row["purpose"],
-                    epsilon=eps,
-                    delta=dlt,
-                    details={"spend_id": spend_id, "reserved_epsilon": row["epsilon"]},
-                ),
-            )
+            self.commit_in(con, spend_id, epsilon=epsilon, delta=delta, actor=actor)
+
+    def commit_in(
+        self,
+        con: sqlite3.Connection,
+        spend_id: int,
+        *,
+        epsilon: float | None = None,
+        delta: float | None = None,
+        actor: str,
+    ) -> float:
+        """``commit`` inside the caller's write transaction (with what the spend released).
+
+        Returns the ε committed.
+        """
+        row = self._reserved(con, spend_id)
+        eps = row["epsilon"] if epsilon is None else min(float(epsilon), row["epsilon"])
+        dlt = row["delta"] if delta is None else min(float(delta), row["delta"])
+        con.execute(
+            "UPDATE budget_spends SET state = 'committed', epsilon "
+            "= ?, delta = ?, settled_at = ? WHERE spend_id = ?",
+            (eps, dlt, _now(), spend_id),
+        )
+        self.audit.append(
+            con,
+            AuditEvent(
+                action="budget.commit",
+                actor=actor,
+                project=row["project_id"],
+                target=row["purpose"],
+                epsilon=eps,
+                delta=dlt,
+                details={"spend_id": spend_id, "reserved_epsilon": row["epsilon"]},
+            ),
+        )
+        return float(eps)
 
     def refund(self, spend_id: int, *, actor: str, reason: str) -> None:
         """Return a reservation that released nothing."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -32,7 +33,7 @@ from governance.audit import AuditEvent
 from governance.engine import Engine
 from governance.errors import (
     AccessDenied,
-    BudgetExhausted,
+    AuditUnavailable,
     Conflict,
     HubError,
     InvalidRequest,
@@ -103,6 +104,8 @@ class QueryService:
         self.timeout_s = timeout_s
         self.outputs_dir = gov.home / "outputs"
         self.outputs_dir.mkdir(parents=True, exist_ok=True)
+        for partial in self.outputs_dir.glob("*/.*.partial"):  # left by a killed process
+            partial.unlink(missing_ok=True)
         self._engines: dict[Path, Engine] = {}
         self._lock = threading.Lock()
 
@@ -185,14 +188,20 @@ class QueryService:
         query_id = "q-" + secrets.token_hex(6)
         try:
             if target == "dummy":
+                # nothing runs unless its audit entry can be written (a dp query's budget
+                # reservation is its own proof: it is a durable write before anything runs)
+                self.gov.audit.ensure_writable()
                 return self._dummy(principal, project, query_id, sql, release, event)
             if mode == "dp":
                 assert epsilon is not None
                 return self._dp(principal, project, query_id, sql, node, release, epsilon, event)
+            self.gov.audit.ensure_writable()
             return self._exact(principal, project, query_id, sql, node, release, event)
-        except BudgetExhausted:
-            raise  # the ledger audited the refusal in the same transaction as its check
+        except AuditUnavailable:
+            raise  # nothing can be recorded: the caller gets 503
         except HubError as exc:
+            # a budget refusal is audited twice: by the ledger, in the transaction that
+            # checked it (budget.reserve, denied), and here as the request's outcome
             # failures after the checks (a timeout, a spec dp cannot answer) are audited too
             self.audit(principal, decision="denied", reason=str(exc), target=query_id, **event)
             raise
@@ -210,26 +219,36 @@ class QueryService:
         epsilon: float | None,
         result: Any,
         output_id: str | None = None,
+        *,
+        con: sqlite3.Connection,
     ) -> None:
-        with self.gov.store.transaction() as con:
-            con.execute(
-                "INSERT INTO queries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    query_id,
-                    project.project_id,
-                    principal.user.user_id,
-                    sql,
-                    hashlib.sha256(sql.encode()).hexdigest(),
-                    target,
-                    mode,
-                    release,
-                    status,
-                    epsilon,
-                    json.dumps(result, default=str),
-                    output_id,
-                    _now(),
-                ),
-            )
+        """Store the query, inside the transaction that writes its audit entry."""
+        con.execute(
+            "INSERT INTO queries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                query_id,
+                project.project_id,
+                principal.user.user_id,
+                sql,
+                hashlib.sha256(sql.encode()).hexdigest(),
+                target,
+                mode,
+                release,
+                status,
+                epsilon,
+                json.dumps(result, default=str),
+                output_id,
+                _now(),
+            ),
+        )
+
+    def _event(self, principal: Principal, **fields: Any) -> AuditEvent:
+        return AuditEvent(
+            actor=principal.user.user_id,
+            key_id=principal.key_id,
+            role=principal.user.role,
+            **fields,
+        )
 
     def _dummy(
         self,
@@ -246,17 +265,32 @@ class QueryService:
             "rows": [list(r) for r in result.rows],
             "truncated": result.truncated,
         }
-        self.audit(
-            principal,
-            release=release.id,
-            row_count=len(result.rows),
-            result_sha256=_sha256(body),
-            target=query_id,
-            **event,
-        )
-        self._record(
-            query_id, project, principal, sql, "dummy", None, release.id, "done", None, body
-        )
+        # the audit entry and the stored query commit together, before the response
+        with self.gov.store.transaction() as con:
+            self.gov.audit.append(
+                con,
+                self._event(
+                    principal,
+                    release=release.id,
+                    row_count=len(result.rows),
+                    result_sha256=_sha256(body),
+                    target=query_id,
+                    **event,
+                ),
+            )
+            self._record(
+                query_id,
+                project,
+                principal,
+                sql,
+                "dummy",
+                None,
+                release.id,
+                "done",
+                None,
+                body,
+                con=con,
+            )
         return {"query_id": query_id, "status": "done", "release": release.id, **body}
 
     # ------------------------------------------------------------------ dp
@@ -361,8 +395,6 @@ class QueryService:
             raise
         finally:
             cur.close()
-        self.gov.ledger.commit(spend, epsilon=answer.epsilon, actor=principal.user.user_id)
-        state = self.gov.ledger.state(project.project_id)
         rows = [
             ([g] if spec.group_by else [])
             + [answer.values[dp.label(a)][i] for a in spec.aggregates]
@@ -372,7 +404,6 @@ class QueryService:
             "columns": ([spec.group_by] if spec.group_by else []) + labels,
             "rows": rows,
             "epsilon_spent": answer.epsilon,
-            "epsilon_remaining": state.epsilon_remaining,
             "noise_scale": {
                 lab: answer.scales[dp.label(a)]
                 for lab, a in zip(labels, spec.aggregates, strict=True)
@@ -383,28 +414,42 @@ class QueryService:
             },
             "contribution_bound": spec.max_rows_per_person,
         }
-        self.audit(
-            principal,
-            release=release.id,
-            epsilon=answer.epsilon,
-            delta=0.0,
-            row_count=len(rows),
-            result_sha256=_sha256(body),
-            target=query_id,
-            **event,
-        )
-        self._record(
-            query_id,
-            project,
-            principal,
-            sql,
-            "real",
-            "dp",
-            release.id,
-            "done",
-            answer.epsilon,
-            body,
-        )
+        # the spend, the request's audit entry and the stored query commit together:
+        # no answer leaves without its spend, no spend stays reserved once answered
+        with self.gov.store.transaction() as con:
+            spent = self.gov.ledger.commit_in(
+                con, spend, epsilon=answer.epsilon, actor=principal.user.user_id
+            )
+            state = self.gov.ledger.state_in(con, project.project_id)
+            body["epsilon_spent"] = spent
+            body["epsilon_remaining"] = state.epsilon_remaining
+            self.gov.audit.append(
+                con,
+                self._event(
+                    principal,
+                    release=release.id,
+                    epsilon=spent,
+                    delta=0.0,
+                    row_count=len(rows),
+                    result_sha256=_sha256(body),
+                    target=query_id,
+                    details={"spend_id": spend},
+                    **event,
+                ),
+            )
+            self._record(
+                query_id,
+                project,
+                principal,
+                sql,
+                "real",
+                "dp",
+                release.id,
+                "done",
+                spent,
+                body,
+                con=con,
+            )
         return {"query_id": query_id, "status": "done", "release": release.id, **body}
 
     # ------------------------------------------------------------------ exact
@@ -472,7 +517,7 @@ class QueryService:
         finally:
             cur.close()
         output_id = "o-" + secrets.token_hex(6)
-        flags = self._differencing(project.project_id, output_id, population)
+        population_file, flags = self._differencing(project.project_id, output_id, population)
         manifest = {
             "output_id": output_id,
             "project": project.project_id,
@@ -486,6 +531,45 @@ class QueryService:
         signature = self.gov.audit.signer.sign(json.dumps(manifest, sort_keys=True).encode())
         safe_rows = [[r[c] for c in result.columns] for r in safe.rows]
         body = {"columns": result.columns, "rows": safe_rows}
+        try:
+            self._store_output(
+                principal,
+                project,
+                query_id,
+                sql,
+                release,
+                output_id,
+                body,
+                manifest,
+                signature,
+                len(flags),
+                event,
+            )
+        except BaseException:
+            population_file.unlink(missing_ok=True)  # no population without its output
+            raise
+        return {
+            "query_id": query_id,
+            "status": "pending_review",
+            "output_id": output_id,
+            "release": release.id,
+        }
+
+    def _store_output(
+        self,
+        principal: Principal,
+        project: Project,
+        query_id: str,
+        sql: str,
+        release: releases.Release,
+        output_id: str,
+        body: dict[str, Any],
+        manifest: dict[str, Any],
+        signature: str,
+        flags: int,
+        event: dict[str, Any],
+    ) -> None:
+        """The output, its audit entry and the stored query, in one transaction."""
         with self.gov.store.transaction() as con:
             con.execute(
                 "INSERT INTO outputs (output_id, project_id, query_id, author, "
@@ -510,46 +594,65 @@ class QueryService:
                     key_id=principal.key_id,
                     role=principal.user.role,
                     release=release.id,
-                    row_count=len(safe_rows),
+                    row_count=len(body["rows"]),
                     result_sha256=_sha256(body),
                     target=output_id,
-                    details={"flags": len(flags)},
+                    details={"flags": flags},
                     **event,
                 ),
             )
-        self._record(
-            query_id,
-            project,
-            principal,
-            sql,
-            "real",
-            "exact",
-            release.id,
-            "pending_review",
-            None,
-            {"output_id": output_id},
-            output_id,
-        )
-        return {
-            "query_id": query_id,
-            "status": "pending_review",
-            "output_id": output_id,
-            "release": release.id,
-        }
+            self._record(
+                query_id,
+                project,
+                principal,
+                sql,
+                "real",
+                "exact",
+                release.id,
+                "pending_review",
+                None,
+                {"output_id": output_id},
+                output_id,
+                con=con,
+            )
 
     def _differencing(
         self, project_id: str, output_id: str, population: list[int]
-    ) -> list[dict[str, Any]]:
-        """Earlier outputs whose population differs from this one by 1..7 people."""
+    ) -> tuple[Path, list[dict[str, Any]]]:
+        """This output's population file, and earlier outputs whose population differs
+        from this one by 1..7 people.
+
+        The file is written under a temporary name, fsynced and renamed into place, so a
+        crash never leaves a half-written population for later outputs to trip over;
+        only populations of outputs that were stored are compared.
+        """
         folder = self.outputs_dir / project_id
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{output_id}.population.parquet"
-        pq.write_table(pa.table({"person_id": pa.array(sorted(population), pa.int64())}), path)
+        partial = folder / f".{output_id}.population.parquet.partial"
+        try:
+            pq.write_table(
+                pa.table({"person_id": pa.array(sorted(population), pa.int64())}), partial
+            )
+            with open(partial, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(partial, path)
+        except OSError:
+            partial.unlink(missing_ok=True)
+            raise AuditUnavailable(
+                "the hub's output store cannot be written; nothing was released"
+            ) from None
+        stored = {
+            r[0]
+            for r in self.gov.store.cached().execute(
+                "SELECT output_id FROM outputs WHERE project_id = ?", (project_id,)
+            )
+        }
         flags = []
         con = duckdb.connect()
         try:
             for other in sorted(folder.glob("*.population.parquet")):
-                if other == path:
+                if other == path or other.name.split(".")[0] not in stored:
                     continue
                 both = con.execute(
                     "SELECT count(*) FROM read_parquet($a) a "
@@ -570,7 +673,7 @@ class QueryService:
                     )
         finally:
             con.close()
-        return flags
+        return path, flags
 
     def get(self, principal: Principal, project_id: str, query_id: str) -> dict[str, Any]:
         self.project_for(principal, project_id)

@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Final
@@ -190,19 +190,32 @@ class Store:
         """
         con = self.cached()
         self._begin(con)
+        self._local.after = []
         try:
             yield con
         except BaseException:
+            self._local.after = []
             with suppress(sqlite3.Error):
                 con.execute("ROLLBACK")
             raise
         try:
             con.execute("COMMIT")
         except sqlite3.Error as exc:
+            self._local.after = []
             with suppress(sqlite3.Error):
                 con.execute("ROLLBACK")
             self._drop_cached()
             raise AuditUnavailable(f"the governance store cannot be written ({exc})") from None
+        callbacks, self._local.after = self._local.after, []
+        for callback in callbacks:
+            callback()
+
+    def after_commit(self, con: sqlite3.Connection, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the current transaction on ``con`` has committed."""
+        if con is getattr(self._local, "con", None) and con.in_transaction:
+            self._local.after.append(callback)
+        else:  # not one of this store's transactions: the caller commits on its own
+            callback()
 
     def _begin(self, con: sqlite3.Connection) -> None:
         """Take the write lock, retrying briefly while another writer holds it.

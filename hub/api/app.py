@@ -9,6 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from governance.queries import QueryService
 from governance.service import Governance
 from hub.api import problems
+from hub.api.requests import RequestAudit
 from hub.api.routes import router
 
 MAX_BODY_BYTES = 1_000_000
@@ -60,5 +61,6 @@ def create_app(gov: Governance, *, timeout_s: float = 30.0) -> FastAPI:
     app.state.service = QueryService(gov, timeout_s=timeout_s)
     problems.install(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(RequestAudit, gov=gov)  # outermost: ids every response, even a 413
     app.include_router(router)
     return app

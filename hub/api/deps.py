@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from governance.audit import current_request
 from governance.errors import AccessDenied
 from governance.people import Principal
 from governance.queries import QueryService
@@ -28,7 +29,15 @@ Gov = Annotated[Governance, Depends(get_governance)]
 def current_principal(request: Request, gov: Gov) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
-    return gov.people.authenticate(key if scheme.lower() == "bearer" else None)
+    principal = gov.people.authenticate(key if scheme.lower() == "bearer" else None)
+    ctx = current_request()
+    if ctx is not None:  # the request is now attributable: it gets an audit outcome entry
+        ctx.actor, ctx.key_id, ctx.role = (
+            principal.user.user_id,
+            principal.key_id,
+            principal.user.role,
+        )
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from connectors.errors import IngestError
 from governance import errors
+from governance.audit import current_request
 
 log = logging.getLogger("hub.api")
 
@@ -58,6 +59,10 @@ def _status_for(exc: errors.HubError) -> int:
 def install(app: FastAPI) -> None:
     @app.exception_handler(errors.HubError)
     async def hub_error(_: Request, exc: errors.HubError) -> JSONResponse:
+        if isinstance(exc, errors.AuditUnavailable):
+            ctx = current_request()
+            if ctx is not None:  # nothing could be recorded, so nothing more is tried
+                ctx.unavailable = True
         return problem(_status_for(exc), exc.code, str(exc))
 
     @app.exception_handler(IngestError)
