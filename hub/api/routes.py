@@ -18,7 +18,36 @@ from governance.errors import AccessDenied, InvalidRequest, NotFound
 from governance.projects import Project
 from hub.api.deps import CurrentPrincipal, Gov, Researcher, Service, Steward
 
-router = APIRouter(prefix="/v1")
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+    },
+}
+# every error any route can give, as RFC 9457 problem+json (problems.py), so that the
+# schema describes what clients really get (a schemathesis test checks conformance)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": description,
+        "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}},
+    }
+    for status, description in (
+        (401, "no key, or a malformed, unknown or revoked key"),
+        (403, "the caller's role, project or budget does not allow this"),
+        (404, "no such resource, or not the caller's to see"),
+        (409, "the resource is not in a state that allows this"),
+        (413, "the request body is too large"),
+        (422, "the request is not valid (the fields named, never their values)"),
+        (503, "the audit store or the release cannot be used: nothing was done"),
+    )
+}
+
+router = APIRouter(prefix="/v1", responses=ERRORS)
 
 
 class Strict(BaseModel):
@@ -234,7 +263,12 @@ def reject_output(
     return service.review(principal, output_id, approve=False, reason=body.reason)
 
 
-@router.get("/outputs/{output_id}/download", tags=["outputs"], response_model=None)
+@router.get(
+    "/outputs/{output_id}/download",
+    tags=["outputs"],
+    response_model=None,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
 def download_output(
     output_id: str,
     principal: CurrentPrincipal,
