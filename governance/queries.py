@@ -862,6 +862,19 @@ class QueryService:
             )
         return self._describe(self._output(output_id))
 
+    def model_output(self, model_id: str) -> str | None:
+        """The latest output that asks to release this model, if any."""
+        row = (
+            self.gov.store.cached()
+            .execute(
+                "SELECT output_id FROM outputs WHERE kind = 'model' AND query_id = ? "
+                "ORDER BY created_at DESC LIMIT 1",
+                (model_id,),
+            )
+            .fetchone()
+        )
+        return None if row is None else str(row["output_id"])
+
     def output(self, principal: Principal, output_id: str) -> dict[str, Any]:
         """One output as its reviewer sees it (stewards only)."""
         if principal.user.role != "steward":

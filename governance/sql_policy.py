@@ -37,6 +37,8 @@ AGGREGATES: Final = frozenset(
         "count", "count_star", "sum", "avg", "mean", "min", "max", "median", "stddev",
         "stddev_samp", "stddev_pop", "var_samp", "var_pop", "variance", "quantile_cont",
         "quantile_disc", "mode", "bool_and", "bool_or", "approx_count_distinct",
+        # the value at the latest or earliest row of a group (like max and min)
+        "arg_max", "arg_min", "max_by", "min_by",
     }
 )  # fmt: skip
 SCALARS: Final = frozenset(
@@ -45,7 +47,7 @@ SCALARS: Final = frozenset(
         "+", "-", "*", "/", "//", "%", "^", "**", "~~", "!~~", "~~*", "!~~*", "||",
         # numbers
         "abs", "round", "floor", "ceil", "ceiling", "least", "greatest", "sign", "sqrt",
-        "ln", "log", "log10", "exp", "power", "pow",
+        "ln", "log", "log10", "exp", "power", "pow", "trunc",
         # text
         "lower", "upper", "length", "substr", "substring", "starts_with", "ends_with",
         "contains", "trim", "ltrim", "rtrim", "concat", "left", "right", "replace",

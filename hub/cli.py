@@ -11,6 +11,9 @@ from rich.markup import escape
 
 from connectors.releases import Release
 from hub.cli_governance import audit_app, operator, projects_app, users_app
+from hub.cli_models import audit_model as audit_model_command
+from hub.cli_models import models_app
+from hub.cli_models import train as train_command
 from hub.progress import console, counting
 from hub.settings import get_settings
 from synthetic_data.generator import GenerationError, SynthConfig, generate
@@ -124,6 +127,9 @@ app.add_typer(releases_app, name="releases")
 app.add_typer(users_app, name="users")
 app.add_typer(projects_app, name="projects")
 app.add_typer(audit_app, name="audit")
+app.add_typer(models_app, name="models")
+app.command("train")(train_command)
+app.command("audit-model")(audit_model_command)
 
 
 @app.command()

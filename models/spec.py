@@ -1,0 +1,199 @@
+"""A training spec: what to extract, how to encode it, which model, at what privacy cost.
+
+Written as TOML so a study's whole definition can be reviewed by a steward next to its
+model card (the spec is copied into the model's folder). See ``models/examples/``.
+
+.. code-block:: toml
+
+    [cohort]
+    sql_file = "dpp_cohort.sql"   # or sql = "SELECT ..." (checked like any query)
+    key = "person_id"             # the row key: splits and audits, never a feature
+    outcome = "t2d_2y"
+    treatment = "referred"        # effect models only
+
+    [features.numeric]            # declared bounds: clip and scale, no private statistic
+    age = [18, 100]
+    [features.categorical]        # declared levels: one-hot, anything else all-zero
+    sex = ["F", "M"]
+
+    [model]
+    kind = "logistic"             # logistic | mlp | effect
+    [privacy]
+    epsilon = 1.0
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from governance.errors import InvalidRequest
+
+ModelKind = Literal["logistic", "mlp", "effect"]
+Learner = Literal["s", "t"]
+Outcome = Literal["binary", "continuous"]
+
+
+@dataclass(frozen=True)
+class Training:
+    epochs: int = 30
+    batch_size: int = 256
+    learning_rate: float = 0.02
+    optimizer: Literal["sgd", "adam"] = "adam"
+    max_grad_norm: float = 0.5
+    grad_sample_mode: Literal["hooks", "ew", "ghost"] = "hooks"
+    holdout: float = 0.25
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Spec:
+    sql: str
+    outcome: str
+    numeric: dict[str, tuple[float, float]]
+    categorical: dict[str, list[str]] = field(default_factory=dict)
+    key: str = "person_id"
+    treatment: str | None = None
+    kind: ModelKind = "logistic"
+    learner: Learner = "s"
+    outcome_type: Outcome = "binary"
+    outcome_bounds: tuple[float, float] | None = None
+    hidden: int = 32
+    epsilon: float = 1.0
+    delta: float | None = None
+    training: Training = field(default_factory=Training)
+    name: str = "model"
+    source: str = ""  # the TOML text, copied beside the model
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("logistic", "mlp", "effect"):
+            raise InvalidRequest("[model] kind must be logistic, mlp or effect")
+        if self.learner not in ("s", "t"):
+            raise InvalidRequest("[model] learner must be s or t")
+        if self.outcome_type not in ("binary", "continuous"):
+            raise InvalidRequest("[model] outcome must be binary or continuous")
+        if self.training.optimizer not in ("sgd", "adam"):
+            raise InvalidRequest("[training] optimizer must be sgd or adam")
+        if self.training.grad_sample_mode not in ("hooks", "ew", "ghost"):
+            raise InvalidRequest("[training] grad_sample_mode must be hooks, ew or ghost")
+        if not 1 <= self.hidden <= 1024:
+            raise InvalidRequest("[model] hidden must be 1-1024")
+        if not self.numeric and not self.categorical:
+            raise InvalidRequest("the spec declares no features")
+        for col, (lo, hi) in self.numeric.items():
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise InvalidRequest(f"feature {col!r}: bounds must be finite with lower < upper")
+        for col, levels in self.categorical.items():
+            if not levels:
+                raise InvalidRequest(f"feature {col!r}: declare at least one level")
+        if self.kind == "effect" and not self.treatment:
+            raise InvalidRequest("an effect model needs [cohort] treatment")
+        if self.outcome_type == "continuous" and self.outcome_bounds is None:
+            raise InvalidRequest("a continuous outcome needs [model] outcome_bounds")
+        if self.kind != "effect" and self.outcome_type != "binary":
+            raise InvalidRequest("risk models (logistic, mlp) predict a binary outcome")
+        if not (math.isfinite(self.epsilon) and 0.01 <= self.epsilon <= 100):
+            raise InvalidRequest("[privacy] epsilon must be between 0.01 and 100")
+        if self.delta is not None and not (0 < self.delta < 1e-3):
+            raise InvalidRequest("[privacy] delta must be in (0, 1e-3)")
+        t = self.training
+        if not (1 <= t.epochs <= 500 and 16 <= t.batch_size <= 1_000_000):
+            raise InvalidRequest("[training] epochs must be 1-500 and batch_size at least 16")
+        if not (0.05 <= t.holdout <= 0.5):
+            raise InvalidRequest("[training] holdout must be between 0.05 and 0.5")
+        if not (t.max_grad_norm > 0 and t.learning_rate > 0):
+            raise InvalidRequest("[training] max_grad_norm and learning_rate must be positive")
+        names = [self.outcome, self.key, *self.numeric, *self.categorical]
+        if self.treatment:
+            names.append(self.treatment)
+        if len(set(names)) != len(names):
+            raise InvalidRequest("key, outcome, treatment and features must be distinct columns")
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns the cohort query must return."""
+        out = [self.key, self.outcome, *self.numeric, *self.categorical]
+        return [*out, self.treatment] if self.treatment else out
+
+
+def _pair(value: Any, where: str) -> tuple[float, float]:
+    if not (isinstance(value, list) and len(value) == 2):
+        raise InvalidRequest(f"{where}: give [lower, upper]")
+    try:
+        return float(value[0]), float(value[1])
+    except (TypeError, ValueError):
+        raise InvalidRequest(f"{where}: bounds must be numbers") from None
+
+
+def parse(text: str, *, base: Path | None = None, name: str = "model") -> Spec:
+    """A spec from TOML text; ``sql_file`` is read relative to ``base``."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidRequest(f"the spec is not valid TOML: {exc}") from None
+    known = {"cohort", "features", "model", "privacy", "training", "name"}
+    unknown = set(doc) - known
+    if unknown:
+        raise InvalidRequest(f"unknown section(s) in the spec: {', '.join(sorted(unknown))}")
+    cohort = doc.get("cohort", {})
+    sql = cohort.get("sql")
+    if sql is None and "sql_file" in cohort:
+        path = (base or Path.cwd()) / str(cohort["sql_file"])
+        try:
+            sql = path.read_text()
+        except OSError as exc:
+            raise InvalidRequest(f"cannot read the cohort SQL {path}: {exc.strerror}") from None
+    if not isinstance(sql, str) or not sql.strip():
+        raise InvalidRequest("[cohort] needs sql or sql_file")
+    if "outcome" not in cohort:
+        raise InvalidRequest("[cohort] needs outcome (the label column)")
+    features = doc.get("features", {})
+    numeric = {
+        str(k): _pair(v, f"[features.numeric] {k}") for k, v in features.get("numeric", {}).items()
+    }
+    categorical = {str(k): [str(x) for x in v] for k, v in features.get("categorical", {}).items()}
+    model = doc.get("model", {})
+    privacy = doc.get("privacy", {})
+    training_doc = doc.get("training", {})
+    allowed = set(Training.__dataclass_fields__)
+    if set(training_doc) - allowed:
+        raise InvalidRequest(
+            f"unknown [training] key(s): {', '.join(sorted(set(training_doc) - allowed))}"
+        )
+    try:
+        training = Training(**training_doc)
+        return Spec(
+            sql=sql,
+            outcome=str(cohort["outcome"]),
+            key=str(cohort.get("key", "person_id")),
+            treatment=cohort.get("treatment"),
+            numeric=numeric,
+            categorical=categorical,
+            kind=cast(ModelKind, model.get("kind", "logistic")),
+            learner=cast(Learner, model.get("learner", "s")),
+            outcome_type=cast(Outcome, model.get("outcome", "binary")),
+            outcome_bounds=(
+                _pair(model["outcome_bounds"], "[model] outcome_bounds")
+                if "outcome_bounds" in model
+                else None
+            ),
+            hidden=int(model.get("hidden", 32)),
+            epsilon=float(privacy.get("epsilon", 1.0)),
+            delta=float(privacy["delta"]) if "delta" in privacy else None,
+            training=training,
+            name=str(doc.get("name", name)),
+            source=text,
+        )
+    except TypeError as exc:
+        raise InvalidRequest(f"the spec has a value of the wrong type: {exc}") from None
+
+
+def load(path: Path) -> Spec:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read the spec {path}: {exc.strerror}") from None
+    return parse(text, base=path.parent, name=path.stem)

@@ -1,0 +1,104 @@
+"""The importable API for modellers' scripts.
+
+>>> # from models.workbench import Workbench
+>>> # bench = Workbench.connect()                  # HUB_HOME and HUB_API_KEY
+>>> # model = bench.train("p-…", "models/examples/risk_model.toml")
+>>> # model.card["metrics"]["auroc"], model.card["epsilon"]
+
+A script runs on the hub's machine (inside the trusted research environment) with the
+modeller's own API key: every extraction and spend is checked and audited as that user,
+exactly as ``hub train`` does it. Rows never leave the process; the model and its card
+go to the project's workspace, and leave the hub only through a steward's review
+(:meth:`Workbench.submit`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from governance.errors import InvalidRequest
+from governance.people import Principal
+from governance.queries import QueryService
+from governance.service import Governance
+from models import spec as specs
+from models import training
+from models.training import TrainedModel
+
+
+class Workbench:
+    def __init__(self, service: QueryService, principal: Principal) -> None:
+        self.service = service
+        self.principal = principal
+
+    @classmethod
+    def connect(cls, home: Path | None = None, key: str | None = None) -> Workbench:
+        """Open the hub at ``home`` (default ``$HUB_HOME``) as the owner of ``key``
+        (default ``$HUB_API_KEY``)."""
+        home = home or Path(os.environ.get("HUB_HOME", "var"))
+        key = key or os.environ.get("HUB_API_KEY")
+        if not key:
+            raise InvalidRequest("set HUB_API_KEY to your API key (or pass key=)")
+        gov = Governance.open(home, signing_seed_hex=os.environ.get("HUB_AUDIT_SIGNING_KEY"))
+        return cls(QueryService(gov), gov.people.authenticate(key))
+
+    def spec(self, spec: specs.Spec | Path | str) -> specs.Spec:
+        if isinstance(spec, specs.Spec):
+            return spec
+        path = Path(spec)
+        if path.suffix == ".toml" and path.is_file():
+            return specs.load(path)
+        return specs.parse(str(spec))
+
+    def train(
+        self, project_id: str, spec: specs.Spec | Path | str, *, progress: bool = True
+    ) -> TrainedModel:
+        """Train the spec's model on the project's data (ε charged to its ledger)."""
+        resolved = self.spec(spec)
+        if not progress:
+            return training.train(self.service, self.principal, project_id, resolved)
+        with Progress(
+            TextColumn(f"training {resolved.name} ({resolved.kind}, ε={resolved.epsilon:g})"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("steps"),
+            TimeElapsedColumn(),
+            transient=False,
+        ) as bar:
+            task = bar.add_task("train", total=None)
+
+            def start(total: int) -> None:
+                bar.update(task, total=total)
+
+            step: Callable[[int], None] = lambda k: bar.advance(task, k)  # noqa: E731
+            return training.train(
+                self.service, self.principal, project_id, resolved, on_start=start, on_step=step
+            )
+
+    def models(self, project_id: str) -> list[dict[str, Any]]:
+        """The project's trained models (their cards), newest first."""
+        self.service.project_for(self.principal, project_id)
+        root = training.models_dir(self.service, project_id)
+        cards = [
+            json.loads((d / "card.json").read_text())
+            for d in (root.iterdir() if root.is_dir() else [])
+            if d.is_dir() and (d / "card.json").is_file()
+        ]
+        return sorted(cards, key=lambda c: str(c["created_at"]), reverse=True)
+
+    def load(self, project_id: str, model_id: str) -> TrainedModel:
+        self.service.project_for(self.principal, project_id)
+        return training.load(self.service, project_id, model_id)
+
+    def submit(self, project_id: str, model_id: str) -> str:
+        """Ask a steward to release the model; returns the output id."""
+        return training.submit(self.service, self.principal, project_id, model_id)
+
+    def audit(self, project_id: str, model_id: str) -> dict[str, Any]:
+        """Stewards: run the membership-inference audit of a model."""
+        return training.audit_model(self.service, self.principal, project_id, model_id)
