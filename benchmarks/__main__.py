@@ -1,4 +1,13 @@
-"""`make bench`: run every benchmark and write benchmarks/report.md."""
+"""`make bench`: run every benchmark and write benchmarks/report.md.
+
+    python -m benchmarks            # every benchmark in BENCHMARKS, then the report
+    python -m benchmarks load fuzz  # only these; the report keeps the others' last results
+
+Each benchmark is a module with ``run(**options) -> result`` and
+``markdown(result) -> str``; its result is kept in ``results/<name>.json`` (with the date
+it was measured) and plots go under ``results/``. To add one, append a ``Benchmark`` to
+``BENCHMARKS``.
+"""
 
 from __future__ import annotations
 
@@ -6,48 +15,90 @@ import datetime as dt
 import json
 import os
 import platform
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-from benchmarks import api, audit, generator, ingest, quality
+from benchmarks import api, audit, fuzz, generator, ingest, load, quality
 
 REPORT = Path(__file__).with_name("report.md")
 RESULTS = Path(__file__).with_name("results")
 
 
-def main() -> None:
-    RESULTS.mkdir(exist_ok=True)
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    module: ModuleType
+    options: Callable[[], dict[str, Any]] = field(default=dict)
+
+
+BENCHMARKS: list[Benchmark] = [
+    Benchmark("generator", generator),
+    Benchmark("ingest", ingest),
+    Benchmark("quality", quality),
+    Benchmark("audit", audit),
+    Benchmark("api", api),
+    Benchmark("load", load, lambda: {"results": RESULTS}),
+    Benchmark("fuzz", fuzz),
+]
+
+
+def _stored(name: str) -> tuple[Any, str | None] | None:
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    if isinstance(data, dict) and set(data) == {"measured", "result"}:
+        return data["result"], data["measured"]
+    return data, None  # written before results carried their date
+
+
+def report() -> str:
     sections = []
-    print("generator ...", flush=True)
-    gen = generator.run()
-    (RESULTS / "generator.json").write_text(json.dumps(gen, indent=2))
-    sections.append(generator.markdown(gen))
-    print("ingest ...", flush=True)
-    ing = ingest.run()
-    (RESULTS / "ingest.json").write_text(json.dumps(ing, indent=2))
-    sections.append(ingest.markdown(ing))
-    print("quality gate ...", flush=True)
-    qual = quality.run()
-    (RESULTS / "quality.json").write_text(json.dumps(qual, indent=2))
-    sections.append(quality.markdown(qual))
-    print("audit log ...", flush=True)
-    aud = audit.run()
-    (RESULTS / "audit.json").write_text(json.dumps(aud, indent=2))
-    sections.append(audit.markdown(aud))
-    print("api ...", flush=True)
-    ap = api.run()
-    (RESULTS / "api.json").write_text(json.dumps(ap, indent=2))
-    sections.append(api.markdown(ap))
+    for bench in BENCHMARKS:
+        stored = _stored(bench.name)
+        if stored is None:
+            sections.append(
+                f"### {bench.name}\n\nNot run yet: `python -m benchmarks {bench.name}`."
+            )
+            continue
+        result, measured = stored
+        text = bench.module.markdown(result)
+        if measured:
+            text += f"\n\n_Measured on {measured}._"
+        sections.append(text)
     header = [
         "# Benchmark report",
         "",
         f"Written by `make bench` on {dt.date.today().isoformat()}: "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}.",
-        "Ratios are measured side by side in one run; absolute times vary with the machine.",
+        "Ratios are measured side by side in one run; absolute times vary with the machine. "
+        "Raw results are in [`results/`](results/), one JSON file per benchmark.",
         "",
     ]
-    REPORT.write_text("\n".join(header) + "\n" + "\n\n".join(sections) + "\n")
+    return "\n".join(header) + "\n" + "\n\n".join(sections) + "\n"
+
+
+def main(names: list[str]) -> None:
+    known = {b.name: b for b in BENCHMARKS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {unknown}; known: {', '.join(known)}")
+    RESULTS.mkdir(exist_ok=True)
+    for bench in BENCHMARKS:
+        if names and bench.name not in names:
+            continue
+        print(f"{bench.name} ...", flush=True)
+        result = bench.module.run(**bench.options())
+        (RESULTS / f"{bench.name}.json").write_text(
+            json.dumps({"measured": dt.date.today().isoformat(), "result": result}, indent=2)
+        )
+    REPORT.write_text(report())
     print(REPORT.read_text())
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
