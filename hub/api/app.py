@@ -11,6 +11,7 @@ from governance.service import Governance
 from hub.api import problems
 from hub.api.requests import RequestAudit
 from hub.api.routes import router
+from hub.steward import install as install_steward_dashboard
 
 MAX_BODY_BYTES = 1_000_000
 
@@ -63,4 +64,5 @@ def create_app(gov: Governance, *, timeout_s: float = 30.0) -> FastAPI:
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestAudit, gov=gov)  # outermost: ids every response, even a 413
     app.include_router(router)
+    install_steward_dashboard(app)  # /steward/: pages over the same governance calls
     return app

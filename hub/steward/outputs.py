@@ -1,0 +1,84 @@
+"""Outputs awaiting review: exact tables with their disclosure manifests, and models."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Final
+
+from cryptography.exceptions import InvalidSignature
+from fastapi import APIRouter, Form, Response
+
+from governance.errors import HubError
+from hub.steward.web import PREFIX, CheckedForm, Desk, HtmlRoute, SignedIn, act
+
+router = APIRouter(prefix=PREFIX, route_class=HtmlRoute, include_in_schema=False)
+PAGES: Final = {"outputs": f"{PREFIX}/outputs", "models": f"{PREFIX}/models"}
+Reason = Annotated[str, Form(max_length=2000)]
+ReturnTo = Annotated[str, Form(max_length=20)]
+
+
+def _signed(desk: Desk, output: dict[str, Any]) -> bool:
+    """Whether the manifest is the one the hub signed when it made the output."""
+    try:
+        desk.gov.audit.signer.public_key.verify(
+            bytes.fromhex(output.get("signature") or ""),
+            json.dumps(output["manifest"], sort_keys=True).encode(),
+        )
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def _table(desk: Desk, output: dict[str, Any]) -> dict[str, Any]:
+    manifest = output["manifest"]
+    marks: dict[tuple[int, str], dict[str, Any]] = {}
+    for n, cell in enumerate(manifest.get("cells", []), start=1):
+        marks[(cell["row"], cell["column"])] = {**cell, "n": n}
+    try:
+        query = desk.service.get(desk.principal, output["project_id"], output["query_id"])
+        sql = query.get("sql")
+    except HubError:
+        sql = None
+    return {**output, "marks": marks, "sql": sql, "signed": _signed(desk, output)}
+
+
+@router.get("/outputs")
+def outputs(desk: SignedIn) -> Response:
+    pending = [o for o in desk.service.pending(desk.principal) if o.get("kind") != "model"]
+    return desk.page(
+        "outputs.html",
+        section="outputs",
+        outputs=[_table(desk, o) for o in pending],
+    )
+
+
+@router.get("/models")
+def models(desk: SignedIn) -> Response:
+    pending = [o for o in desk.service.pending(desk.principal) if o.get("kind") == "model"]
+    return desk.page("models.html", section="models", outputs=pending)
+
+
+@router.post("/outputs/{output_id}/approve")
+def approve(
+    output_id: str, desk: CheckedForm, reason: Reason = "", return_to: ReturnTo = "outputs"
+) -> Response:
+    return act(
+        desk,
+        PAGES.get(return_to, PAGES["outputs"]),
+        f"Output {output_id} approved for release.",
+        lambda: desk.service.review(
+            desk.principal, output_id, approve=True, reason=reason.strip() or None
+        ),
+    )
+
+
+@router.post("/outputs/{output_id}/reject")
+def reject(
+    output_id: str, desk: CheckedForm, reason: Reason = "", return_to: ReturnTo = "outputs"
+) -> Response:
+    return act(
+        desk,
+        PAGES.get(return_to, PAGES["outputs"]),
+        f"Output {output_id} rejected.",
+        lambda: desk.service.review(desk.principal, output_id, approve=False, reason=reason),
+    )
