@@ -94,6 +94,7 @@ ENV: Final = jinja2.Environment(
     loader=jinja2.FileSystemLoader(HERE / "templates"),
     autoescape=True,  # every template, whatever its name: nothing reaches a page unescaped
     undefined=jinja2.StrictUndefined,
+    extensions=["jinja2.ext.do"],
     trim_blocks=True,
     lstrip_blocks=True,
 )

@@ -36,8 +36,12 @@ GRANTS = {
     "conditions": ["person_id", "code", "onset_date"],
 }
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-MODEL_CARD = {
-    "model_kind": "dp_logistic_regression",
+MODEL_CARD = {  # the shape `hub train` writes (abridged)
+    "name": "t2d-risk",
+    "model_kind": "risk",
+    "architecture": "logistic",
+    "outcome": "t2d_2y",
+    "outcome_type": "binary",
     "epsilon": 1.0,
     "delta": 1e-6,
     "accountant": "rdp",
@@ -45,8 +49,13 @@ MODEL_CARD = {
     "max_grad_norm": 1.0,
     "epochs": 5,
     "sample_rate": 0.01,
-    "rows": 1000,
-    "features": ["age", "imd_decile"],
+    "steps": 500,
+    "rows": {"training": 800, "held_out": 200},
+    "features": {
+        "numeric": {"age": [18, 100]},
+        "categorical": {"imd_decile": list(range(1, 11))},
+        "encoded_columns": ["age", *[f"imd_decile={i}" for i in range(1, 11)]],
+    },
     "metrics": {"auroc": 0.71},
 }
 
@@ -195,7 +204,18 @@ def steward_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StewardHub
         gov.projects.approve(projects[name], steward=users["tess"], epsilon=1.0, delta=1e-6)
     service = QueryService(gov)
     outputs = {}
-    for name, audit in (("model", {"attack_auc": 0.52, "attack": "loss threshold"}), ("raw", None)):
+    for name, audit in (
+        (
+            "model",
+            {
+                "attack_auc": 0.52,
+                "loss_threshold_auc": 0.51,
+                "members": 400,
+                "at": "2025-01-31T10:00:00+00:00",
+            },
+        ),
+        ("raw", None),
+    ):
         card = {**MODEL_CARD, "membership_inference": audit}
         outputs[name] = service.submit_model(
             gov.people.authenticate(keys["mo"]),
