@@ -41,11 +41,12 @@ class FitConfig:
     grad_sample_mode: GradSampleMode = "ghost"
     seed: int = 0
 
-    def sample_rate(self, n: int) -> float:
-        return min(1.0, self.batch_size / n)
-
     def steps_per_epoch(self, n: int) -> int:
-        return max(1, round(1 / self.sample_rate(n)))
+        return max(1, round(n / self.batch_size))
+
+    def sample_rate(self, n: int) -> float:
+        """``1 / steps``: exactly the rate Opacus accounts for (it reads ``1 / len(loader)``)."""
+        return 1.0 / self.steps_per_epoch(n)
 
 
 @dataclass
@@ -72,6 +73,8 @@ class PoissonBatches:
         self.sample_rate = sample_rate
         self.generator = generator
         self.steps = max(1, round(1 / sample_rate))
+        if abs(1 / self.steps - sample_rate) > 1e-12:
+            raise ValueError("the sample rate must be 1 / steps (what the accountant assumes)")
 
     def __len__(self) -> int:
         return self.steps

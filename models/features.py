@@ -75,7 +75,10 @@ def binary(values: Sequence[Any], *, name: str) -> np.ndarray:
         elif v in (False, 0, 0.0):
             out[i] = 0.0
         else:
-            raise ValueError(f"column {name!r} must be true/false (or 0/1) in every row")
+            raise ValueError(
+                f"column {name!r} must be true/false (or 0/1) in every row "
+                "(use coalesce(..., false) where it may be missing)"
+            )
     return out
 
 

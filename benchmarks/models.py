@@ -1,0 +1,364 @@
+"""DP models: utility against ε, empirical privacy, and the speed cost of DP-SGD.
+
+`python -m benchmarks.models [patients]` (default 100,000) generates a population, ingests
+it, and trains the example specs of ``models/examples`` through the governed extraction
+at ε ∈ {0.5, 1, 3, 8, ∞} (∞: the same model, sampler and optimiser without privacy).
+
+* Risk models (logistic, MLP): held-out AUROC and Brier score.
+* Effect models (S- and T-learner): against the generator's ground truth, which only
+  this benchmark reads (it is never in a release; people are matched by recomputing
+  their pseudonyms with the hub's key, as only an operator can): RMSE of estimated vs
+  true individual effects on 12-month HbA1c, the normalised Qini coefficient, and the
+  share of the true top-decile benefiters in the predicted top decile.
+* Membership inference: attack AUC against the ε = 3 and non-private models.
+* Speed: seconds per epoch, DP vs non-private, same model, data and Poisson sampler,
+  for each Opacus per-sample-gradient mode, and Opacus' own row-wise DataLoader path.
+
+Each utility number is the mean over ``SEEDS`` training seeds (the spread is reported).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import torch
+
+from connectors import pseudonym
+from connectors.ingest import ingest
+from connectors.secrets import resolve_keys
+from governance.queries import QueryService
+from governance.service import Governance
+from models import dpsgd, metrics, mia, spec, training
+from synthetic_data.generator import SynthConfig, generate
+
+EPSILONS = (0.5, 1.0, 3.0, 8.0, math.inf)
+SEEDS = (1, 2, 3)
+EXAMPLES = Path(__file__).resolve().parents[1] / "models" / "examples"
+RESULTS = Path(__file__).with_name("results")
+
+
+def _setup(patients: int, work: Path) -> tuple[QueryService, Any, str, Path]:
+    src = generate(SynthConfig(patients=patients), work / "src").out
+    home = work / "hub"
+    ingest(src, fmt="native", home=home, keys=resolve_keys(home, create=True))
+    gov = Governance.open(home, create_keys=True)
+    import datetime as dt
+
+    until = dt.date.today() + dt.timedelta(days=30)
+    people = {}
+    for user_id, role in (("ana", "researcher"), ("mo", "modeller"), ("sam", "steward")):
+        _, key = gov.people.add(
+            user_id=user_id, name=user_id, role=role, organisation="bench",
+            organisation_type="university", accreditation_expires=until, actor="bench",
+        )  # fmt: skip
+        people[user_id] = gov.people.authenticate(key)
+    grants = {
+        "patients": ["person_id", "year_of_birth", "sex", "ethnicity", "imd_decile",
+                     "registration_end", "death_date"],
+        "conditions": ["person_id", "code", "onset_date"],
+        "observations": ["person_id", "code", "value", "observed_date"],
+        "procedures": ["person_id", "code", "procedure_date"],
+    }  # fmt: skip
+    project = gov.projects.request(
+        requester=people["ana"].user, title="bench", purpose="models benchmark",
+        lay_summary="benchmark", grants=grants, days=30, members=["mo"],
+    )  # fmt: skip
+    gov.projects.approve(
+        project.project_id, steward=people["sam"].user, epsilon=100.0, delta=1e-3,
+        trainers=["mo"],
+    )  # fmt: skip
+    return QueryService(gov), people, project.project_id, src
+
+
+def _truth(src: Path, home: Path) -> dict[int, float]:
+    """person_id → true benefit of referral (reduction in 12-month HbA1c, mmol/mol)."""
+    key = resolve_keys(home).pseudonym
+    rows = duckdb.sql(
+        f"SELECT p.nhs_number, -g.effect_hba1c_change_12m "
+        f"FROM '{src}/ground_truth/*.parquet' g JOIN '{src}/patients/*.parquet' p USING (patient_id)"
+    ).fetchall()
+    return {
+        pseudonym.person_id(key, "nhs:" + pseudonym.normalise_nhs_number(n)): float(b)
+        for n, b in rows
+    }
+
+
+def _risk(cohort: training.Cohort, s: spec.Spec, held: np.ndarray) -> dict[str, Any]:
+    tr, te = ~held, held
+    out: dict[str, Any] = {}
+    for eps in EPSILONS:
+        runs = []
+        for seed in SEEDS:
+            sp = dataclasses.replace(s, training=dataclasses.replace(s.training, seed=seed))
+            delta = dpsgd.default_delta(int(tr.sum()))
+            module, _, fits = training.fit_spec(
+                sp, cohort.x[tr], cohort.y[tr], None,
+                epsilon=None if math.isinf(eps) else eps, delta=delta,
+            )  # fmt: skip
+            p = dpsgd.predict(module, cohort.x[te], loss="bce")
+            run = {"auroc": metrics.auroc(p, cohort.y[te]), "brier": metrics.brier(p, cohort.y[te])}
+            if eps in (3.0, math.inf):
+                attack = mia.audit(
+                    module, fresh=lambda sp=sp: training._module(sp, cohort.x.shape[1]),
+                    members=(cohort.x[tr], cohort.y[tr]), non_members=(cohort.x[te], cohort.y[te]),
+                    loss="bce", config=training._fit_config(sp), seed=seed,
+                )  # fmt: skip
+                run["attack_auc"] = attack.attack_auc
+            run["epsilon"] = fits[0].epsilon
+            runs.append(run)
+        out[_key(eps)] = _summarise(runs)
+    return out
+
+
+def _effect(cohort: training.Cohort, s: spec.Spec, truth: dict[int, float]) -> dict[str, Any]:
+    """Effect models trained on every cohort member with an outcome, scored against the
+    true effect of everyone in the cohort (the question is who, among these people,
+    benefits)."""
+    known = np.array([k in truth for k in cohort.keys])
+    rows = cohort.present & known
+    true_benefit = np.array([truth[k] for k, ok in zip(cohort.keys, known, strict=True) if ok])
+    assert cohort.treatment is not None
+    out: dict[str, Any] = {"people": int(known.sum()), "trained_on": int(rows.sum())}
+    card = {"model_kind": "effect", "learner": s.learner, "outcome_type": s.outcome_type,
+            "outcome_bounds": list(s.outcome_bounds or (0, 1))}  # fmt: skip
+    for eps in EPSILONS:
+        runs = []
+        for seed in SEEDS:
+            sp = dataclasses.replace(s, training=dataclasses.replace(s.training, seed=seed))
+            module, extra, fits = training.fit_spec(
+                sp, cohort.x[rows], cohort.y[rows], cohort.treatment[rows],
+                epsilon=None if math.isinf(eps) else eps,
+                delta=dpsgd.default_delta(int(rows.sum())),
+            )  # fmt: skip
+            est = training.predict(card, module, cohort.x[known], extra=extra)
+            runs.append({
+                "rmse": metrics.rmse(est, true_benefit),
+                "qini": metrics.qini(est, true_benefit),
+                "top_decile": metrics.top_decile_overlap(est, true_benefit),
+                "epsilon": max(f.epsilon for f in fits),
+            })  # fmt: skip
+        out[_key(eps)] = _summarise(runs)
+    return out
+
+
+def _key(eps: float) -> str:
+    return "inf" if math.isinf(eps) else f"{eps:g}"
+
+
+def _summarise(runs: list[dict[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name in runs[0]:
+        values = [float(r[name]) for r in runs if name in r]
+        out[name] = statistics.fmean(values)
+        if len(values) > 1 and all(math.isfinite(v) for v in values):
+            out[f"{name}_sd"] = statistics.stdev(values)
+    return out
+
+
+def _speed(cohort: training.Cohort, rows: int = 100_000) -> list[dict[str, Any]]:
+    """Seconds per epoch on ``rows`` rows resampled from the cohort's encoded features."""
+    rng = np.random.default_rng(0)
+    pick = rng.integers(0, len(cohort.y), rows)
+    x, y = cohort.x[pick], cohort.y[pick]
+    out = []
+    for kind in ("logistic", "mlp"):
+        base = dpsgd.FitConfig(epochs=3, batch_size=1024, learning_rate=0.02, optimizer="adam")
+        plain = dpsgd.fit(dpsgd.build(kind, x.shape[1]), x, y, loss="bce", config=base,
+                          epsilon=None)  # fmt: skip
+        plain_s = statistics.median(plain.epoch_seconds)
+        for mode in ("hooks", "ew", "ghost"):
+            cfg = dataclasses.replace(base, grad_sample_mode=mode)
+            try:
+                dp = dpsgd.fit(dpsgd.build(kind, x.shape[1]), x, y, loss="bce", config=cfg,
+                               epsilon=3.0)  # fmt: skip
+            except Exception as exc:  # a mode Opacus cannot apply to this model
+                out.append({"model": kind, "pipeline": f"vectorised Poisson, {mode}",
+                            "error": type(exc).__name__})  # fmt: skip
+                continue
+            dp_s = statistics.median(dp.epoch_seconds)
+            out.append({
+                "model": kind, "pipeline": f"vectorised Poisson, {mode}",
+                "non_private_s": plain_s, "dp_s": dp_s, "ratio": dp_s / plain_s,
+            })  # fmt: skip
+        out.append({"model": kind, "pipeline": "Opacus DataLoader (row-wise), hooks",
+                    **_opacus_loader(kind, x, y)})  # fmt: skip
+    return out
+
+
+def _opacus_loader(kind: str, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Opacus' documented path: a DataLoader over a TensorDataset, Poisson-resampled."""
+    from opacus import PrivacyEngine
+
+    data = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+
+    def epoch(private: bool) -> float:
+        torch.manual_seed(0)
+        model = dpsgd.build(kind, x.shape[1])  # type: ignore[arg-type]
+        opt = torch.optim.Adam(model.parameters(), lr=0.02)
+        loader = torch.utils.data.DataLoader(data, batch_size=1024)
+        if private:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model, opt, loader = PrivacyEngine().make_private_with_epsilon(
+                    module=model, optimizer=opt, data_loader=loader, target_epsilon=3.0,
+                    target_delta=1e-6, epochs=1, max_grad_norm=1.0,
+                )  # fmt: skip
+        fn = torch.nn.BCEWithLogitsLoss()
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for xb, yb in loader:
+                if len(xb) == 0:
+                    continue
+                opt.zero_grad()
+                fn(model(xb).squeeze(-1), yb).backward()
+                opt.step()
+        return time.perf_counter() - started
+
+    plain = statistics.median(epoch(False) for _ in range(2))
+    dp = statistics.median(epoch(True) for _ in range(2))
+    return {"non_private_s": plain, "dp_s": dp, "ratio": dp / plain}
+
+
+def _plots(result: dict[str, Any]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    RESULTS.mkdir(exist_ok=True)
+    finite = [e for e in EPSILONS if math.isfinite(e)]
+    names = []
+    panels = (
+        ("models_risk.png", "Risk of type 2 diabetes: held-out AUROC", "risk", "auroc"),
+        ("models_effect_top_decile.png", "Who benefits: true top-decile found", "effect",
+         "top_decile"),
+        ("models_effect_qini.png", "Who benefits: normalised Qini", "effect", "qini"),
+    )  # fmt: skip
+    for filename, title, group, metric in panels:
+        fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=100)
+        for i, (label, series) in enumerate(result[group].items()):
+            color = f"C{i}"
+            ys = [series[_key(e)][metric] for e in finite]
+            sd = [series[_key(e)].get(f"{metric}_sd", 0.0) for e in finite]
+            ax.errorbar(finite, ys, yerr=sd, marker="o", capsize=3, color=color, label=label)
+            ax.axhline(series["inf"][metric], color=color, linestyle="--", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_xticks(finite, [f"{e:g}" for e in finite])
+        ax.set_xlabel("ε (dashed: non-private)")
+        ax.set_ylabel(metric)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(RESULTS / filename)
+        plt.close(fig)
+        names.append(filename)
+    return names
+
+
+def run(patients: int = 100_000) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="bench-models-"))
+    try:
+        service, people, project_id, src = _setup(patients, work)
+        truth = _truth(src, work / "hub")
+        risk_spec = spec.load(EXAMPLES / "risk_model.toml")
+        effect_spec = spec.load(EXAMPLES / "who_benefits.toml")
+        mo = people["mo"]
+        risk_cohort = training.extract(service, mo, project_id, risk_spec)
+        effect_cohort = training.extract(service, mo, project_id, effect_spec)
+        held = training.split(risk_cohort.keys, b"benchmark", risk_spec.training.holdout)
+        result: dict[str, Any] = {
+            "patients": patients,
+            "cohort": len(risk_cohort.y),
+            "risk": {
+                "logistic": _risk(risk_cohort, risk_spec, held),
+                "mlp": _risk(risk_cohort, dataclasses.replace(risk_spec, kind="mlp"), held),
+            },
+            "effect": {
+                "S-learner (MLP)": _effect(
+                    effect_cohort, dataclasses.replace(effect_spec, kind="effect"), truth
+                ),
+                "T-learner (MLP)": _effect(
+                    effect_cohort, dataclasses.replace(effect_spec, learner="t"), truth
+                ),
+            },
+            "speed": _speed(risk_cohort),
+        }
+        result["plots"] = _plots(result)
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def markdown(r: dict[str, Any]) -> str:
+    lines = [
+        "## DP models (`python -m benchmarks.models`)",
+        "",
+        f"{r['patients']:,} generated patients; DPP study cohort of {r['cohort']:,} people "
+        f"(`models/examples/dpp_cohort.sql`). Means over {len(SEEDS)} seeds (± sd).",
+        "",
+        "### Risk of type 2 diabetes within 2 years (held-out)",
+        "",
+        "| model | ε | AUROC | Brier | attack AUC |",
+        "|---|---|---|---|---|",
+    ]
+    for name, series in r["risk"].items():
+        for eps in EPSILONS:
+            s = series[_key(eps)]
+            attack = f"{s['attack_auc']:.3f}" if "attack_auc" in s else ""
+            lines.append(
+                f"| {name} | {_key(eps)} | {s['auroc']:.3f} ± {s.get('auroc_sd', 0):.3f} "
+                f"| {s['brier']:.4f} | {attack} |"
+            )
+    lines += [
+        "",
+        "### Who benefits from the prevention programme (vs the generator's ground truth)",
+        "",
+        "| learner | ε | top-decile found | Qini | RMSE (mmol/mol) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, series in r["effect"].items():
+        for eps in EPSILONS:
+            s = series[_key(eps)]
+            lines.append(
+                f"| {name} | {_key(eps)} | {s['top_decile']:.2f} ± {s.get('top_decile_sd', 0):.2f} "
+                f"| {s['qini']:.2f} | {s['rmse']:.2f} |"
+            )
+    lines += [
+        "",
+        "### Speed: seconds per epoch on 100,000 rows (batch 1,024)",
+        "",
+        "| model | pipeline | non-private s | DP s | DP / non-private |",
+        "|---|---|---|---|---|",
+    ]
+    for s in r["speed"]:
+        if "error" in s:
+            lines.append(f"| {s['model']} | {s['pipeline']} | — | {s['error']} | — |")
+            continue
+        lines.append(
+            f"| {s['model']} | {s['pipeline']} | {s['non_private_s']:.3f} | {s['dp_s']:.3f} "
+            f"| {s['ratio']:.2f}× |"
+        )
+    lines.append("")
+    lines += [f"![{p}](results/{p})" for p in r.get("plots", [])]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    res = run(n)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "models.json").write_text(json.dumps(res, indent=2, default=str))
+    print(markdown(res))
