@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
@@ -14,12 +15,13 @@ from fastapi.responses import RedirectResponse
 from governance.audit import VerifyReport
 from governance.audit_chain import canonical, entry_hash
 from governance.errors import InvalidRequest, NotFound
-from hub.steward.web import PREFIX, CheckedForm, Desk, HtmlRoute, SignedIn
+from hub.steward.web import PREFIX, CheckedForm, Desk, HtmlRoute, SignedIn, pretty
 
 router = APIRouter(prefix=PREFIX, route_class=HtmlRoute, include_in_schema=False)
 
 PAGE: Final = 50
 EXPORT_PAGE: Final = 5_000
+EXPORT_MAX: Final = 200_000  # rows per export: narrow the filters for more
 ROLES: Final = ("researcher", "steward", "modeller", "admin")
 ACTIONS: Final = (
     "audit.read",
@@ -216,9 +218,10 @@ def export_csv(
     while True:
         batch = desk.gov.audit.entries(**arguments, limit=EXPORT_PAGE, before_seq=before)
         rows.extend(batch)
-        if len(batch) < EXPORT_PAGE:
+        if len(batch) < EXPORT_PAGE or len(rows) >= EXPORT_MAX:
             break
         before = batch[-1]["seq"]
+    rows = rows[:EXPORT_MAX]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
@@ -247,11 +250,16 @@ def entry(desk: SignedIn, seq: int) -> Response:
     found = _entry(desk, seq)
     body = {k: v for k, v in found.items() if k != "hash"}
     recomputed = entry_hash(found.get("prev_hash", ""), canonical(body))
+    details = found.get("details")
+    try:
+        shown = pretty(json.loads(details)) if isinstance(details, str) else details
+    except ValueError:
+        shown = details
     desk.audit(action="audit.read", row_count=1, target=f"entry {seq}")
     return desk.page(
         "audit_entry.html",
         section="audit",
-        entry=_complete(found),
+        entry={**_complete(found), "details": shown},
         hash_matches=recomputed == found["hash"],
         chain=integrity(desk),
     )

@@ -141,8 +141,26 @@ def _serve(home: Path) -> tuple[subprocess.Popen[str], str]:
     raise RuntimeError("hub serve did not start: " + (proc.stdout.read() if proc.stdout else ""))
 
 
+_SHARED: dict[str, StewardHub] = {}
+
+
 @pytest.fixture(scope="session")
 def steward_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StewardHub]:
+    # each test module that imports this fixture gets a definition of its own, so the
+    # hub is built once here and shared; the definition that built it stops it
+    if "hub" in _SHARED:
+        yield _SHARED["hub"]
+        return
+    with _started(tmp_path_factory) as hub:
+        _SHARED["hub"] = hub
+        try:
+            yield hub
+        finally:
+            del _SHARED["hub"]
+
+
+@contextmanager
+def _started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StewardHub]:
     root = tmp_path_factory.mktemp("steward")
     population = generate(SynthConfig(patients=1_000, seed=29), root / "real").out
     home = root / "hub"
@@ -205,6 +223,7 @@ def steward_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StewardHub
     service = QueryService(gov)
     outputs = {}
     for name, audit in (
+        ("to_release", {"attack_auc": 0.5, "members": 400}),
         (
             "model",
             {
@@ -262,6 +281,8 @@ def steward_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StewardHub
             f"/projects/{pid}/queries",
             json={"sql": "SELECT '<script>alert(1)</script>' AS x", "target": "real", "mode": "dp"},
         )
-    yield hub
-    proc.terminate()
-    proc.wait(10)
+    try:
+        yield hub
+    finally:
+        proc.terminate()
+        proc.wait(10)

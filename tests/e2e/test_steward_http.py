@@ -157,7 +157,7 @@ def test_dashboard_decisions_are_audited_as_the_api_audits_them(steward_hub):  #
 
 
 def test_reviews_and_rejections_through_the_dashboard(steward_hub):  # noqa: F811
-    women, model = steward_hub.outputs["women"], steward_hub.outputs["model"]
+    women, model = steward_hub.outputs["women"], steward_hub.outputs["to_release"]
     pid = steward_hub.projects["to_reject"]
     with steward_hub.sign_in("tess") as tess:
         short = post(tess, f"/steward/outputs/{women}/reject", "/steward/outputs", reason="no")
