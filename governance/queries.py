@@ -844,10 +844,11 @@ class QueryService:
             raise
         manifest = json.loads(row["manifest"])
         manifest["membership_inference"] = result
+        signature = self.gov.audit.signer.sign(json.dumps(manifest, sort_keys=True).encode())
         with self.gov.store.transaction() as con:
             con.execute(
-                "UPDATE outputs SET manifest = ? WHERE output_id = ?",
-                (json.dumps(manifest), output_id),
+                "UPDATE outputs SET manifest = ?, signature = ? WHERE output_id = ?",
+                (json.dumps(manifest), signature, output_id),
             )
             self.gov.audit.append(
                 con,

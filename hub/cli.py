@@ -101,7 +101,7 @@ def synth(
 def demo(
     patients: Annotated[
         int, typer.Option("--patients", "-n", help="People in the real population.")
-    ] = 20_000,
+    ] = 50_000,
     dummy_patients: Annotated[int, typer.Option(help="People in the dummy population.")] = 5_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     serve: Annotated[

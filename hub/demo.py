@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -19,6 +19,10 @@ from hub.progress import console, counting
 from hub.settings import HubSettings, get_settings
 from synthetic_data import summary
 from synthetic_data.generator import SynthConfig, generate
+
+if TYPE_CHECKING:
+    from governance.people import Principal
+    from governance.queries import QueryService
 
 # wide enough for the prevalence table when piped (rich assumes 80 columns then)
 out = Console(width=None if sys.stdout.isatty() else 132)
@@ -204,7 +208,9 @@ def _study(settings: HubSettings) -> Study:
         ],
         "conditions": ["person_id", "code", "onset_date"],
         "observations": ["person_id", "code", "value", "observed_date"],
+        "procedures": ["person_id", "code", "procedure_date"],
     }
+    grants["patients"] += ["registration_end", "death_date"]
     project = gov.projects.request(
         requester=users["demo.researcher"],
         title="Who benefits from the Diabetes Prevention Programme?",
@@ -219,11 +225,11 @@ def _study(settings: HubSettings) -> Study:
     gov.projects.approve(
         project.project_id,
         steward=users["demo.steward"],
-        epsilon=5.0,
-        delta=1e-6,
+        epsilon=8.0,
+        delta=1e-5,
         trainers=["demo.modeller"],
     )
-    out.print(f"project {project.project_id} approved: ε = 5, δ = 1e-6, 180 days")
+    out.print(f"project {project.project_id} approved: ε = 8, δ = 1e-5, 180 days")
     service = QueryService(gov)
     researcher = gov.people.authenticate(keys["demo.researcher"])
     pid = project.project_id
@@ -260,7 +266,70 @@ def _study(settings: HubSettings) -> Study:
         f"real release, exact: prediabetes by IMD decile sent for review as output "
         f"{exact['output_id']}; budget left ε = {state.epsilon_remaining:g}"
     )
+    _models(service, gov.people.authenticate(keys["demo.modeller"]), pid)
     return Study(keys, pid, exact["output_id"])
+
+
+def _models(service: QueryService, modeller: Principal, pid: str) -> None:
+    """DP models of the study: a risk model at three ε (the privacy-utility trade-off,
+    plotted) and the who-benefits model, sent for a steward's review."""
+    import dataclasses
+
+    from models import spec as specs
+    from models.examples import EXAMPLES
+    from models.workbench import Workbench
+
+    out.rule("DP models (Opacus DP-SGD, charged to the project's budget)")
+    bench = Workbench(service, modeller)
+    risk = specs.load(EXAMPLES / "risk_model.toml")
+    points = []
+    for eps in (0.25, 0.5, 1.0):
+        with counting(1, f"risk model at ε {eps:g}", unit="models") as advance:
+            model = bench.train(pid, dataclasses.replace(risk, epsilon=eps), progress=False)
+            advance(1)
+        m = model.card["metrics"]
+        points.append((eps, m["auroc"], *m["auroc_ci95"]))
+        out.print(
+            f"  {model.model_id}: ε {model.card['epsilon']:.2f}, held-out AUROC {m['auroc']:.3f} "
+            f"(95% CI {m['auroc_ci95'][0]:.3f}-{m['auroc_ci95'][1]:.3f}), Brier "
+            f"{m['brier']:.3f}, attack AUC {model.card['membership_inference']['attack_auc']:.3f}"
+        )
+    plot = service.workspace(pid) / "privacy_utility.png"
+    _privacy_utility_plot(points, plot)
+    out.print(f"  privacy-utility plot: {plot}")
+    with counting(1, "who-benefits model at ε 3", unit="models") as advance:
+        effect = bench.train(pid, specs.load(EXAMPLES / "who_benefits.toml"), progress=False)
+        advance(1)
+    deciles = effect.card["metrics"]["predicted_benefit_deciles"]
+    out.print(
+        f"  {effect.model_id}: expected fall in 12-month HbA1c with DPP referral from "
+        f"{deciles[0]:.1f} (10th centile) to {deciles[-1]:.1f} mmol/mol (90th centile)"
+    )
+    output_id = bench.submit(pid, effect.model_id)
+    out.print(f"  model card: {effect.folder / 'card.md'}; sent for release review as {output_id}")
+    state = service.gov.ledger.state(pid)
+    out.print(f"  budget left ε = {state.epsilon_remaining:.2f}")
+
+
+def _privacy_utility_plot(points: list[tuple[float, float, float, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    eps = [p[0] for p in points]
+    auc = [p[1] for p in points]
+    err = [[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]]
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    ax.errorbar(eps, auc, yerr=err, marker="o", capsize=3)
+    ax.set_xscale("log")
+    ax.set_xticks(eps, [f"{e:g}" for e in eps])
+    ax.set_xlabel("ε")
+    ax.set_ylabel("held-out AUROC (95% CI)")
+    ax.set_title("DP risk model: privacy-utility trade-off", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _what_next(study: Study, *, port: int) -> None:
@@ -268,6 +337,7 @@ def _what_next(study: Study, *, port: int) -> None:
     out.rule("What to open")
     out.print(f"API docs          {url}/docs")
     out.print(f"public register   {url}/v1/public/projects")
+    out.print(f"steward dashboard {url}/steward/ (sign in with the demo.steward key)")
     out.print("demo keys (shown once; also valid for the CLI's --as users):")
     for user_id, key in study.keys.items():
         out.print(f"  {user_id:<16} {key}")

@@ -1,0 +1,43 @@
+"""Study script: a DP risk model for type 2 diabetes after a prediabetes diagnosis.
+
+Run on the hub's machine as a modeller named as a trainer of an approved project:
+
+    HUB_HOME=var HUB_API_KEY=<your key> python -m models.examples.risk_model <project-id>
+
+It trains the DP logistic regression of ``risk_model.toml`` and a DP MLP of the same
+cohort (each charged to the project's budget), prints their held-out metrics and
+membership-inference audits, and leaves both model cards in the project's workspace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from models import spec
+from models.workbench import Workbench
+
+HERE = Path(__file__).parent
+
+
+def main(project_id: str) -> None:
+    bench = Workbench.connect()
+    logistic = spec.load(HERE / "risk_model.toml")
+    mlp = dataclasses.replace(logistic, kind="mlp", name=logistic.name + "-mlp", epsilon=3.0)
+    for s in (logistic, mlp):
+        model = bench.train(project_id, s)
+        m = model.card["metrics"]
+        lo, hi = m["auroc_ci95"]
+        print(
+            f"{s.name}: ε={model.card['epsilon']:.2f} AUROC {m['auroc']:.3f} ({lo:.3f}-{hi:.3f}) "
+            f"Brier {m['brier']:.4f} calibration slope {m['calibration_slope']:.2f} "
+            f"attack AUC {model.card['membership_inference']['attack_auc']:.3f}"
+        )
+        print(f"  card: {model.folder / 'card.md'}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m models.examples.risk_model <project-id>")
+    main(sys.argv[1])
