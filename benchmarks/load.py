@@ -200,9 +200,11 @@ class Driver:
         rng = random.Random(self.seed * 1000 + i)
         stewards = self.setup.stewards
         researchers = self.setup.researchers
+        # one client in eight is a steward (4 of 32), at least one
+        steward_clients = max(1, self.clients * STEWARD_CLIENTS // CLIENTS)
         who = (
             stewards[i % len(stewards)]
-            if i < STEWARD_CLIENTS
+            if i < steward_clients
             else researchers[i % len(researchers)]
         )
         headers = {"Authorization": f"Bearer {self.setup.keys[who]}"}
@@ -473,7 +475,7 @@ def crash(home: Path, *, seconds: float, clients: int = CLIENTS) -> dict[str, An
     records = list(driver.records)
     restarted = start_server(home, port)
     try:
-        after = Driver(f"http://127.0.0.1:{port}/v1", setup, clients=4, seed=12)
+        after = Driver(f"http://127.0.0.1:{port}/v1", setup, clients=8, seed=12)
         resumed = after.run(min(5.0, seconds / 2))
     finally:
         restarted.terminate()
@@ -587,8 +589,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"| `hub audit verify` | {c['audit_verify']} |",
         f"| release files unchanged, output population files readable | {c['release_files_checked']} releases, {c['population_files']} population files |",
         "",
-        "![latency by request kind](results/load_latency.png)",
-        "![throughput per second](results/load_throughput.png)",
+        "![latency by request kind](plots/load_latency.png)",
+        "![throughput per second](plots/load_throughput.png)",
         "",
         "#### `kill -9` of the server under load, then restart",
         "",
@@ -611,7 +613,7 @@ if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
     secs = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
     result = run(
-        n, secs, crash_seconds=max(6.0, secs / 3), results=Path(__file__).with_name("results")
+        n, secs, crash_seconds=max(6.0, secs / 3), results=Path(__file__).with_name("plots")
     )
     print(json.dumps(result, indent=2))
     print(markdown(result))

@@ -291,13 +291,17 @@ class AuditLog:
     def ensure_writable(self) -> None:
         """Prove the store takes a durable write now, before work that must be audited.
 
-        Rewrites the signed head in place (a committed, fsynced write that changes
-        nothing); raises ``AuditUnavailable`` when the store cannot be written, so a
-        query is refused before it runs rather than after.
+        Bumps a counter (a committed, fsynced write: it must change bytes, since SQLite
+        writes nothing for an update that leaves a row as it was); raises
+        ``AuditUnavailable`` when the store cannot be written, so a query is refused
+        before it runs rather than after.
         """
         with self.store.transaction() as con:
             try:
-                con.execute("UPDATE audit_head SET seq = seq WHERE id = 1")
+                con.execute(
+                    "INSERT INTO store_probe (id, writes) VALUES (1, 1) "
+                    "ON CONFLICT (id) DO UPDATE SET writes = writes + 1"
+                )
             except sqlite3.OperationalError as exc:
                 raise AuditUnavailable(
                     f"the audit log cannot be written ({exc}); nothing was done"

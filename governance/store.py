@@ -128,6 +128,10 @@ MIGRATIONS: Final = (
     ALTER TABLE outputs ADD COLUMN kind TEXT NOT NULL DEFAULT 'table'
         CHECK (kind IN ('table', 'model'));
     """,
+    # a counter bumped to prove the store takes a durable write (AuditLog.ensure_writable)
+    """
+    CREATE TABLE store_probe (id INTEGER PRIMARY KEY CHECK (id = 1), writes INTEGER NOT NULL);
+    """,
 )
 
 

@@ -111,3 +111,16 @@ def live_hub(population_3k, tmp_path_factory):
     yield LiveHub(url, home, keys, projects)
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def small_home(population_3k, tmp_path_factory) -> Path:
+    """A hub home of its own (3,000-person real, 500-person dummy release), no users yet:
+    for tests that start their own server and may change or break what it serves."""
+    home = tmp_path_factory.mktemp("small") / "hub"
+    ingest(population_3k, fmt="native", home=home, keys=resolve_keys(home, create=True))
+    dummy = generate(
+        SynthConfig(patients=500, seed=78, dummy=True), tmp_path_factory.mktemp("dummy") / "d"
+    ).out
+    ingest(dummy, fmt="native", home=home / "dummy", keys=resolve_keys(home / "dummy", create=True))
+    return home

@@ -16,10 +16,7 @@ import pytest
 
 from benchmarks import load
 from benchmarks.api import free_port, start_server
-from connectors.ingest import ingest
-from connectors.secrets import resolve_keys
 from governance.audit import SUPPORTING_ACTIONS
-from synthetic_data.generator import SynthConfig, generate
 
 
 def _entries(home: Path) -> list[dict]:
@@ -38,18 +35,6 @@ def _count(home: Path, table: str) -> int:
         return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
     finally:
         con.close()
-
-
-@pytest.fixture(scope="module")
-def small_home(population_3k, tmp_path_factory) -> Path:
-    """A pristine hub home with a 3,000-person real and a 500-person dummy release."""
-    home = tmp_path_factory.mktemp("reliability") / "hub"
-    ingest(population_3k, fmt="native", home=home, keys=resolve_keys(home, create=True))
-    dummy = generate(
-        SynthConfig(patients=500, seed=78, dummy=True), tmp_path_factory.mktemp("dummy") / "d"
-    ).out
-    ingest(dummy, fmt="native", home=home / "dummy", keys=resolve_keys(home / "dummy", create=True))
-    return home
 
 
 def _copy(home: Path, dest: Path) -> Path:
