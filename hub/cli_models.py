@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -18,6 +18,9 @@ from rich.table import Table
 from governance.errors import HubError
 from hub.progress import console
 from hub.settings import get_settings
+
+if TYPE_CHECKING:
+    from models.workbench import Workbench
 
 models_app = typer.Typer(help="Trained models in a project's workspace.", no_args_is_help=True)
 
@@ -32,7 +35,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _workbench(key_file: Path | None):  # type: ignore[no-untyped-def]
+def _workbench(key_file: Path | None) -> Workbench:
     from governance.queries import QueryService
     from models.workbench import Workbench
 

@@ -62,6 +62,8 @@ class Spec:
     outcome_type: Outcome = "binary"
     outcome_bounds: tuple[float, float] | None = None
     hidden: int = 32
+    # effect models: the outcome model's architecture ("linear" or "mlp")
+    effect_architecture: Literal["linear", "mlp"] = "mlp"
     epsilon: float = 1.0
     delta: float | None = None
     training: Training = field(default_factory=Training)
@@ -79,6 +81,8 @@ class Spec:
             raise InvalidRequest("[training] optimizer must be sgd or adam")
         if self.training.grad_sample_mode not in ("hooks", "ew", "ghost"):
             raise InvalidRequest("[training] grad_sample_mode must be hooks, ew or ghost")
+        if self.effect_architecture not in ("linear", "mlp"):
+            raise InvalidRequest("[model] architecture must be linear or mlp")
         if not 1 <= self.hidden <= 1024:
             raise InvalidRequest("[model] hidden must be 1-1024")
         if not self.numeric and not self.categorical:
@@ -111,6 +115,13 @@ class Spec:
             names.append(self.treatment)
         if len(set(names)) != len(names):
             raise InvalidRequest("key, outcome, treatment and features must be distinct columns")
+
+    @property
+    def linear(self) -> bool:
+        """A single linear layer (logistic regression, or a linear outcome model)."""
+        return self.kind == "logistic" or (
+            self.kind == "effect" and self.effect_architecture == "linear"
+        )
 
     @property
     def columns(self) -> list[str]:
@@ -181,6 +192,7 @@ def parse(text: str, *, base: Path | None = None, name: str = "model") -> Spec:
                 else None
             ),
             hidden=int(model.get("hidden", 32)),
+            effect_architecture=cast(Literal["linear", "mlp"], model.get("architecture", "mlp")),
             epsilon=float(privacy.get("epsilon", 1.0)),
             delta=float(privacy["delta"]) if "delta" in privacy else None,
             training=training,

@@ -185,7 +185,7 @@ def _fit_config(spec: Spec) -> dpsgd.FitConfig:
 
 def _module(spec: Spec, inputs: int) -> torch.nn.Module:
     torch.manual_seed(spec.training.seed)
-    return dpsgd.build("logistic" if spec.kind == "logistic" else "mlp", inputs, hidden=spec.hidden)
+    return dpsgd.build("logistic" if spec.linear else "mlp", inputs, hidden=spec.hidden)
 
 
 def fit_spec(
@@ -300,7 +300,7 @@ def train(
         "created_at": _now(),
         "model_kind": spec.kind,
         "learner": spec.learner if spec.kind == "effect" else None,
-        "architecture": "linear" if spec.kind == "logistic" else f"mlp(tanh, {spec.hidden})",
+        "architecture": "linear" if spec.linear else f"mlp(tanh, {spec.hidden})",
         "hidden": spec.hidden,
         "outcome": spec.outcome,
         "outcome_type": spec.outcome_type,
@@ -561,7 +561,7 @@ def load(service: QueryService, project_id: str, model_id: str) -> TrainedModel:
     spec_like = card["model_kind"]
     if spec_like == "effect" and card["learner"] == "s":
         inputs = 2 * inputs + 1
-    kind: Literal["logistic", "mlp"] = "logistic" if spec_like == "logistic" else "mlp"
+    kind: Literal["logistic", "mlp"] = "logistic" if card["architecture"] == "linear" else "mlp"
     module = dpsgd.build(kind, inputs, hidden=card["hidden"])
     module.load_state_dict(weights["model"])
     extra = None

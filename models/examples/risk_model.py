@@ -24,7 +24,11 @@ HERE = Path(__file__).parent
 def main(project_id: str) -> None:
     bench = Workbench.connect()
     logistic = spec.load(HERE / "risk_model.toml")
-    mlp = dataclasses.replace(logistic, kind="mlp", name=logistic.name + "-mlp", epsilon=3.0)
+    mlp = dataclasses.replace(
+        logistic, kind="mlp", name=logistic.name + "-mlp", epsilon=3.0, hidden=8,
+        training=dataclasses.replace(logistic.training, batch_size=512, learning_rate=0.02,
+                                     epochs=60),
+    )  # fmt: skip
     for s in (logistic, mlp):
         model = bench.train(project_id, s)
         m = model.card["metrics"]
