@@ -114,6 +114,10 @@ class QueryService:
         home = self.gov.home if target == "real" else self.gov.home / "dummy"
         return releases.get_release(home)
 
+    def real_release(self, release_id: str) -> releases.Release:
+        """A published real release by id (a model's audit re-reads the one it used)."""
+        return releases.get_release(self.gov.home, release_id)
+
     def engine(self, release: releases.Release) -> Engine:
         with self._lock:
             engine = self._engines.get(release.path)
@@ -839,7 +843,9 @@ class QueryService:
             row = self._output(output_id)
             if row["kind"] != "model":
                 raise InvalidRequest(f"output {output_id} is not a model")
-        except (AccessDenied, InvalidRequest, NotFound) as exc:
+            if row["status"] != "pending":
+                raise Conflict(f"output {output_id} is already {row['status']}")
+        except (AccessDenied, Conflict, InvalidRequest, NotFound) as exc:
             self.audit(principal, decision="denied", reason=str(exc), **event)
             raise
         manifest = json.loads(row["manifest"])
@@ -864,12 +870,12 @@ class QueryService:
         return self._describe(self._output(output_id))
 
     def model_output(self, model_id: str) -> str | None:
-        """The latest output that asks to release this model, if any."""
+        """The pending output that asks to release this model, if any."""
         row = (
             self.gov.store.cached()
             .execute(
                 "SELECT output_id FROM outputs WHERE kind = 'model' AND query_id = ? "
-                "ORDER BY created_at DESC LIMIT 1",
+                "AND status = 'pending' ORDER BY created_at DESC LIMIT 1",
                 (model_id,),
             )
             .fetchone()

@@ -17,6 +17,7 @@ norms without materialising per-sample gradients).
 from __future__ import annotations
 
 import math
+import secrets
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 from opacus import PrivacyEngine
+from opacus.accountants.utils import get_noise_multiplier
 
 Loss = Literal["bce", "mse"]
 GradSampleMode = Literal["hooks", "ew", "ghost"]
@@ -109,13 +111,20 @@ def fit(
     """Train ``model`` on ``(x, y)``: DP-SGD at (ε, δ) when ``epsilon`` is given.
 
     The noise multiplier is the smallest that keeps Opacus' RDP accountant within
-    ``epsilon`` for these epochs and this sample rate; the returned ``epsilon`` is what the
-    accountant reports after the steps actually taken (never more than asked for).
+    ``epsilon`` for exactly the steps this loop takes (``epochs × round(n / batch)``); the
+    returned ``epsilon`` is what the accountant reports after them.
+
+    ``config.seed`` fixes the initial weights (and, for non-private baselines, the
+    batches). A private run draws its batches and its noise from generators seeded by
+    the operating system's entropy: a seed written in a spec or on a card must never let
+    anyone replay the noise.
     """
     n = len(y)
     delta = delta if delta is not None else default_delta(n)
     torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    private = epsilon is not None and math.isfinite(epsilon)
+    sampler_seed = secrets.randbits(63) if private else config.seed
+    generator = torch.Generator().manual_seed(sampler_seed)
     q = config.sample_rate(n)
     features = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     targets = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
@@ -128,23 +137,28 @@ def fit(
     criterion = _loss_fn(loss)
     engine: PrivacyEngine | None = None
     noise = 0.0
-    private = epsilon is not None and math.isfinite(epsilon)
+    planned_steps = config.epochs * loader.steps
     if private:
         assert epsilon is not None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # secure_mode (torchcsprng) is off: see README
+            noise = float(
+                get_noise_multiplier(
+                    target_epsilon=epsilon, target_delta=delta, sample_rate=q,
+                    steps=planned_steps, accountant="rdp",
+                )
+            )  # fmt: skip
             engine = PrivacyEngine(accountant="rdp")
-            prepared = engine.make_private_with_epsilon(
+            prepared = engine.make_private(
                 module=model, optimizer=optimizer, data_loader=loader, criterion=criterion,
-                target_epsilon=epsilon, target_delta=delta, epochs=config.epochs,
-                max_grad_norm=config.max_grad_norm, poisson_sampling=False,
-                grad_sample_mode=config.grad_sample_mode,
+                noise_multiplier=noise, max_grad_norm=config.max_grad_norm,
+                poisson_sampling=False, grad_sample_mode=config.grad_sample_mode,
+                noise_generator=torch.Generator().manual_seed(secrets.randbits(63)),
             )  # fmt: skip
         if config.grad_sample_mode == "ghost":
             model, optimizer, criterion, _ = prepared
         else:
             model, optimizer, _ = prepared
-        noise = float(optimizer.noise_multiplier)  # type: ignore[attr-defined]
     result = FitResult(
         model=model, private=private, epsilon=math.inf, delta=delta if private else 0.0,
         noise_multiplier=noise, sample_rate=q, steps=0, accountant="rdp" if private else "none",
@@ -178,6 +192,13 @@ def fit(
             # still valid, only not as tight as it could be
             warnings.simplefilter("ignore", UserWarning)
             result.epsilon = float(engine.get_epsilon(delta))
+        assert epsilon is not None
+        if result.steps != planned_steps or result.epsilon > epsilon * (1 + 1e-9):
+            # never expected: the noise was calibrated for exactly these steps
+            raise RuntimeError(
+                f"accounting mismatch: {result.steps} steps (planned {planned_steps}), "
+                f"ε {result.epsilon:.6g} (target {epsilon:.6g})"
+            )
     return result
 
 

@@ -65,20 +65,22 @@ def calibration(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(beta[0]), float(beta[1])
 
 
-def calibration_bins(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
-    """Mean predicted vs observed rate in deciles of predicted risk (for the plot)."""
+def calibration_bins(
+    p: np.ndarray, y: np.ndarray, bins: int = 10, *, min_per_bin: int = 20
+) -> list[dict[str, float]]:
+    """Mean predicted vs observed rate in groups of predicted risk (for the plot).
+
+    The card leaves the hub, so each group holds at least ``min_per_bin`` people (fewer
+    groups on a small held-out set) and group sizes are not published.
+    """
+    bins = min(bins, len(p) // min_per_bin)
+    if bins < 2:
+        return []
     order = np.argsort(p)
-    out = []
-    for chunk in np.array_split(order, bins):
-        if len(chunk):
-            out.append(
-                {
-                    "predicted": float(np.mean(p[chunk])),
-                    "observed": float(np.mean(y[chunk])),
-                    "n": len(chunk),
-                }
-            )
-    return out
+    return [
+        {"predicted": float(np.mean(p[chunk])), "observed": float(np.mean(y[chunk]))}
+        for chunk in np.array_split(order, bins)
+    ]
 
 
 def bootstrap_ci(

@@ -78,6 +78,9 @@ def audit(
         parts = (half[: len(yn) // 2], half[len(yn) // 2 :])
         ref_n = np.zeros(len(yn))
         ref_m = np.zeros(len(ym))
+        # each member is scored by one reference chosen at random, as each non-member is
+        # (averaging two would shrink the members' baseline noise and bias the AUC)
+        member_ref = rng.integers(0, len(parts), len(ym))
         for i, part in enumerate(parts):
             torch.manual_seed(seed + 10 + i)
             reference = fresh()
@@ -86,7 +89,8 @@ def audit(
             ).model
             other = parts[1 - i]
             ref_n[other] = dpsgd.per_sample_loss(fitted, xn[other], yn[other], loss=loss)
-            ref_m += dpsgd.per_sample_loss(fitted, xm, ym, loss=loss) / len(parts)
+            mine = member_ref == i
+            ref_m[mine] = dpsgd.per_sample_loss(fitted, xm[mine], ym[mine], loss=loss)
             references += 1
         scores = np.concatenate([ref_m - loss_m, ref_n - loss_n])
         calibrated_auc = auroc(scores, labels)

@@ -48,6 +48,16 @@ class Training:
     holdout: float = 0.25
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InvalidRequest(f"[training] {name} must be a whole number")
+        for name in ("learning_rate", "max_grad_norm", "holdout"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise InvalidRequest(f"[training] {name} must be a number")
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -199,7 +209,7 @@ def parse(text: str, *, base: Path | None = None, name: str = "model") -> Spec:
             name=str(doc.get("name", name)),
             source=text,
         )
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"the spec has a value of the wrong type: {exc}") from None
 
 

@@ -26,6 +26,7 @@ import hmac
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable
@@ -38,7 +39,7 @@ import torch
 
 from governance import sql_policy
 from governance.audit import AuditEvent
-from governance.errors import AccessDenied, InvalidRequest, NotFound
+from governance.errors import AccessDenied, Conflict, InvalidRequest, NotFound
 from governance.people import Principal
 from governance.projects import authorize
 from governance.queries import QueryService
@@ -46,6 +47,7 @@ from models import dpsgd, features, metrics, mia
 from models.spec import Spec, Training
 
 MIN_TRAINING_ROWS = 200
+MODEL_ID = re.compile(r"m-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -75,19 +77,24 @@ class TrainedModel:
 
 
 # ---------------------------------------------------------------------- extraction
-def extract(
+def extract(service: QueryService, principal: Principal, project_id: str, spec: Spec) -> Cohort:
+    """The cohort of ``spec`` as arrays for one of the project's named trainers
+    (modellers): checked by the policy, audited, in memory."""
+    return _extract(service, principal, project_id, spec, purpose="train", release_id=None)
+
+
+def _extract(
     service: QueryService,
     principal: Principal,
     project_id: str,
     spec: Spec,
     *,
-    purpose: str = "train",
+    purpose: str,
+    release_id: str | None,
 ) -> Cohort:
-    """The cohort of ``spec`` as arrays: checked by the policy, audited, in memory.
-
-    ``purpose="train"`` is for the project's named trainers (modellers);
-    ``purpose="audit"`` for an accredited steward running a membership-inference audit.
-    """
+    """``purpose="train"``: a trainer, on the current release; ``purpose="audit"``: an
+    accredited steward re-reading a trained model's own cohort on the model's release
+    (only :func:`audit_model` calls it, with the spec stored beside the model)."""
     project = service.project_for(principal, project_id)
     event: dict[str, Any] = {
         "action": "train.extract" if purpose == "train" else "model.audit.extract",
@@ -102,7 +109,9 @@ def extract(
             authorize(project, user, train=True)
         elif user.role != "steward" or not user.accredited():
             raise AccessDenied("only accredited stewards audit models")
-        release = service.release_for("real")
+        release = (
+            service.release_for("real") if release_id is None else service.real_release(release_id)
+        )
         engine = service.engine(release)
         cur = engine.cursor()
         try:
@@ -274,8 +283,22 @@ def train(
             f"too few training rows to train privately ({n}; at least {MIN_TRAINING_ROWS})"
         )
     delta = spec.delta if spec.delta is not None else dpsgd.default_delta(n)
+    if delta > 0.1 / n:
+        raise InvalidRequest(
+            f"δ = {delta:g} is too large for {n:,} training rows: it must be at most "
+            f"1/(10 n) = {0.1 / n:.2g} (leave it out for the default)"
+        )
     x, y = cohort.x[train_rows], cohort.y[train_rows]
     t = cohort.treatment[train_rows] if cohort.treatment is not None else None
+    if spec.kind == "effect" and t is not None:
+        arms = [int((t == a).sum()) for a in (1.0, 0.0)]
+        if spec.learner == "t" and min(arms) < MIN_TRAINING_ROWS // 2:
+            raise InvalidRequest(
+                f"too few people in a treatment arm to train privately ({min(arms)}; at "
+                f"least {MIN_TRAINING_ROWS // 2} per arm for a T-learner)"
+            )
+        if min(arms) == 0:
+            raise InvalidRequest("every training row has the same treatment: no effect to learn")
     gov = service.gov
     user = principal.user
     spend = gov.ledger.reserve(
@@ -288,7 +311,7 @@ def train(
     module, extra, fits = fit_spec(spec, x, y, t, epsilon=spec.epsilon, delta=delta,
                                    on_step=on_step)  # fmt: skip
     spent = max(f.epsilon for f in fits)
-    gov.ledger.commit(spend, epsilon=min(spent, spec.epsilon), delta=delta, actor=user.user_id)
+    gov.ledger.commit(spend, epsilon=spent, delta=delta, actor=user.user_id)
 
     model_id = "m-" + secrets.token_hex(6)
     card: dict[str, Any] = {
@@ -324,6 +347,21 @@ def train(
             if spec.kind == "effect" and spec.learner == "t"
             else "single DP-SGD run"
         ),
+        "arms": (
+            [
+                {
+                    "arm": arm,
+                    "rows": int((t == a).sum()),
+                    "epsilon": f.epsilon,
+                    "noise_multiplier": f.noise_multiplier,
+                    "sample_rate": f.sample_rate,
+                    "steps": f.steps,
+                }
+                for arm, a, f in zip(("treated", "untreated"), (1.0, 0.0), fits, strict=True)
+            ]
+            if len(fits) == 2 and t is not None
+            else None
+        ),  # the T-learner's two DP-SGD runs, each on its own arm
         "noise_multiplier": fits[0].noise_multiplier,
         "max_grad_norm": spec.training.max_grad_norm,
         "epochs": spec.training.epochs,
@@ -334,7 +372,7 @@ def train(
         "learning_rate": spec.training.learning_rate,
         "grad_sample_mode": spec.training.grad_sample_mode,
         "secure_rng": False,
-        "seed": spec.training.seed,
+        "seed": spec.training.seed,  # initial weights only: noise and batches use OS entropy
     }
     xt, yt = cohort.x[test_rows], cohort.y[test_rows]
     tt = cohort.treatment[test_rows] if cohort.treatment is not None else None
@@ -446,8 +484,6 @@ def _write(
             weights["untreated"] = dpsgd.unwrap(extra).state_dict()
         torch.save(weights, tmp / "model.pt")
         card["artifact_sha256"] = hashlib.sha256((tmp / "model.pt").read_bytes()).hexdigest()
-        if spec.source:
-            (tmp / "spec.toml").write_text(spec.source)
         (tmp / "spec.json").write_text(json.dumps(spec_dict(spec), indent=2) + "\n")
         (tmp / "split.key").write_bytes(salt)  # the train/held-out split, for audits
         os.chmod(tmp / "split.key", 0o600)
@@ -552,8 +588,10 @@ def card_markdown(card: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------- loading, audits
 def load(service: QueryService, project_id: str, model_id: str) -> TrainedModel:
+    if not MODEL_ID.fullmatch(model_id):
+        raise NotFound(f"no model {model_id!r} in project {project_id}")
     folder = models_dir(service, project_id) / model_id
-    if not model_id.startswith("m-") or not (folder / "card.json").is_file():
+    if not MODEL_ID.fullmatch(model_id) or not (folder / "card.json").is_file():
         raise NotFound(f"no model {model_id} in project {project_id}")
     card = json.loads((folder / "card.json").read_text())
     weights = torch.load(folder / "model.pt", weights_only=True)
@@ -584,7 +622,11 @@ def audit_model(
     trained = load(service, project_id, model_id)
     folder = trained.folder
     spec = spec_from_dict(json.loads((folder / "spec.json").read_text()))
-    cohort = extract(service, principal, project_id, spec, purpose="audit")
+    if hashlib.sha256(spec.sql.encode()).hexdigest() != trained.card["cohort_sql_sha256"]:
+        raise Conflict(f"model {model_id}: its stored cohort does not match its card")
+    cohort = _extract(
+        service, principal, project_id, spec, purpose="audit", release_id=trained.card["release"]
+    )
     held_out = split(cohort.keys, (folder / "split.key").read_bytes(), spec.training.holdout)
     members = cohort.present & ~held_out
     non_members = cohort.present & held_out
