@@ -323,6 +323,7 @@ def _privacy_utility_plot(points: list[tuple[float, float, float, float]], path:
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
     ax.errorbar(eps, auc, yerr=err, marker="o", capsize=3)
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(eps, [f"{e:g}" for e in eps])
     ax.set_xlabel("ε")
     ax.set_ylabel("held-out AUROC (95% CI)")
