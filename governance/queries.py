@@ -136,10 +136,8 @@ class QueryService:
 
     def audit(self, principal: Principal, **fields: Any) -> None:
         self.gov.audit.record(
-            AuditEvent(
-                actor=principal.user.user_id,
-                key_id=principal.key_id,
-                role=principal.user.role,
+            self._event(
+                principal,
                 **fields,
             )
         )
@@ -593,10 +591,8 @@ class QueryService:
             )
             self.gov.audit.append(
                 con,
-                AuditEvent(
-                    actor=principal.user.user_id,
-                    key_id=principal.key_id,
-                    role=principal.user.role,
+                self._event(
+                    principal,
                     release=release.id,
                     row_count=len(body["rows"]),
                     result_sha256=_sha256(body),
@@ -751,10 +747,8 @@ class QueryService:
             )
             self.gov.audit.append(
                 con,
-                AuditEvent(
-                    actor=user.user_id,
-                    key_id=principal.key_id,
-                    role=user.role,
+                self._event(
+                    principal,
                     project=row["project_id"],
                     reason=reason,
                     **event,
@@ -819,10 +813,8 @@ class QueryService:
             )
             self.gov.audit.append(
                 con,
-                AuditEvent(
-                    actor=principal.user.user_id,
-                    key_id=principal.key_id,
-                    role=principal.user.role,
+                self._event(
+                    principal,
                     release=release,
                     target=output_id,
                     result_sha256=artifact_sha256,
@@ -858,10 +850,8 @@ class QueryService:
             )
             self.gov.audit.append(
                 con,
-                AuditEvent(
-                    actor=principal.user.user_id,
-                    key_id=principal.key_id,
-                    role=principal.user.role,
+                self._event(
+                    principal,
                     project=row["project_id"],
                     details={"attack_auc": result.get("attack_auc")},
                     **event,
