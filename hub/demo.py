@@ -46,10 +46,13 @@ def _prepare_home(home: Path) -> None:
             f"{home} already holds releases or users that the demo did not make; "
             "run the demo with another HUB_HOME"
         )
-    for name in ("releases", "vault", "governance", "outputs", "dummy"):
+    for name in ("releases", "vault", "governance", "outputs", "dummy", "projects"):
         shutil.rmtree(home / name, ignore_errors=True)
     home.mkdir(parents=True, exist_ok=True)
     marker.write_text("made by hub demo; the demo may reset this folder\n")
+
+
+MIN_MODEL_PATIENTS = 30_000  # the DPP cohort then holds enough people to train privately
 
 
 class DemoRefused(Exception):
@@ -266,7 +269,15 @@ def _study(settings: HubSettings) -> Study:
         f"real release, exact: prediabetes by IMD decile sent for review as output "
         f"{exact['output_id']}; budget left ε = {state.epsilon_remaining:g}"
     )
-    _models(service, gov.people.authenticate(keys["demo.modeller"]), pid)
+    from governance.errors import InvalidRequest
+
+    try:
+        _models(service, gov.people.authenticate(keys["demo.modeller"]), pid)
+    except InvalidRequest as exc:  # a population too small for the study's cohort
+        out.print(
+            f"[yellow]DP models skipped: {exc}. The study cohort needs about "
+            f"{MIN_MODEL_PATIENTS:,} people or more (hub demo --patients N)."
+        )
     return Study(keys, pid, exact["output_id"])
 
 
@@ -306,7 +317,7 @@ def _models(service: QueryService, modeller: Principal, pid: str) -> None:
         f"{deciles[0]:.1f} (10th centile) to {deciles[-1]:.1f} mmol/mol (90th centile)"
     )
     output_id = bench.submit(pid, effect.model_id)
-    out.print(f"  model card: {effect.folder / 'card.md'}; sent for release review as {output_id}")
+    out.print(f"  sent for release review as {output_id}; model card: {effect.folder / 'card.md'}")
     state = service.gov.ledger.state(pid)
     out.print(f"  budget left ε = {state.epsilon_remaining:.2f}")
 

@@ -76,14 +76,20 @@ def test_bad_arguments_fail_with_a_clear_message_and_nothing_written(tmp_path):
 
 def test_demo_runs_the_whole_story_and_can_run_again(tmp_path):
     result = run(
-        "demo", "--patients", "6000", "--dummy-patients", "1000", "--no-serve", home=tmp_path
+        "demo", "--patients", "30000", "--dummy-patients", "1000", "--no-serve", home=tmp_path
     )
     out = result.stdout
     assert "Rows per table" in out and "type2_diabetes" in out and "IMD decile" in out
     assert "Diabetes Prevention Programme" in out and "referred" in out
     assert "quality gate passed" in out and "approved" in out
     assert "sent for review as output o-" in out and "demo.researcher" in out and "hub_" in out
-    assert "/docs" in out and "curl" in out and "HubClient" in out
+    assert "/docs" in out and "/steward/" in out and "curl" in out and "HubClient" in out
+    # the DP models of the study: three ε, a privacy-utility plot, a card sent for review
+    assert out.count("held-out AUROC") == 3 and "expected fall in 12-month HbA1c" in out
+    plots = list((tmp_path / "projects").glob("*/privacy_utility.png"))
+    assert len(plots) == 1 and plots[0].read_bytes().startswith(b"\x89PNG")
+    cards = list((tmp_path / "projects").glob("*/models/m-*/card.md"))
+    assert len(cards) == 4 and "sent for release review as o-" in out
     assert (tmp_path / "releases" / "CURRENT").exists() and (
         tmp_path / "dummy" / "releases" / "CURRENT"
     ).exists()
@@ -91,6 +97,8 @@ def test_demo_runs_the_whole_story_and_can_run_again(tmp_path):
         "demo", "--patients", "3000", "--dummy-patients", "500", "--no-serve", home=tmp_path
     )
     assert "setup finished" in again.stdout
+    # too few people for the study's models: said plainly, the rest still runs
+    assert "DP models skipped: too few training rows" in again.stdout
     verify = run("audit", "verify", home=tmp_path)
     assert "audit log verified" in verify.stderr
 
