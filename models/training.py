@@ -567,7 +567,7 @@ def card_markdown(card: dict[str, Any]) -> str:
     for name, (lo, hi) in card["features"]["numeric"].items():
         lines.append(f"- {name}: numeric, declared bounds [{lo}, {hi}]")
     for name, levels in card["features"]["categorical"].items():
-        lines.append(f"- {name}: categorical, levels {', '.join(levels)}")
+        lines.append(f"- {name}: categorical, levels {'; '.join(levels)}")
     lines += ["", "## Held-out metrics (95% bootstrap intervals)", ""]
     for key, value in card["metrics"].items():
         lines.append(f"- {key}: {_fmt(value)}")
