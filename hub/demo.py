@@ -285,6 +285,7 @@ def _models(service: QueryService, modeller: Principal, pid: str) -> None:
     """DP models of the study: a risk model at three ε (the privacy-utility trade-off,
     plotted) and the who-benefits model, sent for a steward's review."""
     import dataclasses
+    import secrets
 
     from models import spec as specs
     from models.examples import EXAMPLES
@@ -294,9 +295,12 @@ def _models(service: QueryService, modeller: Principal, pid: str) -> None:
     bench = Workbench(service, modeller)
     risk = specs.load(EXAMPLES / "risk_model.toml")
     points = []
+    split_key = secrets.token_bytes(16)  # the three models share their held-out people
     for eps in (0.25, 0.5, 1.0):
         with counting(1, f"risk model at ε {eps:g}", unit="models") as advance:
-            model = bench.train(pid, dataclasses.replace(risk, epsilon=eps), progress=False)
+            model = bench.train(
+                pid, dataclasses.replace(risk, epsilon=eps), progress=False, split_key=split_key
+            )
             advance(1)
         m = model.card["metrics"]
         points.append((eps, m["auroc"], *m["auroc_ci95"]))

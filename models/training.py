@@ -265,14 +265,16 @@ def train(
     *,
     on_step: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    split_key: bytes | None = None,
 ) -> TrainedModel:
     """Extract, reserve ε, train with DP-SGD, commit the spend, evaluate, write the card.
 
     ``on_start`` receives the number of optimiser steps to come and ``on_step`` each
-    step (progress bars).
+    step (progress bars). Models given the same ``split_key`` share their train/held-out
+    split (to compare them on the same held-out people); by default each run draws its own.
     """
     cohort = extract(service, principal, project_id, spec)
-    salt = secrets.token_bytes(16)
+    salt = split_key if split_key is not None else secrets.token_bytes(16)
     held_out = split(cohort.keys, salt, spec.training.holdout)
     usable = cohort.present
     train_rows = usable & ~held_out

@@ -56,12 +56,23 @@ class Workbench:
         return specs.parse(str(spec))
 
     def train(
-        self, project_id: str, spec: specs.Spec | Path | str, *, progress: bool = True
+        self,
+        project_id: str,
+        spec: specs.Spec | Path | str,
+        *,
+        progress: bool = True,
+        split_key: bytes | None = None,
     ) -> TrainedModel:
-        """Train the spec's model on the project's data (ε charged to its ledger)."""
+        """Train the spec's model on the project's data (ε charged to its ledger).
+
+        Models trained with the same ``split_key`` are evaluated on the same held-out
+        people (e.g. one model at several ε, for a privacy-utility curve).
+        """
         resolved = self.spec(spec)
         if not progress:
-            return training.train(self.service, self.principal, project_id, resolved)
+            return training.train(
+                self.service, self.principal, project_id, resolved, split_key=split_key
+            )
         with Progress(
             TextColumn(f"training {resolved.name} ({resolved.kind}, ε={resolved.epsilon:g})"),
             BarColumn(),
@@ -77,8 +88,9 @@ class Workbench:
 
             step: Callable[[int], None] = lambda k: bar.advance(task, k)  # noqa: E731
             return training.train(
-                self.service, self.principal, project_id, resolved, on_start=start, on_step=step
-            )
+                self.service, self.principal, project_id, resolved,
+                on_start=start, on_step=step, split_key=split_key,
+            )  # fmt: skip
 
     def models(self, project_id: str) -> list[dict[str, Any]]:
         """The project's trained models (their cards), newest first."""
