@@ -52,6 +52,8 @@ class CellAction:
 class SdcResult:
     rows: list[dict[str, Any]]
     actions: list[CellAction] = field(default_factory=list)
+    threshold: int = REDACTION_THRESHOLD  # the rules actually applied (a project's policy)
+    multiple: int = ROUNDING_MULTIPLE
 
     def manifest(self) -> dict[str, Any]:
         by_rule: dict[str, int] = defaultdict(int)
@@ -59,8 +61,8 @@ class SdcResult:
             by_rule[a.rule] += 1
         return {
             "rules": {
-                "redaction_threshold": REDACTION_THRESHOLD,
-                "rounding_multiple": ROUNDING_MULTIPLE,
+                "redaction_threshold": self.threshold,
+                "rounding_multiple": self.multiple,
             },
             "counts": dict(sorted(by_rule.items())),
             "cells": [a.__dict__ for a in self.actions if a.rule != "rounded"],
@@ -80,7 +82,7 @@ def apply_sdc(
     if threshold < 0 or multiple < 1:
         raise ValueError("threshold must be >= 0 and rounding multiple >= 1")
     out = [dict(r) for r in rows]
-    result = SdcResult(out)
+    result = SdcResult(out, threshold=threshold, multiple=multiple)
     hidden: set[tuple[int, str]] = set()
     for i, row in enumerate(out):
         for col in count_columns:

@@ -61,3 +61,18 @@ def test_no_line_of_the_table_has_a_lone_redaction(cells):
         for values in lines.values():
             if len(values) > 1:
                 assert sum(v is None for v in values) != 1, values
+
+
+def test_the_manifest_records_the_projects_own_rules_not_the_defaults():
+    from governance.disclosure import apply_sdc
+
+    result = apply_sdc(
+        [{"g": "a", "n": 8}, {"g": "b", "n": 120}],
+        count_columns=["n"],
+        group_columns=["g"],
+        threshold=10,
+        multiple=10,
+    )
+    rules = result.manifest()["rules"]
+    assert rules == {"redaction_threshold": 10, "rounding_multiple": 10}
+    assert result.rows[0]["n"] is None  # 8 is redacted under a threshold of 10
