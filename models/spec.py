@@ -74,6 +74,9 @@ class Spec:
     hidden: int = 32
     # effect models: the outcome model's architecture ("linear" or "mlp")
     effect_architecture: Literal["linear", "mlp"] = "mlp"
+    # S-learner: the features whose effect on the outcome may depend on the treatment
+    # (EconML's X); the others enter as controls only (its W). None: every feature.
+    modifiers: list[str] | None = None
     epsilon: float = 1.0
     delta: float | None = None
     training: Training = field(default_factory=Training)
@@ -91,6 +94,14 @@ class Spec:
             raise InvalidRequest("[training] optimizer must be sgd or adam")
         if self.training.grad_sample_mode not in ("hooks", "ew", "ghost"):
             raise InvalidRequest("[training] grad_sample_mode must be hooks, ew or ghost")
+        if self.modifiers is not None:
+            unknown = [
+                m for m in self.modifiers if m not in self.numeric and m not in self.categorical
+            ]
+            if unknown:
+                raise InvalidRequest(f"[model] modifiers must be features: {', '.join(unknown)}")
+            if self.kind != "effect" or self.learner != "s":
+                raise InvalidRequest("[model] modifiers apply to the S-learner (kind = effect)")
         if self.effect_architecture not in ("linear", "mlp"):
             raise InvalidRequest("[model] architecture must be linear or mlp")
         if not 1 <= self.hidden <= 1024:
@@ -203,6 +214,7 @@ def parse(text: str, *, base: Path | None = None, name: str = "model") -> Spec:
             ),
             hidden=int(model.get("hidden", 32)),
             effect_architecture=cast(Literal["linear", "mlp"], model.get("architecture", "mlp")),
+            modifiers=[str(m) for m in model["modifiers"]] if "modifiers" in model else None,
             epsilon=float(privacy.get("epsilon", 1.0)),
             delta=float(privacy["delta"]) if "delta" in privacy else None,
             training=training,

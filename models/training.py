@@ -152,10 +152,23 @@ def split(keys: list[Any], salt: bytes, holdout: float) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- models
-def _design(x: np.ndarray, t: np.ndarray | float) -> np.ndarray:
-    """S-learner inputs: features, treatment, and treatment × features."""
+def modifier_columns(spec: Spec) -> list[int] | None:
+    """Encoded columns of the spec's effect modifiers (None: every column)."""
+    if spec.modifiers is None:
+        return None
+    columns = features.Encoder(spec.numeric, spec.categorical).columns
+    return [
+        i
+        for i, c in enumerate(columns)
+        if c.split("=")[0] in spec.modifiers or c.removesuffix("_missing") in spec.modifiers
+    ]
+
+
+def _design(x: np.ndarray, t: np.ndarray | float, modifiers: list[int] | None) -> np.ndarray:
+    """S-learner inputs: features, treatment, and treatment × the effect modifiers."""
     tt = np.broadcast_to(np.asarray(t, dtype=np.float32), (len(x),))[:, None]
-    return np.concatenate([x, tt, x * tt], axis=1).astype(np.float32)
+    xm = x if modifiers is None else x[:, modifiers]
+    return np.concatenate([x, tt, xm * tt], axis=1).astype(np.float32)
 
 
 def _loss(card: dict[str, Any]) -> dpsgd.Loss:
@@ -169,8 +182,9 @@ def predict(
     if card["model_kind"] != "effect":
         return dpsgd.predict(module, x, loss=loss)
     if card["learner"] == "s":
-        treated = dpsgd.predict(module, _design(x, 1.0), loss=loss)
-        untreated = dpsgd.predict(module, _design(x, 0.0), loss=loss)
+        mods = card.get("modifier_columns")
+        treated = dpsgd.predict(module, _design(x, 1.0, mods), loss=loss)
+        untreated = dpsgd.predict(module, _design(x, 0.0, mods), loss=loss)
     else:
         assert extra is not None
         treated = dpsgd.predict(module, x, loss=loss)
@@ -216,7 +230,7 @@ def fit_spec(
         return r.model, None, [r]
     assert t is not None
     if spec.learner == "s":
-        design = _design(x, t)
+        design = _design(x, t, modifier_columns(spec))
         r = dpsgd.fit(_module(spec, design.shape[1]), design, y, loss=loss, config=config,
                       epsilon=epsilon, delta=delta, on_step=on_step)  # fmt: skip
         return r.model, None, [r]
@@ -331,6 +345,8 @@ def train(
         "outcome_type": spec.outcome_type,
         "outcome_bounds": list(spec.outcome_bounds) if spec.outcome_bounds else None,
         "treatment": spec.treatment,
+        "modifiers": spec.modifiers,
+        "modifier_columns": modifier_columns(spec),
         "cohort_sql_sha256": hashlib.sha256(spec.sql.encode()).hexdigest(),
         "cohort_sql": spec.sql,
         "features": {
@@ -383,7 +399,8 @@ def train(
     xm, xn = x, xt
     if spec.kind == "effect" and spec.learner == "s":
         assert t is not None and tt is not None
-        xm, xn = _design(x, t), _design(xt, tt)
+        mods = modifier_columns(spec)
+        xm, xn = _design(x, t, mods), _design(xt, tt, mods)
     elif spec.kind == "effect":
         assert t is not None and tt is not None
         xm, y_m = x[t == 1], y[t == 1]
@@ -443,7 +460,7 @@ def evaluate(
     # how well the outcome model fits the observed arm of each held-out person
     loss = _loss(card)
     if card["learner"] == "s":
-        observed = dpsgd.predict(module, _design(x, t), loss=loss)
+        observed = dpsgd.predict(module, _design(x, t, card.get("modifier_columns")), loss=loss)
     else:
         assert extra is not None
         observed = np.where(
@@ -600,7 +617,8 @@ def load(service: QueryService, project_id: str, model_id: str) -> TrainedModel:
     inputs = len(card["features"]["encoded_columns"])
     spec_like = card["model_kind"]
     if spec_like == "effect" and card["learner"] == "s":
-        inputs = 2 * inputs + 1
+        mods = card.get("modifier_columns")
+        inputs = inputs + 1 + (inputs if mods is None else len(mods))
     kind: Literal["logistic", "mlp"] = "logistic" if card["architecture"] == "linear" else "mlp"
     module = dpsgd.build(kind, inputs, hidden=card["hidden"])
     module.load_state_dict(weights["model"])
@@ -637,7 +655,7 @@ def audit_model(
     x, y, t = cohort.x, cohort.y, cohort.treatment
     if card["model_kind"] == "effect" and card["learner"] == "s":
         assert t is not None
-        x = _design(x, t)
+        x = _design(x, t, card.get("modifier_columns"))
     elif card["model_kind"] == "effect":
         assert t is not None
         members &= t == 1

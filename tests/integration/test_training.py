@@ -240,7 +240,7 @@ def test_effect_models_estimate_who_benefits_with_either_learner(setup):
         .replace('[features.categorical]\nsex = ["F", "M"]\n', "")
         .replace('outcome = "t2d"', 'outcome = "t2d"\ntreatment = "female"')
         .replace('kind = "logistic"', 'kind = "effect"\nlearner = "t"')
-        .replace("epsilon = 3.0", "epsilon = 0.5")
+        .replace("epsilon = 3.0", "epsilon = 0.4")
     )
     people = np.array([[0.2, 0.0, 0.5, 0.0], [0.9, 0.0, 0.5, 0.0]], np.float32)
     t_model = training.train(service, who["mo"], pid, effect)
@@ -251,7 +251,12 @@ def test_effect_models_estimate_who_benefits_with_either_learner(setup):
     s_linear = dataclasses.replace(effect, learner="s", effect_architecture="linear")
     s_model = training.train(service, who["mo"], pid, s_linear)
     assert s_model.card["architecture"] == "linear" and s_model.card["arms"] is None
-    for model in (t_model, s_model):
+    # only the declared modifiers interact with the treatment: 4 features + t + 2 products
+    s_mods = dataclasses.replace(s_linear, modifiers=["year_of_birth"])
+    m_model = training.train(service, who["mo"], pid, s_mods)
+    assert m_model.card["modifier_columns"] == [0, 1]
+    assert dpsgd.unwrap(m_model.module).weight.shape == (1, 4 + 1 + 2)
+    for model in (t_model, s_model, m_model):
         benefit = model.predict(people)
         reloaded = training.load(service, pid, model.model_id)
         assert reloaded.card["model_kind"] == "effect"
@@ -270,3 +275,11 @@ def test_specs_are_checked_with_clear_errors():
         parse(SPEC + "\n[extra]\nx = 1\n")
     with pytest.raises(InvalidRequest, match="TOML"):
         parse("[cohort\n")
+    with pytest.raises(InvalidRequest, match="modifiers"):
+        parse(SPEC.replace('kind = "logistic"', 'kind = "logistic"\nmodifiers = ["sex"]'))
+    with pytest.raises(InvalidRequest, match="modifiers must be features"):
+        parse(
+            SPEC.replace('kind = "logistic"', 'kind = "effect"\nmodifiers = ["bmi"]').replace(
+                'outcome = "t2d"', 'outcome = "t2d"\ntreatment = "sex"'
+            )
+        )
