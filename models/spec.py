@@ -44,7 +44,7 @@ class Training:
     learning_rate: float = 0.02
     optimizer: Literal["sgd", "adam"] = "adam"
     max_grad_norm: float = 0.5
-    grad_sample_mode: Literal["hooks", "ew", "ghost"] = "hooks"
+    grad_sample_mode: Literal["hooks", "ew", "ghost"] = "ew"
     holdout: float = 0.25
     seed: int = 0
 
