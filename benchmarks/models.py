@@ -315,7 +315,7 @@ def _larger(patients: int) -> dict[str, Any]:
         cohort = training.extract(service, people["mo"], project_id, effect_spec)
         return {
             "patients": patients,
-            "cohort": len(cohort.y),
+            "cohort": int(cohort.present.sum()),
             "S-learner (linear)": _effect(cohort, effect_spec, truth, (3.0, math.inf)),
         }
     finally:
@@ -337,6 +337,7 @@ def run(
         result: dict[str, Any] = {
             "patients": patients,
             "cohort": len(risk_cohort.y),
+            "effect_cohort": int(effect_cohort.present.sum()),
             "risk": {
                 "logistic": _risk(risk_cohort, risk_spec),
                 "mlp": _risk(risk_cohort, _mlp(risk_spec)),
@@ -369,7 +370,9 @@ def markdown(r: dict[str, Any]) -> str:
         "## DP models (`python -m benchmarks.models`)",
         "",
         f"{r['patients']:,} generated patients; DPP study cohort of {r['cohort']:,} people "
-        f"(`models/examples/dpp_cohort.sql`). Means over {len(SEEDS)} seeds (± sd); for risk "
+        f"with two years of follow-up for the risk models (`models/examples/dpp_cohort.sql`), "
+        f"{r.get('effect_cohort', 0):,} with a 12-month HbA1c for the effect models "
+        f"(`dpp_effect_cohort.sql`). Means over {len(SEEDS)} seeds (± sd); for risk "
         "models each seed also draws its own 75/25 train/held-out split.",
         "",
         "### Risk of type 2 diabetes within 2 years (held-out)",
