@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from connectors.releases import Release
 from hub.cli_governance import audit_app, operator, projects_app, users_app
@@ -15,6 +14,7 @@ from hub.cli_models import audit_model as audit_model_command
 from hub.cli_models import models_app
 from hub.cli_models import train as train_command
 from hub.progress import console, counting
+from hub.progress import fail as _fail
 from hub.settings import get_settings
 from synthetic_data.generator import GenerationError, SynthConfig, generate
 from synthetic_data.nhs import NhsRange
@@ -27,11 +27,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {escape(str(message))}", soft_wrap=True)
-    return typer.Exit(code)
 
 
 @app.command()

@@ -22,7 +22,7 @@ from connectors.errors import IngestError
 from governance.errors import HubError
 from governance.projects import Grants
 from governance.service import Governance
-from hub.progress import console
+from hub.progress import console, fail
 from hub.settings import get_settings
 
 users_app = typer.Typer(help="Users, roles and API keys.", no_args_is_help=True)
@@ -40,13 +40,11 @@ def _gov(*, create_keys: bool = False) -> Governance:
     try:
         return get_settings().governance(create_keys=create_keys)
     except (HubError, IngestError) as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise _fail(exc) from None
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-    return typer.Exit(2)
+    return fail(str(exc))
 
 
 def _grants(values: list[str]) -> Grants:

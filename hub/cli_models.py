@@ -17,6 +17,7 @@ from rich.table import Table
 
 from governance.errors import HubError
 from hub.progress import console
+from hub.progress import fail as _fail
 from hub.settings import get_settings
 
 if TYPE_CHECKING:
@@ -28,11 +29,6 @@ KeyFile = Annotated[
     Path | None,
     typer.Option("--key-file", help="A file holding your API key (default: $HUB_API_KEY)."),
 ]
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {escape(str(message))}", soft_wrap=True)
-    return typer.Exit(code)
 
 
 def _workbench(key_file: Path | None) -> Workbench:

@@ -14,21 +14,13 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+from scipy.stats import rankdata
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney), ties counted half."""
-    scores = np.asarray(scores, dtype=np.float64)
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))  # ties get their average rank
     labels = np.asarray(labels)
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    # average ranks over ties
-    sorted_scores = scores[order]
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    for start, count in zip(first, counts, strict=True):
-        if count > 1:
-            ranks[order[start : start + count]] = start + (count + 1) / 2
     pos = labels == 1
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     if n_pos == 0 or n_neg == 0:

@@ -175,6 +175,10 @@ def _loss(card: dict[str, Any]) -> dpsgd.Loss:
     return "bce" if card["outcome_type"] == "binary" else "mse"
 
 
+def _spec_loss(spec: Spec) -> dpsgd.Loss:
+    return "bce" if spec.outcome_type == "binary" else "mse"
+
+
 def predict(
     card: dict[str, Any], module: torch.nn.Module, x: np.ndarray, *, extra: torch.nn.Module | None
 ) -> np.ndarray:
@@ -223,7 +227,7 @@ def fit_spec(
 ) -> tuple[torch.nn.Module, torch.nn.Module | None, list[dpsgd.FitResult]]:
     """Fit the model of ``spec`` on training rows (``epsilon=None``: non-private baseline)."""
     config = _fit_config(spec)
-    loss: dpsgd.Loss = "bce" if spec.outcome_type == "binary" else "mse"
+    loss = _spec_loss(spec)
     if spec.kind != "effect":
         r = dpsgd.fit(_module(spec, x.shape[1]), x, y, loss=loss, config=config,
                       epsilon=epsilon, delta=delta, on_step=on_step)  # fmt: skip
@@ -395,23 +399,9 @@ def train(
     xt, yt = cohort.x[test_rows], cohort.y[test_rows]
     tt = cohort.treatment[test_rows] if cohort.treatment is not None else None
     card["metrics"], plot = evaluate(card, module, extra, xt, yt, tt)
-    loss = _loss(card)
-    xm, xn = x, xt
-    if spec.kind == "effect" and spec.learner == "s":
-        assert t is not None and tt is not None
-        mods = modifier_columns(spec)
-        xm, xn = _design(x, t, mods), _design(xt, tt, mods)
-    elif spec.kind == "effect":
-        assert t is not None and tt is not None
-        xm, y_m = x[t == 1], y[t == 1]
-        xn, y_n = xt[tt == 1], yt[tt == 1]
-    if not (spec.kind == "effect" and spec.learner == "t"):
-        y_m, y_n = y, yt
-    result = mia.audit(
-        module, fresh=lambda: _module(spec, xm.shape[1]), members=(xm, y_m), non_members=(xn, y_n),
-        loss=loss, config=_fit_config(spec),
-    )  # fmt: skip
-    card["membership_inference"] = {**result.as_dict(), "run_by": user.user_id, "at": _now()}
+    card["membership_inference"] = _membership_audit(
+        spec, module, cohort, train_rows, test_rows, actor=user.user_id
+    )
     folder = _write(service, project_id, model_id, card, module, extra, spec, salt, plot)
     gov.audit.record(AuditEvent(
         action="train.model", actor=user.user_id, key_id=principal.key_id, role=user.role,
@@ -648,23 +638,10 @@ def audit_model(
         service, principal, project_id, spec, purpose="audit", release_id=trained.card["release"]
     )
     held_out = split(cohort.keys, (folder / "split.key").read_bytes(), spec.training.holdout)
-    members = cohort.present & ~held_out
-    non_members = cohort.present & held_out
-    card = trained.card
-    loss = _loss(card)
-    x, y, t = cohort.x, cohort.y, cohort.treatment
-    if card["model_kind"] == "effect" and card["learner"] == "s":
-        assert t is not None
-        x = _design(x, t, card.get("modifier_columns"))
-    elif card["model_kind"] == "effect":
-        assert t is not None
-        members &= t == 1
-        non_members &= t == 1
-    result = mia.audit(
-        trained.module, fresh=lambda: _module(spec, x.shape[1]), members=(x[members], y[members]),
-        non_members=(x[non_members], y[non_members]), loss=loss, config=_fit_config(spec),
+    report = _membership_audit(
+        spec, trained.module, cohort, cohort.present & ~held_out, cohort.present & held_out,
+        actor=principal.user.user_id,
     )  # fmt: skip
-    report = {**result.as_dict(), "run_by": principal.user.user_id, "at": _now()}
     (folder / "audit.json").write_text(json.dumps(report, indent=2) + "\n")
     output_id = service.model_output(model_id)
     if output_id is not None:
@@ -675,6 +652,33 @@ def audit_model(
             details={"attack_auc": report["attack_auc"]},
         )  # fmt: skip
     return report
+
+
+def _membership_audit(
+    spec: Spec,
+    module: torch.nn.Module,
+    cohort: Cohort,
+    members: np.ndarray,
+    non_members: np.ndarray,
+    *,
+    actor: str,
+) -> dict[str, Any]:
+    """Both membership-inference attacks on ``module``, over the cohort rows it was
+    (``members``) and was not (``non_members``) trained on; the same at training time
+    and in a steward's later audit."""
+    x, y, t = cohort.x, cohort.y, cohort.treatment
+    if spec.kind == "effect":
+        assert t is not None
+        if spec.learner == "s":
+            x = _design(x, t, modifier_columns(spec))
+        else:  # the T-learner's treated-arm model, attacked on the treated
+            members, non_members = members & (t == 1), non_members & (t == 1)
+    result = mia.audit(
+        module, fresh=lambda: _module(spec, x.shape[1]), members=(x[members], y[members]),
+        non_members=(x[non_members], y[non_members]), loss=_spec_loss(spec),
+        config=_fit_config(spec),
+    )  # fmt: skip
+    return {**result.as_dict(), "run_by": actor, "at": _now()}
 
 
 def spec_dict(spec: Spec) -> dict[str, Any]:
