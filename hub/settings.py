@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.secrets import Keys, resolve_keys
@@ -23,6 +23,16 @@ class HubSettings(BaseSettings):
         default=Path("./var"),
         description="Data folder: populations, releases, keys, audit log (HUB_HOME).",
     )
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, home: Path) -> Path:
+        """Resolved once, here: every path below it (Data Docs, releases, keys) is absolute.
+
+        >>> HubSettings(home=Path("var")).home.is_absolute()
+        True
+        """
+        return home.expanduser().resolve()
 
     pseudonym_key: SecretStr | None = Field(
         default=None, description="64 hex characters (HUB_PSEUDONYM_KEY); else $HUB_HOME/keys."
