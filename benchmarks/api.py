@@ -32,7 +32,7 @@ import httpx
 from connectors import releases
 from connectors.ingest import ingest
 from connectors.secrets import resolve_keys
-from governance.service import Governance
+from governance.facade import Governance
 from synthetic_data.generator import SynthConfig, generate
 
 LIGHT = "SELECT sex, count(*) AS n FROM patients GROUP BY sex"

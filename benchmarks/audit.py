@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from governance.audit import AuditEvent
-from governance.service import Governance
+from governance.audit.events import AuditEvent
+from governance.facade import Governance
 
 EVENT = AuditEvent(
     action="query", actor="ana", key_id="0123456789ab", role="researcher", project="p-1a2b3c4d",

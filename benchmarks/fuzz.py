@@ -33,7 +33,7 @@ from schemathesis.checks import (
 )
 
 from benchmarks.api import fresh_home, serving
-from governance.service import Governance
+from governance.facade import Governance
 
 CHECKS = [
     not_a_server_error,

@@ -45,8 +45,8 @@ import pyarrow.parquet as pq
 
 from benchmarks.api import free_port, fresh_home, start_server
 from connectors import releases
-from governance.audit import SUPPORTING_ACTIONS
-from governance.service import Governance
+from governance.audit.events import SUPPORTING_ACTIONS
+from governance.facade import Governance
 
 CLIENTS = 32
 STEWARD_CLIENTS = 4

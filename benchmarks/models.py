@@ -39,8 +39,8 @@ import torch
 from connectors import pseudonym
 from connectors.ingest import ingest
 from connectors.secrets import resolve_keys
+from governance.facade import Governance
 from governance.queries import QueryService
-from governance.service import Governance
 from models import dpsgd, metrics, mia, spec, training
 from synthetic_data.generator import SynthConfig, generate
 

@@ -28,9 +28,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from connectors import releases
-from governance import accounting, datasets, disclosure, dp, sql_policy
-from governance.audit import AuditEvent
-from governance.engine import Engine
+from governance.access.people import Principal
+from governance.access.projects import Project, authorize
+from governance.audit.events import AuditEvent
 from governance.errors import (
     AccessDenied,
     AuditUnavailable,
@@ -40,9 +40,13 @@ from governance.errors import (
     NotFound,
     PolicyViolation,
 )
-from governance.people import Principal
-from governance.projects import Project, authorize
-from governance.service import Governance
+from governance.facade import Governance
+from governance.outputs import disclosure
+from governance.privacy import accounting
+from governance.privacy import domains as datasets
+from governance.privacy import mechanism as dp
+from governance.sql import policy as sql_policy
+from governance.sql.engine import Engine
 
 Target = Literal["dummy", "real"]
 Mode = Literal["dp", "exact"]

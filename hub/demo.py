@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from hub.progress import console, counting
-from hub.settings import HubSettings, get_settings
+from governance.settings import HubSettings, get_settings
+from hub.console import console, counting
 from synthetic_data import summary
 from synthetic_data.generator import SynthConfig, generate
 
 if TYPE_CHECKING:
-    from governance.people import Principal
+    from governance.access.people import Principal
     from governance.queries import QueryService
 
 # wide enough for the prevalence table when piped (rich assumes 80 columns then)
@@ -75,7 +75,7 @@ def run_demo(*, patients: int, dummy_patients: int, seed: int, serve: bool, port
         import uvicorn
 
         from connectors.releases import get_release
-        from hub.api import create_app
+        from hub.app import create_app
 
         gov = settings.governance()
         out.print(

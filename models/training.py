@@ -37,12 +37,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from governance import sql_policy
-from governance.audit import AuditEvent
+from governance.access.people import Principal
+from governance.access.projects import authorize
+from governance.audit.events import AuditEvent
 from governance.errors import AccessDenied, Conflict, InvalidRequest, NotFound
-from governance.people import Principal
-from governance.projects import authorize
 from governance.queries import QueryService
+from governance.sql import policy as sql_policy
 from models import dpsgd, features, metrics, mia
 from models.spec import Spec, Training
 

@@ -22,10 +22,10 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from governance.access.people import Principal
 from governance.errors import InvalidRequest
-from governance.people import Principal
+from governance.facade import Governance
 from governance.queries import QueryService
-from governance.service import Governance
 from models import spec as specs
 from models import training
 from models.training import TrainedModel

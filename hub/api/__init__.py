@@ -1,5 +1,4 @@
-"""The hub's HTTP API (FastAPI): thin routes over the governed layer."""
+"""The hub's HTTP API (FastAPI): thin routes over the governed layer.
 
-from hub.api.app import create_app
-
-__all__ = ["create_app"]
+The application itself is built by ``hub.app.create_app``.
+"""

@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from governance.audit import current_request
+from governance.access.people import Principal
+from governance.audit.events import current_request
 from governance.errors import AccessDenied
-from governance.people import Principal
+from governance.facade import Governance
 from governance.queries import QueryService
-from governance.service import Governance
 
 
 def get_service(request: Request) -> QueryService:

@@ -12,10 +12,10 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors import releases
-from governance import datasets
-from governance.audit import AuditEvent
+from governance.access.projects import Project
+from governance.audit.events import AuditEvent
 from governance.errors import AccessDenied, InvalidRequest, NotFound
-from governance.projects import Project
+from governance.privacy import domains as datasets
 from hub.api.deps import CurrentPrincipal, Gov, Researcher, Service, Steward
 
 PROBLEM_SCHEMA: dict[str, Any] = {

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from governance.audit import VerifyReport
-from governance.audit_chain import canonical, entry_hash
+from governance.audit.chain import canonical, entry_hash
+from governance.audit.log import VerifyReport
 from governance.errors import InvalidRequest, NotFound
 from hub.steward.web import PREFIX, CheckedForm, Desk, HtmlRoute, SignedIn, pretty
 

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import RedirectResponse
 
-from governance.audit import AuditEvent
+from governance.audit.events import AuditEvent
 from governance.errors import Unauthenticated
 from hub.steward.sessions import COOKIE, SessionStore, same_token
 from hub.steward.web import PREFIX, CheckedForm, HtmlRoute, html, service, sessions

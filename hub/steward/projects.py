@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Response
 
+from governance.access.projects import DEFAULT_SDC_ROUNDING, DEFAULT_SDC_THRESHOLD, Project
 from governance.errors import InvalidRequest
-from governance.projects import DEFAULT_SDC_ROUNDING, DEFAULT_SDC_THRESHOLD, Project
 from hub.steward.web import PREFIX, CheckedForm, HtmlRoute, SignedIn, act, finite
 
 router = APIRouter(prefix=PREFIX, route_class=HtmlRoute, include_in_schema=False)

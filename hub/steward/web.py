@@ -23,12 +23,12 @@ from markupsafe import Markup
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from governance.audit import AuditEvent
+from governance.access.people import Principal
+from governance.audit.events import AuditEvent
 from governance.errors import AccessDenied, HubError, InvalidRequest
-from governance.people import Principal
+from governance.facade import Governance
 from governance.queries import QueryService
-from governance.service import Governance
-from hub.api.problems import STATUS
+from hub.http_errors import STATUS
 from hub.steward.sessions import COOKIE, Session, SessionStore, same_token
 
 PREFIX: Final = "/steward"

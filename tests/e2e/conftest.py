@@ -16,7 +16,7 @@ import pytest
 
 from connectors.ingest import ingest
 from connectors.secrets import resolve_keys
-from governance.service import Governance
+from governance.facade import Governance
 from synthetic_data.generator import SynthConfig, generate
 
 

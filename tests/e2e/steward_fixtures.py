@@ -25,9 +25,9 @@ import pytest
 
 from connectors.ingest import ingest
 from connectors.secrets import resolve_keys
+from governance.facade import Governance
 from governance.quality import ingest_gate
 from governance.queries import QueryService
-from governance.service import Governance
 from synthetic_data.generator import SynthConfig, generate
 from tests.e2e.conftest import free_port
 

@@ -14,7 +14,7 @@ import pytest
 
 from connectors.ingest import ingest
 from connectors.secrets import resolve_keys
-from governance.service import Governance
+from governance.facade import Governance
 
 HUB = [sys.executable, "-m", "hub.cli"]
 

@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks import load
 from benchmarks.api import free_port, start_server
-from governance.audit import SUPPORTING_ACTIONS
+from governance.audit.events import SUPPORTING_ACTIONS
 
 
 def _entries(home: Path) -> list[dict]:

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from governance.service import Governance
-from hub.api import create_app
+from governance.facade import Governance
+from hub.app import create_app
 from hub.steward.sessions import COOKIE, IDLE_S, MAX_S, SessionStore
 from tests.e2e.steward_fixtures import StewardHub, csrf_of, steward_hub  # noqa: F401
 

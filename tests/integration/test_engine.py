@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from connectors.ingest import ingest
-from governance.engine import Engine, QueryFailed
+from governance.sql.engine import Engine, QueryFailed
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from governance.audit import AuditEvent, verify_export
+from governance.access.projects import authorize
+from governance.audit.events import AuditEvent
+from governance.audit.log import verify_export
 from governance.errors import (
     AccessDenied,
     AuditUnavailable,
@@ -24,8 +26,7 @@ from governance.errors import (
     InvalidRequest,
     Unauthenticated,
 )
-from governance.projects import authorize
-from governance.service import Governance
+from governance.facade import Governance
 
 TODAY = dt.date.today()
 NEXT_YEAR = TODAY + dt.timedelta(days=365)
@@ -160,7 +161,7 @@ def test_a_process_killed_while_appending_leaves_a_verifiable_log(tmp_path):
     home = tmp_path / "hub"
     Governance.open(home, create_keys=True)
     script = (
-        "import sys\nfrom pathlib import Path\nfrom governance.service import Governance\n"
+        "import sys\nfrom pathlib import Path\nfrom governance.facade import Governance\n"
         "from governance.audit import AuditEvent\n"
         f"g = Governance.open(Path({str(home)!r}))\n"
         "i = 0\nwhile True:\n    g.audit.record(AuditEvent(action='query', actor='ana', query_text=str(i)))\n"

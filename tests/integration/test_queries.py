@@ -16,8 +16,8 @@ from governance.errors import (
     NotFound,
     PolicyViolation,
 )
+from governance.facade import Governance
 from governance.queries import QueryService
-from governance.service import Governance
 from synthetic_data.generator import SynthConfig, generate
 
 GRANTS = {

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.ingest import ingest
-from governance.sql_policy import PolicyError, check
+from governance.sql.policy import PolicyError, check
 
 GRANTS = {
     "patients": ["person_id", "sex", "year_of_birth", "imd_decile"],

@@ -22,8 +22,8 @@ from governance.errors import (
     NotFound,
     PolicyViolation,
 )
+from governance.facade import Governance
 from governance.queries import QueryService
-from governance.service import Governance
 from models import dpsgd, training
 from models.spec import parse
 

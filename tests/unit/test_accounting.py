@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from governance import accounting
+from governance.privacy import accounting
 
 
 @pytest.mark.parametrize("bad", [-1, 0, math.nan, math.inf, -math.inf, 1e-320, 101.0, True, "1"])

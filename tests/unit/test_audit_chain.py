@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from governance.audit_chain import GENESIS, StoredEntry, canonical, entry_hash, verify_chain
+from governance.audit.chain import GENESIS, StoredEntry, canonical, entry_hash, verify_chain
 
 texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
 

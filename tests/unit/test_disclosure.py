@@ -7,7 +7,7 @@ from collections import defaultdict
 from hypothesis import given
 from hypothesis import strategies as st
 
-from governance.disclosure import ROUNDING_MULTIPLE, apply_sdc, redacted, round_count
+from governance.outputs.disclosure import ROUNDING_MULTIPLE, apply_sdc, redacted, round_count
 
 
 def test_the_named_boundaries():
@@ -64,7 +64,7 @@ def test_no_line_of_the_table_has_a_lone_redaction(cells):
 
 
 def test_the_manifest_records_the_projects_own_rules_not_the_defaults():
-    from governance.disclosure import apply_sdc
+    from governance.outputs.disclosure import apply_sdc
 
     result = apply_sdc(
         [{"g": "a", "n": 8}, {"g": "b", "n": 120}],

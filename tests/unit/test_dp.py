@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from governance import dp
 from governance.errors import InvalidRequest
+from governance.privacy import mechanism as dp
 
 DOMAIN = ("F", "M")
 

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from connectors.errors import IngestError
 from governance import errors
-from governance.audit import current_request
+from governance.audit.events import current_request
 
 log = logging.getLogger("hub.api")
 

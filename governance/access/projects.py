@@ -22,10 +22,11 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from governance import accounting
-from governance.audit import AuditEvent, AuditLog
+from governance.access.people import People, User
+from governance.audit.events import AuditEvent
+from governance.audit.log import AuditLog
 from governance.errors import AccessDenied, Conflict, InvalidRequest, NotFound
-from governance.people import People, User
+from governance.privacy import accounting
 from governance.store import Store
 
 DEFAULT_SDC_THRESHOLD: Final = 7  # counts at or below are redacted

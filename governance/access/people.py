@@ -17,7 +17,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Final, Literal, cast
 
-from governance.audit import AuditEvent, AuditLog
+from governance.audit.events import AuditEvent
+from governance.audit.log import AuditLog
 from governance.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
 from governance.store import Store
 

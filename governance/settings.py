@@ -13,7 +13,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.secrets import Keys, resolve_keys
-from governance.service import Governance
+from governance.facade import Governance
 
 
 class HubSettings(BaseSettings):

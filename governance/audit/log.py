@@ -1,10 +1,5 @@
 """The tamper-evident audit log: append-only, hash-chained, with signed checkpoints.
 
-Every entry records who (actor, key id, role), on what (project, target, release), what
-(action, query text and its SHA-256, ε and δ spent, result row count and hash) and the
-decision (allowed or denied, with the reason). Never result rows or any patient-level
-value: callers pass counts and hashes only.
-
 Each append runs inside a write transaction of the governance store (``BEGIN
 IMMEDIATE``), is fsynced at commit before the caller goes on, and also re-signs the
 log's *head* (entry count and head hash) with Ed25519; every ``CHECKPOINT_EVERY``
@@ -12,195 +7,35 @@ entries the signed head is kept as a checkpoint. ``verify`` walks the whole chai
 checks every checkpoint and the head, and names the first entry that was edited,
 deleted, inserted, reordered or cut off. If the store cannot be written, the append
 raises ``AuditUnavailable`` and the action it would have recorded does not happen.
-
-The signing key lives in ``$HUB_HOME/keys/audit_signing.key`` (or
-``HUB_AUDIT_SIGNING_KEY``), apart from the store; ``public_key_pem`` exports the public
-key so that an auditor can verify an export without the hub.
+What one entry holds is ``governance.audit.events``; the pure chain is
+``governance.audit.chain``; the key is ``governance.audit.signer``.
 """
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 import json
-import os
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
-from typing import Any, Final, Literal
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Final
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from connectors.secrets import parse_key
-from governance.audit_chain import (
+from governance.audit.chain import (
     GENESIS,
     ChainBreak,
     StoredEntry,
     canonical,
     entry_hash,
-    sha256_text,
     verify_chain,
 )
+from governance.audit.events import SUPPORTING_ACTIONS, AuditEvent, current_request
+from governance.audit.signer import Signer, _valid, head_message
 from governance.errors import AuditUnavailable
 from governance.store import Store
 
 CHECKPOINT_EVERY: Final = 1000
-Decision = Literal["allowed", "denied"]
-
-# Entries that record a change of the privacy budget ledger on behalf of a request;
-# every other entry written while serving a request is that request's *outcome* entry.
-SUPPORTING_ACTIONS: Final = frozenset({"budget.reserve", "budget.commit", "budget.refund"})
-
-
-@dataclass
-class RequestContext:
-    """The API request being served: its id, who made it, and the outcome entries written.
-
-    The HTTP layer binds one per request (``bind_request``); every entry appended while it
-    is bound carries its ``request_id``, so a response (``X-Request-ID``) can be matched
-    with its audit entries. ``outcomes`` counts committed outcome entries: the HTTP layer
-    writes a generic one for a request that reached no audited action, so that every
-    authenticated request has exactly one.
-    """
-
-    request_id: str
-    actor: str | None = None
-    key_id: str | None = None
-    role: str | None = None
-    outcomes: int = 0
-    unavailable: bool = False
-
-    def count_outcome(self) -> None:
-        self.outcomes += 1
-
-
-_request: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
-    "hub_audit_request", default=None
-)
-
-
-def bind_request(ctx: RequestContext) -> contextvars.Token[RequestContext | None]:
-    return _request.set(ctx)
-
-
-def unbind_request(token: contextvars.Token[RequestContext | None]) -> None:
-    _request.reset(token)
-
-
-def current_request() -> RequestContext | None:
-    return _request.get()
-
-
-@dataclass(frozen=True)
-class AuditEvent:
-    action: str
-    decision: Decision = "allowed"
-    actor: str | None = None
-    key_id: str | None = None
-    role: str | None = None
-    project: str | None = None
-    target: str | None = None
-    reason: str | None = None
-    query_text: str | None = None
-    release: str | None = None
-    epsilon: float | None = None
-    delta: float | None = None
-    row_count: int | None = None
-    result_sha256: str | None = None
-    request_id: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def body(self, *, seq: int, prev_hash: str, time: str) -> dict[str, Any]:
-        # (not dataclasses.asdict: its deep copies cost more than the rest of an append)
-        out = {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if getattr(self, f.name) is not None and f.name != "details"
-        }
-        if self.details:
-            # nested as a JSON string: the body's own keys stay the only unescaped keys
-            out["details"] = canonical(self.details)
-        if self.query_text is not None:
-            out["query_sha256"] = sha256_text(self.query_text)
-        return {**out, "seq": seq, "prev_hash": prev_hash, "time": time}
-
-
-class Signer:
-    """The Ed25519 key that signs the log's head and checkpoints."""
-
-    def __init__(self, private_key: Ed25519PrivateKey) -> None:
-        self._key = private_key
-
-    @classmethod
-    def load(cls, home: Path, *, seed_hex: str | None = None, create: bool = False) -> Signer:
-        if seed_hex:
-            return cls(
-                Ed25519PrivateKey.from_private_bytes(parse_key("audit signing", seed_hex)[:32])
-            )
-        path = home / "keys" / "audit_signing.key"
-        if path.exists():
-            mode = path.stat().st_mode & 0o777
-            if mode & 0o077:
-                from connectors.errors import SecretError
-
-                raise SecretError(
-                    f"{path} is readable by other users (mode {mode:o}); run: chmod 600 {path}"
-                )
-            return cls(
-                Ed25519PrivateKey.from_private_bytes(
-                    parse_key("audit signing", path.read_text())[:32]
-                )
-            )
-        if not create:
-            from connectors.errors import SecretError
-
-            raise SecretError(f"no audit signing key: set HUB_AUDIT_SIGNING_KEY or create {path}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o700)
-        key = Ed25519PrivateKey.generate()
-        seed = key.private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        )
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(seed.hex() + "\n")
-        return cls(key)
-
-    def sign(self, message: bytes) -> str:
-        return self._key.sign(message).hex()
-
-    @property
-    def public_key(self) -> Ed25519PublicKey:
-        return self._key.public_key()
-
-    def public_key_pem(self) -> str:
-        return self.public_key.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode()
-
-
-def head_message(seq: int, head_hash: str) -> bytes:
-    return f"hub-audit-v1|{seq}|{head_hash}".encode()
-
-
-def load_public_key(pem: str) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(pem.encode())
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError("not an Ed25519 public key")
-    return key
-
-
-def _valid(public_key: Ed25519PublicKey, signature: str, message: bytes) -> bool:
-    try:
-        public_key.verify(bytes.fromhex(signature), message)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -236,7 +71,7 @@ class AuditLog:
         Inside an API request the entry carries the request's id; an outcome entry is
         counted for the request once the transaction that holds it commits.
         """
-        ctx = _request.get()
+        ctx = current_request()
         if ctx is not None and event.request_id is None:
             event = replace(event, request_id=ctx.request_id)
         if ctx is not None and event.action not in SUPPORTING_ACTIONS:

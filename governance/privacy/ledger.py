@@ -11,7 +11,7 @@ spend, at most the reservation; the difference is returned) or ``refund`` (nothi
 released, e.g. the query failed before running). A reservation never settled (a crashed
 training run) keeps counting: it is never silently returned.
 
-The maths (composition, validation) is in ``governance.accounting``.
+The maths (composition, validation) is in ``governance.privacy.accounting``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import sqlite3
 from dataclasses import dataclass
 from typing import cast
 
-from governance import accounting
-from governance.audit import AuditEvent, AuditLog
+from governance.audit.events import AuditEvent
+from governance.audit.log import AuditLog
 from governance.errors import BudgetExhausted, Conflict, InvalidRequest, NotFound
+from governance.privacy import accounting
 from governance.store import Store
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from governance.audit import AuditLog, Signer
-from governance.ledger import Ledger
-from governance.people import People
-from governance.projects import Projects
+from governance.access.people import People
+from governance.access.projects import Projects
+from governance.audit.log import AuditLog
+from governance.audit.signer import Signer
+from governance.privacy.ledger import Ledger
 from governance.store import Store
 
 

@@ -23,10 +23,10 @@ import anyio.to_thread
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from governance.audit import AuditEvent, RequestContext, bind_request, unbind_request
+from governance.audit.events import AuditEvent, RequestContext, bind_request, unbind_request
 from governance.errors import AuditUnavailable
-from governance.service import Governance
-from hub.api import problems
+from governance.facade import Governance
+from hub import http_errors as problems
 
 HEADER: Final = "X-Request-ID"
 _SAFE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")

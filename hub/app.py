@@ -6,10 +6,10 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from governance.facade import Governance
 from governance.queries import QueryService
-from governance.service import Governance
-from hub.api import problems
-from hub.api.requests import RequestAudit
+from hub import http_errors as problems
+from hub.api.request_audit import RequestAudit
 from hub.api.routes import router
 from hub.steward import install as install_steward_dashboard
 

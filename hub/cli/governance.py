@@ -19,11 +19,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from connectors.errors import IngestError
+from governance.access.projects import Grants
 from governance.errors import HubError
-from governance.projects import Grants
-from governance.service import Governance
-from hub.progress import console, fail
-from hub.settings import get_settings
+from governance.facade import Governance
+from governance.settings import get_settings
+from hub.console import console, fail
 
 users_app = typer.Typer(help="Users, roles and API keys.", no_args_is_help=True)
 projects_app = typer.Typer(help="Project requests, approvals and budgets.", no_args_is_help=True)
@@ -297,7 +297,7 @@ def audit_verify(
     ] = None,
 ) -> None:
     """Check the whole hash chain, every signed checkpoint and the signed head."""
-    from governance.audit import load_public_key
+    from governance.audit.signer import load_public_key
 
     gov = _gov()
     key = load_public_key(public_key.read_text()) if public_key else None
@@ -365,7 +365,8 @@ def audit_verify_export(
     public_key: Annotated[Path, typer.Option(help="The public key (PEM) to trust.")],
 ) -> None:
     """Verify an exported log against a public key, without the hub's store."""
-    from governance.audit import load_public_key, verify_export
+    from governance.audit.log import verify_export
+    from governance.audit.signer import load_public_key
 
     with export_file.open() as fh:
         ok, message = verify_export(iter(fh), load_public_key(public_key.read_text()))

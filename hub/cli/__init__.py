@@ -9,13 +9,13 @@ import typer
 from rich.console import Console
 
 from connectors.releases import Release
-from hub.cli_governance import audit_app, operator, projects_app, users_app
-from hub.cli_models import audit_model as audit_model_command
-from hub.cli_models import models_app
-from hub.cli_models import train as train_command
-from hub.progress import console, counting
-from hub.progress import fail as _fail
-from hub.settings import get_settings
+from governance.settings import get_settings
+from hub.cli.governance import audit_app, operator, projects_app, users_app
+from hub.cli.models import audit_model as audit_model_command
+from hub.cli.models import models_app
+from hub.cli.models import train as train_command
+from hub.console import console, counting
+from hub.console import fail as _fail
 from synthetic_data.generator import GenerationError, SynthConfig, generate
 from synthetic_data.nhs import NhsRange
 from synthetic_data.writers import OutputFormat
@@ -319,7 +319,7 @@ def serve(
     from connectors.errors import IngestError
     from connectors.releases import get_release
     from governance.errors import HubError
-    from hub.api import create_app
+    from hub.app import create_app
 
     settings = get_settings()
     try:
@@ -343,7 +343,7 @@ def reidentify(
     from connectors.errors import IngestError
     from connectors.releases import get_release, vault_dir
     from connectors.vault import reidentify as decrypt
-    from governance.audit import AuditEvent
+    from governance.audit.events import AuditEvent
     from governance.errors import AccessDenied, HubError
 
     settings = get_settings()

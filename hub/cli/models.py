@@ -16,9 +16,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from governance.errors import HubError
-from hub.progress import console
-from hub.progress import fail as _fail
-from hub.settings import get_settings
+from governance.settings import get_settings
+from hub.console import console
+from hub.console import fail as _fail
 
 if TYPE_CHECKING:
     from models.workbench import Workbench
