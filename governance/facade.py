@@ -7,15 +7,25 @@ ledger of a hub home. Everything that touches release data goes through here.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from connectors import releases
+from governance.access import roles
 from governance.access.people import People
 from governance.access.projects import Projects
 from governance.audit.log import AuditLog
 from governance.audit.signer import Signer
+from governance.errors import NotFound
 from governance.privacy.ledger import Ledger
 from governance.store import Store
+
+if TYPE_CHECKING:
+    from governance.access.people import Principal
+    from governance.queries import QueryService
 
 
 @dataclass(frozen=True)
@@ -26,10 +36,16 @@ class Governance:
     people: People
     projects: Projects
     ledger: Ledger
+    query_timeout_s: float = 30.0
 
     @classmethod
     def open(
-        cls, home: Path, *, signing_seed_hex: str | None = None, create_keys: bool = False
+        cls,
+        home: Path,
+        *,
+        signing_seed_hex: str | None = None,
+        create_keys: bool = False,
+        query_timeout_s: float = 30.0,
     ) -> Governance:
         """Open (creating on first use) the governance store of a hub home.
 
@@ -38,4 +54,55 @@ class Governance:
         store = Store.for_home(home)
         audit = AuditLog(store, Signer.load(home, seed_hex=signing_seed_hex, create=create_keys))
         people = People(store, audit)
-        return cls(home, store, audit, people, Projects(store, audit, people), Ledger(store, audit))
+        projects = Projects(store, audit, people)
+        return cls(home, store, audit, people, projects, Ledger(store, audit), query_timeout_s)
+
+    @cached_property
+    def queries(self) -> QueryService:
+        """Queries, outputs and their review: one service per hub home and process."""
+        from governance.queries import QueryService
+
+        return QueryService(self, timeout_s=self.query_timeout_s)
+
+    def quality_report(self, principal: Principal, release_id: str) -> dict[str, Any]:
+        """A release's manifest and quality report, for stewards and admins."""
+        roles.require(principal.user, "quality.read")
+        try:
+            release = releases.get_release(self.home, release_id)
+        except Exception:
+            raise NotFound(f"no release {release_id}") from None
+        path = releases.quality_dir(release.path) / "quality.json"
+        report = json.loads(path.read_text()) if path.exists() else None
+        return {"release": release.id, "manifest": release.manifest, "quality": report}
+
+    def public_register(self) -> list[dict[str, Any]]:
+        """The transparency register: every approved, suspended or closed project."""
+        out = []
+        con = self.store.cached()
+        for p in self.projects.find():
+            if p.status not in ("approved", "suspended", "closed"):
+                continue
+            queries = con.execute(
+                "SELECT count(*) FROM queries WHERE project_id = ?", (p.project_id,)
+            ).fetchone()[0]
+            outputs = con.execute(
+                "SELECT count(*) FROM outputs WHERE project_id = ? AND status = 'approved'",
+                (p.project_id,),
+            ).fetchone()[0]
+            state = self.ledger.state(p.project_id)
+            out.append(
+                {
+                    "project_id": p.project_id,
+                    "title": p.title,
+                    "organisation": p.organisation,
+                    "purpose": p.purpose,
+                    "lay_summary": p.lay_summary,
+                    "status": p.status,
+                    "approved_until": p.expires_at.isoformat() if p.expires_at else None,
+                    "queries": queries,
+                    "outputs_released": outputs,
+                    "epsilon_used": round(state.epsilon_spent, 6),
+                    "epsilon_total": state.epsilon_total,
+                }
+            )
+        return out

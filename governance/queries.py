@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from connectors import releases
+from governance.access import roles
 from governance.access.people import Principal
 from governance.access.projects import Project, authorize
 from governance.audit.events import AuditEvent
@@ -87,6 +88,19 @@ def row_level_sql(
     return text
 
 
+def query_action(target: str, mode: str | None) -> str:
+    """The audit action of a query request, whatever (possibly invalid) it asked for.
+
+    >>> query_action("real", "dp"), query_action("real", None), query_action("x", None)
+    ('query.real.dp', 'query.real', 'query.invalid')
+    """
+    if target == "dummy":
+        return "query.dummy"
+    if target != "real":
+        return "query.invalid"
+    return f"query.real.{mode}" if mode in ("dp", "exact") else "query.real"
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -134,9 +148,35 @@ class QueryService:
         """The project, or NotFound when the caller may not even know it exists."""
         project = self.gov.projects.get(project_id)
         user = principal.user
-        if user.role not in ("steward", "admin") and user.user_id not in project.members:
+        if not roles.may(user.role, "project.view_any") and user.user_id not in project.members:
             raise NotFound(f"no project {project_id}")
         return project
+
+    def catalogue(self, principal: Principal, project_id: str | None) -> dict[str, Any]:
+        """Tables, columns, types, declared domains and bounds a project may use."""
+        granted: dict[str, list[str]] | None = None
+        if not roles.may(principal.user.role, "datasets.all"):
+            if project_id is None:
+                raise InvalidRequest("name the project (project_id)")
+            granted = self.project_for(principal, project_id).granted or {}
+        release = self.release_for("real")
+        cur = self.engine(release).cursor()
+        try:
+            rows = cur.execute(
+                "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+                "WHERE NOT internal AND table_name NOT LIKE '\\_%' "
+                "ESCAPE '\\' ORDER BY table_name, column_index"
+            ).fetchall()
+        finally:
+            cur.close()
+        tables: dict[str, list[tuple[str, str]]] = {}
+        for table, column, dtype in rows:
+            if granted is None or column in granted.get(table, []):
+                tables.setdefault(table, []).append((column, dtype))
+        return {
+            "release": release.id,
+            "tables": {t: datasets.describe(t, cols) for t, cols in tables.items()},
+        }
 
     def audit(self, principal: Principal, **fields: Any) -> None:
         self.gov.audit.record(
@@ -159,13 +199,12 @@ class QueryService:
     ) -> dict[str, Any]:
         project = self.project_for(principal, project_id)
         event = {
-            "action": f"query.{target}" + (f".{mode}" if target == "real" else ""),
+            "action": query_action(target, mode),
             "project": project_id,
             "query_text": sql,
         }
         try:
-            if principal.user.role != "researcher":
-                raise AccessDenied("only researchers run queries")
+            roles.require(principal.user, "query.run")
             authorize(project, principal.user)
             if target not in ("dummy", "real"):
                 raise InvalidRequest("target must be dummy or real")
@@ -708,8 +747,7 @@ class QueryService:
         return row  # type: ignore[no-any-return]
 
     def pending(self, principal: Principal) -> list[dict[str, Any]]:
-        if principal.user.role != "steward":
-            raise AccessDenied("only stewards review outputs")
+        roles.require(principal.user, "output.list")
         rows = self.gov.store.cached().execute(
             "SELECT * FROM outputs WHERE status = 'pending' ORDER BY created_at"
         )
@@ -731,8 +769,7 @@ class QueryService:
             "target": output_id,
         }
         try:
-            if user.role != "steward" or not user.accredited():
-                raise AccessDenied("only accredited stewards review outputs")
+            roles.require(user, "output.review")
             row = self._output(output_id)
             if row["author"] == user.user_id:
                 raise AccessDenied("authors cannot review their own outputs")
@@ -784,9 +821,11 @@ class QueryService:
         """
         project = self.project_for(principal, project_id)
         event: dict[str, Any] = {"action": "model.submit", "project": project.project_id}
-        if principal.user.role != "modeller":
-            self.audit(principal, decision="denied", reason="only modellers", **event)
-            raise AccessDenied("only modellers submit models for release")
+        try:
+            roles.require(principal.user, "model.submit")
+        except AccessDenied as exc:
+            self.audit(principal, decision="denied", reason=str(exc), **event)
+            raise
         output_id = "o-" + secrets.token_hex(6)
         manifest = {
             "kind": "model",
@@ -834,8 +873,7 @@ class QueryService:
         """Attach a steward's membership-inference audit to a pending model output."""
         event: dict[str, Any] = {"action": "model.audit", "target": output_id}
         try:
-            if principal.user.role != "steward" or not principal.user.accredited():
-                raise AccessDenied("only accredited stewards audit models")
+            roles.require(principal.user, "model.audit")
             row = self._output(output_id)
             if row["kind"] != "model":
                 raise InvalidRequest(f"output {output_id} is not a model")
@@ -878,8 +916,7 @@ class QueryService:
 
     def output(self, principal: Principal, output_id: str) -> dict[str, Any]:
         """One output as its reviewer sees it (stewards only)."""
-        if principal.user.role != "steward":
-            raise AccessDenied("only stewards review outputs")
+        roles.require(principal.user, "output.list")
         return self._describe(self._output(output_id))
 
     def download(self, principal: Principal, output_id: str) -> dict[str, Any]:

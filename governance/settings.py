@@ -46,10 +46,15 @@ class HubSettings(BaseSettings):
         description="Ed25519 seed, 64 hex characters (HUB_AUDIT_SIGNING_KEY); else $HUB_HOME/keys.",
     )
 
-    def governance(self, *, create_keys: bool = False) -> Governance:
+    def governance(self, *, create_keys: bool = False, query_timeout_s: float = 30.0) -> Governance:
         """The governance layer of this hub home (audit signing key required)."""
         seed = self.audit_signing_key.get_secret_value() if self.audit_signing_key else None
-        return Governance.open(self.home, signing_seed_hex=seed, create_keys=create_keys)
+        return Governance.open(
+            self.home,
+            signing_seed_hex=seed,
+            create_keys=create_keys,
+            query_timeout_s=query_timeout_s,
+        )
 
     def keys(self, *, create: bool = False) -> Keys:
         """The pseudonym and vault keys; refuses missing, short or default ones."""

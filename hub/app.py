@@ -7,7 +7,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from governance.facade import Governance
-from governance.queries import QueryService
 from hub import http_errors as problems
 from hub.api.request_audit import RequestAudit
 from hub.api.routes import router
@@ -52,14 +51,15 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-def create_app(gov: Governance, *, timeout_s: float = 30.0) -> FastAPI:
+def create_app(gov: Governance) -> FastAPI:
+    """The hub's app over one governance home (its query timeout is ``gov``'s)."""
     app = FastAPI(
         title="Health data hub",
         version="1.0",
         description="Governed access to pseudonymised NHS-style records: dummy queries, "
         "differentially private aggregates, and exact outputs released after steward review.",
     )
-    app.state.service = QueryService(gov, timeout_s=timeout_s)
+    app.state.service = gov.queries
     problems.install(app)
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestAudit, gov=gov)  # outermost: ids every response, even a 413

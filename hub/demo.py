@@ -179,7 +179,6 @@ class Study:
 
 def _study(settings: HubSettings) -> Study:
     """Demo users, an approved project and a first study through the governed layer."""
-    from governance.queries import QueryService
 
     out.rule("People, a project, a study")
     gov = settings.governance(create_keys=True)
@@ -233,7 +232,7 @@ def _study(settings: HubSettings) -> Study:
         trainers=["demo.modeller"],
     )
     out.print(f"project {project.project_id} approved: ε = 8, δ = 1e-5, 180 days")
-    service = QueryService(gov)
+    service = gov.queries
     researcher = gov.people.authenticate(keys["demo.researcher"])
     pid = project.project_id
     dummy = service.run(
@@ -354,7 +353,7 @@ def _what_next(study: Study, *, port: int) -> None:
     out.print(f"API docs          {url}/docs")
     out.print(f"public register   {url}/v1/public/projects")
     out.print(f"steward dashboard {url}/steward/ (sign in with the demo.steward key)")
-    out.print("demo keys (shown once; also valid for the CLI's --as users):")
+    out.print("demo keys (shown once; give one to the CLI as HUB_API_KEY to act as that user):")
     for user_id, key in study.keys.items():
         out.print(f"  {user_id:<16} {key}")
     r, s = study.keys["demo.researcher"], study.keys["demo.steward"]

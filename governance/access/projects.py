@@ -22,6 +22,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from governance.access import roles
 from governance.access.people import People, User
 from governance.audit.events import AuditEvent
 from governance.audit.log import AuditLog
@@ -155,10 +156,7 @@ class Projects:
         members: list[str] | None = None,
         key_id: str | None = None,
     ) -> Project:
-        if requester.role != "researcher":
-            raise AccessDenied("only researchers request projects")
-        if not requester.accredited():
-            raise AccessDenied("your accreditation has lapsed")
+        roles.require(requester, "project.request")
         for label, text in (("title", title), ("purpose", purpose), ("lay summary", lay_summary)):
             if not text or not text.strip():
                 raise InvalidRequest(f"the {label} is required")
@@ -376,10 +374,7 @@ class Projects:
 
     @staticmethod
     def _steward(user: User) -> None:
-        if user.role != "steward":
-            raise AccessDenied("only stewards decide on projects")
-        if not user.accredited():
-            raise AccessDenied("your accreditation has lapsed")
+        roles.require(user, "project.decide")
 
 
 def authorize(

@@ -13,11 +13,34 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass, field, fields
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from governance.audit.chain import canonical, sha256_text
 
+if TYPE_CHECKING:
+    from governance.access.people import Principal
+
 Decision = Literal["allowed", "denied"]
+
+# The one list of audit actions: every entry names one of these (the steward's filters
+# and the docs read it from here). ``api.<method>`` entries are the generic outcome of
+# a request that reached no governed action.
+ACTIONS: Final = frozenset(
+    {
+        "api.delete", "api.get", "api.patch", "api.post", "api.put",
+        "audit.read", "audit.verify",
+        "budget.commit", "budget.refund", "budget.reserve",
+        "model.audit", "model.audit.extract", "model.submit", "model.train",
+        "output.approve", "output.download", "output.reject", "output.return",
+        "project.approve", "project.close", "project.reject", "project.request",
+        "project.suspend",
+        "query.dummy", "query.invalid", "query.real", "query.real.dp", "query.real.exact",
+        "reidentify",
+        "steward.form", "steward.sign_in", "steward.sign_out",
+        "train.extract", "train.model",
+        "user.add", "user.revoke", "user.rotate_key",
+    }
+)  # fmt: skip
 
 # Entries that record a change of the privacy budget ledger on behalf of a request;
 # every other entry written while serving a request is that request's *outcome* entry.
@@ -81,6 +104,21 @@ class AuditEvent:
     result_sha256: str | None = None
     request_id: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown audit action {self.action!r}: add it to ACTIONS")
+
+    @classmethod
+    def by(cls, principal: Principal, action: str, **fields: Any) -> AuditEvent:
+        """An event done by an authenticated principal (actor, key id and role filled)."""
+        return cls(
+            action,
+            actor=principal.user.user_id,
+            key_id=principal.key_id,
+            role=principal.user.role,
+            **fields,
+        )
 
     def body(self, *, seq: int, prev_hash: str, time: str) -> dict[str, Any]:
         # (not dataclasses.asdict: its deep copies cost more than the rest of an append)

@@ -18,10 +18,11 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from governance.access import roles
 from governance.audit.chain import (
     GENESIS,
     ChainBreak,
@@ -34,6 +35,9 @@ from governance.audit.events import SUPPORTING_ACTIONS, AuditEvent, current_requ
 from governance.audit.signer import Signer, _valid, head_message
 from governance.errors import AuditUnavailable
 from governance.store import Store
+
+if TYPE_CHECKING:
+    from governance.access.people import Principal
 
 CHECKPOINT_EVERY: Final = 1000
 
@@ -272,6 +276,13 @@ class AuditLog:
             return [{**json.loads(r["body"]), "hash": r["hash"]} for r in con.execute(sql, params)]
         finally:
             con.close()
+
+    def read(self, principal: Principal, **filters: Any) -> list[dict[str, Any]]:
+        """``entries`` for a steward, the reading itself audited (with its row count)."""
+        roles.require(principal.user, "audit.read")
+        found = self.entries(**filters)
+        self.record(AuditEvent.by(principal, "audit.read", row_count=len(found)))
+        return found
 
     def export(self) -> Iterator[str]:
         """JSON lines: a header with the public key, every entry, every checkpoint, the head."""

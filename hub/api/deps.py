@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from governance.access import roles
 from governance.access.people import Principal
 from governance.audit.events import current_request
-from governance.errors import AccessDenied
 from governance.facade import Governance
 from governance.queries import QueryService
 
@@ -44,18 +44,12 @@ CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
 def steward(principal: CurrentPrincipal) -> Principal:
-    if principal.user.role != "steward":
-        raise AccessDenied("this needs a steward")
-    if not principal.user.accredited():
-        raise AccessDenied("your accreditation has lapsed")
+    roles.require(principal.user, "audit.read")
     return principal
 
 
 def researcher(principal: CurrentPrincipal) -> Principal:
-    if principal.user.role != "researcher":
-        raise AccessDenied("this needs a researcher")
-    if not principal.user.accredited():
-        raise AccessDenied("your accreditation has lapsed")
+    roles.require(principal.user, "project.request")
     return principal
 
 

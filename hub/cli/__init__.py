@@ -1,383 +1,56 @@
-"""The ``hub`` command: one entry point with a subcommand for each job."""
+"""The ``hub`` command: one entry point with a subcommand for each job.
+
+Errors of the hub's own kinds (bad input, refusals, a missing release or key) end in
+one place, ``HubTyper``: one clear line on stderr and exit code 2, never a traceback.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
+import sys
+from typing import Any
 
 import typer
-from rich.console import Console
 
-from connectors.releases import Release
-from governance.settings import get_settings
-from hub.cli.governance import audit_app, operator, projects_app, users_app
+from connectors.errors import IngestError
+from governance.errors import HubError
+from hub.cli import data, serve
+from hub.cli.governance import audit_app, projects_app, reidentify, users_app
 from hub.cli.models import audit_model as audit_model_command
 from hub.cli.models import models_app
 from hub.cli.models import train as train_command
-from hub.console import console, counting
-from hub.console import fail as _fail
-from synthetic_data.generator import GenerationError, SynthConfig, generate
-from synthetic_data.nhs import NhsRange
-from synthetic_data.writers import OutputFormat
+from hub.console import fail
+from synthetic_data.generator import GenerationError
 
-app = typer.Typer(
+
+class HubTyper(typer.Typer):
+    """A Typer app whose commands' known errors become one line and exit code 2."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from hub.demo import DemoRefused
+
+        try:
+            return super().__call__(*args, **kwargs)
+        except (HubError, IngestError, GenerationError, DemoRefused) as exc:
+            fail(str(exc))
+            sys.exit(2)
+
+
+app = HubTyper(
     name="hub",
     help="Health data hub: a trusted research environment for NHS-style records.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-@app.command()
-def synth(
-    patients: Annotated[int, typer.Option("--patients", "-n", help="People to generate.")] = 10_000,
-    seed: Annotated[
-        int, typer.Option(help="Random seed; same seed and arguments, same bytes.")
-    ] = 42,
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Output folder (default: $HUB_HOME/synthetic/real or .../dummy)."),
-    ] = None,
-    format: Annotated[
-        str, typer.Option("--format", help="parquet, csv or fhir (FHIR R4 Bulk Data NDJSON).")
-    ] = "parquet",
-    defects: Annotated[
-        float, typer.Option(help="Share of rows given a data-quality defect (0 to 0.5).")
-    ] = 0.0,
-    start_year: Annotated[int, typer.Option(help="First calendar year of the records.")] = 2015,
-    years: Annotated[int, typer.Option(help="Years of records (at least 10 recommended).")] = 10,
-    dummy: Annotated[
-        bool, typer.Option("--dummy", help="Make the dummy population (disjoint people).")
-    ] = False,
-    nhs_range: Annotated[
-        str,
-        typer.Option(
-            help="NHS numbers from 'test' (999..., 450,000 people) or 'synthetic' (9..., 45M)."
-        ),
-    ] = "test",
-    workers: Annotated[
-        int | None, typer.Option(help="Worker processes (default: all cores).")
-    ] = None,
-) -> None:
-    """Generate a synthetic West Midlands population with ten years of EHR records."""
-    if format not in ("parquet", "csv", "fhir"):
-        raise _fail("--format must be parquet, csv or fhir")
-    if nhs_range not in ("test", "synthetic"):
-        raise _fail("--nhs-range must be test or synthetic")
-    fmt: OutputFormat = format  # type: ignore[assignment]
-    rng_name: NhsRange = nhs_range  # type: ignore[assignment]
-    config = SynthConfig(
-        patients=patients,
-        seed=seed,
-        format=fmt,
-        defects=defects,
-        start_year=start_year,
-        years=years,
-        dummy=dummy,
-        nhs_range=rng_name,
-    )
-    target = out or get_settings().synthetic_dir / ("dummy" if dummy else "real")
-    try:
-        config.validate()
-        with counting(patients, "generating") as advance:
-            result = generate(config, target, workers=workers, on_chunk=advance)
-    except GenerationError as exc:
-        raise _fail(str(exc)) from None
-    console.print(f"[green]wrote[/] {result.out}")
-    for table, rows in sorted(result.rows.items()):
-        console.print(f"  {table:<14} {rows:>12,} rows")
-    if result.defects:
-        total = sum(result.defects.values())
-        console.print(f"  defects        {total:>12,} rows (see defects/)")
-
-
-@app.command()
-def demo(
-    patients: Annotated[
-        int, typer.Option("--patients", "-n", help="People in the real population.")
-    ] = 50_000,
-    dummy_patients: Annotated[int, typer.Option(help="People in the dummy population.")] = 5_000,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
-    serve: Annotated[
-        bool, typer.Option("--serve/--no-serve", help="Start the API when set up (default).")
-    ] = True,
-    port: Annotated[int, typer.Option(help="Port for the API.")] = 8000,
-) -> None:
-    """The main job on an embedded default: populations, releases, people, a study, the API."""
-    from connectors.errors import IngestError
-    from governance.errors import HubError
-    from hub.demo import DemoRefused, run_demo
-
-    try:
-        run_demo(
-            patients=patients, dummy_patients=dummy_patients, seed=seed, serve=serve, port=port
-        )
-    except (GenerationError, DemoRefused, IngestError, HubError) as exc:
-        raise _fail(str(exc)) from None
-
-
-releases_app = typer.Typer(help="The published releases.", no_args_is_help=True)
-app.add_typer(releases_app, name="releases")
+app.registered_commands += data.app.registered_commands + serve.app.registered_commands
+app.add_typer(data.releases_app, name="releases")
+app.add_typer(data.quality_app, name="quality")
 app.add_typer(users_app, name="users")
 app.add_typer(projects_app, name="projects")
 app.add_typer(audit_app, name="audit")
 app.add_typer(models_app, name="models")
 app.command("train")(train_command)
 app.command("audit-model")(audit_model_command)
+app.command("reidentify")(reidentify)
 
-
-@app.command()
-def ingest(
-    src: Annotated[Path, typer.Argument(help="A file or folder to load.")],
-    format: Annotated[
-        str, typer.Option("--format", help="native (hub synth output), synthea (CSV) or fhir.")
-    ] = "native",
-    dummy: Annotated[
-        bool, typer.Option("--dummy", help="Publish as the dummy release researchers develop on.")
-    ] = False,
-) -> None:
-    """Load a source into a new release and publish it if every step succeeds."""
-    from connectors.errors import IngestError
-    from connectors.ingest import GateFailed
-    from connectors.ingest import ingest as run_ingest
-    from connectors.secrets import resolve_keys
-    from governance.quality import ingest_gate
-
-    settings = get_settings()
-    # the dummy release has a catalogue (and keys) of its own under $HUB_HOME/dummy
-    home = settings.home / "dummy" if dummy else settings.home
-    try:
-        keys = settings.keys(create=True) if not dummy else resolve_keys(home, create=True)
-        with console.status("ingesting") as status:
-            result = run_ingest(
-                src,
-                fmt=format,
-                home=home,
-                keys=keys,
-                progress=lambda label: status.update(f"ingesting: {label}"),
-                gate=ingest_gate,
-            )
-    except GateFailed as exc:
-        _print_quality(exc.report, only_failed=True)
-        raise _fail(str(exc)) from None
-    except IngestError as exc:
-        raise _fail(str(exc)) from None
-    release = result.release
-    kind = "current dummy release" if dummy else "current release"
-    console.print(f"[green]published[/] {release.id} ({kind}) from {format} source")
-    for table, counts in result.counts.items():
-        quarantined = sum(counts.quarantined.values())
-        note = f", {quarantined:,} quarantined" if quarantined else ""
-        console.print(f"  {table:<28} {counts.published:>12,} rows{note}")
-    for rtype, n in result.skipped.items():
-        console.print(f"  [yellow]skipped[/] {n:,} {rtype} resources (no warehouse table)")
-    quality = release.manifest.get("quality")
-    if quality:
-        s = quality["summary"]
-        console.print(
-            f"quality gate passed: {s['checks']} checks, {s['failed_warnings']} warning(s); "
-            f"`hub quality report {release.id}` for details"
-        )
-
-
-@releases_app.command("list")
-def releases_list() -> None:
-    """List the releases and show which one is current."""
-    from rich.table import Table
-
-    from connectors.releases import list_releases
-
-    found = list_releases(get_settings().home)
-    if not found:
-        console.print("no releases yet: run `hub ingest SRC`")
-        return
-    table = Table()
-    for col in ("release", "current", "source", "published", "people", "quarantined"):
-        table.add_column(col)
-    for r in found:
-        m = r.manifest
-        tables = m.get("tables", {})
-        quarantined = sum(sum(t.get("quarantined", {}).values()) for t in tables.values())
-        table.add_row(
-            r.id,
-            "✓" if r.current else "",
-            m.get("source", {}).get("format", "?"),
-            m.get("published_at", "unpublished"),
-            f"{tables.get('patients', {}).get('published', 0):,}",
-            f"{quarantined:,}",
-        )
-    Console().print(table)
-
-
-quality_app = typer.Typer(help="The data-quality gate and its reports.", no_args_is_help=True)
-app.add_typer(quality_app, name="quality")
-
-
-def _print_quality(
-    report: dict[str, Any], *, only_failed: bool = False, show_all: bool = False
-) -> None:
-    from rich.table import Table
-
-    title = "that failed" if only_failed else "" if show_all else "with violations"
-    table = Table(title=f"Quality checks {title}".strip())
-    for col in ("check", "severity", "violations", "share", "threshold", "result", "examples"):
-        table.add_column(col)
-    for c in report.get("checks", []):
-        if only_failed and c["passed"]:
-            continue
-        if not show_all and c["passed"] and not c["violations"]:
-            continue
-        result = (
-            "[green]pass"
-            if c["passed"]
-            else ("[red]FAIL" if c["severity"] == "error" else "[yellow]warn")
-        )
-        table.add_row(
-            c["id"], c["severity"], f"{c['violations']:,}", f"{c['share']:.3%}",
-            f"{c['threshold']:.1%}", result, ", ".join(str(k) for k in c["examples"][:3]),
-        )  # fmt: skip
-    Console(width=200).print(table)
-    for c in report.get("checks", []):
-        if not c["passed"] and c["severity"] == "warning":
-            console.print(f"[yellow]warning[/] {c['id']}: {c['description']}")
-
-
-def _release_or_fail(home: Path, release: str | None) -> Release:
-    """A release by id (default: current), or a clear CLI error."""
-    from connectors.errors import IngestError
-    from connectors.releases import get_release
-
-    try:
-        return get_release(home, release)
-    except IngestError as exc:
-        raise _fail(str(exc)) from None
-
-
-@quality_app.command("run")
-def quality_run(
-    release: Annotated[str | None, typer.Argument(help="Release id (default: current).")] = None,
-) -> None:
-    """Run the quality gate on a published release and store its report and Data Docs."""
-    from connectors.releases import list_releases, quality_dir
-    from governance.quality import run_gate
-
-    home = get_settings().home
-    rel = _release_or_fail(home, release)
-    previous = [r for r in list_releases(home) if r.number < rel.number]
-    with console.status(f"validating {rel.id}"):
-        result = run_gate(
-            rel.path,
-            manifest=rel.manifest,
-            previous_db=previous[-1].path if previous else None,
-            out_dir=quality_dir(rel.path),
-        )
-    _print_quality(result.report)
-    verdict = "[green]passed" if result.passed else "[red]FAILED"
-    console.print(f"{rel.id}: quality gate {verdict}; report in {quality_dir(rel.path)}")
-    if not result.passed:
-        raise typer.Exit(1)
-
-
-@quality_app.command("report")
-def quality_report(
-    release: Annotated[str | None, typer.Argument(help="Release id (default: current).")] = None,
-    all_checks: Annotated[
-        bool, typer.Option("--all", help="List every check, not only those with violations.")
-    ] = False,
-) -> None:
-    """Show the stored quality report of a release (from its ingestion or last run)."""
-    import json
-
-    from connectors.releases import quality_dir
-
-    home = get_settings().home
-    rel = _release_or_fail(home, release)
-    path = quality_dir(rel.path) / "quality.json"
-    if not path.exists():
-        raise _fail(f"{rel.id} has no quality report: run `hub quality run {rel.id}`")
-    report = json.loads(path.read_text())
-    _print_quality(report, show_all=all_checks)
-    s = report["summary"]
-    console.print(
-        f"{rel.id}: {'passed' if report['passed'] else 'FAILED'}; {s['checks']} checks "
-        f"({s['by_category']}); Data Docs: {quality_dir(rel.path) / 'data_docs' / 'index.html'}"
-    )
-
-
-@app.command()
-def serve(
-    host: Annotated[
-        str, typer.Option(help="Address to listen on (localhost by default).")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    query_timeout: Annotated[float, typer.Option(help="Seconds a query may run.")] = 30.0,
-) -> None:
-    """Serve the HTTP API (docs at /docs). Refuses to start without its keys and a release."""
-    import uvicorn
-
-    from connectors.errors import IngestError
-    from connectors.releases import get_release
-    from governance.errors import HubError
-    from hub.app import create_app
-
-    settings = get_settings()
-    try:
-        settings.keys()  # refuses missing, short, default or exposed keys
-        gov = settings.governance()  # and a missing audit signing key
-        release = get_release(settings.home)
-    except (IngestError, HubError) as exc:
-        raise _fail(f"{exc}; the hub does not start without it") from None
-    console.print(f"serving release {release.id} on http://{host}:{port} (docs: /docs)")
-    uvicorn.run(create_app(gov, timeout_s=query_timeout), host=host, port=port, log_level="warning")
-
-
-@app.command()
-def reidentify(
-    person_id: Annotated[int, typer.Argument(help="The pseudonymous person_id to look up.")],
-    as_user: Annotated[str, typer.Option("--as", help="The admin doing this (a hub user).")],
-    reason: Annotated[str, typer.Option(help="Why (e.g. a clinical recall reference).")],
-    release: Annotated[str | None, typer.Option(help="Release id (default: current).")] = None,
-) -> None:
-    """Admin only: decrypt one person's identifiers from the vault (legitimate recall)."""
-    from connectors.errors import IngestError
-    from connectors.releases import get_release, vault_dir
-    from connectors.vault import reidentify as decrypt
-    from governance.audit.events import AuditEvent
-    from governance.errors import AccessDenied, HubError
-
-    settings = get_settings()
-    if len(reason.strip()) < 8:
-        raise _fail("--reason must say why re-identification is needed")
-    try:
-        rel = get_release(settings.home, release)
-        gov = settings.governance()
-        admin = gov.people.get(as_user)
-        allowed = admin.role == "admin" and admin.accredited()
-        # audited before anything is decrypted; if the log cannot be written, nothing is
-        gov.audit.record(
-            AuditEvent(
-                action="reidentify",
-                decision="allowed" if allowed else "denied",
-                actor=admin.user_id,
-                role=admin.role,
-                target=str(person_id),
-                release=rel.id,
-                reason=reason.strip() if allowed else "only accredited admins may re-identify",
-                details={"operator": operator()},
-            )
-        )
-        if not allowed:
-            raise AccessDenied("only accredited admins may re-identify")
-        record = decrypt(
-            settings.keys().vault,
-            vault_dir(settings.home) / rel.manifest["vault"]["file"],
-            person_id,
-        )
-    except (IngestError, HubError) as exc:
-        raise _fail(str(exc)) from None
-    Console().print_json(data=record)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    app()
+__all__ = ["app"]

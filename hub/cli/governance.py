@@ -18,12 +18,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from connectors.errors import IngestError
 from governance.access.projects import Grants
-from governance.errors import HubError
 from governance.facade import Governance
 from governance.settings import get_settings
-from hub.console import console, fail
+from hub.cli.keys import KeyFile, acting_as
+from hub.console import console
 
 users_app = typer.Typer(help="Users, roles and API keys.", no_args_is_help=True)
 projects_app = typer.Typer(help="Project requests, approvals and budgets.", no_args_is_help=True)
@@ -37,14 +36,7 @@ def operator() -> str:
 
 
 def _gov(*, create_keys: bool = False) -> Governance:
-    try:
-        return get_settings().governance(create_keys=create_keys)
-    except (HubError, IngestError) as exc:
-        raise _fail(exc) from None
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    return fail(str(exc))
+    return get_settings().governance(create_keys=create_keys)
 
 
 def _grants(values: list[str]) -> Grants:
@@ -80,18 +72,15 @@ def users_add(
         if accredited_until
         else dt.date.today() + dt.timedelta(days=365)
     )
-    try:
-        user, key = gov.people.add(
-            user_id=user_id,
-            name=name,
-            role=role,
-            organisation=organisation,
-            organisation_type=organisation_type,
-            accreditation_expires=expires,
-            actor=operator(),
-        )
-    except HubError as exc:
-        raise _fail(exc) from None
+    user, key = gov.people.add(
+        user_id=user_id,
+        name=name,
+        role=role,
+        organisation=organisation,
+        organisation_type=organisation_type,
+        accreditation_expires=expires,
+        actor=operator(),
+    )
     console.print(
         f"[green]added[/] {user.user_id} ({user.role}, "
         f"{user.organisation}), accredited until {expires}"
@@ -124,20 +113,14 @@ def users_list() -> None:
 @users_app.command("revoke")
 def users_revoke(user_id: Annotated[str, typer.Argument()]) -> None:
     """Revoke every key of a user and deactivate them."""
-    try:
-        n = _gov().people.revoke(user_id=user_id, actor=operator())
-    except HubError as exc:
-        raise _fail(exc) from None
+    n = _gov().people.revoke(user_id=user_id, actor=operator())
     console.print(f"revoked {user_id} ({n} key(s))")
 
 
 @users_app.command("rotate-key")
 def users_rotate(user_id: Annotated[str, typer.Argument()]) -> None:
     """Revoke a user's keys and print a new one (shown once)."""
-    try:
-        key = _gov().people.rotate_key(user_id=user_id, actor=operator())
-    except HubError as exc:
-        raise _fail(exc) from None
+    key = _gov().people.rotate_key(user_id=user_id, actor=operator())
     console.print("[yellow]The new key is shown once; the old one no longer works.")
     sys.stdout.write(key + "\n")
 
@@ -145,7 +128,6 @@ def users_rotate(user_id: Annotated[str, typer.Argument()]) -> None:
 # --------------------------------------------------------------------- projects
 @projects_app.command("request")
 def projects_request(
-    as_user: Annotated[str, typer.Option("--as", help="The requesting researcher.")],
     title: Annotated[str, typer.Option()],
     purpose: Annotated[str, typer.Option()],
     lay_summary: Annotated[
@@ -154,21 +136,24 @@ def projects_request(
     grant: Annotated[list[str], typer.Option(help="table:col1,col2 (repeat for each table).")],
     days: Annotated[int, typer.Option(help="Requested duration in days.")] = 365,
     member: Annotated[list[str] | None, typer.Option(help="Another member (repeatable).")] = None,
+    as_user: Annotated[
+        str | None,
+        typer.Option("--as", help="The requesting researcher (checked against the key)."),
+    ] = None,
+    key_file: KeyFile = None,
 ) -> None:
     """Request a project (as a researcher)."""
     gov = _gov()
-    try:
-        project = gov.projects.request(
-            requester=gov.people.get(as_user),
-            title=title,
-            purpose=purpose,
-            lay_summary=lay_summary,
-            grants=_grants(grant),
-            days=days,
-            members=member or [],
-        )
-    except HubError as exc:
-        raise _fail(exc) from None
+    project = gov.projects.request(
+        requester=(me := acting_as(gov, as_user, key_file)).user,
+        key_id=me.key_id,
+        title=title,
+        purpose=purpose,
+        lay_summary=lay_summary,
+        grants=_grants(grant),
+        days=days,
+        members=member or [],
+    )
     console.print(f"[green]requested[/] {project.project_id}: {project.title}")
     sys.stdout.write(project.project_id + "\n")
 
@@ -176,7 +161,6 @@ def projects_request(
 @projects_app.command("approve")
 def projects_approve(
     project_id: Annotated[str, typer.Argument()],
-    as_user: Annotated[str, typer.Option("--as", help="The approving steward.")],
     epsilon: Annotated[float, typer.Option(help="Total privacy budget ε.")],
     delta: Annotated[float, typer.Option(help="Total privacy budget δ.")] = 1e-6,
     days: Annotated[int | None, typer.Option(help="Duration (default: as requested).")] = None,
@@ -184,67 +168,79 @@ def projects_approve(
     sdc_threshold: Annotated[int, typer.Option(help="Redact counts at or below.")] = 7,
     sdc_rounding: Annotated[int, typer.Option(help="Round other counts to.")] = 5,
     trainer: Annotated[list[str] | None, typer.Option(help="Member who may train models.")] = None,
+    as_user: Annotated[
+        str | None, typer.Option("--as", help="The approving steward (checked against the key).")
+    ] = None,
+    key_file: KeyFile = None,
 ) -> None:
     """Approve a requested or suspended project (as a steward)."""
     gov = _gov()
-    try:
-        project = gov.projects.approve(
-            project_id,
-            steward=gov.people.get(as_user),
-            epsilon=epsilon,
-            delta=delta,
-            days=days,
-            grants=_grants(grant) if grant else None,
-            sdc_threshold=sdc_threshold,
-            sdc_rounding=sdc_rounding,
-            trainers=trainer or [],
-        )
-    except HubError as exc:
-        raise _fail(exc) from None
+    project = gov.projects.approve(
+        project_id,
+        steward=(me := acting_as(gov, as_user, key_file)).user,
+        key_id=me.key_id,
+        epsilon=epsilon,
+        delta=delta,
+        days=days,
+        grants=_grants(grant) if grant else None,
+        sdc_threshold=sdc_threshold,
+        sdc_rounding=sdc_rounding,
+        trainers=trainer or [],
+    )
     console.print(
         f"[green]approved[/] {project.project_id} until "
         f"{project.expires_at}, ε={epsilon:g}, δ={delta:g}"
     )
 
 
-def _decide(action: str, project_id: str, as_user: str, reason: str) -> None:
+def _decide(
+    action: str, project_id: str, as_user: str | None, reason: str, key_file: Path | None
+) -> None:
     gov = _gov()
-    try:
-        steward = gov.people.get(as_user)
-        project = getattr(gov.projects, action)(project_id, steward=steward, reason=reason)
-    except HubError as exc:
-        raise _fail(exc) from None
+    me = acting_as(gov, as_user, key_file)
+    project = getattr(gov.projects, action)(
+        project_id, steward=me.user, reason=reason, key_id=me.key_id
+    )
     console.print(f"{project.project_id} is now {project.status}")
 
 
 @projects_app.command("reject")
 def projects_reject(
     project_id: Annotated[str, typer.Argument()],
-    as_user: Annotated[str, typer.Option("--as", help="The steward.")],
     reason: Annotated[str, typer.Option(help="Why, for the researcher.")],
+    as_user: Annotated[
+        str | None, typer.Option("--as", help="The steward (checked against the key).")
+    ] = None,
+    key_file: KeyFile = None,
 ) -> None:
     """Reject a requested project with a reason."""
-    _decide("reject", project_id, as_user, reason)
+    _decide("reject", project_id, as_user, reason, key_file)
 
 
 @projects_app.command("suspend")
 def projects_suspend(
     project_id: Annotated[str, typer.Argument()],
-    as_user: Annotated[str, typer.Option("--as", help="The steward.")],
     reason: Annotated[str, typer.Option()],
+    as_user: Annotated[
+        str | None, typer.Option("--as", help="The steward (checked against the key).")
+    ] = None,
+    key_file: KeyFile = None,
 ) -> None:
     """Suspend an approved project (re-approve to resume)."""
-    _decide("suspend", project_id, as_user, reason)
+    _decide("suspend", project_id, as_user, reason, key_file)
 
 
 @projects_app.command("close")
 def projects_close(
     project_id: Annotated[str, typer.Argument()],
-    as_user: Annotated[str, typer.Option("--as", help="The steward.")],
     reason: Annotated[str, typer.Option()],
+    as_user: Annotated[
+        str | None, typer.Option("--as", help="The steward (checked against the key).")
+    ] = None,
+    key_file: KeyFile = None,
 ) -> None:
     """Close a project for good."""
-    _decide("close", project_id, as_user, reason)
+    _decide("close", project_id, as_user, reason, key_file)
 
 
 @projects_app.command("list")
@@ -271,10 +267,7 @@ def projects_list(
 def projects_show(project_id: Annotated[str, typer.Argument()]) -> None:
     """Everything about one project, with its budget and spends."""
     gov = _gov()
-    try:
-        project = gov.projects.get(project_id)
-    except HubError as exc:
-        raise _fail(exc) from None
+    project = gov.projects.get(project_id)
     data = project.as_dict()
     if project.epsilon_total is not None:
         state = gov.ledger.state(project_id)
@@ -378,3 +371,30 @@ def audit_verify_export(
 
 
 __all__ = ["audit_app", "projects_app", "users_app"]
+
+
+# --------------------------------------------------------------------- re-identification
+def reidentify(
+    person_id: Annotated[int, typer.Argument(help="The pseudonymous person_id to look up.")],
+    reason: Annotated[str, typer.Option(help="Why (e.g. a clinical recall reference).")],
+    as_user: Annotated[
+        str | None, typer.Option("--as", help="The admin doing this (checked against the key).")
+    ] = None,
+    key_file: KeyFile = None,
+    release: Annotated[str | None, typer.Option(help="Release id (default: current).")] = None,
+) -> None:
+    """Admin only, with the admin's key: decrypt one person's identifiers from the vault."""
+    from governance.access.reidentify import reidentify as decrypt_person
+
+    settings = get_settings()
+    gov = _gov()
+    record = decrypt_person(
+        gov,
+        acting_as(gov, as_user, key_file),
+        person_id,
+        reason=reason,
+        vault_key=settings.keys().vault,
+        release_id=release,
+        operator=operator(),
+    )
+    Console().print_json(data=record)

@@ -12,7 +12,9 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
+from governance.access.people import ROLES
 from governance.audit.chain import canonical, entry_hash
+from governance.audit.events import ACTIONS as AUDIT_ACTIONS
 from governance.audit.log import VerifyReport
 from governance.errors import InvalidRequest, NotFound
 from hub.steward.web import PREFIX, CheckedForm, Desk, HtmlRoute, SignedIn, pretty
@@ -22,32 +24,7 @@ router = APIRouter(prefix=PREFIX, route_class=HtmlRoute, include_in_schema=False
 PAGE: Final = 50
 EXPORT_PAGE: Final = 5_000
 EXPORT_MAX: Final = 200_000  # rows per export: narrow the filters for more
-ROLES: Final = ("researcher", "steward", "modeller", "admin")
-ACTIONS: Final = (
-    "audit.read",
-    "budget.commit",
-    "budget.refund",
-    "budget.reserve",
-    "model.audit",
-    "model.submit",
-    "output.approve",
-    "output.download",
-    "output.reject",
-    "project.approve",
-    "project.close",
-    "project.reject",
-    "project.request",
-    "project.suspend",
-    "query.dummy",
-    "query.real.dp",
-    "query.real.exact",
-    "steward.form",
-    "steward.sign_in",
-    "steward.sign_out",
-    "user.add",
-    "user.revoke",
-    "user.rotate_key",
-)
+ACTIONS: Final = tuple(sorted(AUDIT_ACTIONS))
 CSV_COLUMNS: Final = (
     "seq",
     "time",

@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import RedirectResponse
 
+from governance.access import roles
 from governance.audit.events import AuditEvent
-from governance.errors import Unauthenticated
+from governance.errors import AccessDenied, Unauthenticated
 from hub.steward.sessions import COOKIE, SessionStore, same_token
 from hub.steward.web import PREFIX, CheckedForm, HtmlRoute, html, service, sessions
 
@@ -80,15 +81,11 @@ def sign_in(
     except Unauthenticated:
         return _form(request, 401, "That key is not valid.")
     user = principal.user
-    event = AuditEvent(
-        action="steward.sign_in", actor=user.user_id, key_id=principal.key_id, role=user.role
-    )
-    if user.role != "steward" or not user.accredited():
-        reason = (
-            "the steward dashboard is for data stewards"
-            if user.role != "steward"
-            else "the steward's accreditation has lapsed"
-        )
+    event = AuditEvent.by(principal, "steward.sign_in")
+    try:
+        roles.require(user, "dashboard")
+    except AccessDenied as exc:
+        reason = str(exc)
         gov.audit.record(replace(event, decision="denied", reason=reason))
         return _form(request, 403, f"Refused: {reason}. Use a steward's key.")
     gov.audit.record(event)

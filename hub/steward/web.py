@@ -23,6 +23,7 @@ from markupsafe import Markup
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from governance.access import roles
 from governance.access.people import Principal
 from governance.audit.events import AuditEvent
 from governance.errors import AccessDenied, HubError, InvalidRequest
@@ -180,8 +181,7 @@ def desk(request: Request) -> Desk:
     svc = service(request)
     try:
         principal = svc.gov.people.authenticate(session.key)
-        if principal.user.role != "steward" or not principal.user.accredited():
-            raise AccessDenied("not an accredited steward")
+        roles.require(principal.user, "dashboard")
     except AccessDenied:
         # a revoked key or a lapsed accreditation ends the session at once
         store.drop(token)

@@ -27,7 +27,6 @@ from connectors.ingest import ingest
 from connectors.secrets import resolve_keys
 from governance.facade import Governance
 from governance.quality import ingest_gate
-from governance.queries import QueryService
 from synthetic_data.generator import SynthConfig, generate
 from tests.e2e.conftest import free_port
 
@@ -220,7 +219,7 @@ def _started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StewardHub]:
         ).project_id
     for name in ("to_suspend", "to_suspend_api"):
         gov.projects.approve(projects[name], steward=users["tess"], epsilon=1.0, delta=1e-6)
-    service = QueryService(gov)
+    service = gov.queries
     outputs = {}
     for name, audit in (
         ("to_release", {"attack_auc": 0.5, "members": 400}),

@@ -8,8 +8,11 @@ import subprocess
 import sys
 
 
-def hub(home, *args, check=True):
+def hub(home, *args, check=True, key=None):
     env = {**os.environ, "HUB_HOME": str(home), "COLUMNS": "200"}
+    env.pop("HUB_API_KEY", None)
+    if key is not None:
+        env["HUB_API_KEY"] = key
     result = subprocess.run(
         [sys.executable, "-m", "hub.cli", *args],
         capture_output=True,
@@ -36,24 +39,22 @@ def test_users_projects_and_audit_from_the_command_line(tmp_path):
         "--organisation",
         "University of Birmingham",
     ).stdout.strip()
-    assert (
-        key.startswith("hub_")
-        and "shown once"
-        in hub(
-            home,
-            "users",
-            "add",
-            "sam",
-            "--name",
-            "Sam Jones",
-            "--role",
-            "steward",
-            "--organisation",
-            "UHB NHS FT",
-            "--organisation-type",
-            "nhs_trust",
-        ).stderr
+    added = hub(
+        home,
+        "users",
+        "add",
+        "sam",
+        "--name",
+        "Sam Jones",
+        "--role",
+        "steward",
+        "--organisation",
+        "UHB NHS FT",
+        "--organisation-type",
+        "nhs_trust",
     )
+    assert key.startswith("hub_") and "shown once" in added.stderr
+    sam_key = added.stdout.strip()
     listing = hub(home, "users", "list").stdout
     assert "ana" in listing and "steward" in listing and key not in listing
     project_id = hub(
@@ -74,11 +75,31 @@ def test_users_projects_and_audit_from_the_command_line(tmp_path):
         "observations:code,value",
         "--days",
         "90",
+        key=key,
     ).stdout.strip()
     refused = hub(
-        home, "projects", "approve", project_id, "--as", "ana", "--epsilon", "1", check=False
+        home,
+        "projects",
+        "approve",
+        project_id,
+        "--as",
+        "ana",
+        "--epsilon",
+        "1",
+        check=False,
+        key=key,
     )
     assert refused.returncode == 2 and "only stewards" in refused.stderr
+    # acting as someone takes their key: ana's key cannot act as sam
+    impostor = hub(
+        home, "projects", "approve", project_id, "--as", "sam", "--epsilon", "1", check=False,
+        key=key,
+    )  # fmt: skip
+    assert impostor.returncode == 2 and "not sam's" in impostor.stderr
+    keyless = hub(home, "projects", "approve", project_id, "--as", "sam", "--epsilon", "1",
+                  check=False)  # fmt: skip
+    assert keyless.returncode == 2 and "HUB_API_KEY" in keyless.stderr
+    assert "Traceback" not in impostor.stderr + keyless.stderr
     hub(
         home,
         "projects",
@@ -90,12 +111,22 @@ def test_users_projects_and_audit_from_the_command_line(tmp_path):
         "2",
         "--grant",
         "patients:person_id",
+        key=sam_key,
     )
     shown = hub(home, "projects", "show", project_id).stdout
     assert '"status": "approved"' in shown and '"epsilon_total": 2.0' in shown
     assert project_id in hub(home, "projects", "list").stdout
     bad = hub(
-        home, "projects", "approve", project_id, "--as", "sam", "--epsilon", "nan", check=False
+        home,
+        "projects",
+        "approve",
+        project_id,
+        "--as",
+        "sam",
+        "--epsilon",
+        "nan",
+        check=False,
+        key=sam_key,
     )
     assert bad.returncode == 2
     rotated = hub(home, "users", "rotate-key", "ana").stdout.strip()

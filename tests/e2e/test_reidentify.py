@@ -22,6 +22,7 @@ def test_reidentify_prints_one_persons_identifiers_and_demands_a_reason(
     )
     env = {**os.environ, "HUB_HOME": str(hub_home)}
     base = [sys.executable, "-m", "hub.cli"]
+    keys_of = {}
     for user, role in (("root.admin", "admin"), ("ana", "researcher")):
         made = subprocess.run(
             [*base, "users", "add", user, "--name", user, "--role", role, "--organisation", "UHB"],
@@ -31,14 +32,23 @@ def test_reidentify_prints_one_persons_identifiers_and_demands_a_reason(
             timeout=60,
         )
         assert made.returncode == 0, made.stderr
+        keys_of[user] = made.stdout.strip()
+    as_ana = {**env, "HUB_API_KEY": keys_of["ana"]}
     denied = subprocess.run(
         [*base, "reidentify", str(person), "--as", "ana", "--reason", "curious about this one"],
-        env=env,
+        env=as_ana,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert denied.returncode == 2 and "only accredited admins" in denied.stderr
+    # naming the admin is not enough: the command takes the admin's own key
+    borrowed = subprocess.run(
+        [*base, "reidentify", str(person), "--as", "root.admin", "--reason", "clinical recall"],
+        env=as_ana, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert borrowed.returncode == 2 and "not root.admin's" in borrowed.stderr
+    env = {**env, "HUB_API_KEY": keys_of["root.admin"]}
     cmd = [*base, "reidentify", str(person), "--as", "root.admin"]
     refused = subprocess.run(
         [*cmd, "--reason", "x"], env=env, capture_output=True, text=True, timeout=60

@@ -162,7 +162,7 @@ def test_a_process_killed_while_appending_leaves_a_verifiable_log(tmp_path):
     Governance.open(home, create_keys=True)
     script = (
         "import sys\nfrom pathlib import Path\nfrom governance.facade import Governance\n"
-        "from governance.audit import AuditEvent\n"
+        "from governance.audit.events import AuditEvent\n"
         f"g = Governance.open(Path({str(home)!r}))\n"
         "i = 0\nwhile True:\n    g.audit.record(AuditEvent(action='query', actor='ana', query_text=str(i)))\n"
         "    print(i, flush=True)\n    i += 1\n"

@@ -17,7 +17,6 @@ from governance.errors import (
     PolicyViolation,
 )
 from governance.facade import Governance
-from governance.queries import QueryService
 from synthetic_data.generator import SynthConfig, generate
 
 GRANTS = {
@@ -37,7 +36,7 @@ def hub(population_3k, tmp_path_factory):
     ingest(
         dummy_src, fmt="native", home=home / "dummy", keys=resolve_keys(home / "dummy", create=True)
     )
-    gov = Governance.open(home, create_keys=True)
+    gov = Governance.open(home, create_keys=True, query_timeout_s=10)
     people = {}
     for user_id, role in (
         ("ana", "researcher"),
@@ -64,7 +63,7 @@ def hub(population_3k, tmp_path_factory):
         days=30,
     )
     gov.projects.approve(project.project_id, steward=people["sam"].user, epsilon=3.0, delta=1e-6)
-    return gov, QueryService(gov, timeout_s=10), project.project_id, people
+    return gov, gov.queries, project.project_id, people
 
 
 def test_dummy_queries_return_rows_from_the_dummy_release(hub):

@@ -1,0 +1,13 @@
+"""The `/v1` routes, one module per resource. Each translates HTTP to one governance
+call; errors map to problem+json in ``hub.http_errors``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from hub.api.routes import audit, datasets, outputs, projects, public, quality, queries, service
+from hub.api.schemas import ERRORS
+
+router = APIRouter(prefix="/v1", responses=ERRORS)
+for module in (service, datasets, projects, queries, outputs, audit, quality, public):
+    router.include_router(module.router)

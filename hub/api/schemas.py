@@ -1,0 +1,91 @@
+"""Request bodies and the problem+json schema of the `/v1` API.
+
+Numbers are numbers: every field is strict (``true`` is not 1, ``"0.01"`` is not a
+number), so a client's mistake is a clear 422 rather than a silent conversion.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from governance.outputs.disclosure import REDACTION_THRESHOLD, ROUNDING_MULTIPLE
+
+
+def _finite(value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+# a JSON number (an integer is fine), finite, never a boolean or a string
+Number = Annotated[float, Field(strict=True), AfterValidator(_finite)]
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+    },
+}
+# every error any route can give, as RFC 9457 problem+json (problems.py), so that the
+# schema describes what clients really get (a schemathesis test checks conformance)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": description,
+        "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}},
+    }
+    for status, description in (
+        (401, "no key, or a malformed, unknown or revoked key"),
+        (403, "the caller's role, project or budget does not allow this"),
+        (404, "no such resource, or not the caller's to see"),
+        (409, "the resource is not in a state that allows this"),
+        (413, "the request body is too large"),
+        (422, "the request is not valid (the fields named, never their values)"),
+        (503, "the audit store or the release cannot be used: nothing was done"),
+    )
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_max_length=20_000, strict=True)
+
+
+class ProjectRequest(Strict):
+    title: str = Field(min_length=1, max_length=200)
+    purpose: str = Field(min_length=1, max_length=5000)
+    lay_summary: str = Field(min_length=1, max_length=5000)
+    grants: dict[str, list[str]]
+    days: int = Field(ge=1, le=3650)
+    members: list[str] = Field(default_factory=list, max_length=50)
+
+
+class Approval(Strict):
+    epsilon: Number
+    delta: Number = 1e-6
+    days: int | None = Field(default=None, ge=1, le=3650)
+    grants: dict[str, list[str]] | None = None
+    sdc_threshold: int = Field(default=REDACTION_THRESHOLD, ge=1, le=100)
+    sdc_rounding: int = Field(default=ROUNDING_MULTIPLE, ge=1, le=100)
+    trainers: list[str] = Field(default_factory=list, max_length=50)
+
+
+class Reason(Strict):
+    reason: str = Field(min_length=5, max_length=2000)
+
+
+class OptionalReason(Strict):
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class QueryRequest(Strict):
+    sql: str = Field(min_length=1, max_length=20_000)
+    target: Literal["dummy", "real"] = "dummy"
+    mode: Literal["dp", "exact"] | None = None
+    epsilon: Number | None = None

@@ -1,0 +1,40 @@
+"""`hub serve`: the HTTP API, the steward dashboard and the docs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from governance.settings import get_settings
+from hub.console import console
+from hub.console import fail as _fail
+
+app = typer.Typer()
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (localhost by default).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    query_timeout: Annotated[float, typer.Option(help="Seconds a query may run.")] = 30.0,
+) -> None:
+    """Serve the HTTP API (docs at /docs). Refuses to start without its keys and a release."""
+    import uvicorn
+
+    from connectors.errors import IngestError
+    from connectors.releases import get_release
+    from governance.errors import HubError
+    from hub.app import create_app
+
+    settings = get_settings()
+    try:
+        settings.keys()  # refuses missing, short, default or exposed keys
+        gov = settings.governance(query_timeout_s=query_timeout)  # refuses a missing signing key
+        release = get_release(settings.home)
+    except (IngestError, HubError) as exc:
+        raise _fail(f"{exc}; the hub does not start without it") from None
+    console.print(f"serving release {release.id} on http://{host}:{port} (docs: /docs)")
+    uvicorn.run(create_app(gov), host=host, port=port, log_level="warning")
