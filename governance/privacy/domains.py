@@ -84,9 +84,7 @@ SOURCES: Final[dict[str, Source]] = {
     "person": _person_level("person"),
     "death": _person_level("death"),
     # observation_period_id is a row_number() over everyone: it depends on other people
-    "observation_period": _person_level(
-        "observation_period", frozenset({"observation_period_id"})
-    ),
+    "observation_period": _person_level("observation_period", frozenset({"observation_period_id"})),
     **{name: Source(name) for name in EVENT_TABLES},
 }
 

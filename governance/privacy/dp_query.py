@@ -237,6 +237,11 @@ class _Compiler:
 
     # ---------------------------------------------------------------- expressions
     def column(self, node: dict[str, Any], scope: _Scope) -> str:
+        """The column as the hub writes it (``alias."name"``), checked."""
+        return f"{scope.alias}.{quote(self.column_name(node, scope))}"
+
+    def column_name(self, node: dict[str, Any], scope: _Scope) -> str:
+        """The name of one of the scope's own columns, or PolicyError."""
         names = [str(n).lower() for n in node.get("column_names", [])]
         if len(names) == 2 and names[0] in scope.names:
             names = names[1:]
@@ -248,10 +253,8 @@ class _Compiler:
         if name not in scope.columns:
             raise PolicyError("dp_columns", f"{scope.table} has no column {name!r}")
         if name in scope.excluded:
-            raise PolicyError(
-                "dp_columns", f"{scope.table}.{name} depends on other people's rows"
-            )
-        return f"{scope.alias}.{quote(name)}"
+            raise PolicyError("dp_columns", f"{scope.table}.{name} depends on other people's rows")
+        return name
 
     def expr(self, node: Any, scope: _Scope) -> str:
         """A row-local (or person-local) expression, written by the hub with TRY()."""
@@ -400,8 +403,9 @@ class _Compiler:
         where = sub.get("where_clause")
         pred = f" AND {as_condition(self.expr(where, inner))}" if where is not None else ""
         self.semijoins += 1
+        # identifiers are quoted catalogue names; the predicate is hub-written
         return (
-            f"({scope.alias}.{quote(PERSON)} IN (SELECT {inner.alias}.{quote(PERSON)} "
+            f"({scope.alias}.{quote(PERSON)} IN (SELECT {inner.alias}.{quote(PERSON)} "  # noqa: S608
             f"FROM {quote(inner.table)} AS {inner.alias} "
             f"WHERE {inner.alias}.{quote(PERSON)} IS NOT NULL{pred}))"
         )
@@ -474,8 +478,7 @@ def _compile(node: dict[str, Any], catalogue: Catalogue, rows_per_person: int | 
             raise PolicyError(
                 "dp_group_key", "the group key must be a column with a declared domain"
             )
-        compiler.column(key, scope)  # the source's own, not excluded
-        group = str(key["column_names"][-1]).lower()
+        group = compiler.column_name(key, scope)  # the source's own, not excluded
         domain = domains.DOMAINS.get(scope.table, {}).get(group, ())
         if not domain:
             raise PolicyError(
@@ -483,12 +486,11 @@ def _compile(node: dict[str, Any], catalogue: Catalogue, rows_per_person: int | 
                 f"{scope.table}.{group} has no declared domain: it cannot be a dp group key",
             )
         _check_group_by(node, key, group, select.index(key) + 1, scope)
-    elif not _empty(node.get("group_expressions")) or node.get("aggregate_handling") not in (
-        "STANDARD_HANDLING",
-        "FORCE_AGGREGATES",
+    elif (
+        not _empty(node.get("group_expressions"))
+        or node.get("aggregate_handling") not in ("STANDARD_HANDLING", "FORCE_AGGREGATES")
+        or any(g for g in node.get("group_sets") or [])
     ):
-        raise PolicyError("dp_group_key", "group by a column that is in the select list")
-    elif any(g for g in node.get("group_sets") or []):
         raise PolicyError("dp_group_key", "group by a column that is in the select list")
     # the rows-per-person bound k
     if declared.person_level:
@@ -499,7 +501,11 @@ def _compile(node: dict[str, Any], catalogue: Catalogue, rows_per_person: int | 
             )
     else:
         k = declared.default_rows_per_person if rows_per_person is None else rows_per_person
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= declared.max_rows_per_person:
+        if (
+            isinstance(k, bool)
+            or not isinstance(k, int)
+            or not 1 <= k <= declared.max_rows_per_person
+        ):
             raise PolicyError(
                 "dp_rows_per_person",
                 f"rows_per_person for {scope.table} must be an integer from 1 to "
@@ -551,9 +557,10 @@ def _check_group_by(
     if handling != "STANDARD_HANDLING" or len(exprs) != 1 or sets != [[0]]:
         raise PolicyError("dp_group_key", "GROUP BY exactly the one group key")
     expr = exprs[0]
-    if expr.get("class") == "COLUMN_REF":
-        if scope.compiler.column(expr, scope) == scope.compiler.column(key, scope):
-            return
+    if expr.get("class") == "COLUMN_REF" and scope.compiler.column(
+        expr, scope
+    ) == scope.compiler.column(key, scope):
+        return
     literal = expr.get("literal") if expr.get("class") == "CONSTANT" else None
     if literal and literal.get("kind") == "INTEGER" and literal.get("text") == str(position):
         return
@@ -579,12 +586,12 @@ def _aggregate(item: dict[str, Any], scope: _Scope, compiler: _Compiler) -> Aggr
     alias = str(item.get("alias") or "")
     column: str | None = None
     if args:
-        if len(args) != 1 or (args[0] or {}).get("class") != "COLUMN_REF":
+        arg = args[0]
+        if len(args) != 1 or not isinstance(arg, dict) or arg.get("class") != "COLUMN_REF":
             raise PolicyError(
                 "dp_aggregate", "an aggregate's argument must be one of the source's columns"
             )
-        compiler.column(args[0], scope)
-        column = str(args[0]["column_names"][-1]).lower()
+        column = compiler.column_name(arg, scope)
     distinct = bool(item.get("distinct"))
     if name == "count_star" and not args and not distinct:
         return AggregatePlan("count", alias or "count", None, None, flt)
@@ -740,9 +747,7 @@ def _rows_stream(plan: Plan, flt: str | None, indices: list[int], salt: str) -> 
         if a.kind == "mean":
             raw = f"({raw} - {center(a)})"
         # clamp, then round to an exact integer: NaN and ±inf land on a bound
-        values.append(
-            f"TRY_CAST(round(least(greatest({raw}, {lo}), {hi})) AS BIGINT) AS v{i}"
-        )
+        values.append(f"TRY_CAST(round(least(greatest({raw}, {lo}), {hi})) AS BIGINT) AS v{i}")
         selects.append(f"coalesce(sum(v{i}), 0)::HUGEINT AS o{len(outputs)}")
         outputs.append((i, "sum"))
         if a.kind == "mean":
@@ -753,8 +758,8 @@ def _rows_stream(plan: Plan, flt: str | None, indices: list[int], salt: str) -> 
         [f"src.{quote(PERSON)}", _group_expr(plan)]
         + [f"src.{quote(c)}" for c in sorted({a.column for a in plan.aggregates if a.column})]
     )
-    rows = (
-        f"SELECT src.{quote(PERSON)} AS pid, {_group_expr(plan)} AS g{value_cols} "
+    rows = (  # quoted catalogue names and hub-written predicates only
+        f"SELECT src.{quote(PERSON)} AS pid, {_group_expr(plan)} AS g{value_cols} "  # noqa: S608
         f"FROM {quote(plan.source)} AS src WHERE {_base_where(plan, flt)}"
     )
     if not plan.person_level:
@@ -767,15 +772,15 @@ def _rows_stream(plan: Plan, flt: str | None, indices: list[int], salt: str) -> 
 
 
 def _persons_stream(plan: Plan, flt: str | None, indices: list[int], salt: str) -> Stream:
-    pairs = (
-        f"SELECT DISTINCT src.{quote(PERSON)} AS pid, {_group_expr(plan)} AS g "
+    pairs = (  # quoted catalogue names and hub-written predicates only
+        f"SELECT DISTINCT src.{quote(PERSON)} AS pid, {_group_expr(plan)} AS g "  # noqa: S608
         f"FROM {quote(plan.source)} AS src WHERE {_base_where(plan, flt)}"
     )
     cap = min(plan.rows_per_person, len(plan.groups))
     if plan.group and cap < len(plan.groups):
         # de-duplicate (person, group) first, then keep at most k pairs per person
-        pairs = (
-            f"SELECT pid, g FROM ({pairs}) AS pairs QUALIFY row_number() OVER "
+        pairs = (  # quoted catalogue names and hub-written predicates only
+            f"SELECT pid, g FROM ({pairs}) AS pairs QUALIFY row_number() OVER "  # noqa: S608
             f"(PARTITION BY pid ORDER BY hash(pid, g, '{salt}')) <= {cap}"
         )
     selects = ", ".join(f"count(*) AS o{n}" for n in range(len(indices)))

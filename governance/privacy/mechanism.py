@@ -100,7 +100,7 @@ def prepare(plan: Plan, epsilon: float) -> Prepared:
                 m = _measurement(scale)
                 certified = float(m.map(c.sensitivity))
             m(zeros)  # a dry run: the measurement works on a vector of this length
-        except Exception:  # noqa: BLE001 - anything OpenDP refuses is a refusal, pre-data
+        except Exception:  # anything OpenDP refuses is a refusal, before any data
             raise too_small from None
         measurements.append(m)
         scales.append(scale)
@@ -119,7 +119,7 @@ def bounded_answers(
     This is what the noise protects; tests compare it on neighbouring releases.
     """
     comps = components(plan)
-    by_part = {(c.aggregate, c.part): c.name for c in comps}
+    by_part: dict[tuple[int, str], str] = {(c.aggregate, c.part): c.name for c in comps}
     groups = plan.groups
     index = {g: n for n, g in enumerate(groups)}
     out = {c.name: [0] * len(groups) for c in comps}
@@ -135,7 +135,7 @@ def bounded_answers(
 
 def _accuracy(scale: float, alpha: float) -> int:
     """Half-width h with P(|noise| > h) ≤ alpha for discrete Laplace noise (OpenDP)."""
-    return math.floor(dp.discrete_laplacian_scale_to_accuracy(scale, alpha))
+    return math.floor(float(dp.discrete_laplacian_scale_to_accuracy(scale, alpha)))
 
 
 def release(prepared: Prepared, truth: dict[str, list[int]]) -> DpAnswer:
@@ -162,7 +162,7 @@ def release(prepared: Prepared, truth: dict[str, list[int]]) -> DpAnswer:
             answer.scales[a.label] = scale[c.name] * c.unit
             answer.ci95_half_width[a.label] = h * c.unit
             answer.ci95[a.label] = [
-                [float(v) - h * c.unit, float(v) + h * c.unit]  # type: ignore[arg-type]
+                [round(float(v) - h * c.unit, 9), round(float(v) + h * c.unit, 9)]  # type: ignore[arg-type]
                 for v in values
             ]
             continue
@@ -176,9 +176,7 @@ def release(prepared: Prepared, truth: dict[str, list[int]]) -> DpAnswer:
         means: list[float | int | None] = []
         intervals: list[list[float]] = []
         for s, n in zip(noisy[s_name], noisy[n_name], strict=True):
-            means.append(
-                min(max((centre + s / n) / FIXED_POINT, lo), hi) if n >= 1 else None
-            )
+            means.append(min(max((centre + s / n) / FIXED_POINT, lo), hi) if n >= 1 else None)
             intervals.append(_mean_interval(s, n, a_s, a_n, centre, lo, hi))
         answer.values[a.label] = means
         answer.scales[a.label] = None  # two noise laws: see answer.noise
