@@ -42,7 +42,7 @@ dp.enable_features("contrib")
 
 ALPHA: Final = 0.05  # intervals are 95%
 # a larger scale saturates 64-bit integers often enough to make the answer meaningless
-MAX_SCALE: Final = 1e15
+MAX_SCALE: Final = 1e12
 
 
 @dataclass(frozen=True)
