@@ -354,7 +354,7 @@ def test_finding_2_a_failure_after_reading_data_is_a_charged_fixed_no_answer(wor
     entries = world["gov"].audit.entries(project=world["pid"], limit=5)
     assert "SECRET" not in str(entries)
     assert not any(e["action"] == "budget.refund" for e in entries)
-    outcome = [e for e in entries if e["action"] == "query.real.dp"][0]
+    outcome = next(e for e in entries if e["action"] == "query.real.dp")
     assert outcome["reason"] == dp.NO_ANSWER_REASON and outcome["decision"] == "allowed"
 
 
