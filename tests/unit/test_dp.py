@@ -235,7 +235,7 @@ def test_the_semi_join_is_person_local_and_rows_per_person_is_capped():
     )
     assert p.semijoins == 1 and p.rows_per_person == 20
     with pytest.raises(PolicyError) as err:
-        plan(con, "SELECT count(*) FROM encounters", rows_per_person=51)
+        plan(con, "SELECT count(*) FROM encounters", rows_per_person=201)
     assert err.value.rule == "dp_rows_per_person"
 
 
