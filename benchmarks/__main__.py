@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from benchmarks import api, audit, fuzz, generator, ingest, load, models, quality
+from benchmarks import api, audit, dp_accuracy, fuzz, generator, ingest, load, models, quality
 
 REPORT = Path(__file__).with_name("report.md")
 RESULTS = Path(__file__).with_name("results")  # raw JSON, per machine (not committed)
@@ -44,6 +44,7 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("api", api),
     Benchmark("load", load, lambda: {"results": PLOTS}),
     Benchmark("fuzz", fuzz),
+    Benchmark("dp_accuracy", dp_accuracy),
     Benchmark("models", models, lambda: {"plots": PLOTS}),
 ]
 

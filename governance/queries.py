@@ -43,8 +43,7 @@ from governance.errors import (
 )
 from governance.facade import Governance
 from governance.outputs import disclosure
-from governance.privacy import accounting
-from governance.privacy import domains as datasets
+from governance.privacy import accounting, dp_query
 from governance.privacy import mechanism as dp
 from governance.sql import policy as sql_policy
 from governance.sql.engine import Engine
@@ -196,6 +195,7 @@ class QueryService:
         target: Target,
         mode: Mode | None = None,
         epsilon: float | None = None,
+        rows_per_person: int | None = None,
     ) -> dict[str, Any]:
         project = self.project_for(principal, project_id)
         event = {
@@ -239,7 +239,17 @@ class QueryService:
                 return self._dummy(principal, project, query_id, sql, release, event)
             if mode == "dp":
                 assert epsilon is not None
-                return self._dp(principal, project, query_id, sql, node, release, epsilon, event)
+                return self._dp(
+                    principal,
+                    project,
+                    query_id,
+                    sql,
+                    node,
+                    release,
+                    epsilon,
+                    event,
+                    rows_per_person,
+                )
             self.gov.audit.ensure_writable()
             return self._exact(principal, project, query_id, sql, node, release, event)
         except AuditUnavailable:
@@ -340,69 +350,24 @@ class QueryService:
 
     # ------------------------------------------------------------------ dp
     def _dp_spec(
-        self, node: dict[str, Any], cur: duckdb.DuckDBPyConnection
-    ) -> tuple[dp.DpQuery, list[str]]:
-        """The DP query a SQL statement asks for: one table, one optional key, aggregates."""
-        source = node.get("from_table") or {}
-        if source.get("type") != "BASE_TABLE":
-            raise InvalidRequest("a dp query reads one table (no joins or subqueries)")
-        table = str(source["table_name"]).lower()
-        keys = [item for item in node["select_list"] if not sql_policy.has_aggregate(item)]
-        if len(keys) > 1:
-            raise InvalidRequest("a dp query groups by at most one column")
-        group = None
-        if keys:
-            group = str(keys[0].get("column_names", [""])[-1]).lower()
-            if group not in datasets.DOMAINS.get(table, {}):
-                raise InvalidRequest(
-                    f"{table}.{group} has no declared domain: it cannot be a dp group key"
-                )
-        aggregates = []
-        labels = []
-        for item in node["select_list"]:
-            if item in keys:
-                continue
-            name = str(item.get("function_name", "")).lower()
-            args = item.get("arguments", [])
-            first = args[0].get("expression", args[0]) if args else {}
-            column = str(first.get("column_names", [""])[-1]).lower() if args else None
-            if name == "count_star" or (
-                name == "count" and not item.get("distinct") and column != "person_id"
-            ):
-                aggregates.append(dp.Aggregate("count"))
-            elif name == "count" and item.get("distinct") and column == "person_id":
-                aggregates.append(dp.Aggregate("count_persons"))
-            elif name in ("sum", "avg", "mean") and column:
-                bounds = datasets.BOUNDS.get(table, {}).get(column)
-                if bounds is None:
-                    raise InvalidRequest(
-                        f"{table}.{column} has no declared bounds: it cannot be summed in dp mode"
-                    )
-                aggregates.append(dp.Aggregate("sum" if name == "sum" else "mean", column, bounds))
-            else:
-                raise InvalidRequest(
-                    "dp mode supports count(*), count(DISTINCT person_id), sum and avg"
-                )
-            labels.append(item.get("alias") or dp.label(aggregates[-1]))
-        # the rows the aggregates read, as DuckDB itself writes them back from the
-        # policy-checked parse tree: nothing of the researcher's text is pasted in
-        columns = (
-            ["person_id"]
-            + ([group] if group else [])
-            + sorted({a.column for a in aggregates if a.column})
-        )
-        source_sql = row_level_sql(cur, node, columns)
-        spec = dp.DpQuery(
-            table=table,
-            aggregates=tuple(aggregates),
-            group_by=group,
-            domain=datasets.DOMAINS.get(table, {}).get(group, ()) if group else (),
-            source=source_sql,
-            max_rows_per_person=datasets.ROWS_PER_PERSON.get(
-                table, datasets.DEFAULT_ROWS_PER_PERSON
-            ),
-        )
-        return spec, labels
+        self,
+        node: dict[str, Any],
+        cur: duckdb.DuckDBPyConnection,
+        engine: Engine,
+        epsilon: float,
+        rows_per_person: int | None,
+    ) -> tuple[dp_query.Plan, dp.Prepared, str]:
+        """The compiled plan, its certified OpenDP measurements and the salt: everything
+        that can refuse a DP query, done before any budget is reserved or data read."""
+        plan = dp_query.compile_plan(node, engine.catalogue(cur), rows_per_person=rows_per_person)
+        salt = secrets.token_hex(8)
+        if not all(engine.explain(cur, s.sql) for s in dp_query.statements(plan, salt=salt)):
+            # binding and planning read no table data: a refusal here is data-independent
+            raise sql_policy.PolicyError(
+                "dp_types", "the query's expressions do not fit the columns' types"
+            )
+        prepared = dp.prepare(plan, epsilon)
+        return plan, prepared, salt
 
     def _dp(
         self,
@@ -414,12 +379,13 @@ class QueryService:
         release: releases.Release,
         epsilon: float,
         event: dict[str, Any],
+        rows_per_person: int | None = None,
     ) -> dict[str, Any]:
         engine = self.engine(release)
         cur = engine.cursor()
         try:
-            spec, labels = self._dp_spec(node, cur)
-        except InvalidRequest:
+            plan, prepared, salt = self._dp_spec(node, cur, engine, epsilon, rows_per_person)
+        except BaseException:
             cur.close()
             raise
         spend = self.gov.ledger.reserve(
@@ -431,39 +397,22 @@ class QueryService:
             key_id=principal.key_id,
             role=principal.user.role,
         )
+        # from here on data is read: whatever happens, the spend is committed (never
+        # refunded) and the response does not depend on what went wrong
+        body: dict[str, Any]
         try:
-            answer = dp.release(cur, spec, epsilon=epsilon, salt=secrets.token_hex(8))
-        except Exception:
-            self.gov.ledger.refund(
-                spend, actor=principal.user.user_id, reason="the dp query failed before release"
-            )
-            raise
+            truth = dp.bounded_answers(cur, plan, salt=salt)
+            body = dp.answer_body(plan, dp.release(prepared, truth))
+            status = "done"
+        except Exception:  # a failure after reading data looks like any other
+            body = dp.no_answer_body(plan)
+            status = "no_answer"
         finally:
             cur.close()
-        rows = [
-            ([g] if spec.group_by else [])
-            + [answer.values[dp.label(a)][i] for a in spec.aggregates]
-            for i, g in enumerate(answer.groups)
-        ]
-        body: dict[str, Any] = {
-            "columns": ([spec.group_by] if spec.group_by else []) + labels,
-            "rows": rows,
-            "epsilon_spent": answer.epsilon,
-            "noise_scale": {
-                lab: answer.scales[dp.label(a)]
-                for lab, a in zip(labels, spec.aggregates, strict=True)
-            },
-            "ci95_half_width": {
-                lab: answer.ci95[dp.label(a)]
-                for lab, a in zip(labels, spec.aggregates, strict=True)
-            },
-            "contribution_bound": spec.max_rows_per_person,
-        }
-        # the spend, the request's audit entry and the stored query commit together:
-        # no answer leaves without its spend, no spend stays reserved once answered
+        # the spend, the request's audit entry and the stored query commit together
         with self.gov.store.transaction() as con:
             spent = self.gov.ledger.commit_in(
-                con, spend, epsilon=answer.epsilon, actor=principal.user.user_id
+                con, spend, epsilon=prepared.epsilon, actor=principal.user.user_id
             )
             state = self.gov.ledger.state_in(con, project.project_id)
             body["epsilon_spent"] = spent
@@ -475,10 +424,11 @@ class QueryService:
                     release=release.id,
                     epsilon=spent,
                     delta=0.0,
-                    row_count=len(rows),
+                    row_count=len(body["rows"]),
                     result_sha256=_sha256(body),
                     target=query_id,
-                    details={"spend_id": spend},
+                    reason=dp.NO_ANSWER_REASON if status == "no_answer" else None,
+                    details={"spend_id": spend, "outcome": status},
                     **event,
                 ),
             )
@@ -490,12 +440,12 @@ class QueryService:
                 "real",
                 "dp",
                 release.id,
-                "done",
+                status,
                 spent,
                 body,
                 con=con,
             )
-        return {"query_id": query_id, "status": "done", "release": release.id, **body}
+        return {"query_id": query_id, "status": status, "release": release.id, **body}
 
     # ------------------------------------------------------------------ exact
     def _columns(self, node: dict[str, Any], names: list[str]) -> Columns:

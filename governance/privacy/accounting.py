@@ -13,6 +13,17 @@ auditors can check with a calculator.
 (0.25, 9e-06)
 >>> fits(total=(1.0, 1e-5), spent=(0.75, 1e-6), request=(0.3, 0.0))
 False
+
+**Parallel composition**: mechanisms on *disjoint* parts of the data (the groups of one
+DP answer, each person's rows landing in at most ``m`` of them) cost the sum of the ``m``
+largest (ε, δ) rather than the sum over all parts. The hub uses it for person counts by
+group: one person is in at most min(k, G) groups, so the vector's L1 sensitivity is
+min(k, G), not G.
+
+>>> parallel([(0.5, 0.0), (0.5, 0.0), (0.5, 0.0)], parts_per_person=1)
+(0.5, 0.0)
+>>> parallel([(0.5, 0.0), (0.2, 0.0), (0.1, 0.0)], parts_per_person=2)
+(0.7, 0.0)
 """
 
 from __future__ import annotations
@@ -79,3 +90,33 @@ def fits(*, total: Budget, spent: Budget, request: Budget) -> bool:
     """Whether ``request`` can be spent on top of ``spent`` within ``total``."""
     eps, delta = compose([spent, request])
     return eps <= total[0] + TOLERANCE and delta <= total[1] + TOLERANCE
+
+
+def parallel(spends: Iterable[Budget], *, parts_per_person: int) -> Budget:
+    """Parallel composition: each person is in at most ``parts_per_person`` of the parts."""
+    if parts_per_person < 1:
+        raise ValueError("parts_per_person must be at least 1")
+    items = list(spends)
+    eps = sorted((e for e, _ in items), reverse=True)[:parts_per_person]
+    deltas = sorted((d for _, d in items), reverse=True)[:parts_per_person]
+    return (sum(eps), sum(deltas))
+
+
+def reachable(*, requested: float, certified: float) -> bool:
+    """Whether the accountant's certified ε is a real, positive spend within ``requested``.
+
+    Checked *before* anything is reserved: an ε OpenDP cannot reach is refused without
+    spending.
+
+    >>> reachable(requested=1.0, certified=0.999999)
+    True
+    >>> reachable(requested=1e-6, certified=2e-6)
+    False
+    >>> reachable(requested=1.0, certified=float("nan"))
+    False
+    """
+    return (
+        math.isfinite(certified)
+        and 0.0 < certified <= requested * (1 + 1e-9)
+        and certified >= MIN_EPSILON * (1 - 1e-9)
+    )

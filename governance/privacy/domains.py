@@ -1,14 +1,32 @@
-"""Declared domains and bounds of the research tables, for DP queries and `/v1/datasets`.
+"""Declared domains, bounds and DP sources of the research tables (for DP queries and
+`/v1/datasets`).
 
 DP group keys come from these declared domains, never from the data; sums and means
 clamp to these declared bounds. They describe the schema (categories that exist in
 the population, possible value ranges), not any patient, so publishing them leaks
 nothing. A column without a declaration can be filtered on but not grouped by or
 summed in DP mode.
+
+**DP sources** are the tables and views a DP query may read, with the steward's
+contribution bounds. Every row of a source belongs to exactly one person (its
+``person_id``) and is computed from that person's rows only; a column whose value
+depends on other people's rows (a running number over everyone) is excluded. A
+*person-level* source has at most one row per person (``patients`` is checked unique by
+the quality gate; ``person``, ``death`` and ``observation_period`` are views with one row
+per patient), so its rows-per-person bound is 1 and no truncation runs. Event tables
+let a query choose its bound k up to the steward's maximum.
+
+>>> source("patients").max_rows_per_person, source("conditions").default_rows_per_person
+(1, 10)
+>>> source("encounters").max_rows_per_person
+200
+>>> source("organisations") is None
+True
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
 ETHNIC_GROUPS: Final = (
@@ -29,6 +47,7 @@ DOMAINS: Final[dict[str, dict[str, tuple[Any, ...]]]] = {
         "ethnicity": ETHNIC_GROUPS,
         "local_authority": LOCAL_AUTHORITIES,
     },
+    "person": {"gender_concept_id": (8507, 8532, 0)},
     "encounters": {"encounter_type": ("gp", "ae", "outpatient", "inpatient")},
 }
 
@@ -37,9 +56,58 @@ BOUNDS: Final[dict[str, dict[str, tuple[float, float]]]] = {
     "observations": {"value": (0.0, 300.0)},
 }
 
-# rows one person may contribute to a DP answer from each table (contribution bound)
-ROWS_PER_PERSON: Final = {"patients": 1}
+
+@dataclass(frozen=True)
+class Source:
+    """A table or view DP queries may read, and its steward-set contribution bounds."""
+
+    name: str
+    person_level: bool = False  # at most one row per person: k = 1, no truncation
+    default_rows_per_person: int = 10
+    max_rows_per_person: int = 50
+    excluded_columns: frozenset[str] = frozenset()  # values that depend on other people
+
+
+def _person_level(name: str, excluded: frozenset[str] = frozenset()) -> Source:
+    return Source(name, True, 1, 1, excluded)
+
+
+EVENT_TABLES: Final = (
+    "encounters", "conditions", "observations", "medications", "procedures",
+    "immunizations", "allergies", "devices", "care_plans",
+    # OMOP views: one row per event row, renamed (drug_exposure is medications and
+    # immunizations, each row still one person's)
+    "visit_occurrence", "condition_occurrence", "drug_exposure", "measurement",
+    "procedure_occurrence",
+)  # fmt: skip
+
+SOURCES: Final[dict[str, Source]] = {
+    "patients": _person_level("patients"),
+    "person": _person_level("person"),
+    "death": _person_level("death"),
+    # observation_period_id is a row_number() over everyone: it depends on other people
+    "observation_period": _person_level("observation_period", frozenset({"observation_period_id"})),
+    **{name: Source(name) for name in EVENT_TABLES},
+    # where people have many rows (synthetic data: encounters median 25 a person, 99th
+    # centile 131; observations 17 and 57), the steward allows a larger k
+    **{
+        name: Source(name, default_rows_per_person=50, max_rows_per_person=200)
+        for name in ("encounters", "visit_occurrence")
+    },
+    **{
+        name: Source(name, default_rows_per_person=50, max_rows_per_person=100)
+        for name in ("observations", "measurement")
+    },
+}
+
+# kept for callers that only need the default bound
+ROWS_PER_PERSON: Final = {name: s.default_rows_per_person for name, s in SOURCES.items()}
 DEFAULT_ROWS_PER_PERSON: Final = 10
+
+
+def source(table: str) -> Source | None:
+    """The DP source declared for ``table``, or None (not readable in DP mode)."""
+    return SOURCES.get(table.lower())
 
 
 def describe(table: str, columns: list[tuple[str, str]]) -> list[dict[str, Any]]:

@@ -1,206 +1,253 @@
-"""Differentially private aggregates with per-person contribution bounding and OpenDP noise.
+"""Differentially private answers to a compiled plan (``dp_query.Plan``), noised by OpenDP.
 
-A DP query names one table, an optional (policy-checked) filter, at most one grouping
-column with a **declared domain** (group keys come from the domain, never from the
-data, so the set of groups reveals nothing), and aggregates:
+Three steps, so that nothing that can fail depends on the data:
 
-* ``count``: rows; ``count_persons``: distinct people; ``sum`` and ``mean`` of a numeric
-  column clamped to **declared bounds**.
-
-Sensitivity is made true by construction: before aggregating, each person keeps at most
-``max_rows_per_person`` rows (chosen by a keyed hash, not by value), and values are
-clamped. Adding or removing one person then changes the vector of group answers by at
-most (L1):
-
-* count: ``k``; count_persons: ``min(k, groups)``; sum: ``k · max(|lo|, |hi|)``;
-  mean: a noisy sum over a noisy count, each with half the budget.
-
-Noise comes from OpenDP's vetted Laplace mechanisms (discrete for counts, continuous for
-sums) calibrated to scale = Δ/ε; OpenDP's privacy map then confirms the ε actually
-spent, which must not exceed what was asked. The answer carries the noise scale and a
-95% interval half-width (``scale · ln(20)``).
+1. :func:`prepare` (before any budget is reserved, no data): one OpenDP discrete-Laplace
+   measurement per integer vector of the plan (``dp_query.components``), with scale
+   Δ/ε_each; OpenDP's privacy map certifies each ε and the sum must not exceed what was
+   asked (``accounting.reachable``), and a dry run on zeros proves the measurement runs.
+   An ε too small for OpenDP is refused here, before anything is reserved or read.
+2. :func:`bounded_answers` (reads data): the exact answer after contribution bounding,
+   integer per group in the declared domain's order. Exposed so tests can compare it on
+   neighbouring releases.
+3. :func:`release`: noise from OpenDP (exact discrete Laplace on integers: counts and
+   fixed-point sums, so no floating-point attack on the sum), then post-processing only:
+   sums back to units, means as centre + noisy centred sum / noisy count, and 95%
+   intervals from OpenDP's discrete-Laplace accuracy (the mean's from both noise laws,
+   each at 97.5%, by a union bound).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import duckdb
 import opendp.prelude as dp
 
 from governance.errors import InvalidRequest
+from governance.privacy import accounting
+from governance.privacy.dp_query import (
+    FIXED_POINT,
+    Component,
+    Plan,
+    center,
+    components,
+    describe,
+    statements,
+)
 
 dp.enable_features("contrib")
 
-Kind = Literal["count", "count_persons", "sum", "mean"]
-CI_FACTOR: Final = math.log(20)  # P(|Laplace(b)| > b·ln 20) = 5%
-DEFAULT_ROWS_PER_PERSON: Final = 10
+ALPHA: Final = 0.05  # intervals are 95%
+# a larger scale saturates 64-bit integers often enough to make the answer meaningless
+MAX_SCALE: Final = 1e12
 
 
 @dataclass(frozen=True)
-class Aggregate:
-    kind: Kind
-    column: str | None = None
-    bounds: tuple[float, float] | None = None
-
-    def validate(self) -> None:
-        if self.kind in ("sum", "mean"):
-            if self.column is None or self.bounds is None:
-                raise InvalidRequest(f"{self.kind} needs a column and declared bounds")
-            lo, hi = self.bounds
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-                raise InvalidRequest("bounds must be finite with lower < upper")
-
-
-@dataclass(frozen=True)
-class DpQuery:
-    table: str
-    aggregates: tuple[Aggregate, ...]
-    group_by: str | None = None
-    domain: tuple[Any, ...] = ()
-    where: str | None = None  # checked by the SQL policy before it gets here
-    max_rows_per_person: int = DEFAULT_ROWS_PER_PERSON
-    # or: a row-level SELECT (person_id and the columns used) DuckDB wrote back from a
-    # policy-checked parse tree; used instead of table and where
-    source: str | None = None
+class Prepared:
+    plan: Plan
+    components: tuple[Component, ...]
+    measurements: tuple[Any, ...]  # OpenDP measurements, one per component
+    scales: tuple[float, ...]  # integer units
+    epsilon: float  # certified by OpenDP's privacy maps, composed
 
 
 @dataclass
 class DpAnswer:
     groups: list[Any]
-    values: dict[str, list[float]]  # aggregate label -> noisy value per group
+    values: dict[str, list[float | int | None]]  # aggregate label -> noisy value per group
     epsilon: float  # as certified by OpenDP's privacy maps
-    scales: dict[str, float] = field(default_factory=dict)
-    ci95: dict[str, float] = field(default_factory=dict)
+    scales: dict[str, float | None] = field(default_factory=dict)  # None for means
+    ci95: dict[str, list[list[float]]] = field(default_factory=dict)  # per group [lo, hi]
+    ci95_half_width: dict[str, float | None] = field(default_factory=dict)
+    noise: dict[str, dict[str, float]] = field(default_factory=dict)  # per component
 
 
-def label(a: Aggregate) -> str:
-    return a.kind if a.column is None else f"{a.kind}_{a.column}"
+def _measurement(scale: float) -> Any:
+    return dp.m.make_laplace(
+        dp.vector_domain(dp.atom_domain(T="i64")), dp.l1_distance(T="i64"), scale=scale
+    )
 
 
-def sensitivity(a: Aggregate, *, k: int, groups: int) -> float:
-    """L1 change in the (bounded) answer vector when one person is added or removed."""
-    if a.kind == "count":
-        return float(k)
-    if a.kind == "count_persons":
-        return float(min(k, max(groups, 1)))
-    assert a.bounds is not None
-    return float(k * max(abs(a.bounds[0]), abs(a.bounds[1])))
+def prepare(plan: Plan, epsilon: float) -> Prepared:
+    """The OpenDP measurements for ``plan`` at ``epsilon``, certified; no data is read.
+
+    Raises InvalidRequest when OpenDP cannot answer this plan within ``epsilon``.
+    """
+    comps = tuple(components(plan))
+    each = epsilon / len(comps)
+    measurements = []
+    scales = []
+    spent = []
+    zeros = [0] * len(plan.groups)
+    too_small = InvalidRequest(
+        f"epsilon {epsilon:g} is too small for this query (its noise would be unusable); "
+        "nothing was spent"
+    )
+    for c in comps:
+        scale = c.sensitivity / each
+        if not math.isfinite(scale) or scale > MAX_SCALE:
+            raise too_small
+        try:
+            m = _measurement(scale)
+            certified = float(m.map(c.sensitivity))
+            for _ in range(8):  # float rounding can certify a hair over: widen a hair
+                if certified <= each:
+                    break
+                scale = math.nextafter(scale, math.inf) * (1 + 1e-12)
+                m = _measurement(scale)
+                certified = float(m.map(c.sensitivity))
+            m(zeros)  # a dry run: the measurement works on a vector of this length
+        except Exception:  # anything OpenDP refuses is a refusal, before any data
+            raise too_small from None
+        measurements.append(m)
+        scales.append(scale)
+        spent.append((certified, 0.0))
+    total, _ = accounting.compose(spent)
+    if not accounting.reachable(requested=epsilon, certified=total):
+        raise too_small
+    return Prepared(plan, comps, tuple(measurements), tuple(scales), total)
 
 
-def bounded_sql(q: DpQuery, *, salt: str) -> str:
-    """Per-group true answers after contribution bounding (one row per domain value)."""
-    if q.max_rows_per_person < 1:
-        raise InvalidRequest("max_rows_per_person must be at least 1")
-    names = [q.group_by or "person_id", *(a.column for a in q.aggregates if a.column)]
-    if q.source is None:
-        names.append(q.table)
-    if not all(n.isidentifier() for n in names) or not salt.isalnum():
-        raise InvalidRequest("tables and columns must be plain names")
-    group = q.group_by or "NULL"
-    values = []
-    for i, a in enumerate(q.aggregates):
-        a.validate()
-        if a.column is not None and a.bounds is not None:
-            lo, hi = a.bounds
-            values.append(f"least(greatest({a.column}::DOUBLE, {lo}), {hi}) AS v{i}")
-    value_cols = ", ".join(values)
-    where = f"WHERE {q.where}" if q.where else ""
-    selects = []
-    for i, a in enumerate(q.aggregates):
-        if a.kind == "count":
-            selects.append(f"count(*) AS a{i}")
-        elif a.kind == "count_persons":
-            selects.append(f"count(DISTINCT person_id) AS a{i}")
-        elif a.kind == "sum":
-            selects.append(f"coalesce(sum(v{i}), 0) AS a{i}")
-        else:  # mean: sum and count, noised separately
-            selects.append(f"coalesce(sum(v{i}), 0) AS a{i}, count(v{i}) AS c{i}")
-    # which rows a person keeps: a keyed hash of the row, not its values' order
-    order_key = ", ".join(["person_id", group, *(a.column for a in q.aggregates if a.column)])
-    # names are checked identifiers from the project's grants; the filter has passed
-    # the SQL policy; nothing else is interpolated
-    return f"""
-        WITH rows AS (
-            SELECT person_id, {group} AS g{", " + value_cols if value_cols else ""},
-                   row_number() OVER (
-                       PARTITION BY person_id ORDER BY hash({order_key}, '{salt}')
-                   ) AS rn
-            FROM {f"({q.source}) AS source" if q.source else q.table} {where}
-        )
-        SELECT g, {", ".join(selects)} FROM rows WHERE rn <= {q.max_rows_per_person} GROUP BY g
-    """  # noqa: S608
+def bounded_answers(
+    con: duckdb.DuckDBPyConnection, plan: Plan, *, salt: str
+) -> dict[str, list[int]]:
+    """The exact answer after contribution bounding: component name → integer per group.
+
+    This is what the noise protects; tests compare it on neighbouring releases.
+    """
+    comps = components(plan)
+    by_part: dict[tuple[int, str], str] = {(c.aggregate, c.part): c.name for c in comps}
+    groups = plan.groups
+    index = {g: n for n, g in enumerate(groups)}
+    out = {c.name: [0] * len(groups) for c in comps}
+    for stream in statements(plan, salt=salt):
+        for row in con.execute(stream.sql).fetchall():
+            n = index.get(row[0]) if plan.group else 0
+            if n is None:  # cannot happen (the SQL keeps domain values only)
+                continue
+            for (i, part), value in zip(stream.outputs, row[1:], strict=True):
+                out[by_part[(i, part)]][n] = int(value or 0)
+    return out
 
 
-def true_answers(
-    con: duckdb.DuckDBPyConnection, q: DpQuery, *, salt: str
-) -> dict[Any, tuple[float, ...]]:
-    rows = con.execute(bounded_sql(q, salt=salt)).fetchall()
-    return {r[0]: tuple(float(x) for x in r[1:]) for r in rows}
+def _accuracy(scale: float, alpha: float) -> int:
+    """Half-width h with P(|noise| > h) ≤ alpha for discrete Laplace noise (OpenDP)."""
+    return math.floor(float(dp.discrete_laplacian_scale_to_accuracy(scale, alpha)))
 
 
-def _vector(
-    values: list[float], *, sensitivity: float, epsilon: float, integer: bool
-) -> tuple[list[float], float, float]:
-    """Noisy vector from OpenDP; returns (values, scale, certified epsilon)."""
-    scale = sensitivity / epsilon
-    if integer:
-        m = dp.m.make_laplace(
-            dp.vector_domain(dp.atom_domain(T=int)), dp.l1_distance(T=int), scale=scale
-        )
-        noisy = m([round(v) for v in values])
-        certified = m.map(math.ceil(sensitivity))
-        return [int(x) for x in noisy], scale, float(certified)
-    else:
-        m = dp.m.make_laplace(
-            dp.vector_domain(dp.atom_domain(T=float, nan=False)),
-            dp.l1_distance(T=float),
-            scale=scale,
-        )
-        noisy = m([float(v) for v in values])
-        certified = m.map(float(sensitivity))
-    return [float(x) for x in noisy], scale, float(certified)
-
-
-def release(con: duckdb.DuckDBPyConnection, q: DpQuery, *, epsilon: float, salt: str) -> DpAnswer:
-    """Answer ``q`` spending at most ``epsilon`` (split evenly over the aggregates)."""
-    if not q.aggregates:
-        raise InvalidRequest("name at least one aggregate")
-    if q.group_by is not None and not q.domain:
-        raise InvalidRequest(f"grouping by {q.group_by} needs its declared domain")
-    groups = list(q.domain) if q.group_by else [None]
-    truth = true_answers(con, q, salt=salt)
-    parts = sum(2 if a.kind == "mean" else 1 for a in q.aggregates)
-    eps_each = epsilon / parts
-    answer = DpAnswer(groups=groups, values={}, epsilon=0.0)
-    k = q.max_rows_per_person
-    column = 0
-    for a in q.aggregates:
-        name = label(a)
-        delta = sensitivity(a, k=k, groups=len(groups))
-        raw = [truth.get(g, ())[column] if g in truth else 0.0 for g in groups]
-        integer = a.kind in ("count", "count_persons")
-        noisy, scale, spent = _vector(raw, sensitivity=delta, epsilon=eps_each, integer=integer)
-        answer.epsilon += spent
-        if a.kind == "mean":
-            counts = [truth[g][column + 1] if g in truth else 0.0 for g in groups]
-            noisy_n, _, spent_n = _vector(
-                counts, sensitivity=float(k), epsilon=eps_each, integer=True
-            )
-            answer.epsilon += spent_n
-            lo, hi = a.bounds or (0.0, 0.0)
-            noisy = [
-                min(max(s / n, lo), hi) if n >= 1 else float("nan")
-                for s, n in zip(noisy, noisy_n, strict=True)
+def release(prepared: Prepared, truth: dict[str, list[int]]) -> DpAnswer:
+    """Noise ``truth`` (from :func:`bounded_answers`) and post-process it."""
+    plan = prepared.plan
+    noisy: dict[str, list[int]] = {}
+    for c, m in zip(prepared.components, prepared.measurements, strict=True):
+        noisy[c.name] = [int(x) for x in m([int(v) for v in truth[c.name]])]
+    scale = {c.name: s for c, s in zip(prepared.components, prepared.scales, strict=True)}
+    answer = DpAnswer(groups=plan.groups, values={}, epsilon=prepared.epsilon)
+    for c in prepared.components:
+        answer.noise[c.name] = {
+            "sensitivity": c.sensitivity * c.unit,
+            "scale": scale[c.name] * c.unit,
+        }
+    for i, a in enumerate(plan.aggregates):
+        if a.kind in ("count", "count_persons", "sum"):
+            c = next(c for c in prepared.components if c.aggregate == i)
+            h = _accuracy(scale[c.name], ALPHA)
+            values: list[float | int | None] = [
+                v if c.part == "count" else v / FIXED_POINT for v in noisy[c.name]
             ]
-            column += 2
-        else:
-            column += 1
-        answer.values[name] = noisy
-        answer.scales[name] = scale
-        answer.ci95[name] = scale * CI_FACTOR
-    if answer.epsilon > epsilon * (1 + 1e-9):
-        raise RuntimeError("OpenDP certified more privacy loss than was budgeted")
+            answer.values[a.label] = values
+            answer.scales[a.label] = scale[c.name] * c.unit
+            answer.ci95_half_width[a.label] = h * c.unit
+            answer.ci95[a.label] = [
+                [round(float(v) - h * c.unit, 9), round(float(v) + h * c.unit, 9)]  # type: ignore[arg-type]
+                for v in values
+            ]
+            continue
+        # a mean: centre + noisy centred sum / noisy count, clamped to the bounds
+        assert a.bounds is not None
+        lo, hi = a.bounds
+        s_name, n_name = f"{a.label}.sum", f"{a.label}.count"
+        a_s = _accuracy(scale[s_name], ALPHA / 2)
+        a_n = _accuracy(scale[n_name], ALPHA / 2)
+        centre = center(a)
+        means: list[float | int | None] = []
+        intervals: list[list[float]] = []
+        for s, n in zip(noisy[s_name], noisy[n_name], strict=True):
+            means.append(min(max((centre + s / n) / FIXED_POINT, lo), hi) if n >= 1 else None)
+            intervals.append(_mean_interval(s, n, a_s, a_n, centre, lo, hi))
+        answer.values[a.label] = means
+        answer.scales[a.label] = None  # two noise laws: see answer.noise
+        answer.ci95_half_width[a.label] = None
+        answer.ci95[a.label] = intervals
     return answer
+
+
+def _mean_interval(
+    s: int, n: int, a_s: int, a_n: int, centre: int, lo: float, hi: float
+) -> list[float]:
+    """A ≥95% interval for the bounded mean from its two noise laws (union bound).
+
+    With probability ≥ 97.5% each, the true centred sum lies in s ± a_s and the true
+    count in n ± a_n; over that rectangle (count ≥ 1) the ratio is extreme at a corner.
+
+    >>> _mean_interval(0, 100, 10, 5, 0, -1.0, 1.0)
+    [-0.000105263, 0.000105263]
+    >>> _mean_interval(0, 3, 10, 5, 0, -1.0, 1.0)
+    [-1.0, 1.0]
+    """
+    n_lo = n - a_n
+    if n_lo < 1:
+        return [lo, hi]
+    ratios = [(s + ds) / nn for ds in (-a_s, a_s) for nn in (n_lo, n + a_n)]
+    low = (centre + min(ratios)) / FIXED_POINT
+    high = (centre + max(ratios)) / FIXED_POINT
+    return [round(max(lo, low), 9), round(min(hi, high), 9)]
+
+
+def body(answer: DpAnswer, labels: list[str]) -> dict[str, Any]:
+    """The public answer: rows in the declared domain's order, noise and intervals."""
+    plan_labels = labels
+    rows = [
+        ([g] if answer.groups != [None] else []) + [answer.values[lab][n] for lab in plan_labels]
+        for n, g in enumerate(answer.groups)
+    ]
+    return {
+        "rows": rows,
+        "noise_scale": {lab: answer.scales[lab] for lab in plan_labels},
+        "ci95_half_width": {lab: answer.ci95_half_width[lab] for lab in plan_labels},
+        "ci95": {lab: answer.ci95[lab] for lab in plan_labels},
+        "noise": answer.noise,
+        "mechanism": "OpenDP discrete Laplace (integer counts and fixed-point sums)",
+    }
+
+
+def answer_body(plan: Plan, answer: DpAnswer) -> dict[str, Any]:
+    """Columns, rows and how they were computed, for the query's response."""
+    labels = [a.label for a in plan.aggregates]
+    out = {"columns": ([plan.group] if plan.group else []) + labels, **body(answer, labels)}
+    out["contribution_bound"] = plan.rows_per_person
+    out["bounding"] = describe(plan)
+    return out
+
+
+# the response to a query that read data and then produced no answer (a timeout, an
+# engine failure): the same shape whatever happened, with no detail that could depend on
+# the data; its reservation is spent
+NO_ANSWER_REASON: Final = (
+    "the query read data but produced no answer (for example it ran out of time); "
+    "its budget is spent, as for any query that read data"
+)
+
+
+def no_answer_body(plan: Plan) -> dict[str, Any]:
+    return {
+        "columns": ([plan.group] if plan.group else []) + [a.label for a in plan.aggregates],
+        "rows": [],
+        "no_answer": True,
+        "reason": NO_ANSWER_REASON,
+        "contribution_bound": plan.rows_per_person,
+        "bounding": describe(plan),
+    }

@@ -81,25 +81,52 @@ class Engine:
             rel = cur.execute(sql)
             columns = [d[0] for d in rel.description or []]
             rows = rel.fetchmany(max_rows + 1)
-        except duckdb.InterruptException:
-            raise QueryFailed(
-                f"the query ran longer than {self.timeout_s:g} s and was stopped"
-            ) from None
-        except duckdb.OutOfMemoryException:
-            raise QueryFailed("the query needed more memory than a query may use") from None
         except duckdb.Error as exc:
-            message = str(exc).lower()
-            if "timeout" in message or "execution time" in message or "interrupted" in message:
-                raise QueryFailed(
-                    f"the query ran longer than {self.timeout_s:g} s and was stopped"
-                ) from None
-            if "memory" in message or "out of" in message:
-                raise QueryFailed("the query needed more memory than a query may use") from None
-            # DuckDB's own messages can quote values from the data: never pass them on
-            raise QueryFailed(f"the query failed in the engine ({type(exc).__name__})") from None
+            raise self.failure(exc) from None
         finally:
             cur.close()
         return Result(columns, rows[:max_rows], truncated=len(rows) > max_rows)
+
+    def fetch(self, cur: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[Any, ...]]:
+        """All rows of hub-written SQL on ``cur``; engine errors become fixed messages."""
+        try:
+            return cur.execute(sql).fetchall()
+        except duckdb.Error as exc:
+            raise self.failure(exc) from None
+
+    def catalogue(self, cur: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
+        """Every table and view of the release: column name → type (no row is read)."""
+        out: dict[str, dict[str, str]] = {}
+        rows = cur.execute(
+            "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+            "WHERE NOT internal AND schema_name = 'main'"
+        ).fetchall()
+        for table, column, dtype in rows:
+            out.setdefault(str(table).lower(), {})[str(column).lower()] = str(dtype)
+        return out
+
+    def explain(self, cur: duckdb.DuckDBPyConnection, sql: str) -> bool:
+        """Whether DuckDB can bind and plan ``sql`` (reads no table data)."""
+        try:
+            cur.execute(f"EXPLAIN {sql}").fetchall()
+        except duckdb.Error:
+            return False
+        return True
+
+    def failure(self, exc: BaseException) -> QueryFailed:
+        """A fixed message for an engine error: DuckDB's own text can quote data values,
+        so it is only classified (timeout, memory, other), never passed on."""
+        if isinstance(exc, duckdb.InterruptException):
+            return QueryFailed(f"the query ran longer than {self.timeout_s:g} s and was stopped")
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            return QueryFailed("the query needed more memory than a query may use")
+        message = str(exc).lower()
+        if "timeout" in message or "execution time" in message or "interrupted" in message:
+            return QueryFailed(f"the query ran longer than {self.timeout_s:g} s and was stopped")
+        if "out of memory" in message or "memory limit" in message:
+            return QueryFailed("the query needed more memory than a query may use")
+        kind = type(exc).__name__ if type(exc).__module__.startswith("duckdb") else "Error"
+        return QueryFailed(f"the query failed in the engine ({kind})")
 
     def close(self) -> None:
         self._con.close()

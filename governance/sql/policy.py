@@ -3,7 +3,11 @@
 A researcher's SQL is checked before anything runs, against the project's grants:
 
 1. **One SELECT.** DuckDB's own parser (``json_serialize_sql``) must read exactly one
-   statement, and it must be a SELECT: no COPY, ATTACH, SET, PRAGMA, INSTALL, DDL.
+   statement, and it must be a SELECT: no COPY, ATTACH, SET, PRAGMA, INSTALL, DDL, and
+   none of the statements DuckDB rewrites into a SELECT over a special table reference
+   (``SHOW``, ``DESCRIBE``, ``SUMMARIZE``): table references are allow-listed. The text
+   and its parse tree are bounded in size and depth (``MAX_SQL_CHARS``,
+   ``MAX_TREE_DEPTH``), refused with rule ``too_complex``, so no check recurses deeply.
 2. **Granted tables only**, from the parse tree: every base table is granted (or is a
    CTE of the query); no table functions (``read_csv``, ``glob``, ``query``...), no
    file paths, no other catalogs or schemas.
@@ -64,6 +68,12 @@ SCALARS: Final = frozenset(
 ALLOWED_FUNCTIONS: Final = AGGREGATES | SCALARS
 # group keys that would make one row per person
 PERSON_KEYS: Final = frozenset({"person_id"})
+# the table references a query may use (others: SHOW/DESCRIBE/SUMMARIZE, PIVOT, ...)
+TABLE_REFS: Final = frozenset(
+    {"BASE_TABLE", "JOIN", "SUBQUERY", "EMPTY", "EXPRESSION_LIST", "TABLE_FUNCTION"}
+)
+MAX_SQL_CHARS: Final = 50_000
+MAX_TREE_DEPTH: Final = 300  # levels of DuckDB's JSON parse tree
 
 
 class PolicyError(PolicyViolation):
@@ -91,20 +101,84 @@ def _walk(node: Any) -> Iterator[dict[str, Any]]:
             yield from _walk(item)
 
 
+def _too_complex() -> PolicyError:
+    return PolicyError(
+        "too_complex",
+        f"the query is too long or too deeply nested (at most {MAX_SQL_CHARS} characters "
+        f"and {MAX_TREE_DEPTH} levels of parse tree)",
+    )
+
+
+def tree_depth(tree: Any, *, limit: int = MAX_TREE_DEPTH) -> int:
+    """The nesting depth of a JSON value, iteratively (stops counting past ``limit``).
+
+    >>> tree_depth({"a": [{"b": 1}]})
+    3
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(tree, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if not isinstance(value, dict | list):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _table_refs(node: Any) -> Iterator[dict[str, Any]]:
+    """Every table reference in FROM clauses (through joins), anywhere in the tree."""
+    for n in _walk(node):
+        ref = n.get("from_table")
+        stack = [ref] if isinstance(ref, dict) else []
+        while stack:
+            r = stack.pop()
+            yield r
+            for side in ("left", "right"):
+                if isinstance(r.get(side), dict) and r.get("type") == "JOIN":
+                    stack.append(r[side])
+
+
 def parse(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
     """DuckDB's own parse tree of exactly one SELECT statement."""
-    if not sql or not sql.strip():
+    if not isinstance(sql, str) or not sql.strip():
         raise PolicyError("one_select", "the query is empty")
-    tree = json.loads(con.execute("SELECT json_serialize_sql($q)", {"q": sql}).fetchall()[0][0])
+    if len(sql) > MAX_SQL_CHARS:
+        raise _too_complex()
+    if "\x00" in sql:
+        raise PolicyError("syntax", "the query could not be parsed")
+    try:
+        text = con.execute("SELECT json_serialize_sql($q)", {"q": sql}).fetchall()[0][0]
+    except duckdb.Error:
+        raise PolicyError("syntax", "the query could not be parsed") from None
+    try:
+        tree = json.loads(text)
+    except RecursionError:
+        raise _too_complex() from None
+    except ValueError:
+        raise PolicyError("syntax", "the query could not be parsed") from None
+    if tree_depth(tree) > MAX_TREE_DEPTH:
+        raise _too_complex()
     if tree.get("error"):
         message = str(tree.get("error_message", ""))
         if "Only SELECT" in message:
             raise PolicyError("one_select", "only a single SELECT statement may run")
+        if "depth" in message.lower():
+            raise _too_complex()
         raise PolicyError("syntax", "the query could not be parsed")
     statements = tree.get("statements", [])
     if len(statements) != 1:
         raise PolicyError("one_select", "exactly one statement may run")
     node: dict[str, Any] = statements[0]["node"]
+    for ref in _table_refs(node):
+        if ref.get("type") not in TABLE_REFS:
+            raise PolicyError(
+                "one_select",
+                "only a SELECT over tables may run (no SHOW, DESCRIBE, SUMMARIZE or PIVOT)",
+            )
     return node
 
 
@@ -225,6 +299,13 @@ def check_aggregate(node: dict[str, Any]) -> None:
             )
     keys = [item for item in select_list if not has_aggregate(item)]
     group_columns = _column_names(node.get("group_expressions", []))
+    for expr in node.get("group_expressions", []):  # GROUP BY 1: a select-list position
+        literal = expr.get("literal") if expr.get("class") == "CONSTANT" else None
+        text = str((literal or {}).get("text", ""))
+        if (literal or {}).get("kind") == "INTEGER" and text.isdigit():
+            position = int(text)
+            if 1 <= position <= len(select_list):
+                group_columns |= _column_names(select_list[position - 1])
     if node.get("aggregate_handling") == "FORCE_AGGREGATES":  # GROUP BY ALL
         group_columns |= set().union(*(_column_names(k) for k in keys)) if keys else set()
     if (

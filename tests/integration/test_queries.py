@@ -101,7 +101,7 @@ def test_dp_answers_spend_budget_report_noise_and_use_the_declared_domain(hub):
         epsilon=0.5,
     )
     assert 15 < mean["rows"][0][0] < 45
-    with pytest.raises(InvalidRequest, match="declared domain"):
+    with pytest.raises(PolicyViolation, match="declared domain"):
         service.run(
             who["ana"],
             pid,

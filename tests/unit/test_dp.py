@@ -1,6 +1,10 @@
-"""DP aggregates: the sensitivity used is true, OpenDP certifies the ε, noise is unbiased."""
+"""DP aggregates: compiled plans, true sensitivities, OpenDP-certified ε, honest intervals."""
 
 from __future__ import annotations
+
+import json
+import math
+import random
 
 import duckdb
 import pytest
@@ -8,104 +12,232 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from governance.errors import InvalidRequest
+from governance.privacy import dp_query
 from governance.privacy import mechanism as dp
+from governance.sql.policy import PolicyError
 
-DOMAIN = ("F", "M")
+TYPES = ("gp", "ae", "outpatient", "inpatient")
 
 
-def table(con, people):
-    con.execute("CREATE OR REPLACE TABLE obs (person_id BIGINT, sex VARCHAR, value DOUBLE)")
-    rows = [(pid, sex, v) for pid, sex, values in people for v in values]
+def make(con, people, observations=()):
+    """encounters(person_id, encounter_type, code) and observations(person_id, code, value)."""
+    con.execute(
+        "CREATE OR REPLACE TABLE encounters (person_id BIGINT, encounter_type VARCHAR, code VARCHAR)"
+    )
+    con.execute(
+        "CREATE OR REPLACE TABLE observations (person_id BIGINT, code VARCHAR, value DOUBLE)"
+    )
+    rows = [(pid, t, c) for pid, events in people for t, c in events]
     if rows:
-        con.executemany("INSERT INTO obs VALUES (?, ?, ?)", rows)
+        con.executemany("INSERT INTO encounters VALUES (?, ?, ?)", rows)
+    if observations:
+        con.executemany("INSERT INTO observations VALUES (?, ?, ?)", list(observations))
 
 
-QUERY = dp.DpQuery(
-    table="obs",
-    aggregates=(
-        dp.Aggregate("count"),
-        dp.Aggregate("count_persons"),
-        dp.Aggregate("sum", "value", (0.0, 50.0)),
-    ),
-    group_by="sex",
-    domain=DOMAIN,
-    max_rows_per_person=3,
+def catalogue(con):
+    out = {}
+    for t, c, d in con.execute(
+        "SELECT table_name, column_name, data_type FROM duckdb_columns()"
+    ).fetchall():
+        out.setdefault(t, {})[c] = d
+    return out
+
+
+def plan(con, sql, **kw):
+    tree = json.loads(con.execute("SELECT json_serialize_sql($q)", {"q": sql}).fetchall()[0][0])
+    return dp_query.compile_plan(tree["statements"][0]["node"], catalogue(con), **kw)
+
+
+SQL = (
+    "SELECT encounter_type, count(*) AS n, count(DISTINCT person_id) AS people, "
+    "count(*) FILTER (WHERE code = 'a') AS a FROM encounters GROUP BY encounter_type"
 )
-
-people = st.lists(
-    st.tuples(
-        st.integers(1, 10**6),
-        st.sampled_from(DOMAIN),
-        st.lists(st.floats(-100, 200), min_size=1, max_size=6),
-    ),
-    max_size=15,
-    unique_by=lambda p: p[0],
-)
+events = st.lists(st.tuples(st.sampled_from(TYPES), st.sampled_from("ab")), min_size=1, max_size=12)
+people = st.lists(st.tuples(st.integers(1, 10**6), events), max_size=12, unique_by=lambda p: p[0])
 
 
 @settings(max_examples=60, deadline=None)
-@given(people, st.sampled_from(DOMAIN), st.lists(st.floats(-1000, 1000), min_size=1, max_size=200))
-def test_adding_one_person_with_many_events_moves_the_answer_by_at_most_the_sensitivity(
-    base, sex, events
+@given(people, events, st.integers(1, 5))
+def test_adding_one_person_with_many_events_moves_each_vector_by_at_most_its_sensitivity(
+    base, extra, k
 ):
     con = duckdb.connect()
-    table(con, base)
-    before = dp.true_answers(con, QUERY, salt="s")
-    table(con, [*base, (10**7, sex, events)])
-    after = dp.true_answers(con, QUERY, salt="s")
-    for i, agg in enumerate(QUERY.aggregates):
-        change = sum(abs(after.get(g, (0, 0, 0))[i] - before.get(g, (0, 0, 0))[i]) for g in DOMAIN)
-        assert change <= dp.sensitivity(agg, k=3, groups=len(DOMAIN)) + 1e-9
+    make(con, base)
+    p = plan(con, SQL, rows_per_person=k)
+    before = dp.bounded_answers(con, p, salt="s1")
+    make(con, [*base, (10**7, extra)])
+    after = dp.bounded_answers(con, p, salt="s1")
+    for c in dp_query.components(p):
+        change = sum(abs(x - y) for x, y in zip(before[c.name], after[c.name], strict=True))
+        assert change <= c.sensitivity
 
 
-def test_opendp_certifies_no_more_than_the_budget_and_reports_the_noise():
+def test_person_counts_deduplicate_before_truncating():
+    """Finding 5: truncating rows before de-duplicating (person, group) biased counts low."""
     con = duckdb.connect()
-    table(con, [(i, "F" if i % 2 else "M", [30.0] * 5) for i in range(200)])
-    answer = dp.release(con, QUERY, epsilon=1.0, salt="s")
-    assert answer.epsilon <= 1.0 + 1e-9 and answer.epsilon > 0.99
-    assert answer.groups == list(DOMAIN)
-    assert answer.scales["count"] == pytest.approx(3 / (1 / 3))
-    assert answer.ci95["count"] == pytest.approx(answer.scales["count"] * 2.9957, rel=1e-3)
+    # everyone has 5 gp and 5 ae encounters: 2 groups, k = 2 keeps both groups per person
+    make(con, [(i, [("gp", "a")] * 5 + [("ae", "a")] * 5) for i in range(1, 51)])
+    p = plan(
+        con,
+        "SELECT encounter_type, count(DISTINCT person_id) AS people FROM encounters GROUP BY 1",
+        rows_per_person=2,
+    )
+    truth = dp.bounded_answers(con, p, salt="x")
+    assert truth["people"][:2] == [50, 50]
+
+
+def test_filter_and_count_of_a_column_are_honoured():
+    """Finding 5: FILTER was dropped and count(col) answered as count(*)."""
+    con = duckdb.connect()
+    make(con, [], observations=[(1, "x", 1.0), (2, "x", None), (3, "y", 2.0)])
+    p = plan(
+        con,
+        "SELECT count(*) AS n, count(value) AS nv, count(*) FILTER (WHERE code = 'x') AS nx "
+        "FROM observations",
+    )
+    assert dp.bounded_answers(con, p, salt="s") == {"n": [3], "nv": [2], "nx": [2]}
+
+
+def test_avg_is_reported_under_its_name_with_its_own_interval():
+    con = duckdb.connect()
+    make(con, [], observations=[(i, "x", 100.0) for i in range(1, 2001)])
+    p = plan(con, "SELECT avg(value) AS m, sum(value) AS s FROM observations", rows_per_person=1)
+    prepared = dp.prepare(p, 1.0)
+    answer = dp.release(prepared, dp.bounded_answers(con, p, salt="s"))
+    lo, hi = answer.ci95["m"][0]
+    assert lo <= 100.0 <= hi and hi - lo < 10  # a mean's interval, not a sum's
+    assert answer.scales["m"] is None and answer.noise["m.sum"]["scale"] > 0
+    assert answer.ci95_half_width["s"] > 100  # the sum has its own, much wider scale
+    assert abs(answer.values["m"][0] - 100.0) < 5
+
+
+def test_sums_are_exact_fixed_point_and_clamped_even_for_nan_and_infinity():
+    con = duckdb.connect()
+    make(
+        con,
+        [],
+        observations=[
+            (1, "x", float("nan")),
+            (2, "x", float("inf")),
+            (3, "x", -5.0),
+            (4, "x", 0.0005),
+        ],
+    )
+    p = plan(con, "SELECT sum(value) AS s FROM observations", rows_per_person=1)
+    # bounds (0, 300): nan and inf clamp to 300, -5 to 0, 0.0005 rounds to 1/1000 unit
+    assert dp.bounded_answers(con, p, salt="s") == {"s": [300_000 + 300_000 + 0 + 1]}
+
+
+def test_opendp_certifies_no_more_than_the_budget():
+    con = duckdb.connect()
+    make(con, [(i, [("gp", "a")]) for i in range(100)])
+    p = plan(con, SQL, rows_per_person=3)
+    prepared = dp.prepare(p, 1.0)
+    assert 0.999 < prepared.epsilon <= 1.0 + 1e-12
+    answer = dp.release(prepared, dp.bounded_answers(con, p, salt="s"))
+    assert answer.groups == list(TYPES)
+    assert answer.scales["n"] == pytest.approx(3 / (1 / 3))
+    assert answer.scales["people"] == pytest.approx(3 / (1 / 3))  # min(k, G) = 3
+
+
+def test_an_epsilon_too_small_for_the_query_is_refused_before_anything_runs():
+    con = duckdb.connect()
+    make(con, [], observations=[(1, "x", 1.0)])
+    p = plan(con, "SELECT sum(value) FROM observations", rows_per_person=50)
+    with pytest.raises(InvalidRequest, match="too small"):
+        dp.prepare(p, 1e-6)
 
 
 def test_groups_come_from_the_declared_domain_not_the_data():
     con = duckdb.connect()
-    table(con, [(1, "F", [1.0]), (2, "X-rare-category", [1.0])])
-    q = dp.DpQuery(
-        table="obs", aggregates=(dp.Aggregate("count"),), group_by="sex", domain=("F", "M")
-    )
-    answer = dp.release(con, q, epsilon=1.0, salt="s")
-    assert answer.groups == ["F", "M"]  # the rare category never shows, even by absence
+    make(con, [(1, [("gp", "a")]), (2, [("X-rare-category", "a")])])
+    p = plan(con, "SELECT encounter_type, count(*) FROM encounters GROUP BY encounter_type")
+    answer = dp.release(dp.prepare(p, 1.0), dp.bounded_answers(con, p, salt="s"))
+    assert answer.groups == list(TYPES)
 
 
-def test_averaging_repeats_does_not_remove_the_noise_scale():
+def test_discrete_intervals_cover_at_least_95_percent():
+    """Finding 5: the continuous quantile (scale · ln 20) covered 92.7% at scale 1."""
     con = duckdb.connect()
-    table(con, [(i, "F", [10.0]) for i in range(100)])
-    q = dp.DpQuery(
-        table="obs", aggregates=(dp.Aggregate("mean", "value", (0.0, 20.0)),), max_rows_per_person=1
-    )
-    answers = [
-        dp.release(con, q, epsilon=1.0, salt=str(i)).values["mean_value"][0] for i in range(300)
-    ]
-    mean = sum(answers) / len(answers)
-    assert abs(mean - 10.0) < 1.0  # unbiased-ish: each answer is honest
-    assert max(answers) - min(answers) > 0.5  # but every single answer is noisy
+    make(con, [], observations=[(1, "x", 1.0)])
+    p = plan(con, "SELECT count(*) AS n FROM observations", rows_per_person=1)
+    prepared = dp.prepare(p, 1.0)  # scale 1
+    truth = {"n": [1000]}
+    inside = 0
+    draws = 4000
+    for _ in range(draws):
+        answer = dp.release(prepared, truth)
+        lo, hi = answer.ci95["n"][0]
+        inside += lo <= 1000 <= hi
+    assert inside / draws >= 0.945
+    assert answer.ci95_half_width["n"] >= 3  # ln 20 ≈ 2.996 would be 2 in integers
 
 
-def test_bad_specs_are_refused():
+def test_mean_intervals_cover_the_bounded_mean():
+    rng = random.Random(3)
     con = duckdb.connect()
-    table(con, [(1, "F", [1.0])])
-    with pytest.raises(InvalidRequest):
-        dp.release(
-            con,
-            dp.DpQuery(table="obs", aggregates=(dp.Aggregate("sum", "value"),)),
-            epsilon=1,
-            salt="s",
-        )
-    with pytest.raises(InvalidRequest):
-        dp.release(
-            con,
-            dp.DpQuery(table="obs", aggregates=(dp.Aggregate("count"),), group_by="sex"),
-            epsilon=1,
-            salt="s",
-        )
+    make(con, [], observations=[(i, "x", rng.uniform(0, 300)) for i in range(1, 301)])
+    p = plan(con, "SELECT avg(value) AS m FROM observations", rows_per_person=1)
+    truth = dp.bounded_answers(con, p, salt="s")
+    true_mean = (dp_query.center(p.aggregates[0]) + truth["m.sum"][0] / truth["m.count"][0]) / 1000
+    prepared = dp.prepare(p, 0.5)
+    inside = sum(
+        lo <= true_mean <= hi
+        for lo, hi in (dp.release(prepared, truth).ci95["m"][0] for _ in range(1000))
+    )
+    assert inside >= 950
+
+
+def test_shapes_outside_the_plan_grammar_are_refused_with_a_rule():
+    con = duckdb.connect()
+    make(con, [(1, [("gp", "a")])])
+    refused = {
+        "SELECT count(*) FROM encounters WHERE EXISTS (SELECT 1 FROM encounters e)": "dp_subquery",
+        "SELECT count(*) FROM encounters USING SAMPLE 10%": "dp_sampling",
+        "SELECT count(*) FROM encounters TABLESAMPLE 10%": "dp_sampling",
+        "WITH encounters AS (SELECT 1 AS person_id) SELECT count(*) FROM encounters": "dp_cte",
+        "SELECT count(*) FROM encounters a JOIN encounters b USING (person_id)": "dp_one_source",
+        "SELECT count(*) FROM (SELECT * FROM encounters)": "dp_one_source",
+        "SELECT count(*) FROM encounters WHERE code = (SELECT max(code) FROM encounters)": (
+            "dp_subquery"
+        ),
+        "SELECT sum(person_id) OVER () FROM encounters": "dp_window",
+        "SELECT count(*) FROM encounters QUALIFY 1 = 1": "dp_window",
+        "SELECT count(*) FROM encounters UNION ALL SELECT count(*) FROM encounters": (
+            "dp_set_operation"
+        ),
+        "SELECT count(*) FROM encounters LIMIT 1": "dp_order_limit",
+        "SELECT count(*) FROM encounters WHERE person_id IN "
+        "(SELECT person_id FROM encounters WHERE person_id IN "
+        "(SELECT person_id FROM encounters))": "dp_subquery",
+        "SELECT count(*) FROM encounters e WHERE person_id IN "
+        "(SELECT person_id FROM observations o WHERE o.code = e.code)": "dp_columns",
+        "SELECT count(*) FROM encounters WHERE code IN (SELECT code FROM observations)": (
+            "dp_subquery"
+        ),
+        "SELECT max(code) FROM encounters": "dp_aggregate",
+        "SELECT code, count(*) FROM encounters GROUP BY code": "dp_group_key",
+    }
+    for sql, rule in refused.items():
+        with pytest.raises(PolicyError) as err:
+            plan(con, sql)
+        assert err.value.rule == rule, sql
+
+
+def test_the_semi_join_is_person_local_and_rows_per_person_is_capped():
+    con = duckdb.connect()
+    make(con, [(1, [("gp", "a")])], observations=[(1, "x", 1.0)])
+    p = plan(
+        con,
+        "SELECT count(*) FROM encounters WHERE NOT (person_id IN "
+        "(SELECT person_id FROM observations WHERE code = 'y'))",
+        rows_per_person=20,
+    )
+    assert p.semijoins == 1 and p.rows_per_person == 20
+    with pytest.raises(PolicyError) as err:
+        plan(con, "SELECT count(*) FROM encounters", rows_per_person=201)
+    assert err.value.rule == "dp_rows_per_person"
+
+
+def test_accuracy_is_opendps_discrete_laplace_accuracy():
+    assert dp._accuracy(1.0, 0.05) == math.floor(3.3756177665957137)

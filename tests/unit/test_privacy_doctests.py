@@ -1,0 +1,16 @@
+"""The doctests of the pure privacy and policy modules run with the unit tests."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+from governance.privacy import accounting, domains, dp_query, mechanism
+from governance.sql import policy
+
+
+@pytest.mark.parametrize("module", [accounting, domains, dp_query, mechanism, policy])
+def test_doctests(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
