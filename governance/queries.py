@@ -43,7 +43,7 @@ from governance.errors import (
 )
 from governance.facade import Governance
 from governance.outputs import disclosure
-from governance.privacy import accounting, dp_query
+from governance.privacy import accounting, domains, dp_query
 from governance.privacy import mechanism as dp
 from governance.sql import policy as sql_policy
 from governance.sql.engine import Engine
@@ -174,7 +174,7 @@ class QueryService:
                 tables.setdefault(table, []).append((column, dtype))
         return {
             "release": release.id,
-            "tables": {t: datasets.describe(t, cols) for t, cols in tables.items()},
+            "tables": {t: domains.describe(t, cols) for t, cols in tables.items()},
         }
 
     def audit(self, principal: Principal, **fields: Any) -> None:

@@ -66,9 +66,16 @@ class HubClient:
         mode: str | None = None,
         epsilon: float | None = None,
         project: str | None = None,
+        rows_per_person: int | None = None,
     ) -> pd.DataFrame:
-        """Rows as a DataFrame; DP metadata and pending outputs ride in ``df.attrs``."""
+        """Rows as a DataFrame; DP metadata and pending outputs ride in ``df.attrs``.
+
+        ``rows_per_person`` (dp mode) is the most rows one person may contribute (k), up to
+        the source's steward-set maximum; the default is the source's own.
+        """
         body: dict[str, Any] = {"sql": sql, "target": target}
+        if rows_per_person is not None:
+            body["rows_per_person"] = rows_per_person
         if mode is not None:
             body["mode"] = mode
         if epsilon is not None:

@@ -89,3 +89,10 @@ class QueryRequest(Strict):
     target: Literal["dummy", "real"] = "dummy"
     mode: Literal["dp", "exact"] | None = None
     epsilon: Number | None = None
+    rows_per_person: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="dp mode: the most rows one person contributes (k), up to the source's "
+        "steward-set maximum (default: the source's own; 1 on person-level tables)",
+    )

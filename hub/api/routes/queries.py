@@ -24,6 +24,7 @@ def run_query(
         target=body.target,
         mode=body.mode,
         epsilon=body.epsilon,
+        rows_per_person=body.rows_per_person,
     )
 
 
