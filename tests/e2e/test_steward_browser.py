@@ -89,7 +89,7 @@ def test_a_researcher_key_is_refused_and_a_steward_signs_in(page, steward_hub): 
     shot(page, "01-sign-in")
     sign_in(page, steward_hub, "ana")
     alert = page.get_by_role("alert")
-    assert "for data stewards" in alert.inner_text()
+    assert "for accredited data stewards" in alert.inner_text()
     assert page.url.endswith("/steward/sign-in")
     shot(page, "02-sign-in-refused")
     sign_in(page, steward_hub, "sam")
