@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import shlex
 import shutil
 import sys
 import time
@@ -367,7 +368,8 @@ def _what_next(study: Study, *, port: int) -> None:
         f"{url}/v1/projects/{pid}/queries",
         f"curl -s {auth_s} {url}/v1/outputs",
         f"curl -s -X POST {auth_s} {url}/v1/outputs/{study.output_id}/approve",
-        'python -c "from hub.client import HubClient; '
+        # this interpreter's own path: the command works as printed, venv active or not
+        f'{shlex.quote(sys.executable)} -c "from hub.client import HubClient; '
         f"h = HubClient('{url}', '{r}', project='{pid}'); "
         f'print(h.query({DUMMY_SQL!r}))"',
     ]
