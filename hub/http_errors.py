@@ -27,6 +27,7 @@ STATUS: Final[dict[type[errors.HubError], int]] = {
     errors.AccessDenied: 403,
     errors.Conflict: 409,
     errors.BudgetExhausted: 403,
+    errors.QueryError: 400,
     errors.PolicyViolation: 422,
     errors.DisclosureRisk: 422,
     errors.AuditUnavailable: 503,

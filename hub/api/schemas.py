@@ -42,12 +42,17 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}},
     }
     for status, description in (
+        (400, "a mistake in the query (code query_error): where it is, and the names to use"),
         (401, "no key, or a malformed, unknown or revoked key"),
         (403, "the caller's role, project or budget does not allow this"),
         (404, "no such resource, or not the caller's to see"),
         (409, "the resource is not in a state that allows this"),
         (413, "the request body is too large"),
-        (422, "the request is not valid (the fields named, never their values)"),
+        (
+            422,
+            "the request is not valid (the fields named, never their values), or a "
+            "governance rule refuses it (code policy_violation, naming the rule)",
+        ),
         (503, "the audit store or the release cannot be used: nothing was done"),
     )
 }
