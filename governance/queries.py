@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from connectors import releases
+from governance import codelists
 from governance.access import roles
 from governance.access.people import Principal
 from governance.access.projects import Project, authorize
@@ -175,6 +176,7 @@ class QueryService:
         return {
             "release": release.id,
             "tables": {t: domains.describe(t, cols) for t, cols in tables.items()},
+            "codelists": codelists.describe(),
         }
 
     def audit(self, principal: Principal, **fields: Any) -> None:
@@ -217,6 +219,7 @@ class QueryService:
                     accounting.validate_epsilon(epsilon)
                 except ValueError as exc:
                     raise InvalidRequest(str(exc)) from None
+            sql = codelists.expand(sql)  # codelist('name') → its codes; audited as written
             release = self.release_for(target)
             engine = self.engine(release)
             cur = engine.cursor()

@@ -105,7 +105,9 @@ def test_an_edit_in_the_store_is_found_and_named(gov):
 
 def test_hiding_an_entry_by_editing_its_index_columns_is_found(gov):
     for _ in range(5):
-        gov.audit.record(AuditEvent(action="query.dummy", actor="ana", decision="denied", reason="x"))
+        gov.audit.record(
+            AuditEvent(action="query.dummy", actor="ana", decision="denied", reason="x")
+        )
     sql(gov, "UPDATE audit_entries SET decision = 'allowed' WHERE seq = 3")
     report = gov.audit.verify()
     assert not report.ok and report.first_bad == 3
@@ -129,7 +131,9 @@ def test_a_forged_key_does_not_verify(gov):
 
 def test_an_export_verifies_without_the_store_and_fails_when_tampered(gov):
     for i in range(12):
-        gov.audit.record(AuditEvent(action="query.dummy", actor="ana", query_text=f"SELECT {i}\nFROM x"))
+        gov.audit.record(
+            AuditEvent(action="query.dummy", actor="ana", query_text=f"SELECT {i}\nFROM x")
+        )
     lines = list(gov.audit.export())
     key = gov.audit.signer.public_key
     assert verify_export(iter(lines), key) == (True, "verified 12 entries")
