@@ -7,7 +7,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from governance.facade import Governance
-from hub import docs_ui
+from hub import docs_ui, public_pages
 from hub import http_errors as problems
 from hub.api.request_audit import RequestAudit
 from hub.api.routes import router
@@ -68,5 +68,6 @@ def create_app(gov: Governance) -> FastAPI:
     app.add_middleware(RequestAudit, gov=gov)  # outermost: ids every response, even a 413
     app.include_router(router)
     docs_ui.install(app)
+    public_pages.install(app)  # /register and /dictionary, in HTML
     install_steward_dashboard(app)  # /steward/: pages over the same governance calls
     return app
