@@ -422,3 +422,26 @@ def test_a_query_that_fails_in_the_engine_is_audited_too(live_hub):
         .json()["entries"]
     )
     assert entries and entries[0]["decision"] == "denied" and "longer than" in entries[0]["reason"]
+
+
+@pytest.mark.parametrize(
+    "grants, reason",
+    [
+        ({"patients": ["sex", "nhs_number"]}, "identifier columns are never granted"),
+        ({"patients": ["sex", "given_name"]}, "identifier columns are never granted"),
+        ({"patient": ["sex"]}, "the release has no table 'patient'; did you mean 'patients'?"),
+        (
+            {"patients": ["imd_decil"]},
+            "table patients has no column 'imd_decil'; did you mean 'imd_decile'?",
+        ),
+        ({"_quarantine": ["reason"]}, "the release has no table '_quarantine'"),
+    ],
+)
+def test_a_project_request_for_what_cannot_be_granted_is_refused_with_the_reason(
+    live_hub, grants, reason
+):
+    response = live_hub.client("ana").post(
+        "/projects",
+        json={"title": "t", "purpose": "p", "lay_summary": "l", "grants": grants, "days": 30},
+    )
+    assert response.status_code == 422 and reason in response.json()["detail"], response.text

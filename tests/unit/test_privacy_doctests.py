@@ -7,11 +7,12 @@ import doctest
 import pytest
 
 from governance import codelists
+from governance.access import projects
 from governance.privacy import accounting, domains, dp_query, mechanism
 from governance.sql import policy
 
 
-@pytest.mark.parametrize("module", [accounting, domains, dp_query, mechanism, policy, codelists])
+@pytest.mark.parametrize("module", [accounting, domains, dp_query, mechanism, policy, codelists, projects])
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
