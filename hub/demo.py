@@ -212,6 +212,21 @@ def _study(settings: HubSettings) -> Study:
         "conditions": ["person_id", "code", "onset_date"],
         "observations": ["person_id", "code", "value", "observed_date"],
         "procedures": ["person_id", "code", "procedure_date"],
+        # the same records as OMOP CDM v5.4-shaped views, for OHDSI-style analyses
+        "person": ["person_id", "gender_concept_id", "year_of_birth"],
+        "condition_occurrence": [
+            "person_id",
+            "condition_source_value",
+            "condition_source_vocabulary_id",
+            "condition_start_date",
+        ],
+        "measurement": [
+            "person_id",
+            "measurement_source_value",
+            "value_as_number",
+            "unit_source_value",
+            "measurement_date",
+        ],
     }
     grants["patients"] += ["registration_end", "death_date"]
     project = gov.projects.request(

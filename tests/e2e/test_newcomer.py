@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -101,6 +102,19 @@ def test_make_demo_command_runs_in_a_fresh_clone_with_the_default_hub_home(fresh
                            capture_output=True, text=True, timeout=120)
             for line in printed
         ]  # fmt: skip
+        # the demo project is granted the OMOP views too, and queries can name codelists
+        key = re.search(r"demo\.researcher\s+(\S+)", result.stdout).group(1)  # type: ignore[union-attr]
+        project = re.search(r"project (p-[0-9a-f]+) approved", result.stdout).group(1)  # type: ignore[union-attr]
+        omop = httpx.post(
+            f"http://127.0.0.1:{port}/v1/projects/{project}/queries",
+            headers={"Authorization": f"Bearer {key}"},
+            json={
+                "sql": "SELECT count(DISTINCT person_id) FROM condition_occurrence "
+                "WHERE condition_source_value IN codelist('type2-diabetes-snomed')",
+                "target": "real", "mode": "dp", "epsilon": 0.1,
+            },
+            timeout=60,
+        )  # fmt: skip
     finally:
         server.terminate()
         server.wait(10)
@@ -112,6 +126,7 @@ def test_make_demo_command_runs_in_a_fresh_clone_with_the_default_hub_home(fresh
     assert '"output_id"' in queue
     assert '"approved"' in approval
     assert client.split()[:2] == ["sex", "year_of_birth"]  # a DataFrame of dummy rows
+    assert omop.status_code == 200 and omop.json()["rows"][0][0] > 0, omop.text
 
 
 def _readme_block(heading: str) -> str:
