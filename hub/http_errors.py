@@ -36,6 +36,9 @@ STATUS: Final[dict[type[errors.HubError], int]] = {
 
 def problem(status: int, code: str, detail: str, title: str | None = None) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    ctx = current_request()
+    if ctx is not None:  # the request's generic audit entry gives this as its reason
+        ctx.reason = f"{code}: {detail}"[:500]
     return JSONResponse(
         status_code=status,
         media_type="application/problem+json",

@@ -65,6 +65,7 @@ class RequestContext:
     role: str | None = None
     outcomes: int = 0
     unavailable: bool = False
+    reason: str | None = None  # a refusal's code and message, for its generic entry
 
     def count_outcome(self) -> None:
         self.outcomes += 1

@@ -82,7 +82,7 @@ class RequestAudit:
                 if isinstance(project, str) and _SAFE_ID.fullmatch(project)
                 else None,
                 target=path,
-                reason=None if status < 400 else f"HTTP {status}",
+                reason=None if status < 400 else (ctx.reason or f"HTTP {status}"),
                 request_id=ctx.request_id,
                 details={"status": status},
             )

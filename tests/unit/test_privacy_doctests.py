@@ -12,7 +12,9 @@ from governance.privacy import accounting, domains, dp_query, mechanism
 from governance.sql import policy
 
 
-@pytest.mark.parametrize("module", [accounting, domains, dp_query, mechanism, policy, codelists, projects])
+@pytest.mark.parametrize(
+    "module", [accounting, domains, dp_query, mechanism, policy, codelists, projects]
+)
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
