@@ -21,7 +21,8 @@ from typing import Any, Final
 
 import duckdb
 
-from connectors import build, fhir, native, releases, schema, synthea, vault
+from connectors import build, releases, schema, vault
+from connectors.sources import fhir, native, synthea
 from connectors.errors import IngestError, SourceError
 from connectors.secrets import Keys
 from connectors.staging import sha256_file

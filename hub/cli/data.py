@@ -113,7 +113,7 @@ def ingest(
     from connectors.ingest import GateFailed
     from connectors.ingest import ingest as run_ingest
     from connectors.secrets import resolve_keys
-    from governance.quality import ingest_gate
+    from connectors.quality import ingest_gate
 
     settings = get_settings()
     # the dummy release has a catalogue (and keys) of its own under $HUB_HOME/dummy
@@ -221,7 +221,7 @@ def quality_run(
 ) -> None:
     """Run the quality gate on a published release and store its report and Data Docs."""
     from connectors.releases import list_releases, quality_dir
-    from governance.quality import run_gate
+    from connectors.quality import run_gate
 
     home = get_settings().home
     rel = _release_or_fail(home, release)

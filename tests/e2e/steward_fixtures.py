@@ -26,7 +26,7 @@ import pytest
 from connectors.ingest import ingest
 from connectors.secrets import resolve_keys
 from governance.facade import Governance
-from governance.quality import ingest_gate
+from connectors.quality import ingest_gate
 from synthetic_data.generator import SynthConfig, generate
 from tests.e2e.conftest import free_port
 

@@ -14,8 +14,8 @@ import pytest
 
 from connectors import pseudonym, releases
 from connectors.ingest import GateFailed, ingest
-from governance.quality import ingest_gate, run_gate
-from governance.quality.gate import plain_sql_counts
+from connectors.quality import ingest_gate, run_gate
+from connectors.quality.gate import plain_sql_counts
 from synthetic_data.generator import SynthConfig, generate
 from tests.conftest import SHARED, release_con
 

@@ -22,7 +22,7 @@ from typing import Any, Final, Literal
 
 import duckdb
 
-from governance.quality import reference as ref
+from connectors.quality import reference as ref
 
 Category = Literal["conformance", "completeness", "plausibility"]
 Level = Literal["table", "field", "concept"]
