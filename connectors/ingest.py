@@ -22,9 +22,9 @@ from typing import Any, Final
 import duckdb
 
 from connectors import build, releases, schema, vault
-from connectors.sources import fhir, native, synthea
 from connectors.errors import IngestError, SourceError
 from connectors.secrets import Keys
+from connectors.sources import fhir, native, synthea
 from connectors.staging import sha256_file
 
 FORMATS: Final = ("native", "synthea", "fhir")

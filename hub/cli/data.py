@@ -112,8 +112,8 @@ def ingest(
     """Load a source into a new release and publish it if every step succeeds."""
     from connectors.ingest import GateFailed
     from connectors.ingest import ingest as run_ingest
-    from connectors.secrets import resolve_keys
     from connectors.quality import ingest_gate
+    from connectors.secrets import resolve_keys
 
     settings = get_settings()
     # the dummy release has a catalogue (and keys) of its own under $HUB_HOME/dummy
@@ -220,8 +220,8 @@ def quality_run(
     release: Annotated[str | None, typer.Argument(help="Release id (default: current).")] = None,
 ) -> None:
     """Run the quality gate on a published release and store its report and Data Docs."""
-    from connectors.releases import list_releases, quality_dir
     from connectors.quality import run_gate
+    from connectors.releases import list_releases, quality_dir
 
     home = get_settings().home
     rel = _release_or_fail(home, release)
