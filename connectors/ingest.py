@@ -152,9 +152,11 @@ def _run(
         if files.ignored:
             source["not_read"] = dict(sorted(files.ignored.items()))
         connector_info: dict[str, Any] = {"name": connector.SOURCE, "version": connector.VERSION}
-        unguaranteed = getattr(connector, "UNGUARANTEED", {})
+        unguaranteed = {k: list(v) for k, v in getattr(connector, "UNGUARANTEED", {}).items()}
+        for table, missing in files.unguaranteed.items():
+            unguaranteed[table] = sorted({*unguaranteed.get(table, []), *missing})
         if unguaranteed:
-            connector_info["unguaranteed_fields"] = {k: list(v) for k, v in unguaranteed.items()}
+            connector_info["unguaranteed_fields"] = dict(sorted(unguaranteed.items()))
         manifest: dict[str, Any] = {
             "source": source,
             "connector": connector_info,

@@ -50,6 +50,8 @@ class SourceFiles:
     hashes: dict[Path, str] = field(default_factory=dict)  # path -> sha256
     ignored: dict[str, int] = field(default_factory=dict)  # what was not read, counted
     layouts: dict[str, str] = field(default_factory=dict)  # file -> layout it matched
+    # warehouse table -> fields this load's source does not carry (the gate skips them)
+    unguaranteed: dict[str, list[str]] = field(default_factory=dict)
 
     def all_files(self) -> list[Path]:
         return sorted({p for paths in self.tables.values() for p in paths})

@@ -47,7 +47,11 @@ CREATE OR REPLACE TEMP MACRO fhir_coding(cc) AS (json_extract(cc, '$.coding[0]')
 
 SUFFIXES: Final = (".ndjson", ".json")
 # what a FHIR R4 resource of each type does not guarantee (the gate does not require it)
-UNGUARANTEED: Final = {"devices": ("start_date", "end_date")}
+# (a Device has no period of use; a Patient need not carry a district or an ethnicity)
+UNGUARANTEED: Final = {
+    "devices": ("start_date", "end_date"),
+    "patients": ("local_authority", "ethnicity"),
+}
 
 
 def discover(src: Path) -> SourceFiles:
@@ -105,7 +109,7 @@ def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
         SELECT json, source_file, source_row,
                CASE WHEN json_type(json) <> 'OBJECT' THEN '(not a JSON object: ' ||
                          lower(json_type(json)) || ')'
-                    WHEN json ->> '$.resourceType' IS NULL THEN '(no resourceType)'
+                    WHEN (json ->> '$.resourceType') IS NULL THEN '(no resourceType)'
                END AS problem
         FROM fhir_raw
         """
@@ -119,7 +123,7 @@ def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
                               WHEN 'OBJECT' THEN [json -> '$.entry']
                               ELSE []::JSON[] END) AS e,
                    source_file, source_row
-            FROM fhir_values WHERE problem IS NULL AND json ->> '$.resourceType' = 'Bundle'
+            FROM fhir_values WHERE problem IS NULL AND (json ->> '$.resourceType') = 'Bundle'
         )
         """
     )
@@ -130,10 +134,10 @@ def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
             SELECT problem FROM fhir_values WHERE problem IS NOT NULL
             UNION ALL
             SELECT CASE WHEN json_type(e) <> 'OBJECT' THEN '(Bundle entry not an object)'
-                        WHEN e -> '$.resource' IS NULL THEN '(Bundle entry without resource)'
+                        WHEN (e -> '$.resource') IS NULL THEN '(Bundle entry without resource)'
                         WHEN json_type(e -> '$.resource') <> 'OBJECT'
                             THEN '(Bundle entry resource not an object)'
-                        WHEN e ->> '$.resource.resourceType' IS NULL THEN '(no resourceType)'
+                        WHEN (e ->> '$.resource.resourceType') IS NULL THEN '(no resourceType)'
                    END
             FROM fhir_entries
         ) WHERE problem IS NOT NULL GROUP BY 1
@@ -144,14 +148,14 @@ def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
         CREATE OR REPLACE TEMP TABLE fhir_resources AS
         SELECT json ->> '$.resourceType' AS rtype, json ->> '$.id' AS rid, json AS r,
                NULL::VARCHAR AS full_url, source_file, source_row
-        FROM fhir_values WHERE problem IS NULL AND json ->> '$.resourceType' <> 'Bundle'
+        FROM fhir_values WHERE problem IS NULL AND (json ->> '$.resourceType') <> 'Bundle'
         UNION ALL
         SELECT e ->> '$.resource.resourceType',
                coalesce(e ->> '$.resource.id', fhir_ref(e ->> '$.fullUrl')),
                e -> '$.resource', e ->> '$.fullUrl', source_file, source_row
         FROM fhir_entries
         WHERE json_type(e) = 'OBJECT' AND json_type(e -> '$.resource') = 'OBJECT'
-          AND e ->> '$.resource.resourceType' IS NOT NULL
+          AND (e ->> '$.resource.resourceType') IS NOT NULL
         """
     )
     if not con.execute("SELECT count(*) FROM fhir_resources WHERE rtype = 'Patient'").fetchall()[0][
@@ -258,7 +262,7 @@ def _careplan_coded() -> str:
 
 def _medication_coded() -> str:
     """A medication's code, inline or from the Medication resource it references."""
-    cc = "coalesce(r -> '$.medicationCodeableConcept', med.code)"
+    cc = "coalesce(r -> '$.medicationCodeableConcept', med.med_code)"
     return (
         f"hub_code_system({cc} ->> '$.coding[0].system') AS code_system, "
         f"{cc} ->> '$.coding[0].code' AS code, "
@@ -350,7 +354,7 @@ def _events(con: duckdb.DuckDBPyConnection) -> None:
     enc = "hub_id(fhir_key(r ->> '$.encounter.reference')) AS encounter_id"
     con.execute(
         """CREATE OR REPLACE TEMP TABLE fhir_medications AS
-           SELECT DISTINCT ON (rid) rid, r -> '$.code' AS code FROM fhir_resources
+           SELECT DISTINCT ON (rid) rid AS med_rid, r -> '$.code' AS med_code FROM fhir_resources
            WHERE rtype = 'Medication' AND rid IS NOT NULL"""
     )
     for target, types, patient, body, dates in specs:
@@ -358,7 +362,7 @@ def _events(con: duckdb.DuckDBPyConnection) -> None:
         checks = " OR ".join(f"hub_bad_date(r ->> '{d}')" for d in dates) or "false"
         join = (
             "LEFT JOIN fhir_medications med "
-            "ON med.rid = fhir_key(r ->> '$.medicationReference.reference')"
+            "ON med.med_rid = fhir_key(r ->> '$.medicationReference.reference')"
             if target == "medications"
             else ""
         )

@@ -150,6 +150,12 @@ def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
             _side_table(con, headers[name], linked=False)
     files.ignored.update(_column_report(headers))
     files.layouts = {name: h.layout or "unknown" for name, h in sorted(headers.items())}
+    p = headers["patients"]
+    files.unguaranteed["patients"] = [
+        f for f, present in (("local_authority", p.column("county")),
+                             ("ethnicity", p.column("race") or p.column("ethnicity")))
+        if not present
+    ]  # fmt: skip
     return files
 
 
