@@ -189,7 +189,12 @@ def read_csv_table(
         open_quotes = con.execute(
             f"SELECT min(line) FROM {rej} WHERE error_type = 'UNQUOTED VALUE'"
         ).fetchall()[0][0]
-        if open_quotes is not None:
+        if open_quotes is not None and open_quotes == _last_line(path):
+            # the file ends inside a quoted field: its last row was cut off
+            con.execute(
+                f"UPDATE {rej} SET error_type = 'MISSING COLUMNS' WHERE line = $l", {"l": open_quotes}
+            )
+        elif open_quotes is not None:
             raise SourceError(
                 f"{describe(path)}: a quote opened on line {open_quotes} is never closed "
                 "(or a field has text after its closing quote); the file cannot be read "
@@ -213,6 +218,16 @@ def read_csv_table(
         else:
             con.execute(f"CREATE TEMP TABLE raw_{table} AS SELECT * FROM raw_part")
         con.execute(f"DROP TABLE raw_part; DROP TABLE {rej}; DROP TABLE {rej}_scan")
+
+
+def _last_line(path: Path) -> int:
+    """The number of the file's last line (1-based, counting the header)."""
+    lines, last = 0, b""
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return lines if last == b"\n" else lines + 1
 
 
 def ensure_rejects(con: duckdb.DuckDBPyConnection) -> None:

@@ -6,7 +6,8 @@ value)``. Before a release is published, every text value of every research tabl
 view, and every string of the manifest, is compared with those values:
 
 * a whole value equal (case and spacing aside) to an identifying value, or to a
-  person's full name, is a leak;
+  person's full name, is a leak (one plain word of a name alone, "White", is not: it is
+  also an everyday word);
 * so is a word of a value that equals a distinctive identifying word: one of at least
   four characters mixing letters and digits (Synthea's ``Jacinto644``, a passport
   number), or at least six characters with a digit (an SSN, a phone number, a member id).
@@ -65,7 +66,7 @@ def _prepare(con: duckdb.DuckDBPyConnection) -> int:
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE scan_values AS
-        SELECT DISTINCT {_norm("value")} AS v FROM stage_identifying_values
+        SELECT DISTINCT {_norm("value")} AS v, meaning FROM stage_identifying_values
         WHERE value IS NOT NULL AND length(trim(value)) >= {MIN_VALUE_LENGTH}
         """
     )
@@ -75,6 +76,14 @@ def _prepare(con: duckdb.DuckDBPyConnection) -> int:
         SELECT DISTINCT w FROM (
             SELECT unnest(regexp_split_to_array(v, '{_SPLIT_SQL}')) AS w FROM scan_values
         ) WHERE {DISTINCTIVE}
+        """
+    )
+    # one plain word of a name ("White", "Green") is also an everyday word: it counts
+    # as a whole value only within a full name, or as a distinctive word
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE scan_values AS
+        SELECT DISTINCT v FROM scan_values WHERE meaning <> 'name' OR contains(v, ' ')
         """
     )
     return int(con.execute("SELECT count(*) FROM scan_values").fetchall()[0][0])

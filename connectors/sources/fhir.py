@@ -91,9 +91,7 @@ def _read(con: duckdb.DuckDBPyConnection, files: SourceFiles) -> None:
                 "IOException": "it cannot be read",
                 "OutOfMemoryException": "it does not fit in memory",
             }.get(type(exc).__name__, "the JSON reader failed")
-            raise SourceError(
-                f"{describe(path, label)} cannot be loaded: {cause}"
-            ) from None
+            raise SourceError(f"{describe(path, label)} cannot be loaded: {cause}") from None
 
 
 def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
@@ -161,9 +159,7 @@ def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
     if not con.execute("SELECT count(*) FROM fhir_resources WHERE rtype = 'Patient'").fetchall()[0][
         0
     ]:
-        raise SourceError(
-            f"{describe(src)} holds no Patient resources: nothing can be linked"
-        )
+        raise SourceError(f"{describe(src)} holds no Patient resources: nothing can be linked")
     # every way a resource may be referred to, mapped to its key
     con.execute(
         """

@@ -82,9 +82,7 @@ def _read(con: duckdb.DuckDBPyConnection, files: SourceFiles, table: str) -> str
     if files.kind == "csv":
         names = [n.strip() for n in csv_header(first)]
         read_csv_table(con, files=files, table=table, width=len(names), target=table)
-        listed = ", ".join(
-            f'c{names.index(c)} AS "{c}"' for c in COLUMNS[table] if c in names
-        )
+        listed = ", ".join(f'c{names.index(c)} AS "{c}"' for c in COLUMNS[table] if c in names)
         present = set(names)
         relation = f"(SELECT {listed}, filename, file_row_number FROM raw_{table})"
     else:

@@ -166,9 +166,7 @@ def _text(h: Header, field_name: str) -> str:
 
 def _patients(con: duckdb.DuckDBPyConnection, h: Header) -> None:
     vault = ", ".join(
-        f"'{c.lower()}', hub_blank({h.raw(c)})"
-        for c in layouts.IDENTIFYING["patients"]
-        if h.has(c)
+        f"'{c.lower()}', hub_blank({h.raw(c)})" for c in layouts.IDENTIFYING["patients"] if h.has(c)
     )
     birth, death = h.column("birth_date"), h.column("death_date")
     dates = " OR ".join(f"hub_bad_date({c})" for c in (birth, death) if c)
@@ -211,9 +209,7 @@ def _identifying_values(con: duckdb.DuckDBPyConnection, headers: dict[str, Heade
         if all(c in cols for c in combo):
             listed = ", ".join(cols[c] for c in combo)
             parts.append(f"SELECT 'name', concat_ws(' ', {listed}) FROM raw_patients")
-    con.execute(
-        "CREATE TEMP VIEW stage_identifying_values AS " + " UNION ALL ".join(parts)
-    )
+    con.execute("CREATE TEMP VIEW stage_identifying_values AS " + " UNION ALL ".join(parts))
 
 
 def _system(h: Header, default: str) -> str:
@@ -263,7 +259,9 @@ def _events(con: duckdb.DuckDBPyConnection, h: Header, target: str) -> None:
     checks = [f"hub_bad_date({x})" for x in dated]
     number_check = ""
     if target == "observations" and c("value"):
-        number_check = f"WHEN {_numeric(h)} AND hub_bad_number({c('value')}) THEN 'unparseable number' "
+        number_check = (
+            f"WHEN {_numeric(h)} AND hub_bad_number({c('value')}) THEN 'unparseable number' "
+        )
     encounter = c("encounter")
     encounter_col = (
         ""
@@ -272,7 +270,9 @@ def _events(con: duckdb.DuckDBPyConnection, h: Header, target: str) -> None:
     )
     ident = c("id")
     # without an Id, a row is its position in its file: identical rows are real repeats
-    row_id = f"hub_id(hub_blank({ident}))" if ident else "hub_id(filename || ':' || file_row_number)"
+    row_id = (
+        f"hub_id(hub_blank({ident}))" if ident else "hub_id(filename || ':' || file_row_number)"
+    )
     con.execute(
         f"""
         CREATE TEMP VIEW stage_{target} AS
@@ -324,4 +324,3 @@ def _column_report(headers: dict[str, Header]) -> dict[str, int]:
         if h.unnamed:
             out[f"columns of {name} not named like columns"] = h.unnamed
     return out
-
