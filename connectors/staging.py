@@ -192,7 +192,8 @@ def read_csv_table(
         if open_quotes is not None and open_quotes == _last_line(path):
             # the file ends inside a quoted field: its last row was cut off
             con.execute(
-                f"UPDATE {rej} SET error_type = 'MISSING COLUMNS' WHERE line = $l", {"l": open_quotes}
+                f"UPDATE {rej} SET error_type = 'MISSING COLUMNS' WHERE line = $l",
+                {"l": open_quotes},
             )
         elif open_quotes is not None:
             raise SourceError(

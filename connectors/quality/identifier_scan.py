@@ -29,7 +29,7 @@ from connectors.errors import IngestError
 
 MIN_VALUE_LENGTH: Final = 3
 # split words on spaces and punctuation that never sits inside an identifier
-WORD_SPLIT: Final = r"[\s,;:/()\[\]{}<>|\"'!?]+"
+WORD_SPLIT: Final = r"[\s,;:/()\[\]{}<>|\"'!?.@=]+"
 _SPLIT_SQL: Final = WORD_SPLIT.replace("'", "''")
 NORMALISE: Final = "lower(regexp_replace(trim({x}), '\\s+', ' ', 'g'))"
 DISTINCTIVE: Final = (

@@ -123,7 +123,11 @@ def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
         f"SELECT '{meaning}' AS meaning, {column}::VARCHAR AS value FROM {rel('patients')}"
         for column, meaning in SCANNED.items()
     )
-    con.execute(f"CREATE TEMP VIEW stage_identifying_values AS {scanned}")
+    full_name = (
+        "SELECT 'name', concat_ws(' ', given_name::VARCHAR, family_name::VARCHAR) "
+        f"FROM {rel('patients')}"
+    )
+    con.execute(f"CREATE TEMP VIEW stage_identifying_values AS {scanned} UNION ALL {full_name}")
     identifiers = ", ".join(f"'{c}', {c}::VARCHAR" for c in IDENTIFIERS)
     con.execute(
         f"""

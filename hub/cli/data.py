@@ -140,7 +140,23 @@ def ingest(
         note = f", {quarantined:,} quarantined" if quarantined else ""
         console.print(f"  {table:<28} {counts.published:>12,} rows{note}")
     for rtype, n in result.skipped.items():
-        console.print(f"  [yellow]skipped[/] {n:,} {rtype} resources (no warehouse table)")
+        what = rtype if rtype.startswith("(") else f"{rtype} resources (no warehouse table)"
+        console.print(f"  [yellow]skipped[/] {n:,} {what}")
+    source = release.manifest.get("source", {})
+    not_read = source.get("not_read", {})
+    if not_read:
+        columns = sum(n for k, n in not_read.items() if k.startswith("column"))
+        files = not_read.get("files", 0)
+        console.print(
+            f"  [yellow]not read[/] {columns:,} unknown column(s), {files:,} unknown file(s) "
+            f"(listed in the manifest)"
+        )
+    scan = release.manifest.get("identifier_scan")
+    if scan:
+        console.print(
+            f"identifier scan clean: {scan['identifying_values']:,} identifying values "
+            f"looked for in {scan['relations']} tables and views and the manifest"
+        )
     quality = release.manifest.get("quality")
     if quality:
         s = quality["summary"]
