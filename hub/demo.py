@@ -145,8 +145,8 @@ def _populations(home: Path, *, patients: int, dummy_patients: int, seed: int) -
 def _releases(home: Path) -> None:
     """Both populations through the connectors and the quality gate."""
     from connectors.ingest import ingest
+    from connectors.quality import ingest_gate
     from connectors.secrets import resolve_keys
-    from governance.quality import ingest_gate
 
     out.rule("Releases")
     for name, target in (("real", home), ("dummy", home / "dummy")):

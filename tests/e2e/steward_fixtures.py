@@ -23,9 +23,9 @@ import httpx
 import pytest
 
 from connectors.ingest import ingest
+from connectors.quality import ingest_gate
 from connectors.secrets import resolve_keys
 from governance.facade import Governance
-from governance.quality import ingest_gate
 from synthetic_data.generator import SynthConfig, generate
 from tests.e2e.conftest import free_port
 

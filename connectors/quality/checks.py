@@ -22,7 +22,7 @@ from typing import Any, Final, Literal
 
 import duckdb
 
-from governance.quality import reference as ref
+from connectors.quality import reference as ref
 
 Category = Literal["conformance", "completeness", "plausibility"]
 Level = Literal["table", "field", "concept"]
@@ -95,6 +95,7 @@ def build_catalogue(
     # --- people -------------------------------------------------------------------
     domains["patients"] = f"""
         SELECT p.person_id AS row_key, p.year_of_birth, p.month_of_birth, p.sex,
+               p.ethnicity, p.local_authority,
                coalesce(p.death_date IS NULL OR p.year_of_birth IS NULL
                         OR (year(p.death_date) - p.year_of_birth) <= {ref.MAX_AGE_YEARS}, true)
                    AS age_at_death_plausible,
@@ -110,6 +111,7 @@ def build_catalogue(
               "error", "not_null", "year_of_birth", "Year of birth is recorded.", 0.001),
         Check("completeness.patients.sex", "patients", "completeness", "field", "warning",
               "not_null", "sex", "Sex is recorded.", 0.01),
+        *_core_person_checks(manifest),
         Check("plausibility.patients.year_of_birth.range", "patients", "plausibility", "field",
               "error", "between", "year_of_birth",
               f"Year of birth between {ref.EARLIEST_BIRTH_YEAR} and {this_year}.", 0.0,
@@ -160,8 +162,9 @@ def build_catalogue(
         checks += [
             Check(f"conformance.{table}.person_exists", table, "conformance", "field", "error",
                   "flag", "person_exists", "Every event's person exists (foreign key).", 0.0),
-            Check(f"completeness.{table}.{date}", table, "completeness", "field", "error",
-                  "flag", "has_date", f"The event date ({date}) is recorded.", 0.001),
+            *([] if date in _unguaranteed(manifest, table) else [
+                Check(f"completeness.{table}.{date}", table, "completeness", "field", "error",
+                      "flag", "has_date", f"The event date ({date}) is recorded.", 0.001)]),
             Check(f"plausibility.{table}.not_before_birth", table, "plausibility", "field",
                   "error", "flag", "not_before_birth",
                   "No event before the person's birth (month precision: research tables hold "
@@ -206,6 +209,29 @@ def build_catalogue(
     if previous:
         checks += _drift_checks(con, domains, previous, tables)
     return Catalogue(domains=domains, checks=checks)
+
+
+# the person table's core fields: a load that leaves one empty for most people is broken
+# (a row cut short, a column misread), unless the source does not carry the field
+CORE_PERSON_FIELDS: Final = ("year_of_birth", "month_of_birth", "sex", "ethnicity",
+                             "local_authority")  # fmt: skip
+CORE_MISSING_LIMIT: Final = 0.5
+
+
+def _unguaranteed(manifest: dict[str, Any], table: str) -> set[str]:
+    fields = manifest.get("connector", {}).get("unguaranteed_fields", {})
+    return set(fields.get(table, []))
+
+
+def _core_person_checks(manifest: dict[str, Any]) -> list[Check]:
+    skip = _unguaranteed(manifest, "patients")
+    return [
+        Check(f"completeness.patients.{f}.core", "patients", "completeness", "field", "error",
+              "not_null", f, f"{f} is recorded for most people (a core field the source "
+              f"carries; more than {CORE_MISSING_LIMIT:.0%} empty means a broken load).",
+              CORE_MISSING_LIMIT)
+        for f in CORE_PERSON_FIELDS if f not in skip
+    ]  # fmt: skip
 
 
 def _sex_rule() -> str:
@@ -270,6 +296,21 @@ def _measure_checks(domains: dict[str, str]) -> list[Check]:
         f"({_q(m.code_system)}, {_q(m.code)}, {_q(m.unit)}, {m.low}, {m.high})"
         for m in ref.MEASURES
     )
+    code_ranges = ", ".join(
+        f"({_q(m.code_system)}, {_q(m.code)}, {m.low}, {m.high})" for m in ref.MEASURES
+    )
+    unit_ranges = ", ".join(f"({_q(u)}, {lo}, {hi})" for u, (lo, hi) in ref.UNIT_RANGES.items())
+    low, high = ref.ANY_UNIT_RANGE
+    domains["observation_values"] = f"""
+        WITH by_code(code_system, code, low, high) AS (VALUES {code_ranges}),
+             by_unit(unit, low, high) AS (VALUES {unit_ranges})
+        SELECT o.observation_id AS row_key,
+               isfinite(o.value) AND o.value BETWEEN coalesce(c.low, u.low, {low})
+                                              AND coalesce(c.high, u.high, {high})
+                   AS value_possible
+        FROM observations o LEFT JOIN by_code c USING (code_system, code)
+        LEFT JOIN by_unit u ON u.unit = o.unit
+        WHERE o.value IS NOT NULL"""
     domains["measurements"] = f"""
         WITH reference(code_system, code, unit, low, high) AS (VALUES {values})
         SELECT o.observation_id AS row_key, o.value,
@@ -286,6 +327,11 @@ def _measure_checks(domains: dict[str, str]) -> list[Check]:
               0.001),
         Check("completeness.observations.value", "measurements", "completeness", "field",
               "warning", "not_null", "value", "Measured codes carry a value.", 0.01),
+        Check("plausibility.observations.value_possible", "observation_values",
+              "plausibility", "concept", "error", "flag", "value_possible",
+              "Every numeric value is finite and possible: within its code's range, else its "
+              "unit's (a 5,000 cm length is impossible), else a bound no record reaches.",
+              0.0),
     ]  # fmt: skip
 
 

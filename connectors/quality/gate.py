@@ -21,9 +21,9 @@ from typing import Any, Final
 
 import duckdb
 
-from governance.quality import checks as catalogue
-from governance.quality import gx_duckdb
-from governance.quality.checks import Catalogue, Check
+from connectors.quality import checks as catalogue
+from connectors.quality import gx_duckdb
+from connectors.quality.checks import Catalogue, Check
 
 EXAMPLES: Final = 10
 

@@ -8,11 +8,19 @@ whole file or being silently coerced.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
 
 import duckdb
 
 from connectors.errors import SourceError
-from connectors.staging import SourceFiles, relation_sql
+from connectors.staging import (
+    SourceFiles,
+    csv_header,
+    describe,
+    quote,
+    read_csv_table,
+    relation_sql,
+)
 
 SOURCE = "native"
 VERSION = "1.0"
@@ -23,31 +31,81 @@ IDENTIFIERS = (
 )  # fmt: skip
 
 
+# the columns read from each table (an allow-list: anything else in a file is ignored)
+COLUMNS: Final = {
+    "patients": ("patient_id", "nhs_number", "date_of_birth", "sex", "ethnicity",
+                 "local_authority", "imd_decile", "practice_code", "registration_start",
+                 "registration_end", "date_of_death", "given_name", "family_name",
+                 "address_line", "town", "postcode"),
+    "encounters": ("encounter_id", "patient_id", "encounter_type", "organisation_code",
+                   "start_date", "end_date"),
+    "conditions": ("condition_id", "patient_id", "encounter_id", "code_system", "code",
+                   "description", "onset_date"),
+    "observations": ("observation_id", "patient_id", "encounter_id", "code_system", "code",
+                     "description", "value", "unit", "observed_date"),
+    "medications": ("medication_id", "patient_id", "encounter_id", "code_system", "code",
+                    "description", "start_date", "end_date"),
+    "procedures": ("procedure_id", "patient_id", "encounter_id", "code_system", "code",
+                   "description", "procedure_date"),
+    "organisations": ("organisation_code", "name", "kind", "local_authority"),
+}  # fmt: skip
+# identifying values the identifier scan looks for (by meaning)
+SCANNED: Final = {"nhs_number": "identifier", "given_name": "name", "family_name": "name",
+                  "address_line": "address"}  # fmt: skip
+
+
 def discover(src: Path) -> SourceFiles:
+    if not src.is_dir():
+        raise SourceError(f"{describe(src)} is not a folder of generator output")
     files = SourceFiles()
     for ext in ("parquet", "csv"):
         for table in TABLES:
-            found = sorted((src / table).glob(f"*.{ext}"))
-            if found:
-                files.tables[table] = found
+            folder = src / table
+            found = sorted(folder.glob(f"*.{ext}")) if folder.is_dir() else []
+            for path in found:
+                files.add(table, path)
                 files.kind = ext
         orgs = src / f"organisations.{ext}"
-        if orgs.exists():
-            files.tables["organisations"] = [orgs]
+        if orgs.exists() or orgs.is_symlink():
+            files.add("organisations", orgs)
     if "patients" not in files.tables:
         raise SourceError(
-            f"{src} holds no patients/*.parquet or patients/*.csv: not a generator output "
-            "(use --format synthea or fhir for other sources)"
+            f"{describe(src)} holds no patients/*.parquet or patients/*.csv: not a generator "
+            "output (use --format synthea or fhir for other sources)"
         )
     return files
+
+
+def _read(con: duckdb.DuckDBPyConnection, files: SourceFiles, table: str) -> str:
+    """The table's files as one relation with its allow-listed columns, or a refusal."""
+    first = files.tables[table][0]
+    if files.kind == "csv":
+        names = [n.strip() for n in csv_header(first)]
+        read_csv_table(con, files=files, table=table, width=len(names), target=table)
+        listed = ", ".join(f'c{names.index(c)} AS "{c}"' for c in COLUMNS[table] if c in names)
+        present = set(names)
+        relation = f"(SELECT {listed}, filename, file_row_number FROM raw_{table})"
+    else:
+        present = {
+            r[0]
+            for r in con.execute(
+                f"DESCRIBE SELECT * FROM read_parquet({quote(str(first))})"
+            ).fetchall()
+        }
+        relation = relation_sql(files, table)
+    for column in COLUMNS[table]:
+        if column not in present:
+            raise SourceError(f"{describe(first)} ({table}): no {column} column")
+    return relation
 
 
 def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
     files = discover(src)
     typed = files.kind == "parquet"
+    relations = {table: _read(con, files, table) for table in files.tables}
 
     def rel(table: str) -> str:
-        return relation_sql(files.tables[table], files.kind)
+        return relations[table]
 
     def date(col: str) -> str:
         return col if typed else f"hub_date({col})"
@@ -61,6 +119,15 @@ def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
     def bigint(col: str) -> str:
         return col if typed else f"try_cast({col} AS BIGINT)"
 
+    scanned = " UNION ALL ".join(
+        f"SELECT '{meaning}' AS meaning, {column}::VARCHAR AS value FROM {rel('patients')}"
+        for column, meaning in SCANNED.items()
+    )
+    full_name = (
+        "SELECT 'name', concat_ws(' ', given_name::VARCHAR, family_name::VARCHAR) "
+        f"FROM {rel('patients')}"
+    )
+    con.execute(f"CREATE TEMP VIEW stage_identifying_values AS {scanned} UNION ALL {full_name}")
     identifiers = ", ".join(f"'{c}', {c}::VARCHAR" for c in IDENTIFIERS)
     con.execute(
         f"""

@@ -38,6 +38,23 @@ MEASURES: Final = (
     Measure("LOINC", "8302-2", "body height", "cm", 20.0, 250.0),
 )
 
+# impossible-value bounds by unit, for numeric observations whose code has no range of
+# its own: a value outside them is impossible whatever was measured in that unit
+UNIT_RANGES: Final = {
+    "cm": (0.0, 300.0), "m": (0.0, 3.0), "mm": (0.0, 3000.0), "[in_i]": (0.0, 120.0),
+    "kg": (0.0, 700.0), "g": (0.0, 700_000.0), "[lb_av]": (0.0, 1500.0),
+    "kg/m2": (0.0, 250.0), "mm[Hg]": (0.0, 400.0), "/min": (0.0, 400.0),
+    "Cel": (10.0, 50.0), "[degF]": (50.0, 122.0), "%": (0.0, 100.0),
+    "mg/dL": (0.0, 10_000.0), "mmol/L": (0.0, 1_000.0), "mmol/mol": (0.0, 300.0),
+    "g/dL": (0.0, 100.0), "g/L": (0.0, 1_000.0), "fL": (0.0, 1_000.0), "pg": (0.0, 1_000.0),
+    "10*3/uL": (0.0, 10_000.0), "10*6/uL": (0.0, 100.0), "10*9/L": (0.0, 10_000.0),
+    "pH": (0.0, 14.0), "a": (0.0, 130.0), "mo": (0.0, 1_560.0), "d": (0.0, 47_000.0),
+    "{score}": (-1_000.0, 1_000.0), "{#}": (0.0, 100_000.0), "/[HPF]": (0.0, 10_000.0),
+    "mL/min/1.73m2": (0.0, 300.0), "U/L": (0.0, 100_000.0), "ng/mL": (0.0, 1_000_000.0),
+}  # fmt: skip
+# bounds for a numeric value whose code and unit are both unknown: what no record holds
+ANY_UNIT_RANGE: Final = (-1_000_000.0, 1_000_000_000.0)
+
 # code formats per code system (a code in the wrong shape is unknown to any vocabulary)
 CODE_FORMATS: Final = {
     # concept ids: partition digits 00 or 10 before the check digit
