@@ -53,7 +53,8 @@ def problem(status: int, code: str, detail: str, title: str | None = None) -> JS
     )
 
 
-def _status_for(exc: errors.HubError) -> int:
+def status_for(exc: errors.HubError) -> int:
+    """The HTTP status of a governance error (the API's and the dashboard's)."""
     for cls in type(exc).__mro__:
         if cls in STATUS:
             return STATUS[cls]
@@ -67,7 +68,7 @@ def install(app: FastAPI) -> None:
             ctx = current_request()
             if ctx is not None:  # nothing could be recorded, so nothing more is tried
                 ctx.unavailable = True
-        return problem(_status_for(exc), exc.code, str(exc))
+        return problem(status_for(exc), exc.code, str(exc))
 
     @app.exception_handler(IngestError)
     async def release_error(_: Request, exc: IngestError) -> JSONResponse:

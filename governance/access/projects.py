@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from governance import clock
 from governance.access import roles
 from governance.access.people import People, User
 from governance.audit.events import AuditEvent
@@ -70,10 +71,6 @@ class Project:
         d = dict(self.__dict__)
         d["expires_at"] = self.expires_at.isoformat() if self.expires_at else None
         return d
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 # columns that would identify a person: never in a research table and never grantable,
@@ -229,7 +226,7 @@ class Projects:
         for member in team:
             self.people.get(member)  # NotFound for an unknown member
         with self.store.transaction() as con:
-            now = _now()
+            now = clock.now()
             con.execute(
                 "INSERT INTO projects (project_id, title, purpose, "
                 "lay_summary, organisation, requested_by, "
@@ -334,7 +331,7 @@ class Projects:
                     sdc_threshold,
                     sdc_rounding,
                     steward.user_id,
-                    _now(),
+                    clock.now(),
                     project_id,
                 ),
             )
@@ -386,7 +383,7 @@ class Projects:
             con.execute(
                 "UPDATE projects SET status = ?, decided_by = ?, "
                 "decision_reason = ?, updated_at = ? WHERE project_id = ?",
-                (to, steward.user_id, reason.strip(), _now(), project_id),
+                (to, steward.user_id, reason.strip(), clock.now(), project_id),
             )
             self.audit.append(
                 con,
