@@ -216,9 +216,13 @@ def test_models_budgets_and_quality_pages(page, steward_hub):  # noqa: F811
     nav(page, "Data quality")
     assert "Quality gate passed" in page.locator("#release-real-release-0001").inner_text()
     shot(page, "13-quality")
-    page.get_by_role("link", name="Open the Great Expectations Data Docs for release-0001").click()
+    card = page.locator("#release-real-release-0001")
+    card.get_by_role("link", name=re.compile("^All .* checks of release-0001")).click()
+    assert page.get_by_role("heading", name="Completeness").count() == 1
+    shot(page, "14-quality-checks")
+    page.get_by_role("link", name="The same checks as Great Expectations Data Docs").click()
     assert page.url.endswith("/docs/index.html")
-    shot(page, "14-data-docs")
+    shot(page, "15-data-docs")
 
 
 def test_a_tampered_audit_store_is_flagged_in_red(page, steward_hub):  # noqa: F811

@@ -356,3 +356,17 @@ def test_the_audit_log_shows_one_line_per_request_with_every_denial_explained(st
     ]  # fmt: skip
     assert generic and all(": " in e["reason"] for e in generic)
     assert any("only stewards" in e["reason"] or "no project" in e["reason"] for e in generic)
+
+
+def test_each_release_has_a_page_of_its_checks_in_the_hubs_own_words(steward_hub):  # noqa: F811
+    with steward_hub.sign_in("sam") as sam:
+        overview = sam.get("/steward/quality").text
+        assert 'href="/steward/quality/real/release-0001"' in overview
+        page = sam.get("/steward/quality/real/release-0001")
+        assert page.status_code == 200
+        text = page.text
+        assert "Every person appears once (primary key)." in text
+        assert "conformance.patients.person_id.unique" in text
+        for category in ("Conformance", "Completeness", "Plausibility"):
+            assert f">{category}</h2>" in text
+        assert sam.get("/steward/quality/real/release-9999").status_code == 404
