@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -12,6 +15,7 @@ from hub import http_errors as problems
 from hub.api.request_audit import RequestAudit
 from hub.api.routes import router
 from hub.steward import install as install_steward_dashboard
+from hub.steward.sessions import SessionStore
 
 MAX_BODY_BYTES = 1_000_000
 
@@ -52,7 +56,33 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-def create_app(gov: Governance) -> FastAPI:
+# what `hub serve` hands its worker processes (each builds its own app from them)
+SESSION_SECRET_ENV = "HUB_SERVE_SESSION_SECRET"  # noqa: S105 (a variable name)
+QUERY_TIMEOUT_ENV = "HUB_SERVE_QUERY_TIMEOUT"
+
+
+def serve_app() -> FastAPI:
+    """The app factory ``hub serve`` gives uvicorn: one app per worker process.
+
+    Every worker opens the same hub home (settings from the environment), so they share
+    the audit log, the ledger and the outputs through SQLite, and the steward sessions
+    through ``SharedSessionStore`` under the secret ``hub serve`` drew at start.
+    """
+    from governance.settings import get_settings
+    from hub.steward.sessions import SharedSessionStore
+
+    settings = get_settings()
+    gov = settings.governance(query_timeout_s=float(os.environ.get(QUERY_TIMEOUT_ENV, "30")))
+    secret = bytes.fromhex(os.environ[SESSION_SECRET_ENV])
+    sessions = SharedSessionStore(session_file(gov.home), secret)
+    return create_app(gov, sessions=sessions)
+
+
+def session_file(home: Path) -> Path:
+    return home / "run" / "steward-sessions.sqlite"
+
+
+def create_app(gov: Governance, *, sessions: SessionStore | None = None) -> FastAPI:
     """The hub's app over one governance home (its query timeout is ``gov``'s)."""
     app = FastAPI(
         title="Health data hub",
@@ -69,5 +99,6 @@ def create_app(gov: Governance) -> FastAPI:
     app.include_router(router)
     docs_ui.install(app)
     public_pages.install(app)  # /register and /dictionary, in HTML
-    install_steward_dashboard(app)  # /steward/: pages over the same governance calls
+    # /steward/: pages over the same governance calls
+    install_steward_dashboard(app, sessions=sessions)
     return app

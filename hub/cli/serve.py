@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from typing import Annotated
 
 import typer
@@ -20,6 +22,10 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     query_timeout: Annotated[float, typer.Option(help="Seconds a query may run.")] = 30.0,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Worker processes (default: the machine's cores)."),
+    ] = None,
 ) -> None:
     """Serve the HTTP API (docs at /docs). Refuses to start without its keys and a release."""
     import uvicorn
@@ -27,7 +33,8 @@ def serve(
     from connectors.errors import IngestError
     from connectors.releases import get_release
     from governance.errors import HubError
-    from hub.app import create_app
+    from hub.app import QUERY_TIMEOUT_ENV, SESSION_SECRET_ENV, session_file
+    from hub.steward.sessions import SharedSessionStore
 
     settings = get_settings()
     try:
@@ -36,5 +43,18 @@ def serve(
         release = get_release(settings.home)
     except (IngestError, HubError) as exc:
         raise _fail(f"{exc}; the hub does not start without it") from None
-    console.print(f"serving release {release.id} on http://{host}:{port} (docs: /docs)")
-    uvicorn.run(create_app(gov), host=host, port=port, log_level="warning")
+    n = workers or os.cpu_count() or 1
+    # the workers share one secret for the steward sessions, drawn now: a restart draws a
+    # new one, so it signs everyone out; the sessions of an earlier run are cleared too
+    secret = secrets.token_bytes(32)
+    SharedSessionStore(session_file(gov.home), secret).clear()
+    os.environ[SESSION_SECRET_ENV] = secret.hex()
+    os.environ[QUERY_TIMEOUT_ENV] = str(query_timeout)
+    os.environ["HUB_HOME"] = str(settings.home)
+    plural = "es" if n > 1 else ""
+    console.print(
+        f"serving release {release.id} on http://{host}:{port} (docs: /docs), {n} process{plural}"
+    )
+    uvicorn.run(
+        "hub.app:serve_app", factory=True, workers=n, host=host, port=port, log_level="warning"
+    )
