@@ -7,8 +7,9 @@ in practice X, the Venn regions of A, B and C (``A − B − C``, ``A ∩ B − 
 from a few more counts, and a region of one person is that person (a *tracker*). So the
 ledger flags, for a new output and every one or two earlier outputs of the project, any
 region of their Venn diagram holding from 1 to ``threshold`` people (the project's own
-disclosure threshold): pairs (differencing) and triples (trackers). The steward sees the
-flags beside the output.
+disclosure threshold): pairs (differencing) and triples (trackers). A region that is a
+whole output is left to that output's own redaction. The steward sees the flags beside
+the output.
 
 Populations are files of pseudonymous person keys (``<output>.population.parquet``),
 written under a temporary name, fsynced and renamed, so a crash never leaves a
@@ -76,9 +77,10 @@ def tracker_flags(new: int, earlier: Mapping[str, int], *, threshold: int) -> li
             continue  # disjoint from both: nothing new to combine
         if _small(earlier[first], earlier[second], threshold) is not None:
             continue  # those two were flagged together before this output
-        for pattern, region in _regions([new, earlier[first], earlier[second]]):
+        sets = [new, earlier[first], earlier[second]]
+        for pattern, region in _regions(sets):
             size = region.bit_count()
-            if 0 < size <= threshold:
+            if 0 < size <= threshold and region not in sets:
                 flags.append(_flag("tracker", [first, second], pattern, size, threshold))
                 break
     return flags
@@ -88,7 +90,8 @@ def _small(a: int, b: int, threshold: int) -> tuple[tuple[bool, ...], int] | Non
     """A difference of two populations holding 1 to ``threshold`` people, if any."""
     for pattern, region in (((True, False), a & ~b), ((False, True), b & ~a)):
         size = region.bit_count()
-        if 0 < size <= threshold:
+        # a region that is a whole output is that output's own count: SDC's to redact
+        if 0 < size <= threshold and region not in (a, b):
             return pattern, size
     return None
 
