@@ -149,6 +149,13 @@ class Projects:
             for r in con.execute(sql + " ORDER BY created_at, project_id", params)
         ]
 
+    def visible_to(self, user: User) -> list[Project]:
+        """Every project for those who see all of them, else the user's own."""
+        projects = self.find()
+        if roles.may(user.role, "project.view_any"):
+            return projects
+        return [p for p in projects if user.user_id in p.members]
+
     def request(
         self,
         *,

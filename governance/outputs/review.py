@@ -110,6 +110,10 @@ class OutputReview:
             "download_url": download_url(row["output_id"]) if row["status"] == "approved" else None,
         }
 
+    @staticmethod
+    def is_reviewer(principal: Principal) -> bool:
+        return roles.may(principal.user.role, "output.list")
+
     def _member(self, principal: Principal, project_id: str) -> bool:
         project = self.gov.projects.get(project_id)
         return principal.user.user_id in project.members

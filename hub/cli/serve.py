@@ -27,6 +27,7 @@ def serve(
     from connectors.errors import IngestError
     from connectors.releases import get_release
     from governance.errors import HubError
+    from governance.outputs.disclosure_ledger import sweep_partials
     from hub.app import create_app
 
     settings = get_settings()
@@ -36,5 +37,10 @@ def serve(
         release = get_release(settings.home)
     except (IngestError, HubError) as exc:
         raise _fail(f"{exc}; the hub does not start without it") from None
+    # half-written population files a killed process left: once, at start, and only
+    # those older than a query may run (a `hub train` or CLI query may be writing one)
+    swept = sweep_partials(gov.outputs.outputs_dir, older_than_s=query_timeout)
+    if swept:
+        console.print(f"removed {swept} half-written output file(s) left by a stopped process")
     console.print(f"serving release {release.id} on http://{host}:{port} (docs: /docs)")
     uvicorn.run(create_app(gov), host=host, port=port, log_level="warning")
