@@ -75,8 +75,6 @@ def tracker_flags(new: int, earlier: Mapping[str, int], *, threshold: int) -> li
             continue  # already flagged as a pair
         if not (new & earlier[first] or new & earlier[second]):
             continue  # disjoint from both: nothing new to combine
-        if _small(earlier[first], earlier[second], threshold) is not None:
-            continue  # those two were flagged together before this output
         sets = [new, earlier[first], earlier[second]]
         for pattern, region in _regions(sets):
             size = region.bit_count()

@@ -276,3 +276,16 @@ def test_two_independent_reviewers_when_the_project_asks_for_them(hub):
     second = gov.outputs.review(who["tess"], answer["output_id"], decision="approve")
     assert second["status"] == "approved"
     assert gov.outputs.download(who["ana"], answer["output_id"])["rows"][0][0] % 5 == 0
+
+
+def test_a_join_on_person_id_is_answered_like_any_table(hub):
+    gov, projects, who, _ = hub
+    answer = _exact(
+        gov, who, projects["one"],
+        "SELECT p.imd_decile, count(DISTINCT p.person_id) AS people FROM patients p "
+        "JOIN conditions c USING (person_id) WHERE c.code = '44054006' GROUP BY ALL",
+    )  # fmt: skip
+    out = _output(gov, who, answer)
+    assert not out["manifest"].get("failed") and out["manifest"]["population"] > 0
+    published = [row[1] for row in out["result"]["rows"] if row[1] is not None]
+    assert published and all(n > 7 and n % 5 == 0 for n in published)

@@ -6,11 +6,15 @@ import doctest
 
 import pytest
 
+from governance.outputs import disclosure, disclosure_ledger, exact_plan
 from governance.privacy import accounting, domains, dp_query, mechanism
 from governance.sql import policy
 
+MODULES = [accounting, domains, dp_query, mechanism, policy]
+MODULES += [disclosure, disclosure_ledger, exact_plan]
 
-@pytest.mark.parametrize("module", [accounting, domains, dp_query, mechanism, policy])
+
+@pytest.mark.parametrize("module", MODULES)
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
