@@ -22,8 +22,6 @@ import threading
 from pathlib import Path
 from typing import Any, Literal
 
-import duckdb
-
 from connectors import releases
 from governance.access import roles
 from governance.access.people import Principal
@@ -39,10 +37,9 @@ from governance.errors import (
     PolicyViolation,
 )
 from governance.facade import Governance
-from governance.outputs import disclosure, exact, submissions
+from governance.outputs import submissions
 from governance.outputs.review import Decision, now, sha256_json
-from governance.privacy import accounting, domains, dp_query
-from governance.privacy import mechanism as dp
+from governance.privacy import accounting, domains, dp_answer
 from governance.sql import policy as sql_policy
 from governance.sql.engine import Engine
 
@@ -129,7 +126,7 @@ class QueryService:
 
     def audit(self, principal: Principal, **fields: Any) -> None:
         self.gov.audit.record(
-            self._event(
+            self.event_for(
                 principal,
                 **fields,
             )
@@ -189,7 +186,8 @@ class QueryService:
                 return self._dummy(principal, project, query_id, sql, release, event)
             if mode == "dp":
                 assert epsilon is not None
-                return self._dp(
+                return dp_answer.answer(
+                    self,
                     principal,
                     project,
                     query_id,
@@ -201,8 +199,10 @@ class QueryService:
                     rows_per_person,
                 )
             self.gov.audit.ensure_writable()
-            prepared = self._exact_prepare(node, release)
-            return self._exact(principal, project, query_id, sql, prepared, release, event)
+            prepared = submissions.prepare_exact(self, node, release)
+            return submissions.submit_exact(
+                self, principal, project, query_id, sql, prepared, release, event
+            )
         except AuditUnavailable:
             raise  # nothing can be recorded: the caller gets 503
         except HubError as exc:
@@ -212,7 +212,7 @@ class QueryService:
             self.audit(principal, decision="denied", reason=str(exc), target=query_id, **event)
             raise
 
-    def _record(
+    def record(
         self,
         query_id: str,
         project: Project,
@@ -248,7 +248,7 @@ class QueryService:
             ),
         )
 
-    def _event(self, principal: Principal, **fields: Any) -> AuditEvent:
+    def event_for(self, principal: Principal, **fields: Any) -> AuditEvent:
         return AuditEvent(
             actor=principal.user.user_id,
             key_id=principal.key_id,
@@ -275,7 +275,7 @@ class QueryService:
         with self.gov.store.transaction() as con:
             self.gov.audit.append(
                 con,
-                self._event(
+                self.event_for(
                     principal,
                     release=release.id,
                     row_count=len(result.rows),
@@ -284,7 +284,7 @@ class QueryService:
                     **event,
                 ),
             )
-            self._record(
+            self.record(
                 query_id,
                 project,
                 principal,
@@ -298,220 +298,6 @@ class QueryService:
                 con=con,
             )
         return {"query_id": query_id, "status": "done", "release": release.id, **body}
-
-    # ------------------------------------------------------------------ dp
-    def _dp_spec(
-        self,
-        node: dict[str, Any],
-        cur: duckdb.DuckDBPyConnection,
-        engine: Engine,
-        epsilon: float,
-        rows_per_person: int | None,
-    ) -> tuple[dp_query.Plan, dp.Prepared, str]:
-        """The compiled plan, its certified OpenDP measurements and the salt: everything
-        that can refuse a DP query, done before any budget is reserved or data read."""
-        plan = dp_query.compile_plan(node, engine.catalogue(cur), rows_per_person=rows_per_person)
-        salt = secrets.token_hex(8)
-        if not all(engine.explain(cur, s.sql) for s in dp_query.statements(plan, salt=salt)):
-            # binding and planning read no table data: a refusal here is data-independent
-            raise sql_policy.PolicyError(
-                "dp_types", "the query's expressions do not fit the columns' types"
-            )
-        prepared = dp.prepare(plan, epsilon)
-        return plan, prepared, salt
-
-    def _dp(
-        self,
-        principal: Principal,
-        project: Project,
-        query_id: str,
-        sql: str,
-        node: dict[str, Any],
-        release: releases.Release,
-        epsilon: float,
-        event: dict[str, Any],
-        rows_per_person: int | None = None,
-    ) -> dict[str, Any]:
-        engine = self.engine(release)
-        cur = engine.cursor()
-        try:
-            plan, prepared, salt = self._dp_spec(node, cur, engine, epsilon, rows_per_person)
-        except BaseException:
-            cur.close()
-            raise
-        spend = self.gov.ledger.reserve(
-            project.project_id,
-            epsilon=epsilon,
-            delta=0.0,
-            purpose=query_id,
-            actor=principal.user.user_id,
-            key_id=principal.key_id,
-            role=principal.user.role,
-        )
-        # from here on data is read: whatever happens, the spend is committed (never
-        # refunded) and the response does not depend on what went wrong
-        body: dict[str, Any]
-        try:
-            truth = dp.bounded_answers(cur, plan, salt=salt)
-            body = dp.answer_body(plan, dp.release(prepared, truth))
-            status = "done"
-        except Exception:  # a failure after reading data looks like any other
-            body = dp.no_answer_body(plan)
-            status = "no_answer"
-        finally:
-            cur.close()
-        # the spend, the request's audit entry and the stored query commit together
-        with self.gov.store.transaction() as con:
-            spent = self.gov.ledger.commit_in(
-                con, spend, epsilon=prepared.epsilon, actor=principal.user.user_id
-            )
-            state = self.gov.ledger.state_in(con, project.project_id)
-            body["epsilon_spent"] = spent
-            body["epsilon_remaining"] = state.epsilon_remaining
-            self.gov.audit.append(
-                con,
-                self._event(
-                    principal,
-                    release=release.id,
-                    epsilon=spent,
-                    delta=0.0,
-                    row_count=len(body["rows"]),
-                    result_sha256=_sha256(body),
-                    target=query_id,
-                    reason=dp.NO_ANSWER_REASON if status == "no_answer" else None,
-                    details={"spend_id": spend, "outcome": status},
-                    **event,
-                ),
-            )
-            self._record(
-                query_id,
-                project,
-                principal,
-                sql,
-                "real",
-                "dp",
-                release.id,
-                status,
-                spent,
-                body,
-                con=con,
-            )
-        return {"query_id": query_id, "status": status, "release": release.id, **body}
-
-    # ------------------------------------------------------------------ exact
-    def _exact_prepare(self, node: dict[str, Any], release: releases.Release) -> exact.Prepared:
-        """Classify the output columns and bind the hub's statistics: reads no data."""
-        engine = self.engine(release)
-        cur = engine.cursor()
-        try:
-            return exact.prepare(engine, cur, node, engine.catalogue(cur))
-        finally:
-            cur.close()
-
-    def _exact(
-        self,
-        principal: Principal,
-        project: Project,
-        query_id: str,
-        sql: str,
-        prepared: exact.Prepared,
-        release: releases.Release,
-        event: dict[str, Any],
-    ) -> dict[str, Any]:
-        """Data is read from here on: whatever happens goes to a steward, and the
-        researcher is told the same thing ("pending review") either way."""
-        outputs = self.gov.outputs
-        output_id = outputs.new_id()
-        threshold = project.sdc_threshold or disclosure.REDACTION_THRESHOLD
-        manifest: dict[str, Any] = {
-            "output_id": output_id,
-            "project": project.project_id,
-            "query_sha256": hashlib.sha256(sql.encode()).hexdigest(),
-            "release": release.id,
-        }
-        population_file = None
-        try:
-            done = exact.compute(
-                self.engine(release),
-                sql,
-                prepared,
-                threshold=threshold,
-                multiple=project.sdc_rounding or disclosure.ROUNDING_MULTIPLE,
-            )
-            population_file = outputs.ledger.write(project.project_id, output_id, done.population)
-            stored = {
-                r[0]
-                for r in self.gov.store.cached().execute(
-                    "SELECT output_id FROM outputs WHERE project_id = ?", (project.project_id,)
-                )
-            }
-            flags = outputs.ledger.check(
-                project.project_id,
-                output_id,
-                done.population,
-                stored=stored,
-                threshold=threshold,
-            )
-            manifest.update(
-                {**done.sdc.manifest(), "differencing": flags, "population": len(done.population)}
-            )
-            body: dict[str, list[Any]] = {
-                "columns": done.columns,
-                "rows": [[r[c] for c in done.columns] for r in done.sdc.rows],
-            }
-        except Exception:  # a data-dependent failure: the steward's to see, not the caller's
-            if population_file is not None:
-                population_file.unlink(missing_ok=True)
-            population_file = None
-            manifest.update({"failed": True, "reason": exact.FAILED_REASON})
-            body = {"columns": [], "rows": []}  # nothing to release
-        manifest["created_at"] = _now()
-        try:
-            submissions.store_exact(
-                outputs,
-                event=self._event(
-                    principal,
-                    release=release.id,
-                    row_count=len(body["rows"]),
-                    result_sha256=_sha256(body),
-                    target=output_id,
-                    details={
-                        "flags": len(manifest.get("differencing", [])),
-                        "failed": bool(manifest.get("failed")),
-                    },
-                    **event,
-                ),
-                project_id=project.project_id,
-                query_id=query_id,
-                release=release.id,
-                output_id=output_id,
-                body=body,
-                manifest=manifest,
-                record_query=lambda con: self._record(
-                    query_id,
-                    project,
-                    principal,
-                    sql,
-                    "real",
-                    "exact",
-                    release.id,
-                    "pending_review",
-                    None,
-                    {"output_id": output_id},
-                    output_id,
-                    con=con,
-                ),
-            )
-        except BaseException:
-            if population_file is not None:
-                population_file.unlink(missing_ok=True)  # no population without its output
-            raise
-        return {
-            "query_id": query_id,
-            "status": "pending_review",
-            "output_id": output_id,
-            "release": release.id,
-        }
 
     def get(self, principal: Principal, project_id: str, query_id: str) -> dict[str, Any]:
         """A stored query; an exact one carries its output's status, reasons and link."""

@@ -23,7 +23,6 @@ import duckdb
 
 from governance.outputs import disclosure
 from governance.outputs.exact_plan import (
-    PERSON,
     ExactPlan,
     OutputColumn,
     classify,
@@ -32,6 +31,7 @@ from governance.outputs.exact_plan import (
     person_relations,
     row_level_tree,
 )
+from governance.outputs.person_keys import PERSON
 from governance.sql.engine import Engine
 from governance.sql.policy import PolicyError
 

@@ -21,23 +21,29 @@ relation's genuine ``person_id`` (``exact_person_alias``, ``exact_derived_join``
 the only subquery expression is a person-local semi-join
 ``person_id IN (SELECT person_id FROM t WHERE ...)`` (``exact_subquery``).
 
->>> is_record_key("person_id"), is_record_key("encounter_id"), is_record_key("gender_concept_id")
-(True, True, False)
+The tracing of person keys through names lives in ``person_keys``.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from governance.outputs.person_keys import (
+    COUNTS,
+    PERSON,
+    output_name,
+    person_names,
+    relation_names,
+    tainted,
+)
+from governance.outputs.person_keys import fn as _fn
+from governance.outputs.person_keys import walk as _walk
 from governance.sql.policy import AGGREGATES, PolicyError
 
 Kind = Literal["group", "count", "sum", "mean"]
-PERSON: Final = "person_id"
-COUNTS: Final = frozenset({"count", "count_star", "approx_count_distinct"})
 SUMS: Final = frozenset({"sum"})
 MEANS: Final = frozenset({"avg", "mean"})
 # aggregates whose answer can be one record's value (or an existence bit)
@@ -52,13 +58,6 @@ SINGLE_VALUE: Final = frozenset(
 )  # fmt: skip
 # wrappers that keep an aggregate what it is: a change of type or of rounding
 _WRAPPERS: Final = frozenset({"round"})
-_NOT_KEYS: Final = ("_concept_id", "vocabulary_id")
-
-
-def is_record_key(name: str) -> bool:
-    """A pseudonym or a row's own id: naming one person or one record."""
-    name = name.lower()
-    return name == PERSON or (name.endswith("_id") and not name.endswith(_NOT_KEYS))
 
 
 @dataclass(frozen=True)
@@ -82,97 +81,12 @@ class ExactPlan:
         return [c for c in self.columns if c.kind != "group"]
 
 
-def _walk(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _walk(item)
-
-
-def _fn(node: dict[str, Any]) -> str:
-    return str(node.get("function_name", "")).lower()
-
-
 def _is_aggregate(node: dict[str, Any]) -> bool:
     return node.get("class") == "FUNCTION" and (_fn(node) in AGGREGATES or _fn(node) in COUNTS)
 
 
 def _has_aggregate(node: Any) -> bool:
     return any(_is_aggregate(n) for n in _walk(node))
-
-
-def _output_name(item: dict[str, Any]) -> str:
-    if item.get("alias"):
-        return str(item["alias"]).lower()
-    if item.get("class") == "COLUMN_REF":
-        return str(item.get("column_names", [""])[-1]).lower()
-    return ""
-
-
-# ---------------------------------------------------------------------------- person keys
-def _relation_names(node: dict[str, Any]) -> set[str]:
-    names: set[str] = set()
-    for n in _walk(node):
-        if n.get("type") in ("BASE_TABLE", "SUBQUERY") and "sample" in n:
-            names.add(str(n.get("alias") or n.get("table_name") or "").lower())
-    return names - {""}
-
-
-def tainted(expr: Any, person_names: set[str], relations: set[str]) -> bool:
-    """Whether ``expr`` computes anything from a person or record key, other than a count
-    of them. A bare relation name (a whole row as a struct) counts as one."""
-    if not isinstance(expr, dict | list):
-        return False
-    if isinstance(expr, list):
-        return any(tainted(e, person_names, relations) for e in expr)
-    if expr.get("class") == "FUNCTION" and _fn(expr) in COUNTS:
-        return False  # how many people, not who
-    if expr.get("class") == "COLUMN_REF":
-        names = [str(n).lower() for n in expr.get("column_names", [])]
-        last = names[-1] if names else ""
-        if last in person_names or is_record_key(last):
-            return True
-        if len(names) == 1 and last in relations:
-            return True
-    return any(tainted(v, person_names, relations) for v in expr.values())
-
-
-def person_names(node: dict[str, Any]) -> set[str]:
-    """Every output name, at any level of the query, that carries a person or record key
-    (found by following select lists, aliases, derived tables and CTEs to a fixpoint)."""
-    relations = _relation_names(node)
-    names: set[str] = set()
-    while True:
-        before = len(names)
-        for n in _walk(node):
-            for item in n.get("select_list") or [] if n.get("type") == "SELECT_NODE" else []:
-                if item.get("class") == "STAR":
-                    for rename in item.get("rename_list") or []:
-                        names.add(str(rename.get("value", "")).lower())
-                elif tainted(item, names, relations):
-                    names.add(_output_name(item))
-        # positional renames (d(a, b), WITH w(a, b)) carry the taint of their column
-        for aliases, inner in _renames(node):
-            star = any(i.get("class") == "STAR" for i in inner)
-            for i, alias in enumerate(aliases):
-                if star or (i < len(inner) and tainted(inner[i], names, relations)):
-                    names.add(str(alias).lower())
-        names.discard("")
-        if len(names) == before:
-            return names
-
-
-def _renames(node: dict[str, Any]) -> Iterator[tuple[list[Any], list[dict[str, Any]]]]:
-    """(positional aliases, the select list they rename) of derived tables and CTEs."""
-    for n in _walk(node):
-        if n.get("type") == "SUBQUERY" and n.get("column_name_alias"):
-            inner = ((n.get("subquery") or {}).get("node") or {}).get("select_list") or []
-            yield list(n["column_name_alias"]), list(inner)
-        if isinstance(n.get("aliases"), list) and n["aliases"] and "query_node" in n:
-            yield list(n["aliases"]), list((n.get("query_node") or {}).get("select_list") or [])
 
 
 # ---------------------------------------------------------------------------- structure
@@ -337,7 +251,7 @@ def _same(a: Any, b: Any) -> bool:
 def _check_group_keys(node: dict[str, Any], keys: list[dict[str, Any]]) -> None:
     """Every GROUP BY expression must be an output column (cells are labelled by keys)."""
     select = node.get("select_list") or []
-    aliases = {_output_name(k) for k in keys if k.get("alias")}
+    aliases = {output_name(k) for k in keys if k.get("alias")}
     for expr in node.get("group_expressions") or []:
         literal = expr.get("literal") if expr.get("class") == "CONSTANT" else None
         if literal and literal.get("kind") == "INTEGER" and str(literal.get("text")).isdigit():
@@ -347,7 +261,7 @@ def _check_group_keys(node: dict[str, Any], keys: list[dict[str, Any]]) -> None:
         elif (
             expr.get("class") == "COLUMN_REF"
             and len(expr.get("column_names", [])) == 1
-            and _output_name(expr) in aliases
+            and output_name(expr) in aliases
         ):
             continue
         if any(_same(expr, k) for k in keys):
@@ -367,7 +281,7 @@ def classify(node: dict[str, Any]) -> ExactPlan:
     """
     _check_structure(node)
     names = person_names(node)
-    relations = _relation_names(node)
+    relations = relation_names(node)
     columns: list[OutputColumn] = []
     keys: list[dict[str, Any]] = []
     for position, item in enumerate(node.get("select_list") or []):

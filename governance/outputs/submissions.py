@@ -3,6 +3,7 @@ trained models. Each is written in one transaction with its audit entry."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Callable
@@ -12,10 +13,15 @@ from governance.access import roles
 from governance.access.people import Principal
 from governance.audit.events import AuditEvent
 from governance.errors import AccessDenied, Conflict, InvalidRequest, NotFound
-from governance.outputs.review import now
+from governance.outputs import disclosure
+from governance.outputs.exact import FAILED_REASON, Prepared, compute, prepare
+from governance.outputs.review import now, sha256_json
 
 if TYPE_CHECKING:
+    from connectors import releases
+    from governance.access.projects import Project
     from governance.outputs.review import OutputReview
+    from governance.queries import QueryService
 
 
 def store_exact(
@@ -51,6 +57,124 @@ def store_exact(
         )
         review.gov.audit.append(con, event)
         record_query(con)
+
+
+def prepare_exact(
+    service: QueryService, node: dict[str, Any], release: releases.Release
+) -> Prepared:
+    """Classify the output columns and bind the hub's statistics: reads no data."""
+    engine = service.engine(release)
+    cur = engine.cursor()
+    try:
+        return prepare(engine, cur, node, engine.catalogue(cur))
+    finally:
+        cur.close()
+
+
+def submit_exact(
+    service: QueryService,
+    principal: Principal,
+    project: Project,
+    query_id: str,
+    sql: str,
+    prepared: Prepared,
+    release: releases.Release,
+    event: dict[str, Any],
+) -> dict[str, Any]:
+    """Data is read from here on: whatever happens goes to a steward, and the
+    researcher is told the same thing ("pending review") either way."""
+    outputs = service.gov.outputs
+    output_id = outputs.new_id()
+    threshold = project.sdc_threshold or disclosure.REDACTION_THRESHOLD
+    manifest: dict[str, Any] = {
+        "output_id": output_id,
+        "project": project.project_id,
+        "query_sha256": hashlib.sha256(sql.encode()).hexdigest(),
+        "release": release.id,
+    }
+    population_file = None
+    try:
+        done = compute(
+            service.engine(release),
+            sql,
+            prepared,
+            threshold=threshold,
+            multiple=project.sdc_rounding or disclosure.ROUNDING_MULTIPLE,
+        )
+        population_file = outputs.ledger.write(project.project_id, output_id, done.population)
+        stored = {
+            r[0]
+            for r in service.gov.store.cached().execute(
+                "SELECT output_id FROM outputs WHERE project_id = ?", (project.project_id,)
+            )
+        }
+        flags = outputs.ledger.check(
+            project.project_id,
+            output_id,
+            done.population,
+            stored=stored,
+            threshold=threshold,
+        )
+        manifest.update(
+            {**done.sdc.manifest(), "differencing": flags, "population": len(done.population)}
+        )
+        body: dict[str, list[Any]] = {
+            "columns": done.columns,
+            "rows": [[r[c] for c in done.columns] for r in done.sdc.rows],
+        }
+    except Exception:  # a data-dependent failure: the steward's to see, not the caller's
+        if population_file is not None:
+            population_file.unlink(missing_ok=True)
+        population_file = None
+        manifest.update({"failed": True, "reason": FAILED_REASON})
+        body = {"columns": [], "rows": []}  # nothing to release
+    manifest["created_at"] = now()
+    try:
+        store_exact(
+            outputs,
+            event=service.event_for(
+                principal,
+                release=release.id,
+                row_count=len(body["rows"]),
+                result_sha256=sha256_json(body),
+                target=output_id,
+                details={
+                    "flags": len(manifest.get("differencing", [])),
+                    "failed": bool(manifest.get("failed")),
+                },
+                **event,
+            ),
+            project_id=project.project_id,
+            query_id=query_id,
+            release=release.id,
+            output_id=output_id,
+            body=body,
+            manifest=manifest,
+            record_query=lambda con: service.record(
+                query_id,
+                project,
+                principal,
+                sql,
+                "real",
+                "exact",
+                release.id,
+                "pending_review",
+                None,
+                {"output_id": output_id},
+                output_id,
+                con=con,
+            ),
+        )
+    except BaseException:
+        if population_file is not None:
+            population_file.unlink(missing_ok=True)  # no population without its output
+        raise
+    return {
+        "query_id": query_id,
+        "status": "pending_review",
+        "output_id": output_id,
+        "release": release.id,
+    }
 
 
 def submit_model(

@@ -6,12 +6,12 @@ import doctest
 
 import pytest
 
-from governance.outputs import disclosure, disclosure_ledger, exact_plan
+from governance.outputs import disclosure, disclosure_ledger, exact_plan, person_keys
 from governance.privacy import accounting, domains, dp_query, mechanism
 from governance.sql import policy
 
 MODULES = [accounting, domains, dp_query, mechanism, policy]
-MODULES += [disclosure, disclosure_ledger, exact_plan]
+MODULES += [disclosure, disclosure_ledger, exact_plan, person_keys]
 
 
 @pytest.mark.parametrize("module", MODULES)
