@@ -68,8 +68,10 @@ class OutputReview:
             raise NotFound(f"no output {output_id}")
         return row  # type: ignore[no-any-return]
 
-    def _reviews(self, output_id: str) -> list[dict[str, Any]]:
-        rows = self.gov.store.cached().execute(
+    def _reviews(
+        self, output_id: str, con: sqlite3.Connection | None = None
+    ) -> list[dict[str, Any]]:
+        rows = (con or self.gov.store.cached()).execute(
             "SELECT reviewer, decision, reason, created_at FROM output_reviews "
             "WHERE output_id = ? ORDER BY created_at, reviewer",
             (output_id,),
@@ -167,59 +169,87 @@ class OutputReview:
         decision: Decision,
         reason: str | None = None,
     ) -> dict[str, Any]:
+        """One reviewer's decision. The checks run again under the store's write lock, so
+        two stewards deciding at once cannot both pass them (one gets a 409)."""
         user = principal.user
         event = AuditEvent.by(principal, ACTIONS[decision], target=output_id)
+        reason = reason.strip() if reason else None
         try:
             roles.require(user, "output.review")
-            row = self.row(output_id)
-            if row["author"] == user.user_id:
-                raise AccessDenied("authors cannot review their own outputs")
-            if row["status"] != "pending":
-                raise Conflict(f"output {output_id} is already {row['status']}")
-            if decision != "approve" and (not reason or len(reason.strip()) < 5):
+            if decision != "approve" and (not reason or len(reason) < 5):
                 word = "rejection" if decision == "reject" else "return (what should change)"
                 raise InvalidRequest(f"give a reason for the {word}")
-            if decision == "approve" and json.loads(row["manifest"]).get("failed"):
-                raise Conflict(f"output {output_id} has no result to release: its query failed")
-            reviews = self._reviews(output_id)
-            if any(r["reviewer"] == user.user_id for r in reviews):
-                raise Conflict(
-                    f"you have already reviewed output {output_id}: another steward must"
+            row = self.row(output_id)
+            self._check(row, self._reviews(output_id), principal, decision)
+            required = self._required(row["project_id"])
+            with self.gov.store.transaction() as con:
+                row = con.execute(
+                    "SELECT * FROM outputs WHERE output_id = ?", (output_id,)
+                ).fetchone()
+                reviews = self._reviews(output_id, con)
+                self._check(row, reviews, principal, decision)
+                approvals = sum(r["decision"] == "approve" for r in reviews)
+                final = decision != "approve" or approvals + 1 >= required
+                self._decide(con, row, principal, decision, reason, final)
+                self.gov.audit.append(
+                    con,
+                    AuditEvent.by(
+                        principal,
+                        ACTIONS[decision],
+                        target=output_id,
+                        project=row["project_id"],
+                        reason=reason,
+                        details={
+                            "reviews": len(reviews) + 1,
+                            "required": required,
+                            "final": final,
+                        },
+                    ),
                 )
         except (AccessDenied, Conflict, InvalidRequest, NotFound) as exc:
             self.gov.audit.record(_denied(event, str(exc)))
             raise
-        required = self._required(row["project_id"])
-        approvals = sum(r["decision"] == "approve" for r in reviews)
-        final = decision != "approve" or approvals + 1 >= required
-        reason = reason.strip() if reason else None
-        with self.gov.store.transaction() as con:
-            con.execute(
-                "INSERT INTO output_reviews VALUES (?, ?, ?, ?, ?)",
-                (output_id, user.user_id, decision, reason, now()),
-            )
-            if final:
-                status = FINAL[decision]
-                con.execute(
-                    "UPDATE outputs SET status = ?, reviewed_by = ?, review_reason = ?, "
-                    "reviewed_at = ? WHERE output_id = ? AND status = 'pending'",
-                    (status, user.user_id, reason, now(), output_id),
-                )
-                con.execute(
-                    "UPDATE queries SET status = ? WHERE output_id = ?", (status, output_id)
-                )
-            self.gov.audit.append(
-                con,
-                AuditEvent.by(
-                    principal,
-                    ACTIONS[decision],
-                    target=output_id,
-                    project=row["project_id"],
-                    reason=reason,
-                    details={"reviews": len(reviews) + 1, "required": required, "final": final},
-                ),
-            )
         return self.describe(self.row(output_id))
+
+    @staticmethod
+    def _check(
+        row: sqlite3.Row,
+        reviews: list[dict[str, Any]],
+        principal: Principal,
+        decision: Decision,
+    ) -> None:
+        output_id, user_id = row["output_id"], principal.user.user_id
+        if row["author"] == user_id:
+            raise AccessDenied("authors cannot review their own outputs")
+        if row["status"] != "pending":
+            raise Conflict(f"output {output_id} is already {row['status']}")
+        if decision == "approve" and json.loads(row["manifest"]).get("failed"):
+            raise Conflict(f"output {output_id} has no result to release: its query failed")
+        if any(r["reviewer"] == user_id for r in reviews):
+            raise Conflict(f"you have already reviewed output {output_id}: another steward must")
+
+    @staticmethod
+    def _decide(
+        con: sqlite3.Connection,
+        row: sqlite3.Row,
+        principal: Principal,
+        decision: Decision,
+        reason: str | None,
+        final: bool,
+    ) -> None:
+        output_id, user_id = row["output_id"], principal.user.user_id
+        con.execute(
+            "INSERT INTO output_reviews VALUES (?, ?, ?, ?, ?)",
+            (output_id, user_id, decision, reason, now()),
+        )
+        if final:
+            status = FINAL[decision]
+            con.execute(
+                "UPDATE outputs SET status = ?, reviewed_by = ?, review_reason = ?, "
+                "reviewed_at = ? WHERE output_id = ?",
+                (status, user_id, reason, now(), output_id),
+            )
+            con.execute("UPDATE queries SET status = ? WHERE output_id = ?", (status, output_id))
 
     # ------------------------------------------------------------------ releasing
     def download(self, principal: Principal, output_id: str) -> dict[str, Any]:

@@ -290,3 +290,26 @@ def test_a_join_on_person_id_is_answered_like_any_table(hub):
     assert not out["manifest"].get("failed") and out["manifest"]["population"] > 0
     published = [row[1] for row in out["result"]["rows"] if row[1] is not None]
     assert published and all(n > 7 and n % 5 == 0 for n in published)
+
+
+def test_stewards_deciding_at_once_get_one_decision_and_clear_refusals(hub):
+    import concurrent.futures
+
+    gov, projects, who, _ = hub
+    answer = _exact(gov, who, projects["one"], "SELECT count(*) AS n FROM patients")
+
+    def decide(i: int) -> str:
+        steward = who["sam"] if i % 2 else who["tess"]
+        decision = "approve" if i % 3 else "return"
+        try:
+            gov.outputs.review(
+                steward, answer["output_id"], decision=decision, reason="checked by two"
+            )
+        except Conflict:
+            return "conflict"
+        return "decided"
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(decide, range(16)))
+    assert results.count("decided") == 1 and results.count("conflict") == 15
+    assert len(gov.outputs.output(who["sam"], answer["output_id"])["reviews"]) == 1
