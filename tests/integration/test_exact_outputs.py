@@ -313,3 +313,23 @@ def test_stewards_deciding_at_once_get_one_decision_and_clear_refusals(hub):
         results = list(pool.map(decide, range(16)))
     assert results.count("decided") == 1 and results.count("conflict") == 15
     assert len(gov.outputs.output(who["sam"], answer["output_id"])["reviews"]) == 1
+
+
+def test_half_written_population_files_are_swept_only_when_old(hub, tmp_path):
+    import os
+    import time
+
+    from governance.outputs.disclosure_ledger import sweep_partials
+    from governance.queries import QueryService
+
+    gov, *_ = hub
+    folder = gov.outputs.outputs_dir / "p-sweep"
+    folder.mkdir()
+    old, running = folder / ".o-old.population.parquet.partial", folder / ".o-new.parquet.partial"
+    old.write_bytes(b"x")
+    running.write_bytes(b"x")
+    os.utime(old, (time.time() - 120, time.time() - 120))
+    QueryService(gov)  # building a service (as `hub train` does) touches nothing
+    assert old.exists() and running.exists()
+    assert sweep_partials(gov.outputs.outputs_dir, older_than_s=30) == 1
+    assert not old.exists() and running.exists()  # another process may be writing it

@@ -143,3 +143,25 @@ def test_a_tracker_isolating_one_person_from_two_halves_is_flagged(base, data):
 def test_flags_never_name_an_empty_or_large_region(a, b):
     for f in tracker_flags(_bits(a), {"o-b": _bits(b)}, threshold=7):
         assert 0 < f["people_in_difference"] <= 7
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.sets(st.integers(0, 40), max_size=40), min_size=0, max_size=7),
+    st.sets(st.integers(0, 40), max_size=40),
+    st.integers(1, 8),
+)
+def test_the_ledgers_index_finds_exactly_the_flags_the_set_rule_states(earlier, new, t):
+    from governance.outputs.population_index import PopulationIndex
+
+    maps = {f"o-{i}": _bits(s) for i, s in enumerate(earlier)}
+    index = PopulationIndex()
+    for output_id, bitmap in maps.items():
+        index.add(output_id, bitmap)
+
+    def key(flags):
+        return sorted((f["rule"], tuple(f["with_outputs"]), f["region"]) for f in flags)
+
+    assert key(index.flags(_bits(new), threshold=t)) == key(
+        tracker_flags(_bits(new), maps, threshold=t)
+    )

@@ -6,12 +6,18 @@ import doctest
 
 import pytest
 
-from governance.outputs import disclosure, disclosure_ledger, exact_plan, person_keys
+from governance.outputs import (
+    disclosure,
+    disclosure_ledger,
+    exact_plan,
+    person_keys,
+    population_index,
+)
 from governance.privacy import accounting, domains, dp_query, mechanism
 from governance.sql import policy
 
 MODULES = [accounting, domains, dp_query, mechanism, policy]
-MODULES += [disclosure, disclosure_ledger, exact_plan, person_keys]
+MODULES += [disclosure, disclosure_ledger, exact_plan, person_keys, population_index]
 
 
 @pytest.mark.parametrize("module", MODULES)
