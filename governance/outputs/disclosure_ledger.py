@@ -108,6 +108,11 @@ class DisclosureLedger:
         self._bits: dict[str, dict[int, int]] = {}  # project -> person key -> bit
         self._index: dict[str, PopulationIndex] = {}  # project -> earlier populations
 
+    def index(self, project_id: str) -> PopulationIndex:
+        """The project's populations as checked so far in this process."""
+        with self._lock:
+            return self._index.setdefault(project_id, PopulationIndex())
+
     def path(self, project_id: str, output_id: str) -> Path:
         return self.outputs_dir / project_id / f"{output_id}{SUFFIX}"
 

@@ -81,21 +81,35 @@ class OutputReview:
     def _required(self, project_id: str) -> int:
         return self.gov.projects.get(project_id).output_reviewers
 
-    def describe(self, row: sqlite3.Row) -> dict[str, Any]:
+    def describe(
+        self,
+        row: sqlite3.Row,
+        *,
+        reviews: list[dict[str, Any]] | None = None,
+        required: int | None = None,
+    ) -> dict[str, Any]:
         """An output as its reviewers see it: the table, the manifest, the reviews."""
         out = dict(row)
         out["result"] = json.loads(out["result"])
         out["manifest"] = json.loads(out["manifest"])
-        out["reviews"] = self._reviews(row["output_id"])
-        out["reviewers_required"] = self._required(row["project_id"])
+        out["reviews"] = self._reviews(row["output_id"]) if reviews is None else reviews
+        out["reviewers_required"] = (
+            self._required(row["project_id"]) if required is None else required
+        )
         out["download_url"] = download_url(row["output_id"])
         return out
 
-    def researcher_view(self, row: sqlite3.Row) -> dict[str, Any]:
+    def researcher_view(
+        self,
+        row: sqlite3.Row,
+        *,
+        reviews: list[dict[str, Any]] | None = None,
+        required: int | None = None,
+    ) -> dict[str, Any]:
         """An output as its project's members see it: status and reasons always, the
         disclosure rules applied, and the download link once approved (no table before)."""
         manifest = json.loads(row["manifest"])
-        reviews = self._reviews(row["output_id"])
+        reviews = self._reviews(row["output_id"]) if reviews is None else reviews
         return {
             "output_id": row["output_id"],
             "project_id": row["project_id"],
@@ -107,7 +121,9 @@ class OutputReview:
             "review_reason": row["review_reason"],
             "reasons": [r["reason"] for r in reviews if r["reason"]],
             "reviews_done": len(reviews),
-            "reviewers_required": self._required(row["project_id"]),
+            "reviewers_required": (
+                self._required(row["project_id"]) if required is None else required
+            ),
             "disclosure": {k: manifest[k] for k in ("rules", "counts", "failed") if k in manifest},
             "download_url": download_url(row["output_id"]) if row["status"] == "approved" else None,
         }
@@ -142,9 +158,25 @@ class OutputReview:
         if not steward:
             sql += " AND project_id IN (SELECT project_id FROM project_members WHERE user_id = ?)"
             params.append(principal.user.user_id)
-        rows = self.gov.store.cached().execute(sql + " ORDER BY created_at, output_id", params)
+        rows = list(
+            self.gov.store.cached().execute(sql + " ORDER BY created_at, output_id", params)
+        )
         view = self.describe if steward else self.researcher_view
-        return [view(r) for r in rows]
+        required: dict[str, int] = {}  # one project read per project, not per output
+        reviews: dict[str, list[dict[str, Any]]] = {r["output_id"]: [] for r in rows}
+        for r in self.gov.store.cached().execute(
+            "SELECT * FROM output_reviews ORDER BY created_at, reviewer"
+        ):
+            if r["output_id"] in reviews:
+                reviews[r["output_id"]].append(
+                    {k: r[k] for k in ("reviewer", "decision", "reason", "created_at")}
+                )
+        out = []
+        for r in rows:
+            if r["project_id"] not in required:
+                required[r["project_id"]] = self._required(r["project_id"])
+            out.append(view(r, reviews=reviews[r["output_id"]], required=required[r["project_id"]]))
+        return out
 
     def output(self, principal: Principal, output_id: str) -> dict[str, Any]:
         """One output: in full for stewards, the researcher's view for its members."""
