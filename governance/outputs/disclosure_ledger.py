@@ -41,7 +41,7 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from governance.outputs.population_index import PopulationIndex
+from governance.outputs.population_index import MAX_FLAGS, PopulationIndex
 from governance.outputs.population_index import flag as _flag
 
 SUFFIX: Final = ".population.parquet"
@@ -64,9 +64,13 @@ def _regions(sets: Sequence[int]) -> list[tuple[tuple[bool, ...], int]]:
     return out
 
 
-def tracker_flags(new: int, earlier: Mapping[str, int], *, threshold: int) -> list[dict[str, Any]]:
+def tracker_flags(
+    new: int, earlier: Mapping[str, int], *, threshold: int, limit: int = MAX_FLAGS
+) -> list[dict[str, Any]]:
     """Regions of the new population with one or two earlier ones that isolate 1 to
-    ``threshold`` people. Pure: populations are bitmaps (bit i = person i)."""
+    ``threshold`` people: every pair, then triples, the first ``limit`` flags (one is
+    enough to hold an output; the steward is told when there are more). Pure:
+    populations are bitmaps (bit i = person i)."""
     flags: list[dict[str, Any]] = []
     ids = sorted(earlier)
     paired: set[str] = set()
@@ -75,6 +79,8 @@ def tracker_flags(new: int, earlier: Mapping[str, int], *, threshold: int) -> li
             pattern, size = _small(new, earlier[other], threshold) or ((), 0)
             flags.append(_flag("differencing", [other], pattern, size, threshold))
             paired.add(other)
+    if len(flags) >= limit:
+        return flags[:limit]
     for first, second in itertools.combinations(ids, 2):
         if first in paired or second in paired:
             continue  # already flagged as a pair
@@ -86,6 +92,8 @@ def tracker_flags(new: int, earlier: Mapping[str, int], *, threshold: int) -> li
             if 0 < size <= threshold and region not in sets:
                 flags.append(_flag("tracker", [first, second], pattern, size, threshold))
                 break
+        if len(flags) >= limit:
+            break
     return flags
 
 

@@ -177,6 +177,8 @@ def compute(
     result = engine.run(sql)
     plan = prepared.plan
     names = result.columns
+    if len(set(names)) != len(names):
+        raise ValueError("two output columns share a name")  # the steward sees a failed output
     rows = [dict(zip(names, r, strict=True)) for r in result.rows]
     n_keys = len(plan.positions("group"))
     stats: list[dict[Key, list[disclosure.Contributions]]] = []

@@ -299,6 +299,9 @@ def classify(node: dict[str, Any]) -> ExactPlan:
             columns.append(OutputColumn(position, "group", item))
             continue
         columns.append(_classify_aggregate(position, _aggregate_of(item), names, relations))
+    aliases = [str(i.get("alias")).lower() for i in node.get("select_list") or [] if i.get("alias")]
+    if len(aliases) != len(set(aliases)):
+        raise PolicyError("exact_duplicate_names", "give every output column its own name")
     if not any(c.kind == "count" for c in columns):
         raise PolicyError(
             "exact_needs_count",

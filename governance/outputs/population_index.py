@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import numpy as np
 
+MAX_FLAGS: Final = 20  # flags kept per output (the manifest says when there were more)
 # Venn regions of (new, first, second), in disclosure_ledger._regions' order, as
 # (pattern, coefficients of [1, a, b, c, ab, ac, bc] and of abc)
 REGIONS: Final[tuple[tuple[tuple[bool, ...], tuple[int, ...], int], ...]] = (
@@ -78,8 +79,9 @@ class PopulationIndex:
         self.maps.append(bitmap)
         self.sizes.append(bitmap.bit_count())
 
-    def flags(self, new: int, *, threshold: int) -> list[dict[str, Any]]:
-        """The flags ``tracker_flags(new, {earlier outputs}, threshold=...)`` gives."""
+    def flags(self, new: int, *, threshold: int, limit: int = MAX_FLAGS) -> list[dict[str, Any]]:
+        """The flags ``tracker_flags(new, {earlier outputs}, threshold=..., limit=...)``
+        gives (the same ones, in the same order)."""
         flags: list[dict[str, Any]] = []
         a = new.bit_count()
         order = sorted(range(len(self.ids)), key=lambda i: self.ids[i])
@@ -98,6 +100,8 @@ class PopulationIndex:
                     flags.append(flag("differencing", [self.ids[i]], pair, size, threshold))
                     paired[k] = True
                     break
+        if len(flags) >= limit:
+            return flags[:limit]
         inter = self._inter[np.ix_(order, order)]
         first, second = np.triu_indices(len(order), k=1)
         keep = ~paired[first] & ~paired[second] & ((ab[first] > 0) | (ab[second] > 0))
@@ -132,4 +136,6 @@ class PopulationIndex:
                         flag("tracker", [self.ids[i], self.ids[j]], pattern, size, threshold)
                     )
                     break
+            if len(flags) >= limit:
+                break
         return flags

@@ -15,6 +15,7 @@ from governance.audit.events import AuditEvent
 from governance.errors import AccessDenied, Conflict, InvalidRequest, NotFound
 from governance.outputs import disclosure
 from governance.outputs.exact import FAILED_REASON, Prepared, compute, prepare
+from governance.outputs.population_index import MAX_FLAGS
 from governance.outputs.review import now, sha256_json
 
 if TYPE_CHECKING:
@@ -116,7 +117,12 @@ def submit_exact(
             threshold=threshold,
         )
         manifest.update(
-            {**done.sdc.manifest(), "differencing": flags, "population": len(done.population)}
+            {
+                **done.sdc.manifest(),
+                "differencing": flags,
+                "differencing_truncated": len(flags) >= MAX_FLAGS,
+                "population": len(done.population),
+            }
         )
         body: dict[str, list[Any]] = {
             "columns": done.columns,

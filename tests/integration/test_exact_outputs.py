@@ -94,6 +94,7 @@ def _output(gov, who, answer):
         ("SELECT count(*) FROM (SELECT p.person_id FROM patients p, conditions c) d",
          "derived_join"),
         ("SELECT sum(value) FROM observations", "needs_count"),
+        ("SELECT count(*) AS n, sum(value) AS n FROM observations", "duplicate_names"),
     ],
 )  # fmt: skip
 def test_outputs_that_can_carry_one_persons_value_are_refused_before_anything_runs(hub, sql, rule):

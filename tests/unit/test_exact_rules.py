@@ -150,8 +150,9 @@ def test_flags_never_name_an_empty_or_large_region(a, b):
     st.lists(st.sets(st.integers(0, 40), max_size=40), min_size=0, max_size=7),
     st.sets(st.integers(0, 40), max_size=40),
     st.integers(1, 8),
+    st.integers(1, 25),
 )
-def test_the_ledgers_index_finds_exactly_the_flags_the_set_rule_states(earlier, new, t):
+def test_the_ledgers_index_finds_exactly_the_flags_the_set_rule_states(earlier, new, t, limit):
     from governance.outputs.population_index import PopulationIndex
 
     maps = {f"o-{i}": _bits(s) for i, s in enumerate(earlier)}
@@ -162,6 +163,6 @@ def test_the_ledgers_index_finds_exactly_the_flags_the_set_rule_states(earlier, 
     def key(flags):
         return sorted((f["rule"], tuple(f["with_outputs"]), f["region"]) for f in flags)
 
-    assert key(index.flags(_bits(new), threshold=t)) == key(
-        tracker_flags(_bits(new), maps, threshold=t)
+    assert key(index.flags(_bits(new), threshold=t, limit=limit)) == key(
+        tracker_flags(_bits(new), maps, threshold=t, limit=limit)
     )
