@@ -22,7 +22,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from benchmarks import api, audit, dp_accuracy, fuzz, generator, ingest, load, models, quality
+from benchmarks import (
+    api,
+    audit,
+    dp_accuracy,
+    fuzz,
+    generator,
+    ingest,
+    load,
+    models,
+    outputs,
+    quality,
+)
 
 REPORT = Path(__file__).with_name("report.md")
 RESULTS = Path(__file__).with_name("results")  # raw JSON, per machine (not committed)
@@ -45,6 +56,7 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("load", load, lambda: {"results": PLOTS}),
     Benchmark("fuzz", fuzz),
     Benchmark("dp_accuracy", dp_accuracy),
+    Benchmark("outputs", outputs),
     Benchmark("models", models, lambda: {"plots": PLOTS}),
 ]
 

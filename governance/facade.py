@@ -26,6 +26,7 @@ from governance.store import Store
 
 if TYPE_CHECKING:
     from governance.access.people import Principal
+    from governance.outputs.review import OutputReview
     from governance.queries import QueryService
 
 
@@ -76,10 +77,17 @@ class Governance:
 
     @cached_property
     def queries(self) -> QueryService:
-        """Queries, outputs and their review: one service per hub home and process."""
+        """Governed queries: one service per hub home and process."""
         from governance.queries import QueryService
 
         return QueryService(self, timeout_s=self.query_timeout_s)
+
+    @cached_property
+    def outputs(self) -> OutputReview:
+        """Outputs and their review (exact tables and models): one per hub home and process."""
+        from governance.outputs.review import OutputReview
+
+        return OutputReview(self)
 
     def quality_report(self, principal: Principal, release_id: str) -> dict[str, Any]:
         """A release's manifest and quality report, for stewards and admins."""

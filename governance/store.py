@@ -132,6 +132,16 @@ MIGRATIONS: Final = (
     """
     CREATE TABLE store_probe (id INTEGER PRIMARY KEY CHECK (id = 1), writes INTEGER NOT NULL);
     """,
+    # output review: every reviewer's decision, and how many a project's outputs need
+    """
+    CREATE TABLE output_reviews (
+        output_id TEXT NOT NULL REFERENCES outputs(output_id), reviewer TEXT NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('approve', 'reject', 'return')),
+        reason TEXT, created_at TEXT NOT NULL, PRIMARY KEY (output_id, reviewer)
+    );
+    ALTER TABLE projects ADD COLUMN output_reviewers INTEGER NOT NULL DEFAULT 1
+        CHECK (output_reviewers IN (1, 2));
+    """,
 )
 
 

@@ -85,14 +85,40 @@ class HubClient:
         frame.attrs.update({k: v for k, v in result.items() if k not in ("rows", "columns")})
         return frame
 
-    def outputs(self) -> list[dict[str, Any]]:
-        return list(self._call("GET", "/outputs")["outputs"])
+    def projects(self) -> list[dict[str, Any]]:
+        """Your projects (a steward's: every project), with status, grants and expiry."""
+        return list(self._call("GET", "/projects")["projects"])
+
+    def queries(self, project: str | None = None) -> list[dict[str, Any]]:
+        """The project's queries, newest first, each with its status: an exact query's is
+        its output's decision (``pending_review``, ``approved``, ``rejected``, ``returned``)."""
+        return list(self._call("GET", f"/projects/{self._project(project)}/queries")["queries"])
+
+    def query_status(self, query_id: str, project: str | None = None) -> dict[str, Any]:
+        """One query: its status and, for an exact query, ``output`` (reasons, link)."""
+        return dict(self._call("GET", f"/projects/{self._project(project)}/queries/{query_id}"))
+
+    def outputs(
+        self, *, status: str | None = None, project: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Researchers: your projects' outputs with status, reviewers' reasons and download
+        link. Stewards: outputs by status (default: those awaiting review)."""
+        params = {k: v for k, v in (("status", status), ("project_id", project)) if v}
+        return list(self._call("GET", "/outputs", params=params)["outputs"])
+
+    def output(self, output_id: str) -> dict[str, Any]:
+        """One output: status, reasons and (once approved) its download link."""
+        return dict(self._call("GET", f"/outputs/{output_id}"))
 
     def approve_output(self, output_id: str, reason: str | None = None) -> dict[str, Any]:
         return dict(self._call("POST", f"/outputs/{output_id}/approve", json={"reason": reason}))
 
     def reject_output(self, output_id: str, reason: str) -> dict[str, Any]:
         return dict(self._call("POST", f"/outputs/{output_id}/reject", json={"reason": reason}))
+
+    def return_output(self, output_id: str, reason: str) -> dict[str, Any]:
+        """Return an output for changes (stewards): the reason tells the researcher what."""
+        return dict(self._call("POST", f"/outputs/{output_id}/return", json={"reason": reason}))
 
     def download(self, output_id: str) -> pd.DataFrame:
         body = self._call("GET", f"/outputs/{output_id}/download")

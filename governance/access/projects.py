@@ -30,11 +30,14 @@ from governance.access.people import People, User
 from governance.audit.events import AuditEvent
 from governance.audit.log import AuditLog
 from governance.errors import AccessDenied, Conflict, InvalidRequest, NotFound
+from governance.outputs import disclosure
 from governance.privacy import accounting
 from governance.store import Store
 
-DEFAULT_SDC_THRESHOLD: Final = 7  # counts at or below are redacted
-DEFAULT_SDC_ROUNDING: Final = 5  # the rest are rounded to this multiple
+# the disclosure rules live in governance/outputs/disclosure.py; these are its defaults
+DEFAULT_SDC_THRESHOLD: Final = disclosure.REDACTION_THRESHOLD
+DEFAULT_SDC_ROUNDING: Final = disclosure.ROUNDING_MULTIPLE
+OUTPUT_REVIEWERS: Final = (1, 2)  # independent stewards an output needs
 STATES: Final = ("requested", "approved", "rejected", "suspended", "closed")
 
 Grants = dict[str, list[str]]  # table -> columns
@@ -66,6 +69,7 @@ class Project:
     decision_reason: str | None
     created_at: str
     members: dict[str, bool] = field(default_factory=dict)  # user_id -> may train models
+    output_reviewers: int = 1  # stewards who must each approve an output
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -185,6 +189,7 @@ class Projects:
             decision_reason=row["decision_reason"],
             created_at=row["created_at"],
             members=members,
+            output_reviewers=row["output_reviewers"],
         )
 
     def get(self, project_id: str) -> Project:
@@ -201,6 +206,13 @@ class Projects:
             self._load(con, r[0])
             for r in con.execute(sql + " ORDER BY created_at, project_id", params)
         ]
+
+    def visible_to(self, user: User) -> list[Project]:
+        """Every project for those who see all of them, else the user's own."""
+        projects = self.find()
+        if roles.may(user.role, "project.view_any"):
+            return projects
+        return [p for p in projects if user.user_id in p.members]
 
     def request(
         self,
@@ -274,6 +286,7 @@ class Projects:
         sdc_rounding: int = DEFAULT_SDC_ROUNDING,
         trainers: list[str] | None = None,
         key_id: str | None = None,
+        output_reviewers: int = 1,
     ) -> Project:
         """Approve (or re-approve a suspended project), possibly narrowing the grants."""
         self._steward(steward)
@@ -284,6 +297,8 @@ class Projects:
             raise InvalidRequest(f"budget: {exc}") from None
         if sdc_threshold < 1 or sdc_rounding < 1:
             raise InvalidRequest("disclosure control needs a threshold and rounding of at least 1")
+        if output_reviewers not in OUTPUT_REVIEWERS:
+            raise InvalidRequest("an output needs one or two independent reviewers")
         with self.store.transaction() as con:
             project = self._load(con, project_id)
             if project.status not in ("requested", "suspended"):
@@ -321,7 +336,7 @@ class Projects:
             con.execute(
                 "UPDATE projects SET status = 'approved', granted = ?, "
                 "expires_at = ?, epsilon_total = ?, delta_total = ?, "
-                "sdc_threshold = ?, sdc_rounding = ?, decided_by = ?, "
+                "sdc_threshold = ?, sdc_rounding = ?, output_reviewers = ?, decided_by = ?, "
                 "decision_reason = NULL, updated_at = ? WHERE project_id = ?",
                 (
                     json.dumps(granted, sort_keys=True),
@@ -330,6 +345,7 @@ class Projects:
                     delta,
                     sdc_threshold,
                     sdc_rounding,
+                    output_reviewers,
                     steward.user_id,
                     clock.now(),
                     project_id,
@@ -357,6 +373,7 @@ class Projects:
                         "grants": granted,
                         "expires_at": expires.isoformat(),
                         "sdc": [sdc_threshold, sdc_rounding],
+                        "output_reviewers": output_reviewers,
                         "trainers": sorted(trainers or []),
                     },
                 ),

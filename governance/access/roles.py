@@ -41,6 +41,9 @@ ACTIONS: Final[dict[str, Rule]] = {
     # researchers
     "project.request": _rule("researcher", "only researchers request projects"),
     "query.run": _rule("researcher", "only researchers run queries"),
+    "output.view_own": _rule(
+        "researcher modeller", "outputs are seen by their project's members and stewards"
+    ),
     # stewards
     "project.decide": _rule("steward", "only stewards decide on projects"),
     "project.view_any": _rule("steward admin", "only stewards and admins see every project"),

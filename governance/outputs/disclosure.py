@@ -9,7 +9,18 @@ Rules, as OpenSAFELY and most UK TREs apply them:
    (a row or column of the table) with exactly one redacted cell would let its total give
    the cell back; the smallest other cell of that line is redacted too, until no line has a
    lone redaction.
-4. **Extremes**: minimum and maximum values describe one person; they are suppressed.
+4. **Sums and means** (as SACRO's ``acro`` checks them): released only when more than
+   ``REDACTION_THRESHOLD`` people contribute to the cell, the largest contribution cannot
+   be estimated within ``P_PERCENT`` % by the second largest contributor (the p% rule),
+   and the two largest contributors make up no more than ``DOMINANCE_K`` % of the cell
+   (the (2, k) dominance rule); sums are then rounded to ``ROUNDING_MULTIPLE`` and means to
+   ``MEAN_DECIMALS`` places. Counts pass the same people and dominance checks, so a count
+   of one person's many rows is redacted like a count of few people.
+5. **Extremes**: minimum and maximum values describe one person; exact outputs refuse
+   them before anything runs (``exact_plan``); a table that has them gets them suppressed.
+
+A project may set its own threshold and rounding; they apply to every rule here and to
+the disclosure ledger's checks for differencing and trackers.
 
 Every action is listed (cell, rule, reason) in the manifest a steward reviews.
 
@@ -17,18 +28,63 @@ Every action is listed (cell, rule, reason) in the manifest a steward reviews.
 (10, 10, 15)
 >>> [redacted(n) for n in (6, 7, 8)]
 [True, True, False]
+>>> cell_risk(Contributions(persons=50, total=500.0, top1=12.0, top2=11.0)) is None
+True
+>>> cell_risk(Contributions(persons=50, total=1049.0, top1=1000.0, top2=1.0))[0]
+'p_percent'
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 REDACTION_THRESHOLD: Final = 7
 ROUNDING_MULTIPLE: Final = 5
+P_PERCENT: Final = 10.0  # acro's default p
+DOMINANCE_K: Final = 90.0  # acro's default (n = 2, k = 90 %)
+MEAN_DECIMALS: Final = 1
+
+
+@dataclass(frozen=True)
+class Contributions:
+    """Who is behind one cell of one aggregate: people, the total of their absolute
+    contributions, and the two largest contributions."""
+
+    persons: int
+    total: float
+    top1: float
+    top2: float
+
+
+def cell_risk(
+    c: Contributions,
+    *,
+    threshold: int = REDACTION_THRESHOLD,
+    p: float = P_PERCENT,
+    k: float = DOMINANCE_K,
+) -> tuple[str, str] | None:
+    """(rule, reason) when a cell would disclose a contributor, else None."""
+    if c.persons <= threshold:
+        return "small_count", f"{threshold} or fewer people are behind this cell"
+    if c.total - c.top1 - c.top2 < p / 100 * c.top1:
+        return "p_percent", f"the largest contribution could be estimated within {p:g}%"
+    if c.top1 + c.top2 > k / 100 * c.total:
+        return "dominance", f"two people make up more than {k:g}% of this cell"
+    return None
+
+
+def round_value(value: float, multiple: int = ROUNDING_MULTIPLE) -> float | int:
+    """A sum to the nearest multiple, halves up; integers stay integers.
+
+    >>> round_value(1234.4), round_value(12.5)
+    (1235, 15)
+    """
+    out = math.floor(float(value) / multiple + 0.5) * multiple
+    return int(out)
 
 
 def redacted(count: int, threshold: int = REDACTION_THRESHOLD) -> bool:
@@ -44,7 +100,7 @@ def round_count(count: int, multiple: int = ROUNDING_MULTIPLE) -> int:
 class CellAction:
     row: int
     column: str
-    rule: str  # "small_count", "secondary", "rounded", "extreme"
+    rule: str  # "small_count", "secondary", "p_percent", "dominance", "rounded", "extreme"
     reason: str
 
 
@@ -64,6 +120,11 @@ class SdcResult:
                 "redaction_threshold": self.threshold,
                 "rounding_multiple": self.multiple,
             },
+            "sum_rules": {
+                "p_percent": P_PERCENT,
+                "dominance_k": DOMINANCE_K,
+                "mean_decimals": MEAN_DECIMALS,
+            },
             "counts": dict(sorted(by_rule.items())),
             "cells": [a.__dict__ for a in self.actions if a.rule != "rounded"],
         }
@@ -75,12 +136,20 @@ def apply_sdc(
     count_columns: Sequence[str],
     group_columns: Sequence[str] = (),
     extreme_columns: Sequence[str] = (),
+    sum_columns: Sequence[str] = (),
+    mean_columns: Sequence[str] = (),
+    unsafe: Mapping[tuple[int, str], tuple[str, str]] | None = None,
     threshold: int = REDACTION_THRESHOLD,
     multiple: int = ROUNDING_MULTIPLE,
 ) -> SdcResult:
-    """Apply the rules to a result table; returns the safe table and what was done."""
+    """Apply the rules to a result table; returns the safe table and what was done.
+
+    ``unsafe`` names cells found disclosive from who is behind them (``cell_risk``),
+    keyed by (row, column), with the rule and reason.
+    """
     if threshold < 0 or multiple < 1:
         raise ValueError("threshold must be >= 0 and rounding multiple >= 1")
+    unsafe = unsafe or {}
     out = [dict(r) for r in rows]
     result = SdcResult(out, threshold=threshold, multiple=multiple)
     hidden: set[tuple[int, str]] = set()
@@ -92,6 +161,9 @@ def apply_sdc(
                 result.actions.append(
                     CellAction(i, col, "small_count", f"count at or below {threshold}")
                 )
+            elif (i, col) in unsafe:
+                hidden.add((i, col))
+                result.actions.append(CellAction(i, col, *unsafe[(i, col)]))
         for col in extreme_columns:
             if row.get(col) is not None:
                 row[col] = None
@@ -99,6 +171,7 @@ def apply_sdc(
                     CellAction(i, col, "extreme", "minimum and maximum describe one person")
                 )
     _secondary(out, count_columns, group_columns, hidden, result)
+    rows_hidden = {i for i, _ in hidden}
     for i, row in enumerate(out):
         for col in count_columns:
             if (i, col) in hidden:
@@ -107,6 +180,25 @@ def apply_sdc(
                 exact = int(row[col])
                 row[col] = round_count(exact, multiple)
                 result.actions.append(CellAction(i, col, "rounded", f"rounded to {multiple}"))
+        for col in [*sum_columns, *mean_columns]:
+            if row.get(col) is None:
+                continue
+            if (i, col) in unsafe:
+                row[col] = None
+                result.actions.append(CellAction(i, col, *unsafe[(i, col)]))
+            elif i in rows_hidden:
+                row[col] = None
+                result.actions.append(
+                    CellAction(i, col, "small_count", "its row's count was redacted")
+                )
+            elif col in sum_columns:
+                row[col] = round_value(row[col], multiple)
+                result.actions.append(CellAction(i, col, "rounded", f"rounded to {multiple}"))
+            else:
+                row[col] = round(float(row[col]), MEAN_DECIMALS)
+                result.actions.append(
+                    CellAction(i, col, "rounded", f"rounded to {MEAN_DECIMALS} decimal place")
+                )
     return result
 
 

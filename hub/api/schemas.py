@@ -79,6 +79,9 @@ class Approval(Strict):
     sdc_threshold: int = Field(default=REDACTION_THRESHOLD, ge=1, le=100)
     sdc_rounding: int = Field(default=ROUNDING_MULTIPLE, ge=1, le=100)
     trainers: list[str] = Field(default_factory=list, max_length=50)
+    output_reviewers: int = Field(
+        default=1, ge=1, le=2, description="independent stewards who must approve each output"
+    )
 
 
 class Reason(Strict):

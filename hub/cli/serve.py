@@ -33,6 +33,7 @@ def serve(
     from connectors.errors import IngestError
     from connectors.releases import get_release
     from governance.errors import HubError
+    from governance.outputs.disclosure_ledger import sweep_partials
     from hub.app import QUERY_TIMEOUT_ENV, SESSION_SECRET_ENV, session_file
     from hub.steward.sessions import SharedSessionStore
 
@@ -43,6 +44,11 @@ def serve(
         release = get_release(settings.home)
     except (IngestError, HubError) as exc:
         raise _fail(f"{exc}; the hub does not start without it") from None
+    # half-written population files a killed process left: once, at start, and only
+    # those older than a query may run (a `hub train` or CLI query may be writing one)
+    swept = sweep_partials(gov.outputs.outputs_dir, older_than_s=query_timeout)
+    if swept:
+        console.print(f"removed {swept} half-written output file(s) left by a stopped process")
     n = workers or os.cpu_count() or 1
     # the workers share one secret for the steward sessions, drawn now: a restart draws a
     # new one, so it signs everyone out; the sessions of an earlier run are cleared too

@@ -7,9 +7,11 @@ from typing import Annotated, Any, Final
 
 from cryptography.exceptions import InvalidSignature
 from fastapi import APIRouter, Form, Response
+from fastapi.responses import RedirectResponse
 
 from governance.errors import HubError
-from hub.steward.web import PREFIX, CheckedForm, Desk, HtmlRoute, SignedIn, act
+from governance.outputs.review import Decision
+from hub.steward.web import PREFIX, CheckedForm, Desk, HtmlRoute, SignedIn
 
 router = APIRouter(prefix=PREFIX, route_class=HtmlRoute, include_in_schema=False)
 PAGES: Final = {"outputs": f"{PREFIX}/outputs", "models": f"{PREFIX}/models"}
@@ -17,6 +19,11 @@ PAGES: Final = {"outputs": f"{PREFIX}/outputs", "models": f"{PREFIX}/models"}
 MI_SIGNAL: Final = 0.55
 Reason = Annotated[str, Form(max_length=2000)]
 ReturnTo = Annotated[str, Form(max_length=20)]
+DONE: Final = {
+    "approved": "approved for release",
+    "rejected": "rejected",
+    "returned": "returned to its author for changes",
+}
 
 
 def _signed(desk: Desk, output: dict[str, Any]) -> bool:
@@ -38,6 +45,7 @@ def _table(desk: Desk, output: dict[str, Any]) -> dict[str, Any]:
         marks[(cell["row"], cell["column"])] = {**cell, "n": n}
     try:
         query = desk.service.get(desk.principal, output["project_id"], output["query_id"])
+        # (a model's query_id is its model id: no stored query, so no SQL to show)
         sql = query.get("sql")
     except HubError:
         sql = None
@@ -46,7 +54,7 @@ def _table(desk: Desk, output: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/outputs")
 def outputs(desk: SignedIn) -> Response:
-    pending = [o for o in desk.service.pending(desk.principal) if o.get("kind") != "model"]
+    pending = [o for o in desk.gov.outputs.pending(desk.principal) if o.get("kind") != "model"]
     return desk.page(
         "outputs.html",
         section="outputs",
@@ -56,31 +64,45 @@ def outputs(desk: SignedIn) -> Response:
 
 @router.get("/models")
 def models(desk: SignedIn) -> Response:
-    pending = [o for o in desk.service.pending(desk.principal) if o.get("kind") == "model"]
+    pending = [o for o in desk.gov.outputs.pending(desk.principal) if o.get("kind") == "model"]
     return desk.page("models.html", section="models", outputs=pending, mi_signal=MI_SIGNAL)
+
+
+def _decide(
+    desk: Desk, output_id: str, decision: Decision, reason: str, return_to: str
+) -> Response:
+    """One reviewer's decision; the flash says whether it was the final one."""
+    try:
+        out = desk.gov.outputs.review(
+            desk.principal, output_id, decision=decision, reason=reason.strip() or None
+        )
+    except HubError as exc:
+        desk.flash("error", str(exc))
+    else:
+        if out["status"] == "pending":
+            desk.flash("ok", f"Output {output_id}: your approval is recorded; it needs "
+                             "another steward's review before release.")  # fmt: skip
+        else:
+            desk.flash("ok", f"Output {output_id} {DONE[out['status']]}.")
+    return RedirectResponse(PAGES.get(return_to, PAGES["outputs"]), status_code=303)
 
 
 @router.post("/outputs/{output_id}/approve")
 def approve(
     output_id: str, desk: CheckedForm, reason: Reason = "", return_to: ReturnTo = "outputs"
 ) -> Response:
-    return act(
-        desk,
-        PAGES.get(return_to, PAGES["outputs"]),
-        f"Output {output_id} approved for release.",
-        lambda: desk.service.review(
-            desk.principal, output_id, approve=True, reason=reason.strip() or None
-        ),
-    )
+    return _decide(desk, output_id, "approve", reason, return_to)
 
 
 @router.post("/outputs/{output_id}/reject")
 def reject(
     output_id: str, desk: CheckedForm, reason: Reason = "", return_to: ReturnTo = "outputs"
 ) -> Response:
-    return act(
-        desk,
-        PAGES.get(return_to, PAGES["outputs"]),
-        f"Output {output_id} rejected.",
-        lambda: desk.service.review(desk.principal, output_id, approve=False, reason=reason),
-    )
+    return _decide(desk, output_id, "reject", reason, return_to)
+
+
+@router.post("/outputs/{output_id}/return")
+def return_for_changes(
+    output_id: str, desk: CheckedForm, reason: Reason = "", return_to: ReturnTo = "outputs"
+) -> Response:
+    return _decide(desk, output_id, "return", reason, return_to)

@@ -61,6 +61,7 @@ def approve(
     sdc_threshold: Annotated[str, Form(max_length=10)] = str(DEFAULT_SDC_THRESHOLD),
     sdc_rounding: Annotated[str, Form(max_length=10)] = str(DEFAULT_SDC_ROUNDING),
     trainer: Annotated[list[str] | None, Form(max_length=50)] = None,
+    output_reviewers: Annotated[str, Form(max_length=2)] = "1",
 ) -> Response:
     def decide() -> None:
         duration = int(finite(days, "days", integer=True)) if days.strip() else None
@@ -80,6 +81,7 @@ def approve(
             sdc_threshold=threshold,
             sdc_rounding=rounding,
             trainers=trainer or [],
+            output_reviewers=int(finite(output_reviewers, "output reviewers", integer=True)),
             key_id=desk.principal.key_id,
         )
 

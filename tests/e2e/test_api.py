@@ -105,6 +105,8 @@ ROUTES = [
     ("GET", "/projects/{ana}/queries/q-000000000000", None),
     ("POST", "/outputs/o-000000000000/approve", None),
     ("POST", "/outputs/o-000000000000/reject", {"reason": "not releasable"}),
+    ("POST", "/outputs/o-000000000000/return", {"reason": "band the ages first"}),
+    ("GET", "/outputs/o-000000000000", None),
     ("GET", "/outputs/o-000000000000/download", None),
 ]
 # expected status by caller: none (no key), ana (member researcher), bob (other researcher),
@@ -118,7 +120,8 @@ EXPECTED = {
     "/projects/{ana}": dict(none=401, ana=200, bob=404, sam=200, mo=404, root=200),
     "/projects/{ana}/approve": dict(none=401, ana=403, bob=403, sam=409, mo=403, root=403),
     "/projects/{ana}/queries": dict(none=401, ana=200, bob=404, sam=403, mo=404, root=403),
-    "/outputs": dict(none=401, ana=403, bob=403, sam=200, mo=403, root=403),
+    # stewards get the review queue, members their own projects' outputs
+    "/outputs": dict(none=401, ana=200, bob=200, sam=200, mo=200, root=403),
     "/audit": dict(none=401, ana=403, bob=403, sam=200, mo=403, root=403),
     "/audit/verify": dict(none=401, ana=403, bob=403, sam=200, mo=403, root=403),
     "/quality/releases/release-0001": dict(none=401, ana=403, bob=403, sam=200, mo=403, root=200),
@@ -130,6 +133,8 @@ EXPECTED = {
     ),
     "/outputs/o-000000000000/approve": dict(none=401, ana=403, bob=403, sam=404, mo=403, root=403),
     "/outputs/o-000000000000/reject": dict(none=401, ana=403, bob=403, sam=404, mo=403, root=403),
+    "/outputs/o-000000000000/return": dict(none=401, ana=403, bob=403, sam=404, mo=403, root=403),
+    "/outputs/o-000000000000": dict(none=401, ana=404, bob=404, sam=404, mo=404, root=404),
     "/outputs/o-000000000000/download": dict(none=401, ana=404, bob=404, sam=404, mo=404, root=404),
 }
 

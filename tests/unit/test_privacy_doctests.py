@@ -8,13 +8,22 @@ import pytest
 
 from governance import codelists
 from governance.access import projects
+from governance.outputs import (
+    disclosure,
+    disclosure_ledger,
+    exact_plan,
+    person_keys,
+    population_index,
+)
 from governance.privacy import accounting, domains, dp_query, mechanism
 from governance.sql import policy
 
+MODULES = [accounting, domains, dp_query, mechanism, policy]
+MODULES += [disclosure, disclosure_ledger, exact_plan, person_keys, population_index]
+MODULES += [codelists, projects]
 
-@pytest.mark.parametrize(
-    "module", [accounting, domains, dp_query, mechanism, policy, codelists, projects]
-)
+
+@pytest.mark.parametrize("module", MODULES)
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

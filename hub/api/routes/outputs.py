@@ -1,4 +1,4 @@
-"""Outputs: the steward's review and the researcher's download."""
+"""Outputs: the steward's review, and what researchers see of their own."""
 
 from __future__ import annotations
 
@@ -9,30 +9,52 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
-from hub.api.deps import CurrentPrincipal, Service, Steward
+from hub.api.deps import CurrentPrincipal, Gov, Steward
 from hub.api.schemas import OptionalReason, Reason
 
 router = APIRouter()
+Status = Literal["pending", "approved", "rejected", "returned"]
 
 
 @router.get("/outputs", tags=["outputs"])
-def pending_outputs(principal: Steward, service: Service) -> dict[str, Any]:
-    """Exact outputs awaiting review, with their disclosure manifests and flags."""
-    return {"outputs": service.pending(principal)}
+def list_outputs(
+    principal: CurrentPrincipal,
+    gov: Gov,
+    status: Annotated[Status | None, Query()] = None,
+    project_id: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    """Stewards: outputs by status (default: those awaiting review), with manifests and
+    flags. Researchers and modellers: their projects' outputs, with each decision, the
+    reviewers' reasons and, once approved, a download link."""
+    if status is None and gov.outputs.is_reviewer(principal):
+        status = "pending"
+    return {"outputs": gov.outputs.find(principal, status=status, project_id=project_id)}
+
+
+@router.get("/outputs/{output_id}", tags=["outputs"])
+def get_output(output_id: str, principal: CurrentPrincipal, gov: Gov) -> dict[str, Any]:
+    """One output: in full for stewards; status, reasons and link for its project."""
+    return gov.outputs.output(principal, output_id)
 
 
 @router.post("/outputs/{output_id}/approve", tags=["outputs"])
 def approve_output(
-    output_id: str, principal: Steward, service: Service, body: OptionalReason | None = None
+    output_id: str, principal: Steward, gov: Gov, body: OptionalReason | None = None
 ) -> dict[str, Any]:
-    return service.review(principal, output_id, approve=True, reason=body.reason if body else None)
+    """Approve (the last of the reviewers the project's policy asks for releases it)."""
+    reason = body.reason if body else None
+    return gov.outputs.review(principal, output_id, decision="approve", reason=reason)
 
 
 @router.post("/outputs/{output_id}/reject", tags=["outputs"])
-def reject_output(
-    output_id: str, body: Reason, principal: Steward, service: Service
-) -> dict[str, Any]:
-    return service.review(principal, output_id, approve=False, reason=body.reason)
+def reject_output(output_id: str, body: Reason, principal: Steward, gov: Gov) -> dict[str, Any]:
+    return gov.outputs.review(principal, output_id, decision="reject", reason=body.reason)
+
+
+@router.post("/outputs/{output_id}/return", tags=["outputs"])
+def return_output(output_id: str, body: Reason, principal: Steward, gov: Gov) -> dict[str, Any]:
+    """Return for changes: the researcher sees the reason and can submit a revised query."""
+    return gov.outputs.review(principal, output_id, decision="return", reason=body.reason)
 
 
 @router.get(
@@ -44,10 +66,10 @@ def reject_output(
 def download_output(
     output_id: str,
     principal: CurrentPrincipal,
-    service: Service,
+    gov: Gov,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> dict[str, Any] | PlainTextResponse:
-    body = service.download(principal, output_id)
+    body = gov.outputs.download(principal, output_id)
     if format == "json":
         return body
     buffer = io.StringIO()

@@ -35,6 +35,14 @@ def request_project(body: ProjectRequest, principal: Researcher, gov: Gov) -> di
     return _project_view(project, full=True)
 
 
+@router.get("/projects", tags=["projects"])
+def list_projects(principal: CurrentPrincipal, gov: Gov) -> dict[str, Any]:
+    """The caller's projects (stewards and admins: every project), with their status."""
+    return {
+        "projects": [_project_view(p, full=True) for p in gov.projects.visible_to(principal.user)]
+    }
+
+
 @router.get("/projects/{project_id}", tags=["projects"])
 def get_project(project_id: str, principal: CurrentPrincipal, service: Service) -> dict[str, Any]:
     project = service.project_for(principal, project_id)
@@ -64,6 +72,7 @@ def approve_project(
         sdc_threshold=body.sdc_threshold,
         sdc_rounding=body.sdc_rounding,
         trainers=body.trainers,
+        output_reviewers=body.output_reviewers,
         key_id=principal.key_id,
     )
     return _project_view(project, full=True)

@@ -28,10 +28,18 @@ def run_query(
     )
 
 
+@router.get("/projects/{project_id}/queries", tags=["queries"])
+def list_queries(project_id: str, principal: CurrentPrincipal, service: Service) -> dict[str, Any]:
+    """The project's queries, newest first, with their status: an exact query takes its
+    output's decision (pending_review, approved, rejected, returned)."""
+    return {"queries": service.find(principal, project_id)}
+
+
 @router.get(
     "/projects/{project_id}/queries/{query_id}", tags=["queries"], response_model=QueryAnswer
 )
 def get_query(
     project_id: str, query_id: str, principal: CurrentPrincipal, service: Service
 ) -> dict[str, Any]:
+    """One query; an exact one carries ``output`` (status, reasons, download link)."""
     return service.get(principal, project_id, query_id)

@@ -1,0 +1,215 @@
+"""Exact outputs: run a checked query, apply disclosure control, hand it to a steward.
+
+    classify (exact_plan: every column a key, count, sum or mean) ─┐ before any data:
+    bind the hub's per-person statistics queries (EXPLAIN)        ─┘ refusals are 4xx
+    ─────────────────────────────────── data is read from here on ─────────────────────
+    run → who is behind each cell (people, largest two contributions, per relation of
+    the FROM clause) → SDC (disclosure) → disclosure ledger (differencing, trackers)
+    → signed manifest → output pending review
+
+Once data has been read, success or failure must not depend on it: a failure from here on
+is not returned to the researcher but stored as an output the steward sees (status
+pending, ``manifest.failed``); the researcher is told "pending review" either way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import duckdb
+
+from governance.outputs import disclosure
+from governance.outputs.exact_plan import (
+    ExactPlan,
+    OutputColumn,
+    classify,
+    column_ref,
+    constant,
+    person_relations,
+    row_level_tree,
+)
+from governance.outputs.person_keys import PERSON
+from governance.sql.engine import Engine
+from governance.sql.policy import PolicyError
+
+FAILED_REASON: Final = (
+    "the query failed after reading the real release; a steward reviews what happened "
+    "(nothing is released)"
+)
+Key = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An exact query checked and bound before any data is read."""
+
+    plan: ExactPlan
+    statistics: tuple[str, ...]  # one hub-written SQL per person attribution
+    populations: tuple[str, ...]
+
+
+@dataclass
+class Computed:
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    sdc: disclosure.SdcResult
+    population: list[int]
+
+
+def _sql(cur: duckdb.DuckDBPyConnection, tree: dict[str, Any]) -> str:
+    text: str = cur.execute("SELECT json_deserialize_sql($j)", {"j": json.dumps(tree)}).fetchall()[
+        0
+    ][0]
+    return text
+
+
+def _contribution(j: int, col: OutputColumn) -> str:
+    cond = f"coalesce(TRY_CAST(f{j} AS BOOLEAN), FALSE)"
+    if col.kind == "count":
+        if col.function == "count_star" or not col.node.get("arguments"):
+            return f"nullif(count(*) FILTER (WHERE {cond}), 0)"
+        distinct = "DISTINCT " if col.distinct or col.function == "approx_count_distinct" else ""
+        return f"nullif(count({distinct}v{j}) FILTER (WHERE {cond}), 0)"
+    return f"sum(abs(TRY_CAST(v{j} AS DOUBLE))) FILTER (WHERE {cond} AND v{j} IS NOT NULL)"
+
+
+def _select_items(plan: ExactPlan, relation: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for i, col in enumerate(c for c in plan.columns if c.kind == "group"):
+        items.append({**col.node, "alias": f"g{i}"})
+    items.append(column_ref(relation, PERSON, alias="pid"))
+    for j, col in enumerate(plan.aggregates):
+        args = [(a or {}).get("expression") for a in col.node.get("arguments") or []]
+        value = args[0] if args and isinstance(args[0], dict) else constant("1")
+        items.append({**value, "alias": f"v{j}"})
+        flt = col.node.get("filter") or constant("true", "BOOLEAN")
+        items.append({**flt, "alias": f"f{j}"})
+    return items
+
+
+def prepare(
+    engine: Engine,
+    cur: duckdb.DuckDBPyConnection,
+    node: dict[str, Any],
+    catalogue: dict[str, dict[str, str]],
+) -> Prepared:
+    """Classify the output columns and bind the hub's own queries: reads no data."""
+    plan = classify(node)
+    keys = [f"g{i}" for i, _ in enumerate(plan.positions("group"))]
+    stats, pops = [], []
+    for relation in person_relations(node):
+        tree = row_level_tree(node, _select_items(plan, relation))
+        try:
+            rows = _sql(cur, tree)
+        except duckdb.Error:
+            rows = ""
+        per = ", ".join([*keys, "pid", *(f"{_contribution(j, c)} AS c{j}" for j, c in
+                                          enumerate(plan.aggregates))])  # fmt: skip
+        summary = ", ".join(
+            [*keys]
+            + [
+                f"count(c{j}) AS n{j}, coalesce(sum(c{j}), 0) AS t{j}, "
+                f"coalesce(max(c{j}), 0) AS a{j}, coalesce(list_sort(list(c{j}) FILTER "
+                f"(WHERE c{j} IS NOT NULL), 'DESC')[2], 0) AS b{j}"
+                for j, _ in enumerate(plan.aggregates)
+            ]
+        )
+        group = " GROUP BY ALL" if keys else ""
+        sql = (  # hub-written around DuckDB's own rendering of the checked tree
+            f"WITH r AS ({rows}), per AS (SELECT {per} FROM r WHERE pid IS NOT NULL "  # noqa: S608
+            f"GROUP BY ALL) SELECT {summary} FROM per{group}"
+        )
+        population = f"SELECT DISTINCT pid FROM ({rows}) AS r WHERE pid IS NOT NULL"  # noqa: S608
+        if rows and engine.explain(cur, sql) and engine.explain(cur, population):
+            stats.append(sql)
+            pops.append(population)
+            continue
+        if relation.lower() in catalogue and PERSON not in catalogue[relation.lower()]:
+            continue  # a reference table (codes, terms): nobody's rows
+        raise PolicyError(
+            "exact_person_unknown",
+            f"the hub cannot tell whose rows {relation!r} holds: keep each table's own "
+            "person_id reachable (and give derived tables an alias)",
+        )
+    return Prepared(plan, tuple(stats), tuple(pops))
+
+
+def _unsafe(
+    plan: ExactPlan,
+    names: Sequence[str],
+    rows: list[dict[str, Any]],
+    stats: list[dict[Key, list[disclosure.Contributions]]],
+    threshold: int,
+) -> dict[tuple[int, str], tuple[str, str]]:
+    keys = [names[p] for p in plan.positions("group")]
+    out: dict[tuple[int, str], tuple[str, str]] = {}
+    for i, row in enumerate(rows):
+        key = tuple(row[k] for k in keys)
+        for by_key in stats:
+            cells = by_key.get(key)
+            for j, col in enumerate(plan.aggregates):
+                name = names[col.position]
+                if (i, name) in out:
+                    continue
+                risk = (
+                    ("small_count", "no one could be counted behind this cell")
+                    if cells is None
+                    else disclosure.cell_risk(cells[j], threshold=threshold)
+                )
+                if risk is not None:
+                    out[(i, name)] = risk
+    return out
+
+
+def compute(
+    engine: Engine,
+    sql: str,
+    prepared: Prepared,
+    *,
+    threshold: int,
+    multiple: int,
+) -> Computed:
+    """Run the query and the hub's statistics and apply disclosure control (reads data:
+    any exception from here is a data-dependent failure for the steward)."""
+    result = engine.run(sql)
+    plan = prepared.plan
+    names = result.columns
+    if len(set(names)) != len(names):
+        raise ValueError("two output columns share a name")  # the steward sees a failed output
+    rows = [dict(zip(names, r, strict=True)) for r in result.rows]
+    n_keys = len(plan.positions("group"))
+    stats: list[dict[Key, list[disclosure.Contributions]]] = []
+    population: set[int] = set()
+    cur = engine.cursor()
+    try:
+        for stat_sql, pop_sql in zip(prepared.statistics, prepared.populations, strict=True):
+            by_key: dict[Key, list[disclosure.Contributions]] = {}
+            for r in engine.fetch(cur, stat_sql):
+                cells = [
+                    disclosure.Contributions(
+                        persons=int(r[n_keys + 4 * j]),
+                        total=float(r[n_keys + 4 * j + 1]),
+                        top1=float(r[n_keys + 4 * j + 2]),
+                        top2=float(r[n_keys + 4 * j + 3]),
+                    )
+                    for j, _ in enumerate(plan.aggregates)
+                ]
+                by_key[tuple(r[:n_keys])] = cells
+            stats.append(by_key)
+            population.update(int(r[0]) for r in engine.fetch(cur, pop_sql))
+    finally:
+        cur.close()
+    sdc = disclosure.apply_sdc(
+        rows,
+        count_columns=[names[p] for p in plan.positions("count")],
+        group_columns=[names[p] for p in plan.positions("group")],
+        sum_columns=[names[p] for p in plan.positions("sum")],
+        mean_columns=[names[p] for p in plan.positions("mean")],
+        unsafe=_unsafe(plan, names, rows, stats, threshold),
+        threshold=threshold,
+        multiple=multiple,
+    )
+    return Computed(names, rows, sdc, sorted(population))

@@ -1,0 +1,364 @@
+"""Exact outputs by what they compute: every output column of an exact query, classified.
+
+Pure: reads DuckDB's parse tree of a checked SELECT (``governance.sql.policy.parse``),
+never data. Each output column is one of:
+
+* a **group key**: no aggregate in it, and never a person or record key (``person_id``,
+  an ``*_id`` record key, or anything computed from one, through aliases, derived
+  tables and CTEs: the check follows what a column computes, not its name);
+* a **count** (``count(*)``, ``count(x)``, ``count(DISTINCT x)``): threshold and rounding;
+* a **sum** or **mean** (``sum(x)``, ``avg(x)``): released only when the people behind the
+  cell are more than the threshold and none of them dominates it, rounded.
+
+An expression over an aggregate counts as the aggregate it wraps when it only changes
+its type or rounding (``CAST``, ``round``); anything else over an aggregate is refused
+(``count(*) > 0`` is an existence bit, ``sum(x) / 3`` hides a sum). Aggregates that can
+return one record's value are refused with rule ``exact_single_value``; others whose
+disclosure rule the hub does not know with ``exact_unknown_aggregate``.
+
+So that the hub can count the people behind every cell, the FROM clause keeps each
+relation's genuine ``person_id`` (``exact_person_alias``, ``exact_derived_join``), and
+the only subquery expression is a person-local semi-join
+``person_id IN (SELECT person_id FROM t WHERE ...)`` (``exact_subquery``).
+
+The tracing of person keys through names lives in ``person_keys``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from governance.outputs.person_keys import (
+    COUNTS,
+    PERSON,
+    output_name,
+    person_names,
+    relation_names,
+    tainted,
+)
+from governance.outputs.person_keys import fn as _fn
+from governance.outputs.person_keys import walk as _walk
+from governance.sql.policy import AGGREGATES, PolicyError
+
+Kind = Literal["group", "count", "sum", "mean"]
+SUMS: Final = frozenset({"sum"})
+MEANS: Final = frozenset({"avg", "mean"})
+# aggregates whose answer can be one record's value (or an existence bit)
+SINGLE_VALUE: Final = frozenset(
+    {
+        "min", "max", "median", "quantile", "quantile_cont", "quantile_disc", "mode",
+        "arg_max", "arg_min", "argmax", "argmin", "max_by", "min_by", "arg_max_null",
+        "arg_min_null", "bool_and", "bool_or", "any_value", "arbitrary", "first", "last",
+        "list", "array_agg", "string_agg", "group_concat", "listagg", "histogram",
+        "bit_and", "bit_or", "bit_xor", "product",
+    }
+)  # fmt: skip
+# wrappers that keep an aggregate what it is: a change of type or of rounding
+_WRAPPERS: Final = frozenset({"round"})
+
+
+@dataclass(frozen=True)
+class OutputColumn:
+    position: int
+    kind: Kind
+    node: dict[str, Any]  # the select item (a group key) or the aggregate call it wraps
+    function: str = ""  # the aggregate's name
+    distinct: bool = False
+
+
+@dataclass(frozen=True)
+class ExactPlan:
+    columns: tuple[OutputColumn, ...]
+
+    def positions(self, *kinds: Kind) -> list[int]:
+        return [c.position for c in self.columns if c.kind in kinds]
+
+    @property
+    def aggregates(self) -> list[OutputColumn]:
+        return [c for c in self.columns if c.kind != "group"]
+
+
+def _is_aggregate(node: dict[str, Any]) -> bool:
+    return node.get("class") == "FUNCTION" and (_fn(node) in AGGREGATES or _fn(node) in COUNTS)
+
+
+def _has_aggregate(node: Any) -> bool:
+    return any(_is_aggregate(n) for n in _walk(node))
+
+
+# ---------------------------------------------------------------------------- structure
+def _check_structure(node: dict[str, Any]) -> None:
+    if node.get("type") != "SELECT_NODE":
+        raise PolicyError("exact_set_operation", "set operations are not allowed in exact mode")
+    if node.get("having") or node.get("qualify"):
+        raise PolicyError(
+            "exact_having",
+            "HAVING and QUALIFY are not allowed in exact mode: which rows appear would "
+            "depend on small cells (disclosure control redacts them instead)",
+        )
+    if len(node.get("group_sets") or []) > 1:
+        raise PolicyError(
+            "exact_grouping_sets", "ROLLUP, CUBE and GROUPING SETS are not allowed in exact mode"
+        )
+    for n in _walk(node):
+        if n.get("type") == "SET_OPERATION_NODE":
+            raise PolicyError("exact_set_operation", "set operations are not allowed in exact mode")
+        if n.get("class") == "WINDOW":
+            raise PolicyError("exact_window", "window functions are not allowed in exact mode")
+        if n.get("class") == "SUBQUERY":
+            _check_semijoin(n)
+        aliases = n.get("column_name_alias") or n.get("aliases") or []
+        if isinstance(aliases, list) and PERSON in [str(a).lower() for a in aliases]:
+            raise _renamed()
+        for rename in n.get("rename_list") or []:
+            if str(rename.get("value", "")).lower() == PERSON:
+                raise _renamed()
+        if n.get("type") == "SELECT_NODE" and n is not node:
+            if (n.get("from_table") or {}).get("type") == "JOIN":
+                raise PolicyError(
+                    "exact_derived_join",
+                    "derived tables and CTEs in exact mode read one table each (join at "
+                    "the outer level, where the hub can tell whose rows are combined)",
+                )
+            for item in n.get("select_list") or []:
+                if (
+                    item.get("alias")
+                    and str(item["alias"]).lower() == PERSON
+                    and not (
+                        item.get("class") == "COLUMN_REF"
+                        and str(item.get("column_names", [""])[-1]).lower() == PERSON
+                    )
+                ):
+                    raise _renamed()
+
+
+def _renamed() -> PolicyError:
+    return PolicyError(
+        "exact_person_alias", "nothing but a table's own person_id may be called person_id"
+    )
+
+
+def _check_semijoin(node: dict[str, Any]) -> None:
+    refuse = PolicyError(
+        "exact_subquery",
+        "the only subquery allowed in exact mode is person_id IN (SELECT person_id FROM "
+        "<table> WHERE <conditions>)",
+    )
+    child = node.get("child") or {}
+    sub = (node.get("subquery") or {}).get("node") or {}
+    select = sub.get("select_list") or []
+    if (
+        node.get("subquery_type") != "ANY"
+        or node.get("comparison_type") != "COMPARE_EQUAL"
+        or child.get("class") != "COLUMN_REF"
+        or str(child.get("column_names", [""])[-1]).lower() != PERSON
+        or sub.get("type") != "SELECT_NODE"
+        or (sub.get("from_table") or {}).get("type") != "BASE_TABLE"
+        or len(select) != 1
+        or select[0].get("class") != "COLUMN_REF"
+        or str(select[0].get("column_names", [""])[-1]).lower() != PERSON
+        or sub.get("group_expressions")
+        or sub.get("having")
+        or (sub.get("cte_map") or {}).get("map")
+    ):
+        raise refuse
+
+
+# ---------------------------------------------------------------------------- columns
+def _aggregate_of(item: dict[str, Any]) -> dict[str, Any]:
+    """The aggregate call an output column is, through casts and rounding; or refuse."""
+    node = item
+    while not _is_aggregate(node):
+        if node.get("class") == "CAST":
+            node = node.get("child") or {}
+        elif node.get("class") == "FUNCTION" and _fn(node) in _WRAPPERS:
+            args = [(a or {}).get("expression") or {} for a in node.get("arguments") or []]
+            if not args or any(_has_aggregate(a) or _walk_has_column(a) for a in args[1:]):
+                raise _expression()
+            node = args[0]
+        else:
+            raise _expression()
+    return node
+
+
+def _walk_has_column(node: Any) -> bool:
+    return any(n.get("class") == "COLUMN_REF" for n in _walk(node))
+
+
+def _expression() -> PolicyError:
+    return PolicyError(
+        "exact_expression",
+        "an output column over an aggregate must be the aggregate itself (a CAST or round "
+        "of it at most): compute ratios and comparisons after release",
+    )
+
+
+def _classify_aggregate(
+    position: int, call: dict[str, Any], names: set[str], relations: set[str]
+) -> OutputColumn:
+    name = _fn(call)
+    args = [(a or {}).get("expression") for a in call.get("arguments") or []]
+    distinct = bool(call.get("distinct"))
+    if name in SINGLE_VALUE:
+        raise PolicyError(
+            "exact_single_value",
+            f"{name} can return one record's value: it cannot be an exact output",
+        )
+    if (call.get("order_bys") or {}).get("orders"):
+        raise PolicyError("exact_unknown_aggregate", "ordered aggregates are not allowed")
+    if any(_has_aggregate(a) for a in args):
+        raise _expression()
+    if name in COUNTS:
+        return OutputColumn(position, "count", call, name, distinct)
+    if name in SUMS | MEANS:
+        if len(args) != 1:
+            raise PolicyError("exact_unknown_aggregate", f"{name} takes one argument")
+        if tainted(args, names, relations):
+            raise PolicyError(
+                "exact_person_key", f"{name} of a person or record key is not an exact output"
+            )
+        if distinct:
+            raise PolicyError(
+                "exact_distinct_sum",
+                "sums and means of DISTINCT values are not allowed (one unusual value "
+                "can dominate them)",
+            )
+        return OutputColumn(position, "sum" if name in SUMS else "mean", call, name)
+    raise PolicyError(
+        "exact_unknown_aggregate",
+        f"{name} has no disclosure rule: exact outputs are counts, sums and means",
+    )
+
+
+def _same(a: Any, b: Any) -> bool:
+    def strip(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {
+                k: strip(x)
+                for k, x in v.items()
+                if k not in ("alias", "query_location", "query_location_length")
+            }
+        if isinstance(v, list):
+            return [strip(x) for x in v]
+        return v
+
+    return bool(strip(a) == strip(b))
+
+
+def _check_group_keys(node: dict[str, Any], keys: list[dict[str, Any]]) -> None:
+    """Every GROUP BY expression must be an output column (cells are labelled by keys)."""
+    select = node.get("select_list") or []
+    aliases = {output_name(k) for k in keys if k.get("alias")}
+    for expr in node.get("group_expressions") or []:
+        literal = expr.get("literal") if expr.get("class") == "CONSTANT" else None
+        if literal and literal.get("kind") == "INTEGER" and str(literal.get("text")).isdigit():
+            index = int(str(literal["text"])) - 1
+            if 0 <= index < len(select) and any(select[index] is k for k in keys):
+                continue
+        elif (
+            expr.get("class") == "COLUMN_REF"
+            and len(expr.get("column_names", [])) == 1
+            and output_name(expr) in aliases
+        ):
+            continue
+        if any(_same(expr, k) for k in keys):
+            continue
+        raise PolicyError("exact_group_keys", "every GROUP BY key must also be an output column")
+
+
+def classify(node: dict[str, Any]) -> ExactPlan:
+    """The plan of an exact query's output, or PolicyError naming the rule it breaks.
+
+    >>> import duckdb
+    >>> from governance.sql.policy import parse
+    >>> tree = parse(duckdb.connect(), "SELECT sex, count(*) AS n, round(avg(value), 1) "
+    ...              "FROM observations GROUP BY sex")
+    >>> [c.kind for c in classify(tree).columns]
+    ['group', 'count', 'mean']
+    """
+    _check_structure(node)
+    names = person_names(node)
+    relations = relation_names(node)
+    columns: list[OutputColumn] = []
+    keys: list[dict[str, Any]] = []
+    for position, item in enumerate(node.get("select_list") or []):
+        if item.get("class") == "STAR":
+            raise PolicyError("aggregate_only", "name the output columns; * is not allowed")
+        if not _has_aggregate(item):
+            if any(n.get("class") == "SUBQUERY" for n in _walk(item)):
+                raise _expression()
+            if tainted(item, names, relations):
+                raise PolicyError(
+                    "exact_person_key",
+                    "an output column may not be a person or record key, or computed from one",
+                )
+            keys.append(item)
+            columns.append(OutputColumn(position, "group", item))
+            continue
+        columns.append(_classify_aggregate(position, _aggregate_of(item), names, relations))
+    aliases = [str(i.get("alias")).lower() for i in node.get("select_list") or [] if i.get("alias")]
+    if len(aliases) != len(set(aliases)):
+        raise PolicyError("exact_duplicate_names", "give every output column its own name")
+    if not any(c.kind == "count" for c in columns):
+        raise PolicyError(
+            "exact_needs_count",
+            "an exact output needs a count per row (count(*) or count(DISTINCT person_id))",
+        )
+    _check_group_keys(node, keys)
+    return ExactPlan(tuple(columns))
+
+
+# ---------------------------------------------------------------------------- hub SQL
+def column_ref(*names: str, alias: str = "") -> dict[str, Any]:
+    return {"class": "COLUMN_REF", "type": "COLUMN_REF", "alias": alias, "column_names": [*names]}
+
+
+def constant(text: str, kind: str = "INTEGER", alias: str = "") -> dict[str, Any]:
+    return {
+        "class": "CONSTANT",
+        "type": "VALUE_CONSTANT",
+        "alias": alias,
+        "literal": {"kind": kind, "text": text},
+    }
+
+
+def row_level_tree(
+    node: dict[str, Any], select_list: list[dict[str, Any]], *, distinct: bool = False
+) -> dict[str, Any]:
+    """The query's FROM and WHERE returning ``select_list`` per row, as a parse tree
+    (DuckDB writes it back as SQL: no text of the researcher's is pasted into SQL)."""
+    modifiers = [{"type": "DISTINCT_MODIFIER", "distinct_on_targets": []}] if distinct else []
+    row_node = {
+        **node,
+        "select_list": copy.deepcopy(select_list),
+        "group_expressions": [],
+        "group_sets": [],
+        "having": None,
+        "qualify": None,
+        "aggregate_handling": "STANDARD_HANDLING",
+        "modifiers": modifiers,
+    }
+    return {"error": False, "statements": [{"node": row_node}]}
+
+
+def as_json(tree: dict[str, Any]) -> str:
+    return json.dumps(tree)
+
+
+def person_relations(node: dict[str, Any]) -> list[str]:
+    """The relations of the outer FROM clause, left to right: each one's person_id is a
+    way to attribute a row to a person."""
+    out: list[str] = []
+    stack = [node.get("from_table")]
+    while stack:
+        ref = stack.pop()
+        if not isinstance(ref, dict):
+            continue
+        if ref.get("type") == "JOIN":
+            stack.extend([ref.get("right"), ref.get("left")])
+        elif ref.get("type") in ("BASE_TABLE", "SUBQUERY"):
+            out.append(str(ref.get("alias") or ref.get("table_name") or ""))
+    return out

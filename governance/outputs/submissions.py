@@ -1,0 +1,304 @@
+"""Outputs entering review: exact tables (with their audit entry and query record) and
+trained models. Each is written in one transaction with its audit entry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from governance.access import roles
+from governance.access.people import Principal
+from governance.audit.events import AuditEvent
+from governance.errors import AccessDenied, Conflict, InvalidRequest, NotFound
+from governance.outputs import disclosure
+from governance.outputs.exact import FAILED_REASON, Prepared, compute, prepare
+from governance.outputs.population_index import MAX_FLAGS
+from governance.outputs.review import now, sha256_json
+
+if TYPE_CHECKING:
+    from connectors import releases
+    from governance.access.projects import Project
+    from governance.outputs.review import OutputReview
+    from governance.queries import QueryService
+
+
+def store_exact(
+    review: OutputReview,
+    *,
+    event: AuditEvent,
+    project_id: str,
+    query_id: str,
+    release: str,
+    output_id: str,
+    body: dict[str, Any],
+    manifest: dict[str, Any],
+    record_query: Callable[[sqlite3.Connection], None],
+) -> None:
+    """An exact output, its audit entry (``event``) and its query, in one transaction."""
+    signature = review.sign(manifest)
+    with review.gov.store.transaction() as con:
+        con.execute(
+            "INSERT INTO outputs (output_id, project_id, query_id, author, "
+            "release, status, result, manifest, signature, created_at) "
+            "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+            (
+                output_id,
+                project_id,
+                query_id,
+                event.actor,
+                release,
+                json.dumps(body, default=str),
+                json.dumps(manifest),
+                signature,
+                now(),
+            ),
+        )
+        review.gov.audit.append(con, event)
+        record_query(con)
+
+
+def prepare_exact(
+    service: QueryService, node: dict[str, Any], release: releases.Release
+) -> Prepared:
+    """Classify the output columns and bind the hub's statistics: reads no data."""
+    engine = service.engine(release)
+    cur = engine.cursor()
+    try:
+        return prepare(engine, cur, node, engine.catalogue(cur))
+    finally:
+        cur.close()
+
+
+def submit_exact(
+    service: QueryService,
+    principal: Principal,
+    project: Project,
+    query_id: str,
+    sql: str,
+    prepared: Prepared,
+    release: releases.Release,
+    event: dict[str, Any],
+) -> dict[str, Any]:
+    """Data is read from here on: whatever happens goes to a steward, and the
+    researcher is told the same thing ("pending review") either way."""
+    outputs = service.gov.outputs
+    output_id = outputs.new_id()
+    threshold = project.sdc_threshold or disclosure.REDACTION_THRESHOLD
+    manifest: dict[str, Any] = {
+        "output_id": output_id,
+        "project": project.project_id,
+        "query_sha256": hashlib.sha256(sql.encode()).hexdigest(),
+        "release": release.id,
+    }
+    population_file = None
+    try:
+        done = compute(
+            service.engine(release),
+            sql,
+            prepared,
+            threshold=threshold,
+            multiple=project.sdc_rounding or disclosure.ROUNDING_MULTIPLE,
+        )
+        population_file = outputs.ledger.write(project.project_id, output_id, done.population)
+        stored = {
+            r[0]
+            for r in service.gov.store.cached().execute(
+                "SELECT output_id FROM outputs WHERE project_id = ?", (project.project_id,)
+            )
+        }
+        flags = outputs.ledger.check(
+            project.project_id,
+            output_id,
+            done.population,
+            stored=stored,
+            threshold=threshold,
+        )
+        manifest.update(
+            {
+                **done.sdc.manifest(),
+                "differencing": flags,
+                "differencing_truncated": len(flags) >= MAX_FLAGS,
+                "population": len(done.population),
+            }
+        )
+        body: dict[str, list[Any]] = {
+            "columns": done.columns,
+            "rows": [[r[c] for c in done.columns] for r in done.sdc.rows],
+        }
+    except Exception:  # a data-dependent failure: the steward's to see, not the caller's
+        if population_file is not None:
+            population_file.unlink(missing_ok=True)
+        population_file = None
+        manifest.update({"failed": True, "reason": FAILED_REASON})
+        body = {"columns": [], "rows": []}  # nothing to release
+    manifest["created_at"] = now()
+    try:
+        store_exact(
+            outputs,
+            event=service.event_for(
+                principal,
+                release=release.id,
+                row_count=len(body["rows"]),
+                result_sha256=sha256_json(body),
+                target=output_id,
+                details={
+                    "flags": len(manifest.get("differencing", [])),
+                    "failed": bool(manifest.get("failed")),
+                },
+                **event,
+            ),
+            project_id=project.project_id,
+            query_id=query_id,
+            release=release.id,
+            output_id=output_id,
+            body=body,
+            manifest=manifest,
+            record_query=lambda con: service.record(
+                query_id,
+                project,
+                principal,
+                sql,
+                "real",
+                "exact",
+                release.id,
+                "pending_review",
+                None,
+                {"output_id": output_id},
+                output_id,
+                con=con,
+            ),
+        )
+    except BaseException:
+        if population_file is not None:
+            population_file.unlink(missing_ok=True)  # no population without its output
+        raise
+    return {
+        "query_id": query_id,
+        "status": "pending_review",
+        "output_id": output_id,
+        "release": release.id,
+    }
+
+
+def submit_model(
+    review: OutputReview,
+    principal: Principal,
+    project_id: str,
+    *,
+    model_id: str,
+    release: str,
+    card: dict[str, Any],
+    artifact_sha256: str,
+) -> str:
+    """Ask for a trained model to leave the hub: a steward reviews its card first.
+
+    Models can memorise their training data, so a model is an output like any other:
+    pending until an accredited steward who is not its author approves it. The manifest
+    carries the artifact's hash (what is approved is exactly that file) and the latest
+    membership-inference audit, if any has been run.
+    """
+    event: dict[str, Any] = {"project": project_id}
+    try:
+        roles.require(principal.user, "model.submit")
+    except AccessDenied as exc:
+        review.gov.audit.record(
+            AuditEvent.by(principal, "model.submit", decision="denied", reason=str(exc), **event)
+        )
+        raise
+    output_id = review.new_id()
+    manifest = {
+        "kind": "model",
+        "model_id": model_id,
+        "project": project_id,
+        "release": release,
+        "artifact_sha256": artifact_sha256,
+        "membership_inference": card.get("membership_inference"),
+        "created_at": now(),
+    }
+    signature = review.sign(manifest)
+    with review.gov.store.transaction() as con:
+        con.execute(
+            "INSERT INTO outputs (output_id, project_id, query_id, author, release, status, "
+            "result, manifest, signature, created_at, kind) "
+            "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, 'model')",
+            (
+                output_id,
+                project_id,
+                model_id,
+                principal.user.user_id,
+                release,
+                json.dumps(card, default=str),
+                json.dumps(manifest),
+                signature,
+                now(),
+            ),
+        )
+        review.gov.audit.append(
+            con,
+            AuditEvent.by(
+                principal,
+                "model.submit",
+                release=release,
+                target=output_id,
+                result_sha256=artifact_sha256,
+                details={"model_id": model_id},
+                **event,
+            ),
+        )
+    return output_id
+
+
+def record_model_audit(
+    review: OutputReview, principal: Principal, output_id: str, result: dict[str, Any]
+) -> dict[str, Any]:
+    """Attach a steward's membership-inference audit to a pending model output."""
+    try:
+        roles.require(principal.user, "model.audit")
+        row = review.row(output_id)
+        if row["kind"] != "model":
+            raise InvalidRequest(f"output {output_id} is not a model")
+        if row["status"] != "pending":
+            raise Conflict(f"output {output_id} is already {row['status']}")
+    except (AccessDenied, Conflict, InvalidRequest, NotFound) as exc:
+        review.gov.audit.record(
+            AuditEvent.by(
+                principal, "model.audit", target=output_id, decision="denied", reason=str(exc)
+            )
+        )
+        raise
+    manifest = json.loads(row["manifest"])
+    manifest["membership_inference"] = result
+    signature = review.sign(manifest)
+    with review.gov.store.transaction() as con:
+        con.execute(
+            "UPDATE outputs SET manifest = ?, signature = ? WHERE output_id = ?",
+            (json.dumps(manifest), signature, output_id),
+        )
+        review.gov.audit.append(
+            con,
+            AuditEvent.by(
+                principal,
+                "model.audit",
+                target=output_id,
+                project=row["project_id"],
+                details={"attack_auc": result.get("attack_auc")},
+            ),
+        )
+    return review.describe(review.row(output_id))
+
+
+def model_output(review: OutputReview, model_id: str) -> str | None:
+    """The pending output that asks to release this model, if any."""
+    row = (
+        review.gov.store.cached()
+        .execute(
+            "SELECT output_id FROM outputs WHERE kind = 'model' AND query_id = ? "
+            "AND status = 'pending' ORDER BY created_at DESC LIMIT 1",
+            (model_id,),
+        )
+        .fetchone()
+    )
+    return None if row is None else str(row["output_id"])

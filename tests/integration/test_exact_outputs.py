@@ -1,0 +1,336 @@
+"""Exact outputs through the service: each attack class of issue 13, finding 6, and review.
+
+Every attack here was answered before the fix (a table reached the steward marked only
+"rounded", or a tracker went unflagged); each test now shows what a user sees instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from connectors.ingest import ingest
+from connectors.secrets import resolve_keys
+from governance.errors import AccessDenied, Conflict, InvalidRequest, PolicyViolation
+from governance.facade import Governance
+
+GRANTS = {
+    "patients": ["person_id", "sex", "year_of_birth", "imd_decile"],
+    "conditions": ["person_id", "code", "onset_date", "condition_id"],
+    "observations": ["person_id", "code", "value"],
+}
+
+
+@pytest.fixture(scope="module")
+def hub(population_3k, tmp_path_factory):
+    home = tmp_path_factory.mktemp("exact") / "hub"
+    ingest(population_3k, fmt="native", home=home, keys=resolve_keys(home, create=True))
+    gov = Governance.open(home, create_keys=True, query_timeout_s=20)
+    who = {}
+    for user_id, role in (("ana", "researcher"), ("sam", "steward"), ("tess", "steward")):
+        _, key = gov.people.add(
+            user_id=user_id,
+            name=user_id,
+            role=role,
+            organisation="UoB",
+            organisation_type="university",
+            accreditation_expires=dt.date.today() + dt.timedelta(days=30),
+            actor="cli:test",
+        )
+        who[user_id] = gov.people.authenticate(key)
+    projects = {}
+    for name, reviewers, threshold in (("one", 1, 7), ("two", 2, 7), ("strict", 1, 10)):
+        p = gov.projects.request(
+            requester=who["ana"].user, title=name, purpose="p", lay_summary="l", grants=GRANTS,
+            days=30,
+        )  # fmt: skip
+        gov.projects.approve(
+            p.project_id, steward=who["sam"].user, epsilon=1.0, delta=1e-6,
+            output_reviewers=reviewers, sdc_threshold=threshold,
+        )  # fmt: skip
+        projects[name] = p.project_id
+    cur = gov.queries.engine(gov.queries.release_for("real")).cursor()
+    target = cur.execute(
+        "SELECT person_id FROM observations GROUP BY person_id ORDER BY count(*) DESC LIMIT 1"
+    ).fetchall()[0][0]
+    cur.close()
+    return gov, projects, who, int(target)
+
+
+def _exact(gov, who, pid, sql):
+    return gov.queries.run(who["ana"], pid, sql=sql, target="real", mode="exact")
+
+
+def _output(gov, who, answer):
+    return gov.outputs.output(who["sam"], answer["output_id"])
+
+
+@pytest.mark.parametrize(
+    "sql, rule",
+    [
+        ("SELECT sex, count(*), max(year_of_birth) FROM patients GROUP BY sex", "single_value"),
+        ("SELECT count(*), arg_max(year_of_birth, person_id) FROM patients", "single_value"),
+        ("SELECT count(*), bool_or(year_of_birth = 1950) FROM patients", "single_value"),
+        ("SELECT count(*), median(value) FROM observations", "single_value"),
+        ("SELECT count(*), stddev(value) FROM observations", "unknown_aggregate"),
+        ("SELECT count(*) > 0 AS exists_bit FROM patients WHERE year_of_birth = 1950", "expression"),
+        ("SELECT count(*) + 1000 FROM patients WHERE year_of_birth = 1950", "expression"),
+        ("SELECT count(*), sum(value) / 3 FROM observations", "expression"),
+        # person keys by another name: aliases, derived tables, CTEs, expressions of one
+        ("SELECT p, count(*) FROM (SELECT person_id AS p FROM patients) d GROUP BY p", "person_key"),
+        ("WITH w AS (SELECT person_id + 0 AS k FROM patients) SELECT k, count(*) FROM w GROUP BY k",
+         "person_key"),
+        ("SELECT x, count(*) FROM (SELECT person_id FROM patients) d(x) GROUP BY x", "person_key"),
+        ("SELECT k, count(*) FROM (SELECT 'x' || CAST(person_id AS VARCHAR) AS k FROM patients) d"
+         " GROUP BY k", "person_key"),
+        ("SELECT condition_id, count(*) FROM conditions GROUP BY condition_id", "person_key"),
+        ("SELECT count(*), sum(person_id) FROM patients", "person_key"),
+        ("SELECT count(*) FROM (SELECT year_of_birth AS person_id FROM patients) d",
+         "person_alias"),
+        ("SELECT count(*) FROM patients p WHERE EXISTS (SELECT 1 FROM conditions c "
+         "WHERE c.person_id = 5 AND c.code = '35489007')", "subquery"),
+        ("SELECT sex, count(*) FROM patients GROUP BY sex HAVING count(*) < 3", "having"),
+        ("SELECT count(*) FROM (SELECT p.person_id FROM patients p, conditions c) d",
+         "derived_join"),
+        ("SELECT sum(value) FROM observations", "needs_count"),
+        ("SELECT count(*) AS n, sum(value) AS n FROM observations", "duplicate_names"),
+    ],
+)  # fmt: skip
+def test_outputs_that_can_carry_one_persons_value_are_refused_before_anything_runs(hub, sql, rule):
+    gov, projects, who, _ = hub
+    before = len(gov.outputs.pending(who["sam"]))
+    with pytest.raises(PolicyViolation, match=f"exact_{rule}"):
+        _exact(gov, who, projects["one"], sql)
+    assert len(gov.outputs.pending(who["sam"])) == before  # nothing reached the steward
+    denied = gov.audit.entries(project=projects["one"], decision="denied", limit=1)
+    assert f"exact_{rule}" in denied[0]["reason"]
+
+
+def test_counts_sums_and_means_are_released_by_what_they_compute(hub):
+    gov, projects, who, _ = hub
+    answer = _exact(
+        gov, who, projects["one"],
+        "SELECT sex, count(*) AS n, round(avg(year_of_birth), 3) AS mean_yob, "
+        "CAST(sum(imd_decile) AS BIGINT) AS s FROM patients GROUP BY sex",
+    )  # fmt: skip
+    out = _output(gov, who, answer)
+    assert answer["status"] == "pending_review" and not out["manifest"].get("failed")
+    for _sex, n, mean_yob, s in out["result"]["rows"]:
+        assert n % 5 == 0 and s % 5 == 0  # counts and sums rounded
+        assert mean_yob == round(mean_yob, 1)  # means to one decimal
+    assert out["manifest"]["sum_rules"]["p_percent"] == 10.0
+
+
+def test_a_sum_one_person_dominates_is_redacted_not_rounded(hub):
+    gov, projects, who, _ = hub
+    cur = gov.queries.engine(gov.queries.release_for("real")).cursor()
+    year, decile, sex = cur.execute(
+        "SELECT year_of_birth, imd_decile, sex FROM patients WHERE imd_decile IS NOT NULL "
+        "GROUP BY ALL HAVING count(*) = 1 ORDER BY ALL LIMIT 1"
+    ).fetchall()[0]
+    cur.close()
+    # one person singled out by birth year, deprivation and sex carries the whole sum
+    answer = _exact(
+        gov, who, projects["one"],
+        f"SELECT count(*) AS n, sum(CASE WHEN year_of_birth = {year} AND imd_decile = {decile}"
+        f" AND sex = '{sex}' THEN 1000000 ELSE 0 END) AS s FROM patients",
+    )  # fmt: skip
+    out = _output(gov, who, answer)
+    assert out["result"]["rows"][0][0] % 5 == 0  # the count is fine
+    assert out["result"]["rows"][0][1] is None  # the sum is one person's value: redacted
+    assert out["manifest"]["cells"][0]["rule"] == "p_percent"
+
+
+def test_a_count_of_one_persons_many_rows_is_redacted(hub):
+    gov, projects, who, target = hub
+    answer = _exact(
+        gov, who, projects["one"],
+        f"SELECT count(*) AS n FROM observations WHERE person_id = {target}",
+    )  # fmt: skip
+    out = _output(gov, who, answer)
+    assert out["result"]["rows"] == [[None]]
+    assert out["manifest"]["cells"][0]["rule"] == "small_count"
+
+
+def test_a_join_that_repeats_one_persons_rows_for_everyone_is_redacted(hub):
+    gov, projects, who, target = hub
+    answer = _exact(
+        gov, who, projects["one"],
+        "SELECT p.sex, count(*) AS n, sum(o.value) AS s FROM patients p JOIN observations o "
+        f"ON TRUE WHERE o.person_id = {target} GROUP BY p.sex",
+    )  # fmt: skip
+    out = _output(gov, who, answer)
+    assert all(v is None for row in out["result"]["rows"] for v in row[1:])
+
+
+def test_a_tracker_built_from_three_outputs_is_flagged(hub):
+    gov, projects, who, _ = hub
+    pid = projects["strict"]
+    cur = gov.queries.engine(gov.queries.release_for("real")).cursor()
+    year, target = cur.execute(
+        "SELECT year_of_birth, min(person_id) FROM patients GROUP BY 1 HAVING "
+        "count(*) FILTER (WHERE imd_decile > 5) >= 12 AND "
+        "count(*) FILTER (WHERE coalesce(imd_decile, 0) <= 5) >= 12 ORDER BY 1 LIMIT 1"
+    ).fetchall()[0]
+    cur.close()
+    # A: everyone born in the target's year; B and C: its two halves by deprivation, each
+    # less the target. No two outputs differ by few people, but A − B − C is one person
+    a = _exact(gov, who, pid, f"SELECT count(*) AS n FROM patients WHERE year_of_birth = {year}")
+    b = _exact(
+        gov, who, pid,
+        f"SELECT count(*) AS n FROM patients WHERE year_of_birth = {year} "
+        f"AND coalesce(imd_decile, 0) <= 5 "
+        f"AND person_id <> {target}",
+    )  # fmt: skip
+    c = _exact(
+        gov, who, pid,
+        f"SELECT count(*) AS n FROM patients WHERE year_of_birth = {year} "
+        f"AND coalesce(imd_decile, 0) > 5 "
+        f"AND person_id <> {target}",
+    )  # fmt: skip
+    flags = _output(gov, who, c)["manifest"]["differencing"]
+    trackers = [f for f in flags if f["rule"] == "tracker"]
+    assert trackers and set(trackers[0]["with_outputs"]) == {a["output_id"], b["output_id"]}
+    assert trackers[0]["people_in_difference"] == 1
+    # each pair alone differs by far more than the threshold: the pair check saw nothing
+    assert not [f for f in flags if f["rule"] == "differencing"]
+
+
+def test_the_projects_own_threshold_applies_to_differencing(hub):
+    gov, projects, who, _ = hub
+    pid = projects["strict"]  # threshold 10
+    first = _exact(gov, who, pid, "SELECT count(*) AS n FROM patients WHERE year_of_birth < 1960")
+    cur = gov.queries.engine(gov.queries.release_for("real")).cursor()
+    nine = [
+        r[0]
+        for r in cur.execute(
+            "SELECT person_id FROM patients WHERE year_of_birth < 1960 ORDER BY person_id LIMIT 9"
+        ).fetchall()
+    ]
+    cur.close()
+    answer = _exact(
+        gov, who, pid,
+        "SELECT count(*) AS n FROM patients WHERE year_of_birth < 1960 AND person_id NOT IN "
+        f"({', '.join(map(str, nine))})",
+    )  # fmt: skip
+    flags = _output(gov, who, answer)["manifest"]["differencing"]
+    pair = [f for f in flags if f["with_outputs"] == [first["output_id"]]]
+    assert [f["people_in_difference"] for f in pair] == [9]  # 9 > 7, but not > 10
+
+
+def test_a_failure_after_reading_data_goes_to_the_steward_not_the_researcher(hub):
+    gov, projects, who, target = hub
+    answer = _exact(
+        gov, who, projects["one"],
+        "SELECT count(*) AS n FROM patients WHERE CAST(CASE WHEN person_id = "
+        f"{target} THEN 'x' ELSE '1' END AS INTEGER) = 1",
+    )  # fmt: skip
+    assert answer["status"] == "pending_review"  # the same as any other exact query
+    out = _output(gov, who, answer)
+    assert out["manifest"]["failed"] is True and out["result"]["rows"] == []
+    with pytest.raises(Conflict, match="failed"):
+        gov.outputs.review(who["sam"], answer["output_id"], decision="approve")
+    gov.outputs.review(
+        who["sam"], answer["output_id"], decision="return", reason="the cast fails; fix it"
+    )
+    query = gov.queries.get(who["ana"], projects["one"], answer["query_id"])
+    assert query["status"] == "returned" and query["output"]["reasons"] == [
+        "the cast fails; fix it"
+    ]
+
+
+def test_researchers_learn_each_decision_with_its_reason(hub):
+    gov, projects, who, _ = hub
+    pid = projects["one"]
+    sql = "SELECT sex, count(*) AS n FROM patients GROUP BY sex"
+    approved, rejected, returned = (_exact(gov, who, pid, sql) for _ in range(3))
+    gov.outputs.review(who["sam"], approved["output_id"], decision="approve")
+    gov.outputs.review(who["sam"], rejected["output_id"], decision="reject", reason="not needed")
+    with pytest.raises(InvalidRequest, match="reason"):
+        gov.outputs.review(who["sam"], returned["output_id"], decision="return")
+    gov.outputs.review(
+        who["sam"], returned["output_id"], decision="return", reason="band the ages first"
+    )
+    mine = {o["output_id"]: o for o in gov.outputs.find(who["ana"], project_id=pid)}
+    assert mine[approved["output_id"]]["status"] == "approved"
+    assert mine[approved["output_id"]]["download_url"].endswith("/download")
+    assert mine[rejected["output_id"]]["reasons"] == ["not needed"]
+    assert mine[rejected["output_id"]]["download_url"] is None
+    assert mine[returned["output_id"]]["status"] == "returned"
+    assert "result" not in mine[returned["output_id"]]  # no table before approval
+    statuses = {q["query_id"]: q["status"] for q in gov.queries.find(who["ana"], pid)}
+    assert statuses[approved["query_id"]] == "approved"
+    assert statuses[rejected["query_id"]] == "rejected"
+    with pytest.raises(AccessDenied):
+        gov.outputs.review(who["ana"], returned["output_id"], decision="approve")
+
+
+def test_two_independent_reviewers_when_the_project_asks_for_them(hub):
+    gov, projects, who, _ = hub
+    answer = _exact(gov, who, projects["two"], "SELECT count(*) AS n FROM patients")
+    first = gov.outputs.review(who["sam"], answer["output_id"], decision="approve")
+    assert first["status"] == "pending" and len(first["reviews"]) == 1
+    with pytest.raises(Conflict, match="another steward"):
+        gov.outputs.review(who["sam"], answer["output_id"], decision="approve")
+    with pytest.raises(Conflict, match="only approved"):
+        gov.outputs.download(who["ana"], answer["output_id"])
+    second = gov.outputs.review(who["tess"], answer["output_id"], decision="approve")
+    assert second["status"] == "approved"
+    assert gov.outputs.download(who["ana"], answer["output_id"])["rows"][0][0] % 5 == 0
+
+
+def test_a_join_on_person_id_is_answered_like_any_table(hub):
+    gov, projects, who, _ = hub
+    answer = _exact(
+        gov, who, projects["one"],
+        "SELECT p.imd_decile, count(DISTINCT p.person_id) AS people FROM patients p "
+        "JOIN conditions c USING (person_id) WHERE c.code = '44054006' GROUP BY ALL",
+    )  # fmt: skip
+    out = _output(gov, who, answer)
+    assert not out["manifest"].get("failed") and out["manifest"]["population"] > 0
+    published = [row[1] for row in out["result"]["rows"] if row[1] is not None]
+    assert published and all(n > 7 and n % 5 == 0 for n in published)
+
+
+def test_stewards_deciding_at_once_get_one_decision_and_clear_refusals(hub):
+    import concurrent.futures
+
+    gov, projects, who, _ = hub
+    answer = _exact(gov, who, projects["one"], "SELECT count(*) AS n FROM patients")
+
+    def decide(i: int) -> str:
+        steward = who["sam"] if i % 2 else who["tess"]
+        decision = "approve" if i % 3 else "return"
+        try:
+            gov.outputs.review(
+                steward, answer["output_id"], decision=decision, reason="checked by two"
+            )
+        except Conflict:
+            return "conflict"
+        return "decided"
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(decide, range(16)))
+    assert results.count("decided") == 1 and results.count("conflict") == 15
+    assert len(gov.outputs.output(who["sam"], answer["output_id"])["reviews"]) == 1
+
+
+def test_half_written_population_files_are_swept_only_when_old(hub, tmp_path):
+    import os
+    import time
+
+    from governance.outputs.disclosure_ledger import sweep_partials
+    from governance.queries import QueryService
+
+    gov, *_ = hub
+    folder = gov.outputs.outputs_dir / "p-sweep"
+    folder.mkdir()
+    old, running = folder / ".o-old.population.parquet.partial", folder / ".o-new.parquet.partial"
+    old.write_bytes(b"x")
+    running.write_bytes(b"x")
+    os.utime(old, (time.time() - 120, time.time() - 120))
+    QueryService(gov)  # building a service (as `hub train` does) touches nothing
+    assert old.exists() and running.exists()
+    assert sweep_partials(gov.outputs.outputs_dir, older_than_s=30) == 1
+    assert not old.exists() and running.exists()  # another process may be writing it
