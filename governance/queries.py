@@ -153,6 +153,7 @@ class QueryService:
         mode: Mode | None = None,
         epsilon: float | None = None,
         rows_per_person: int | None = None,
+        offset: int = 0,
     ) -> dict[str, Any]:
         project = self.project_for(principal, project_id)
         event = {
@@ -194,7 +195,7 @@ class QueryService:
                 # nothing runs unless its audit entry can be written (a dp query's budget
                 # reservation is its own proof: it is a durable write before anything runs)
                 self.gov.audit.ensure_writable()
-                return self._dummy(principal, project, query_id, sql, release, event)
+                return self._dummy(principal, project, query_id, sql, release, event, offset)
             if mode == "dp":
                 assert epsilon is not None
                 return dp_answer.answer(
@@ -275,12 +276,14 @@ class QueryService:
         sql: str,
         release: releases.Release,
         event: dict[str, Any],
+        offset: int = 0,
     ) -> dict[str, Any]:
-        result = self.engine(release).run(sql)
+        result = self.engine(release).run(sql, offset=offset)
         body = {
             "columns": result.columns,
             "rows": [list(r) for r in result.rows],
             "truncated": result.truncated,
+            "offset": offset,
         }
         # the audit entry and the stored query commit together, before the response
         with self.gov.store.transaction() as con:

@@ -75,11 +75,18 @@ class Engine:
         with self._lock:
             return self._con.cursor()
 
-    def run(self, sql: str, *, max_rows: int = MAX_ROWS) -> Result:
+    def run(self, sql: str, *, max_rows: int = MAX_ROWS, offset: int = 0) -> Result:
+        """At most ``max_rows`` rows after the first ``offset`` (``truncated``: more remain)."""
         cur = self.cursor()
         try:
             rel = cur.execute(sql)
             columns = [d[0] for d in rel.description or []]
+            skipped = 0
+            while skipped < offset:  # paging: the rows before this page are read, not sent
+                batch = rel.fetchmany(min(offset - skipped, 50_000))
+                if not batch:
+                    break
+                skipped += len(batch)
             rows = rel.fetchmany(max_rows + 1)
         except duckdb.Error as exc:
             raise self.failure(exc) from None

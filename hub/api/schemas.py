@@ -97,6 +97,13 @@ class QueryRequest(Strict):
     target: Literal["dummy", "real"] = "dummy"
     mode: Literal["dp", "exact"] | None = None
     epsilon: Number | None = None
+    offset: int = Field(
+        default=0,
+        ge=0,
+        le=100_000_000,
+        description="dummy release: skip this many rows (paging past the 10,000-row page; "
+        "add ORDER BY for stable pages)",
+    )
     rows_per_person: int | None = Field(
         default=None,
         ge=1,

@@ -6,10 +6,12 @@ import concurrent.futures
 import json
 
 import httpx
+import pandas as pd
 import pytest
 
-from hub.client import HubClient
+from hub.client import HubClient, PendingReview
 from hub.client import HubError as ClientError
+from hub.client import HubUnavailable as ClientUnavailable
 
 
 def test_docs_health_and_the_public_register(live_hub):
@@ -20,7 +22,7 @@ def test_docs_health_and_the_public_register(live_hub):
     assert all("members" not in p and p["lay_summary"] for p in register)
 
 
-def test_dummy_dp_and_exact_modes_through_the_python_client(live_hub):
+def test_dummy_dp_and_exact_modes_through_the_python_client(live_hub, tmp_path):
     pid = live_hub.projects["ana"]
     hub = HubClient(live_hub.url, live_hub.keys["ana"], project=pid)
     rows = hub.query("SELECT sex, year_of_birth FROM patients LIMIT 3")
@@ -36,8 +38,9 @@ def test_dummy_dp_and_exact_modes_through_the_python_client(live_hub):
     pending = hub.query(
         "SELECT sex, count(*) AS n FROM patients GROUP BY sex", target="real", mode="exact"
     )
-    assert pending.attrs["status"] == "pending_review"
-    output_id = pending.attrs["output_id"]
+    assert isinstance(pending, PendingReview) and pending.attrs["status"] == "pending_review"
+    output_id = pending.output_id
+    assert f"output {output_id} is pending review by a data steward" in str(pending)
     with pytest.raises(ClientError) as early:
         hub.download(output_id)
     assert early.value.status == 409
@@ -47,10 +50,15 @@ def test_dummy_dp_and_exact_modes_through_the_python_client(live_hub):
     steward.approve_output(output_id)
     table = hub.download(output_id)
     assert sorted(table["sex"]) == ["F", "M"] and all(n % 5 == 0 for n in table["n"])
-    csv_text = (
-        live_hub.client("ana").get(f"/outputs/{output_id}/download", params={"format": "csv"}).text
+    csv_file = live_hub.client("ana").get(
+        f"/outputs/{output_id}/download", params={"format": "csv"}
     )
-    assert csv_text.splitlines()[0] == "sex,n"
+    assert csv_file.text.splitlines()[0] == "sex,n"
+    assert csv_file.headers["content-disposition"] == f'attachment; filename="{output_id}.csv"'
+    # Parquet, named after the output, into a folder
+    saved = hub.download(output_id, path=tmp_path)
+    on_disk = pd.read_parquet(tmp_path / f"{output_id}.parquet")
+    assert on_disk.equals(saved) and list(on_disk.columns) == ["sex", "n"]
 
 
 def test_authors_cannot_review_their_own_outputs_and_rejections_need_a_reason(live_hub):
@@ -450,3 +458,23 @@ def test_a_project_request_for_what_cannot_be_granted_is_refused_with_the_reason
         json={"title": "t", "purpose": "p", "lay_summary": "l", "grants": grants, "days": 30},
     )
     assert response.status_code == 422 and reason in response.json()["detail"], response.text
+
+
+def test_the_client_pages_past_ten_thousand_rows_and_raises_its_own_errors(live_hub):
+    pid = live_hub.projects["ana"]
+    with HubClient(live_hub.url, live_hub.keys["ana"], project=pid) as hub:
+        # 500 dummy people x 30 = 15,000 rows: two pages
+        sql = (
+            "SELECT a.person_id, b.year_of_birth FROM patients a CROSS JOIN "
+            "(SELECT year_of_birth FROM patients ORDER BY person_id LIMIT 30) b "
+            "ORDER BY a.person_id, b.year_of_birth"
+        )
+        with pytest.warns(UserWarning, match="pass all_rows=True"):
+            first = hub.query(sql)
+        assert len(first) == 10_000 and first.attrs["truncated"]
+        every = hub.query(sql, all_rows=True)
+        total = hub.query("SELECT count(*) AS n FROM patients")["n"][0] * 30
+        assert len(every) == total > 10_000
+        assert every.iloc[:10_000].equals(first)
+    with pytest.raises(ClientUnavailable, match="is `hub serve` running"):
+        HubClient("http://127.0.0.1:9", live_hub.keys["ana"], project=pid).me()

@@ -6,8 +6,10 @@ import csv
 import io
 from typing import Annotated, Any, Literal
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from fastapi import APIRouter, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from hub.api.deps import CurrentPrincipal, Gov, Steward
 from hub.api.schemas import OptionalReason, Reason
@@ -61,19 +63,38 @@ def return_output(output_id: str, body: Reason, principal: Steward, gov: Gov) ->
     "/outputs/{output_id}/download",
     tags=["outputs"],
     response_model=None,
-    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/vnd.apache.parquet": {
+                    "schema": {"type": "string", "format": "binary"}
+                },
+            }
+        }
+    },
 )
 def download_output(
     output_id: str,
     principal: CurrentPrincipal,
     gov: Gov,
-    format: Annotated[Literal["json", "csv"], Query()] = "json",
-) -> dict[str, Any] | PlainTextResponse:
+    format: Annotated[Literal["json", "csv", "parquet"], Query()] = "json",
+) -> dict[str, Any] | Response:
+    """An approved output: JSON, or a file (CSV or Parquet) named after the output."""
     body = gov.outputs.download(principal, output_id)
     if format == "json":
         return body
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(body["columns"])
-    writer.writerows(body["rows"])
-    return PlainTextResponse(buffer.getvalue(), media_type="text/csv")
+    disposition = {"content-disposition": f'attachment; filename="{output_id}.{format}"'}
+    if format == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(body["columns"])
+        writer.writerows(body["rows"])
+        return PlainTextResponse(buffer.getvalue(), media_type="text/csv", headers=disposition)
+    names = body["columns"]
+    table = pa.table({name: [row[i] for row in body["rows"]] for i, name in enumerate(names)})
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return Response(
+        sink.getvalue(), media_type="application/vnd.apache.parquet", headers=disposition
+    )

@@ -25,6 +25,7 @@ def run_query(
         mode=body.mode,
         epsilon=body.epsilon,
         rows_per_person=body.rows_per_person,
+        offset=body.offset,
     )
 
 
