@@ -76,12 +76,16 @@ def _read(con: duckdb.DuckDBPyConnection, files: SourceFiles) -> None:
     )
     for path in files.tables["resources"]:
         label = files.labels[path]
+        # NDJSON holds one value per line; a .json file one value (a resource or a
+        # Bundle), pretty-printed or not. A top-level array is kept whole (and counted
+        # as not a resource), never unnested by guesswork
+        fmt = "newline_delimited" if path.suffix == ".ndjson" else "unstructured"
         try:
             con.execute(
                 f"""
                 INSERT INTO fhir_raw
                 SELECT json, {quote(label)}, ordinality
-                FROM read_json_objects({quote(str(path))}, format = 'auto',
+                FROM read_json_objects({quote(str(path))}, format = '{fmt}',
                                        maximum_object_size = 268435456) WITH ORDINALITY
                 """
             )
