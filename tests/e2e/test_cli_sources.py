@@ -284,10 +284,22 @@ def test_fhir_oddities_are_counted_not_lost(tmp_path):
     folder.mkdir()
     # a Bundle whose entry is one object still brings its Patient
     (folder / "one.json").write_text(json.dumps(_bundle(PATIENT, entry_as_object=True)))
+    # the same condition twice, without id or fullUrl (a POST needs neither): two rows
+    condition = {
+        "resource": {
+            "resourceType": "Condition",
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "38341003"}]},
+            "subject": {"reference": PATIENT["fullUrl"]},
+            "onsetDateTime": "2023-03-01",
+        },
+        "request": {"method": "POST", "url": "Condition"},
+    }
     odd = _bundle(
         _encounter("2023-03-01T09:00:00Z"),
         {"request": {"method": "DELETE", "url": "Patient/1"}},
         {"resource": {"id": "x"}},
+        condition,
+        condition,
     )
     (folder / "two.json").write_text(json.dumps(odd))
     (folder / "more.ndjson").write_text(json.dumps([PATIENT["resource"]]) + "\n")
@@ -297,6 +309,7 @@ def test_fhir_oddities_are_counted_not_lost(tmp_path):
     m = manifest(home)
     assert m["tables"]["patients"]["published"] == 1
     assert m["tables"]["encounters"]["published"] == 1
+    assert m["tables"]["conditions"] == {"rows_in": 2, "published": 2, "quarantined": {}}
     assert m["skipped_resources"] == {
         "(Bundle entry without resource)": 1,
         "(no resourceType)": 1,
