@@ -76,12 +76,16 @@ def _read(con: duckdb.DuckDBPyConnection, files: SourceFiles) -> None:
     )
     for path in files.tables["resources"]:
         label = files.labels[path]
+        # NDJSON holds one value per line; a .json file one value (a resource or a
+        # Bundle), pretty-printed or not. A top-level array is kept whole (and counted
+        # as not a resource), never unnested by guesswork
+        fmt = "newline_delimited" if path.suffix == ".ndjson" else "unstructured"
         try:
             con.execute(
                 f"""
                 INSERT INTO fhir_raw
                 SELECT json, {quote(label)}, ordinality
-                FROM read_json_objects({quote(str(path))}, format = 'auto',
+                FROM read_json_objects({quote(str(path))}, format = '{fmt}',
                                        maximum_object_size = 268435456) WITH ORDINALITY
                 """
             )
@@ -115,11 +119,13 @@ def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE fhir_entries AS
-        SELECT e, source_file, source_row FROM (
-            SELECT unnest(CASE json_type(json -> '$.entry')
-                              WHEN 'ARRAY' THEN from_json(json -> '$.entry', '["JSON"]')
-                              WHEN 'OBJECT' THEN [json -> '$.entry']
-                              ELSE []::JSON[] END) AS e,
+        SELECT unnest(entries) AS e, generate_subscripts(entries, 1) AS entry_no,
+               source_file, source_row
+        FROM (
+            SELECT CASE json_type(json -> '$.entry')
+                       WHEN 'ARRAY' THEN from_json(json -> '$.entry', '["JSON"]')
+                       WHEN 'OBJECT' THEN [json -> '$.entry']
+                       ELSE []::JSON[] END AS entries,
                    source_file, source_row
             FROM fhir_values WHERE problem IS NULL AND (json ->> '$.resourceType') = 'Bundle'
         )
@@ -144,13 +150,18 @@ def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE fhir_resources AS
+        -- rkey: the resource's id, else its place in its file (a POST entry may carry
+        -- neither id nor fullUrl: it is still one resource, never a duplicate)
         SELECT json ->> '$.resourceType' AS rtype, json ->> '$.id' AS rid, json AS r,
-               NULL::VARCHAR AS full_url, source_file, source_row
+               NULL::VARCHAR AS full_url, source_file, source_row,
+               coalesce(json ->> '$.id', source_file || ':' || source_row) AS rkey
         FROM fhir_values WHERE problem IS NULL AND (json ->> '$.resourceType') <> 'Bundle'
         UNION ALL
         SELECT e ->> '$.resource.resourceType',
                coalesce(e ->> '$.resource.id', fhir_ref(e ->> '$.fullUrl')),
-               e -> '$.resource', e ->> '$.fullUrl', source_file, source_row
+               e -> '$.resource', e ->> '$.fullUrl', source_file, source_row,
+               coalesce(e ->> '$.resource.id', fhir_ref(e ->> '$.fullUrl'),
+                        source_file || ':' || source_row || ':' || entry_no)
         FROM fhir_entries
         WHERE json_type(e) = 'OBJECT' AND json_type(e -> '$.resource') = 'OBJECT'
           AND (e ->> '$.resource.resourceType') IS NOT NULL
@@ -365,7 +376,7 @@ def _events(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(
             f"""
             CREATE TEMP VIEW stage_{target} AS
-            SELECT hub_id(rid) AS id, rid AS source_id,
+            SELECT hub_id(rkey) AS id, rid AS source_id,
                    fhir_key(r ->> '{patient}') AS source_patient_id,
                    {body.format(enc=enc)},
                    CASE WHEN {checks} THEN 'unparseable date' END AS bad_reason,

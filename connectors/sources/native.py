@@ -86,12 +86,20 @@ def _read(con: duckdb.DuckDBPyConnection, files: SourceFiles, table: str) -> str
         present = set(names)
         relation = f"(SELECT {listed}, filename, file_row_number FROM raw_{table})"
     else:
-        present = {
-            r[0]
-            for r in con.execute(
-                f"DESCRIBE SELECT * FROM read_parquet({quote(str(first))})"
-            ).fetchall()
-        }
+        present = set()
+        for path in files.tables[table]:
+            try:
+                present = {
+                    r[0]
+                    for r in con.execute(
+                        f"DESCRIBE SELECT * FROM read_parquet({quote(str(path))})"
+                    ).fetchall()
+                }
+            except duckdb.Error:
+                raise SourceError(
+                    f"could not read {describe(path, files.labels[path])} ({table}): "
+                    "it is not a readable Parquet file"
+                ) from None
         relation = relation_sql(files, table)
     for column in COLUMNS[table]:
         if column not in present:

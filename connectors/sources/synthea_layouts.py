@@ -288,15 +288,20 @@ def known_columns(file: str) -> frozenset[str]:
 
 
 def match_layout(file: str, header: list[str]) -> str | None:
-    """The release whose documented header for ``file`` is closest to ``header``."""
+    """The release line whose documented header for ``file`` is closest to ``header``.
+
+    Where several release lines document the same header, the span is named
+    (``2.x-2019 to 3.x``).
+    """
     present = {h.upper() for h in header}
-    best: tuple[int, str] | None = None
+    scores: list[tuple[int, str]] = []
     for version, layout in LAYOUTS.items():
         documented = layout.get(file)
-        if not documented:
-            continue
-        cols = set(documented.split(","))
-        score = len(cols & present) * 2 - len(cols - present)
-        if best is None or score >= best[0]:
-            best = (score, version)
-    return best[1] if best else None
+        if documented:
+            cols = set(documented.split(","))
+            scores.append((len(cols & present) * 2 - len(cols - present), version))
+    if not scores:
+        return None
+    best = max(score for score, _ in scores)
+    tied = [version for score, version in scores if score == best]
+    return tied[0] if len(tied) == 1 else f"{tied[0]} to {tied[-1]}"
