@@ -227,11 +227,11 @@ def _study(settings: HubSettings) -> Study:
     gov.projects.approve(
         project.project_id,
         steward=users["demo.steward"],
-        epsilon=8.0,
+        epsilon=20.0,
         delta=1e-5,
         trainers=["demo.modeller"],
     )
-    out.print(f"project {project.project_id} approved: ε = 8, δ = 1e-5, 180 days")
+    out.print(f"project {project.project_id} approved: ε = 20, δ = 1e-5, 180 days")
     service = gov.queries
     researcher = gov.people.authenticate(keys["demo.researcher"])
     pid = project.project_id
