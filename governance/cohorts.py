@@ -51,6 +51,12 @@ class PreparedCohort:
     user_sql: str
     purpose: Purpose
 
+    @property
+    def population(self) -> int:
+        """The release's number of people, from its manifest (public: the release's size)."""
+        tables = self.release.manifest.get("tables", {})
+        return int(tables.get("patients", {}).get("published", 0)) or 1
+
 
 @dataclass(frozen=True)
 class CohortRows:

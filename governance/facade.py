@@ -25,6 +25,7 @@ from governance.store import Store
 
 if TYPE_CHECKING:
     from governance.access.people import Principal
+    from governance.cohorts import Cohorts
     from governance.queries import QueryService
 
 
@@ -63,6 +64,13 @@ class Governance:
         from governance.queries import QueryService
 
         return QueryService(self, timeout_s=self.query_timeout_s)
+
+    @cached_property
+    def cohorts(self) -> Cohorts:
+        """Training cohorts: checked person-local, read only by the hub's own training."""
+        from governance.cohorts import Cohorts
+
+        return Cohorts(self.queries)
 
     def quality_report(self, principal: Principal, release_id: str) -> dict[str, Any]:
         """A release's manifest and quality report, for stewards and admins."""

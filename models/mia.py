@@ -38,9 +38,29 @@ class AttackResult:
     members: int
     non_members: int
     reference_models: int
+    # the true-positive rate at a low false-positive rate: what matters for privacy
+    # (Carlini et al. 2022); NaN when there are too few non-members to reach that FPR
+    tpr_at_fpr_0_1pct: float = float("nan")
+    tpr_at_fpr_1pct: float = float("nan")
 
     def as_dict(self) -> dict[str, float | int | str]:
         return {**asdict(self), "attack": "loss-threshold and reference-calibrated (offline LiRA)"}
+
+
+def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
+    """The attack's TPR at the threshold whose FPR is at most ``fpr`` (higher = member).
+
+    >>> tpr_at_fpr(np.array([3.0, 2.0, 1.0, 0.0]), np.array([1, 1, 0, 0]), 0.5)
+    1.0
+    >>> tpr_at_fpr(np.array([3.0, 2.0, 1.0, 0.0]), np.array([1, 1, 0, 0]), 0.01)
+    nan
+    """
+    neg = np.sort(scores[labels == 0])[::-1]
+    pos = scores[labels == 1]
+    if len(pos) == 0 or len(neg) * fpr < 1:  # too few non-members to measure that FPR
+        return float("nan")
+    threshold = neg[int(np.floor(fpr * len(neg)))]
+    return float(np.mean(pos > threshold))
 
 
 def _balanced(n_members: int, n_non: int, seed: int) -> np.ndarray:
@@ -95,7 +115,14 @@ def audit(
         scores = np.concatenate([ref_m - loss_m, ref_n - loss_n])
         calibrated_auc = auroc(scores, labels)
     strongest = np.nanmax([threshold_auc, calibrated_auc])
+    best = (
+        np.concatenate([ref_m - loss_m, ref_n - loss_n])
+        if references
+        else -np.concatenate([loss_m, loss_n])
+    )
     return AttackResult(
+        tpr_at_fpr_0_1pct=tpr_at_fpr(best, labels, 0.001),
+        tpr_at_fpr_1pct=tpr_at_fpr(best, labels, 0.01),
         attack_auc=float(strongest),
         loss_threshold_auc=float(threshold_auc),
         calibrated_auc=float(calibrated_auc),

@@ -20,6 +20,7 @@ model card (the spec is copied into the model's folder). See ``models/examples/`
     kind = "logistic"             # logistic | mlp | effect
     [privacy]
     epsilon = 1.0
+    metrics_epsilon = 0.1         # the DP held-out metrics, charged beside the training
 """
 
 from __future__ import annotations
@@ -47,8 +48,18 @@ class Training:
     grad_sample_mode: Literal["hooks", "ew", "ghost"] = "ew"
     holdout: float = 0.25
     seed: int = 0
+    # the people the sample rate is planned for (batch_size / expected_rows); never the
+    # cohort's own size, which would make the card's steps depend on the data. Default:
+    # the release's number of people (public). Take it from a DP count of the cohort.
+    expected_rows: int | None = None
 
     def __post_init__(self) -> None:
+        if self.expected_rows is not None and (
+            not isinstance(self.expected_rows, int)
+            or isinstance(self.expected_rows, bool)
+            or not 1 <= self.expected_rows <= 100_000_000
+        ):
+            raise InvalidRequest("[training] expected_rows must be a whole number from 1")
         for name in ("epochs", "batch_size", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
@@ -79,6 +90,8 @@ class Spec:
     modifiers: list[str] | None = None
     epsilon: float = 1.0
     delta: float | None = None
+    # the held-out metrics the modeller sees are DP too, charged beside the training
+    metrics_epsilon: float = 0.1
     training: Training = field(default_factory=Training)
     name: str = "model"
     source: str = ""  # the TOML text, copied beside the model
@@ -122,6 +135,8 @@ class Spec:
             raise InvalidRequest("risk models (logistic, mlp) predict a binary outcome")
         if not (math.isfinite(self.epsilon) and 0.01 <= self.epsilon <= 100):
             raise InvalidRequest("[privacy] epsilon must be between 0.01 and 100")
+        if not (math.isfinite(self.metrics_epsilon) and 0.01 <= self.metrics_epsilon <= 10):
+            raise InvalidRequest("[privacy] metrics_epsilon must be between 0.01 and 10")
         if self.delta is not None and not (0 < self.delta < 1e-3):
             raise InvalidRequest("[privacy] delta must be in (0, 1e-3)")
         t = self.training
@@ -217,6 +232,7 @@ def parse(text: str, *, base: Path | None = None, name: str = "model") -> Spec:
             modifiers=[str(m) for m in model["modifiers"]] if "modifiers" in model else None,
             epsilon=float(privacy.get("epsilon", 1.0)),
             delta=float(privacy["delta"]) if "delta" in privacy else None,
+            metrics_epsilon=float(privacy.get("metrics_epsilon", 0.1)),
             training=training,
             name=str(doc.get("name", name)),
             source=text,

@@ -26,9 +26,9 @@ from governance.access.people import Principal
 from governance.errors import InvalidRequest
 from governance.facade import Governance
 from governance.queries import QueryService
+from models import artifacts, training
 from models import spec as specs
-from models import training
-from models.training import TrainedModel
+from models.artifacts import TrainedModel
 
 
 class Workbench:
@@ -40,12 +40,12 @@ class Workbench:
     def connect(cls, home: Path | None = None, key: str | None = None) -> Workbench:
         """Open the hub at ``home`` (default ``$HUB_HOME``) as the owner of ``key``
         (default ``$HUB_API_KEY``)."""
-        home = home or Path(os.environ.get("HUB_HOME", "var"))
+        home = (home or Path(os.environ.get("HUB_HOME", "var"))).resolve()
         key = key or os.environ.get("HUB_API_KEY")
         if not key:
             raise InvalidRequest("set HUB_API_KEY to your API key (or pass key=)")
         gov = Governance.open(home, signing_seed_hex=os.environ.get("HUB_AUDIT_SIGNING_KEY"))
-        return cls(QueryService(gov), gov.people.authenticate(key))
+        return cls(gov.queries, gov.people.authenticate(key))
 
     def spec(self, spec: specs.Spec | Path | str) -> specs.Spec:
         if isinstance(spec, specs.Spec):
@@ -95,7 +95,7 @@ class Workbench:
     def models(self, project_id: str) -> list[dict[str, Any]]:
         """The project's trained models (their cards), newest first."""
         self.service.project_for(self.principal, project_id)
-        root = training.models_dir(self.service, project_id)
+        root = artifacts.models_dir(self.service, project_id)
         cards = [
             json.loads((d / "card.json").read_text())
             for d in (root.iterdir() if root.is_dir() else [])
@@ -113,4 +113,30 @@ class Workbench:
 
     def audit(self, project_id: str, model_id: str) -> dict[str, Any]:
         """Stewards: run the membership-inference audit of a model."""
-        return training.audit_model(self.service, self.principal, project_id, model_id)
+        from models.audits import audit_model
+
+        return audit_model(self.service, self.principal, project_id, model_id)
+
+    def budget(self, project_id: str) -> tuple[float, float]:
+        """The project's remaining (ε, δ)."""
+        self.service.project_for(self.principal, project_id)
+        state = self.service.gov.ledger.state(project_id)
+        return state.epsilon_remaining, state.delta_remaining
+
+    def ensure_budget(self, project_id: str, plan: list[specs.Spec]) -> None:
+        """Refuse, before anything is spent, a plan of trainings the budget cannot cover."""
+        from governance.errors import BudgetExhausted
+        from governance.privacy import accounting
+
+        need = (
+            sum(s.epsilon + s.metrics_epsilon for s in plan),
+            sum(s.delta or accounting.DEFAULT_TRAINING_DELTA for s in plan),
+        )
+        state = self.service.gov.ledger.state(project_id)
+        total = (state.epsilon_total, state.delta_total)
+        spent = (state.epsilon_spent, state.delta_spent)
+        if not accounting.fits(total=total, spent=spent, request=need):
+            raise BudgetExhausted(
+                f"this plan of {len(plan)} training(s) does not fit; nothing was spent: "
+                + accounting.shortfall(total=total, spent=spent, request=need)
+            )

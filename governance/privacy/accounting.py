@@ -140,8 +140,7 @@ def shortfall(*, total: Budget, spent: Budget, request: Budget) -> str:
     for name, asked, have in (("epsilon", request[0], left[0]), ("delta", request[1], left[1])):
         if asked > have + TOLERANCE:
             parts_short.append(
-                f"{name} runs out: asked {asked:.6g}, {have:.6g} left "
-                f"(short by {asked - have:.6g})"
+                f"{name} runs out: asked {asked:.6g}, {have:.6g} left (short by {asked - have:.6g})"
             )
         else:
             parts_ok.append(f"{name} is enough (asked {asked:.6g}, {have:.6g} left)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
 
 from models import spec
 from models.workbench import Workbench
@@ -24,31 +24,25 @@ HERE = Path(__file__).parent
 def main(project_id: str) -> None:
     bench = Workbench.connect()
     s = spec.load(HERE / "who_benefits.toml")
+    bench.ensure_budget(project_id, [s])  # refuse before spending anything
     model = bench.train(project_id, s)
-    m = model.card["metrics"]
-    lo, hi = m["mean_predicted_benefit_ci95"]
+    m = model.card["metrics"]  # DP held-out metrics
     print(
-        f"{s.name}: ε={model.card['epsilon']:.2f}; mean expected fall in 12-month HbA1c "
-        f"with referral {m['mean_predicted_benefit']:.2f} mmol/mol ({lo:.2f}-{hi:.2f})"
+        f"{s.name}: ε={model.card['epsilon_total']:.2f}; mean expected fall in 12-month "
+        f"HbA1c with referral {m['mean_predicted_benefit']:.2f} mmol/mol (DP, held out)"
     )
-    print("predicted benefit by decile (mmol/mol):")
-    print("  " + " ".join(f"{v:.2f}" for v in m["predicted_benefit_deciles"]))
-    # who: the expected benefit of archetypes (features scaled by the declared bounds)
-    columns = model.card["features"]["encoded_columns"]
-    numeric = model.card["features"]["numeric"]
+    # who: the expected benefit of archetypes, given as raw features (encoded inside)
     for label, person in (
         ("age 45, BMI 38, IMD 7", {"age": 45, "under_60": 1, "bmi": 38, "imd_decile": 7}),
         ("age 70, BMI 26, IMD 7", {"age": 70, "under_60": 0, "bmi": 26, "imd_decile": 7}),
         ("age 45, BMI 38, IMD 2", {"age": 45, "under_60": 1, "bmi": 38, "imd_decile": 2,
                                    "most_deprived": 1}),
     ):  # fmt: skip
-        row = [0.0] * len(columns)
-        for name, (low, high) in numeric.items():
-            value = person.get(name, (low + high) / 2)
-            row[columns.index(name)] = (min(max(value, low), high) - low) / (high - low)
-        benefit = model.predict(np.array([row], dtype=np.float32))[0]
+        raw = pd.DataFrame([{"most_deprived": 0, "hba1c": 44.5, "sex": "F",
+                             "ethnicity": "White", **person}])  # fmt: skip
+        benefit = model.predict(raw)[0]
         print(f"  {label}: expected benefit {benefit:.2f} mmol/mol")
-    print(f"card: {model.folder / 'card.md'}")
+    print(f"card: {model.folder}/card.md")
 
 
 if __name__ == "__main__":
