@@ -288,10 +288,10 @@ def _models(service: QueryService, modeller: Principal, pid: str) -> None:
 
     from models import spec as specs
     from models.examples import EXAMPLES
-    from models.workbench import Workbench
+    from models.trainer import Trainer
 
     out.rule("DP models (Opacus DP-SGD, charged to the project's budget)")
-    bench = Workbench(service, modeller)
+    bench = Trainer(service, modeller)
     risk = specs.load(EXAMPLES / "risk_model.toml")
     points = []
     split_key = secrets.token_bytes(16)  # the three models share their held-out people

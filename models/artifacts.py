@@ -122,7 +122,13 @@ def load(root: Path, project_id: str, model_id: str) -> TrainedModel:
     if not MODEL_ID.fullmatch(model_id) or not (folder / "card.json").is_file():
         raise NotFound(f"no model {model_id} in project {project_id}")
     card = json.loads((folder / "card.json").read_text())
-    weights = torch.load(folder / "model.pt", weights_only=True)
+    trained = from_weights(model_id, card, torch.load(folder / "model.pt", weights_only=True))
+    trained.folder = folder
+    return trained
+
+
+def from_weights(model_id: str, card: dict[str, Any], weights: dict[str, Any]) -> TrainedModel:
+    """A model from its card and state dicts (as saved in ``model.pt``)."""
     inputs = len(card["features"]["encoded_columns"])
     if card["model_kind"] == "effect" and card["learner"] == "s":
         mods = card.get("modifier_columns")
@@ -134,7 +140,7 @@ def load(root: Path, project_id: str, model_id: str) -> TrainedModel:
     if "untreated" in weights:
         extra = dpsgd.build(kind, inputs, hidden=card["hidden"])
         extra.load_state_dict(weights["untreated"])
-    return TrainedModel(model_id, module, card, folder, extra)
+    return TrainedModel(model_id, module, card, None, extra)
 
 
 def steward_record(folder: Path) -> dict[str, Any]:

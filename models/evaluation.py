@@ -4,15 +4,14 @@ The modeller sees **DP metrics**, charged to the project's ledger with the train
 (``Spec.metrics_epsilon``), noised by OpenDP's discrete Laplace
 (``governance.privacy.mechanism``), planned and certified before any data is read:
 
-* risk models: the confusion counts (TP, FP, FN, TN) at fixed thresholds
-  (``THRESHOLDS``); each held-out person is in one cell per threshold, so the vector's L1
-  sensitivity is the number of thresholds; and the Brier sum (each person's squared
-  error, in [0, 1], in fixed point). Sensitivity, specificity, the outcome rate, the
-  Brier score and an AUROC from the noisy ROC points are post-processing;
+* risk models: a histogram of held-out people by band of predicted risk (edges
+  ``THRESHOLDS``) and outcome; each person is in exactly one cell, so its L1
+  sensitivity is 1 (two thirds of ``metrics_epsilon``); and the Brier sum (each person's
+  squared error, in [0, 1], in fixed point; one third). The confusion counts at every
+  threshold, sensitivity, specificity, the outcome rate, the observed rate by band, the
+  Brier score and an AUROC through the noisy ROC points are post-processing;
 * effect models: the held-out count, the sum of predicted benefit (clamped to its
-  bounds) and the sum of the observed arm's squared error (in [0, 1]).
-
-Half of ``metrics_epsilon`` goes to each vector (a third each for effect models).
+  bounds) and the sum of the observed arm's squared error (in [0, 1]), a third each.
 
 **Exact metrics** (AUROC, Brier and calibration with bootstrap intervals, calibration by
 decile) are computed too, but written only to the steward's file beside the model: they
@@ -33,7 +32,8 @@ from governance.privacy import mechanism
 from models import dpsgd, learners, metrics
 from models.spec import Spec
 
-THRESHOLDS: Final = (0.05, 0.1, 0.2, 0.3, 0.5)
+THRESHOLDS: Final = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7)
+BANDS: Final = len(THRESHOLDS) + 1
 FIXED_POINT: Final = 1000  # sums in thousandths
 
 
@@ -51,10 +51,8 @@ def plan(spec: Spec) -> DpPlan:
     vectors: tuple[mechanism.PreparedVector, ...]
     if spec.kind != "effect":
         vectors = (
-            mechanism.prepare_vector(
-                length=4 * len(THRESHOLDS), sensitivity=len(THRESHOLDS), epsilon=eps / 2
-            ),
-            mechanism.prepare_vector(length=1, sensitivity=FIXED_POINT, epsilon=eps / 2),
+            mechanism.prepare_vector(length=2 * BANDS, sensitivity=1, epsilon=eps * 2 / 3),
+            mechanism.prepare_vector(length=1, sensitivity=FIXED_POINT, epsilon=eps / 3),
         )
     else:
         vectors = (
@@ -65,16 +63,13 @@ def plan(spec: Spec) -> DpPlan:
     return DpPlan(vectors, sum(v.epsilon for v in vectors))
 
 
-def _confusion(p: np.ndarray, y: np.ndarray) -> list[int]:
+def _histogram(p: np.ndarray, y: np.ndarray) -> list[int]:
+    """People by band of predicted risk (``THRESHOLDS`` as edges) and outcome:
+    [band 0 without, band 0 with, band 1 without, ...]; each person in one cell."""
+    band = np.searchsorted(np.asarray(THRESHOLDS), p, side="right")
     out = []
-    for t in THRESHOLDS:
-        pos = p >= t
-        out += [
-            int(np.sum(pos & (y == 1))),
-            int(np.sum(pos & (y == 0))),
-            int(np.sum(~pos & (y == 1))),
-            int(np.sum(~pos & (y == 0))),
-        ]
+    for b in range(BANDS):
+        out += [int(np.sum((band == b) & (y == 0))), int(np.sum((band == b) & (y == 1)))]
     return out
 
 
@@ -99,25 +94,40 @@ def dp_metrics(
     }
     if card["model_kind"] != "effect":
         p = dpsgd.predict(module, x, loss="bce") if len(y) else np.zeros(0)
-        counts = mechanism.release_vector(dp_plan.vectors[0], _confusion(p, y))
+        cells = [max(0, c) for c in mechanism.release_vector(dp_plan.vectors[0], _histogram(p, y))]
         brier_sum = mechanism.release_vector(dp_plan.vectors[1], [_fixed((p - y) ** 2)])[0]
+        without, with_ = cells[0::2], cells[1::2]
+        n = max(1, sum(cells))
+        positives, negatives = sum(with_), sum(without)
         rows = []
         for i, thr in enumerate(THRESHOLDS):
-            tp, fp, fn, tn = (max(0, c) for c in counts[4 * i : 4 * i + 4])
+            # predicted positive at this threshold: the bands above its edge
+            tp, fp = sum(with_[i + 1 :]), sum(without[i + 1 :])
+            fn, tn = positives - tp, negatives - fp
             rows.append(
                 {"threshold": thr, "tp": tp, "fp": fp, "fn": fn, "tn": tn,
                  "sensitivity": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp)}
             )  # fmt: skip
-        n = max(1, sum(max(0, c) for c in counts[:4]))
-        positives = max(0, counts[0]) + max(0, counts[2])
+        edges = (0.0, *THRESHOLDS, 1.0)
         out.update(
             held_out_people=n,
             outcome_rate=positives / n,
             brier=min(1.0, max(0.0, brier_sum / FIXED_POINT / n)),
             auroc=_roc_area(rows),
             thresholds=rows,
-            noise_scale={"confusion": dp_plan.vectors[0].scale, "brier_sum": None},
-            ci95_half_width_counts=mechanism.vector_accuracy(dp_plan.vectors[0]),
+            observed_rate_by_risk_band=[
+                {
+                    "predicted_from": edges[b],
+                    "predicted_to": edges[b + 1],
+                    "observed_rate": _ratio(with_[b], with_[b] + without[b]),
+                }
+                for b in range(BANDS)
+            ],
+            noise_scale={
+                "risk_band_counts": dp_plan.vectors[0].scale,
+                "brier_sum": dp_plan.vectors[1].scale / FIXED_POINT,
+            },
+            ci95_half_width_per_count=mechanism.vector_accuracy(dp_plan.vectors[0]),
         )
         return out
     assert t is not None

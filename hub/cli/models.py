@@ -21,7 +21,7 @@ from hub.console import console
 from hub.console import fail as _fail
 
 if TYPE_CHECKING:
-    from models.workbench import Workbench
+    from models.trainer import Trainer
 
 models_app = typer.Typer(help="Trained models in a project's workspace.", no_args_is_help=True)
 
@@ -31,8 +31,8 @@ KeyFile = Annotated[
 ]
 
 
-def _workbench(key_file: Path | None) -> Workbench:
-    from models.workbench import Workbench
+def _workbench(key_file: Path | None) -> Trainer:
+    from models.trainer import Trainer
 
     key = os.environ.get("HUB_API_KEY")
     if key_file is not None:
@@ -43,7 +43,7 @@ def _workbench(key_file: Path | None) -> Workbench:
     if not key:
         raise _fail("give your API key in $HUB_API_KEY or with --key-file")
     gov = get_settings().governance()
-    return Workbench(gov.queries, gov.people.authenticate(key))
+    return Trainer(gov.queries, gov.people.authenticate(key))
 
 
 def train(

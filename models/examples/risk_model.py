@@ -1,8 +1,10 @@
 """Study script: a DP risk model for type 2 diabetes after a prediabetes diagnosis.
 
-Run on the hub's machine as a modeller named as a trainer of an approved project:
+Run as a modeller named as a trainer of an approved project, against a running hub
+(``hub serve``); training happens inside the hub, and rows never reach this script:
 
-    HUB_HOME=var HUB_API_KEY=<your key> python -m models.examples.risk_model <project-id>
+    HUB_URL=http://127.0.0.1:8000 HUB_API_KEY=<your key> \
+        python -m models.examples.risk_model <project-id>
 
 It trains the DP logistic regression of ``risk_model.toml`` and a DP MLP of the same
 cohort (each charged to the project's budget; the whole plan is checked against the
@@ -39,7 +41,7 @@ def main(project_id: str) -> None:
             f" + metrics {model.card['metrics_epsilon']:.2f}); DP held-out AUROC "
             f"{m['auroc']:.3f}, Brier {m['brier']:.4f}, ~{m['held_out_people']:,} people"
         )
-        print(f"  card: {model.folder}/card.md")
+        print(f"  model {model.model_id}: `hub models list --project {project_id}`")
 
 
 if __name__ == "__main__":
