@@ -14,6 +14,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from governance.access.people import Principal
 from governance.errors import Conflict
@@ -21,8 +22,6 @@ from models import artifacts, cards, cohort, learners, mia
 from models.spec import Spec
 
 if TYPE_CHECKING:
-    import torch
-
     from governance.queries import QueryService
 
 
@@ -42,8 +41,9 @@ def audit_model(
     data = cohort.encode(spec, gov.cohorts.read(principal, prepared))
     held_out = cohort.split(data.keys, (folder / "split.key").read_bytes(), spec.training.holdout)
     report = membership(
-        spec, trained.module, data, data.present & ~held_out, data.present & held_out
-    )
+        spec, trained.module, data, data.present & ~held_out, data.present & held_out,
+        card=trained.card,
+    )  # fmt: skip
     report.update(
         run_by=principal.user.user_id, at=cards.now(),
         accountant_epsilon=trained.card["epsilon"], limits=cards.AUDIT_LIMITS,
@@ -68,8 +68,11 @@ def membership(
     data: cohort.Cohort,
     members: np.ndarray,
     non_members: np.ndarray,
+    *,
+    card: dict[str, Any],
 ) -> dict[str, Any]:
-    """The attacks on ``module`` over the rows it was and was not trained on."""
+    """The attacks on ``module`` over the rows it was and was not trained on, with
+    reference models and a canary run of the model's own recipe (its ε, δ, steps)."""
     x, y, t = data.x, data.y, data.treatment
     if spec.kind == "effect":
         assert t is not None
@@ -77,10 +80,20 @@ def membership(
             x = learners.design(x, t, learners.modifier_columns(spec))
         else:  # the T-learner's treated-arm model, attacked on the treated
             members, non_members = members & (t == 1), non_members & (t == 1)
+    config = learners.fit_config(spec, int(card["planned_rows"]))
+    loss = learners.loss_of(spec.outcome_type)
+    width = x.shape[1]
+
+    def fresh() -> torch.nn.Module:
+        return learners.module(spec, width)
+
     result = mia.audit(
-        module, fresh=lambda: learners.module(spec, x.shape[1]),
-        members=(x[members], y[members]), non_members=(x[non_members], y[non_members]),
-        loss=learners.loss_of(spec.outcome_type),
-        config=learners.fit_config(spec, max(1, int(members.sum()))),
+        module, fresh=fresh, members=(x[members], y[members]),
+        non_members=(x[non_members], y[non_members]), loss=loss, config=config,
+        epsilon=card["epsilon_target"], delta=card["delta"],
     )  # fmt: skip
-    return dict(result.as_dict())
+    canary = mia.canary_audit(
+        fresh, x[members], y[members], loss=loss, config=config,
+        epsilon=card["epsilon_target"], delta=card["delta"],
+    )  # fmt: skip
+    return {**result.as_dict(), "canary": canary.as_dict()}
