@@ -138,3 +138,10 @@ class Trainer:
                 f"this plan of {len(plan)} training(s) does not fit; nothing was spent: "
                 + accounting.shortfall(total=total, spent=spent, request=need)
             )
+
+
+def steward_record(service: QueryService, project_id: str, model_id: str) -> dict[str, Any]:
+    """A model's steward-only record (exact metrics, audits); {} if there is none."""
+    if not artifacts.MODEL_ID.fullmatch(model_id):
+        return {}
+    return artifacts.steward_record(artifacts.models_dir(service, project_id) / model_id)
