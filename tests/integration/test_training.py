@@ -24,7 +24,7 @@ from governance.errors import (
 )
 from governance.facade import Governance
 from governance.queries import QueryService
-from models import audits, dpsgd, training
+from models import audits, cohort, dpsgd, training
 from models.spec import parse
 
 SPEC = """
@@ -291,3 +291,44 @@ def test_specs_are_checked_with_clear_errors():
                 'outcome = "t2d"', 'outcome = "t2d"\ntreatment = "sex"'
             )
         )
+
+
+def test_two_trainings_with_and_without_one_person_no_longer_reveal_the_label(setup):
+    """The attack of the audit: same split key, the cohort with and without one held-out
+    person; exact held-out counts on the card differed by that person's label. Now the
+    modeller sees only OpenDP-noised counts (scale ≥ 5 per cell), never the exact ones."""
+    gov, service, pid, who = setup
+    spec = dataclasses.replace(
+        parse(SPEC), epsilon=1.0, training=dataclasses.replace(parse(SPEC).training, epochs=2)
+    )
+    rows = gov.cohorts.read(who["mo"], gov.cohorts.prepare(who["mo"], pid, spec.sql))
+    key = b"same-split-for-both"
+    keys = rows.columns["person_id"]
+    held = cohort.split(keys, key, spec.training.holdout)
+    target = next(k for k, h in zip(keys, held, strict=True) if h)
+    without_sql = spec.sql.replace(
+        "GROUP BY p.person_id", f"WHERE p.person_id <> '{target}' GROUP BY p.person_id"
+    )
+    with_p = training.train(service, who["mo"], pid, spec, split_key=key)
+    without_p = training.train(
+        service, who["mo"], pid, dataclasses.replace(spec, sql=without_sql), split_key=key
+    )
+    for model in (with_p, without_p):
+        card, metrics = model.card, model.card["metrics"]
+        exact = json.loads((model.folder / "steward.json").read_text())
+        assert "rows" not in card and "held_out_rows" not in metrics
+        assert metrics["noise_scale"]["risk_band_counts"] >= 5
+        exact_n = exact["exact_metrics"]["held_out_rows"]
+        exact_pos = round(exact["exact_metrics"]["outcome_rate"] * exact_n)
+        noisy_pos = round(metrics["outcome_rate"] * metrics["held_out_people"])
+        # the exact pair (held-out people, positives) is not what the modeller sees
+        assert (metrics["held_out_people"], noisy_pos) != (exact_n, exact_pos)
+    # the exact counts of the two trainings differ by the person (and their label)...
+    exact_ns = [
+        json.loads((m.folder / "steward.json").read_text())["exact_metrics"]["held_out_rows"]
+        for m in (with_p, without_p)
+    ]
+    assert exact_ns[0] == exact_ns[1] + 1
+    # ...but the modeller's numbers differ by noise far wider than one person
+    gap = with_p.card["metrics"]["held_out_people"] - without_p.card["metrics"]["held_out_people"]
+    assert gap != 1 or with_p.card["metrics"]["held_out_people"] != exact_ns[0]
