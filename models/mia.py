@@ -97,8 +97,8 @@ def audit(
     ``references`` reference models are trained with the audited model's own recipe
     (``config``, and DP-SGD at ``epsilon``/``delta`` when given), each on a random half
     of the non-members. Each target is scored against the references that did not train
-    on it (offline LiRA in loss space: how far below their mean loss, in their standard
-    deviations, the audited model's loss is).
+    on it (offline LiRA in loss space: how far below their mean loss, in units of the
+    references' global spread, the audited model's loss is).
     """
     xm, ym = members
     xn, yn = non_members
@@ -117,6 +117,10 @@ def audit(
         rng = np.random.default_rng(seed + 1)
         ref_m = np.full((references, len(ym)), np.nan)
         ref_n = np.full((references, len(yn)), np.nan)
+        # members are "out" of every reference; to score both groups alike, each member
+        # uses a random half of the references, as each non-member has the half that did
+        # not train on it (otherwise members' baselines would average more models)
+        member_half = rng.random((references, len(ym))) < 0.5
         for r in range(references):
             inside = np.zeros(len(yn), dtype=bool)
             inside[rng.permutation(len(yn))[: len(yn) // 2]] = True
@@ -125,17 +129,17 @@ def audit(
                 fresh(), xn[inside], yn[inside], loss=loss, config=config,
                 epsilon=epsilon, delta=delta,
             ).model  # fmt: skip
-            ref_m[r] = dpsgd.per_sample_loss(fitted, xm, ym, loss=loss)
+            mine = member_half[r]
+            ref_m[r, mine] = dpsgd.per_sample_loss(fitted, xm[mine], ym[mine], loss=loss)
             out = ~inside
             ref_n[r, out] = dpsgd.per_sample_loss(fitted, xn[out], yn[out], loss=loss)
             trained += 1
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a row no reference left out
-            mean_m, sd_m = np.nanmean(ref_m, axis=0), np.nanstd(ref_m, axis=0)
-            mean_n, sd_n = np.nanmean(ref_n, axis=0), np.nanstd(ref_n, axis=0)
-        scores = np.concatenate(
-            [(mean_m - loss_m) / (sd_m + 1e-6), (mean_n - loss_n) / (sd_n + 1e-6)]
-        )
+            warnings.simplefilter("ignore", RuntimeWarning)  # a row no reference scored
+            mean_m, mean_n = np.nanmean(ref_m, axis=0), np.nanmean(ref_n, axis=0)
+        # one global spread (LiRA's advice with few reference models)
+        spread = float(np.nanstd(np.concatenate([ref_m.ravel(), ref_n.ravel()]))) + 1e-6
+        scores = np.concatenate([(mean_m - loss_m) / spread, (mean_n - loss_n) / spread])
         scores = np.nan_to_num(scores, nan=0.0)
         calibrated_auc = auroc(scores, labels)
         best = scores
