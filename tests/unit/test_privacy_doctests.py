@@ -6,11 +6,15 @@ import doctest
 
 import pytest
 
-from governance.privacy import accounting, domains, dp_query, mechanism
+from governance.privacy import accounting, cohort_query, domains, dp_query, mechanism
 from governance.sql import policy
+from models import cohort, features, mia, spec
 
 
-@pytest.mark.parametrize("module", [accounting, domains, dp_query, mechanism, policy])
+@pytest.mark.parametrize(
+    "module",
+    [accounting, cohort_query, domains, dp_query, mechanism, policy, cohort, features, mia, spec],
+)
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
