@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from governance.access import roles
 from governance.access.projects import authorize
 from governance.errors import AccessDenied, Conflict, HubError, PolicyViolation
-from governance.privacy import cohort_query
+from governance.privacy import cohort_query, cohort_sql
 from governance.sql import policy as sql_policy
 
 if TYPE_CHECKING:
@@ -104,12 +104,12 @@ class Cohorts:
             try:
                 checked = sql_policy.check(cur, sql, granted=project.granted or {}, real=False)
                 cohort_query.check(checked.node, engine.catalogue(cur))
-                tree = cohort_query.hardened_tree(checked.node)
+                tree = cohort_sql.hardened_tree(checked.node)
                 inner = cur.execute(
                     "SELECT json_deserialize_sql($t::JSON)",
-                    {"t": _statement_json(tree)},
+                    {"t": cohort_sql.statement_json(tree)},
                 ).fetchall()[0][0]
-                runnable = cohort_query.wrap_sql(str(inner))
+                runnable = cohort_sql.wrap_sql(str(inner))
                 if not engine.explain(cur, runnable):
                     raise sql_policy.PolicyError(
                         "cohort_types", "the cohort's expressions do not fit the columns' types"
@@ -141,9 +141,3 @@ class Cohorts:
         data = {c: [row[i] for row in result.rows] for i, c in enumerate(result.columns)}
         service.audit(principal, row_count=len(result.rows), **event)
         return CohortRows(data, prepared.release.id)
-
-
-def _statement_json(tree: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps({"error": False, "statements": [{"node": tree, "named_param_map": []}]})

@@ -27,10 +27,10 @@ declared it person-level; ``GROUP BY person_id`` makes a relation unique; an inn
 join of unique relations on the person is unique. The cohort must return ``person_id`` as
 a person key of a unique relation.
 
-The SQL that runs is written from the checked tree (DuckDB's ``json_deserialize_sql``)
-with every scalar operation wrapped in ``TRY(...)`` and every cast a ``TRY_CAST``, so no
-value can turn into an error once data is read, and wrapped so that rows without a
-person are dropped.
+The SQL that runs is written from the checked tree (``cohort_sql``: DuckDB's own
+``json_deserialize_sql``) with every scalar operation in ``TRY(...)`` and every cast a
+``TRY_CAST``, so no value can turn into an error once data is read, and wrapped so that
+rows without a person are dropped.
 
 >>> catalogue = {"patients": {"person_id": "VARCHAR", "sex": "VARCHAR"},
 ...              "observations": {"person_id": "VARCHAR", "observed_date": "DATE"}}
@@ -51,7 +51,6 @@ True
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -432,63 +431,3 @@ def check(node: dict[str, Any], catalogue: Catalogue) -> Relation:
             "person_id, and join only relations with one row per person",
         )
     return rel
-
-
-# ---------------------------------------------------------------------------- rewrite
-def _wrap(node: dict[str, Any]) -> dict[str, Any]:
-    alias = node.get("alias", "")
-    inner = {**node, "alias": ""}
-    return {"class": "OPERATOR", "type": "OPERATOR_TRY", "alias": alias, "children": [inner]}
-
-
-def _has_aggregate(node: Any) -> bool:
-    if isinstance(node, list):
-        return any(_has_aggregate(v) for v in node)
-    if not isinstance(node, dict):
-        return False
-    if node.get("class") == "SUBQUERY":
-        return False  # its aggregates are its own
-    name = str(node.get("function_name", "")).lower()
-    if node.get("class") == "FUNCTION" and (name in AGGREGATES or name == "count_star"):
-        return True
-    return any(_has_aggregate(v) for v in node.values())
-
-
-def _harden(node: Any) -> Any:
-    """The tree with every value-raising operation made total (TRY, TRY_CAST).
-
-    DuckDB refuses TRY around an aggregate, so an expression over aggregates keeps its
-    operators (their inputs, computed per person, are already made total).
-    """
-    if isinstance(node, list):
-        return [_harden(v) for v in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _harden(v) for k, v in node.items()}
-    cls = out.get("class")
-    if cls == "CAST":
-        out["try_cast"] = True
-        return out
-    if _has_aggregate(node):
-        return out
-    if cls in ("COMPARISON", "BETWEEN", "CASE"):
-        return _wrap(out)
-    if cls == "FUNCTION" and str(out.get("function_name", "")).lower() in SCALARS:
-        return _wrap(out)
-    if cls == "OPERATOR" and out.get("type") in ("COMPARE_IN", "COMPARE_NOT_IN"):
-        return _wrap(out)
-    return out
-
-
-def hardened_tree(node: dict[str, Any]) -> dict[str, Any]:
-    """The checked tree, rewritten so that no value can raise (see :func:`runnable_sql`)."""
-    result: dict[str, Any] = _harden(copy.deepcopy(node))
-    return result
-
-
-def wrap_sql(inner_sql: str) -> str:
-    """The SQL the hub runs around the rewritten cohort: one row per non-null person."""
-    return (
-        f"SELECT * FROM ({inner_sql}) AS cohort WHERE cohort.{PERSON} IS NOT NULL "  # noqa: S608
-        f"QUALIFY count(*) OVER (PARTITION BY cohort.{PERSON}) = 1"
-    )

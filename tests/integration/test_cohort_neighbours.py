@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from connectors import releases
 from connectors.ingest import ingest
 from connectors.secrets import resolve_keys
-from governance.privacy import cohort_query
+from governance.privacy import cohort_query, cohort_sql
 from governance.sql.policy import PolicyError
 
 PIECES = {
@@ -90,10 +90,10 @@ def _runnable(con: duckdb.DuckDBPyConnection, sql: str) -> str | None:
     except PolicyError:
         return None
     hardened = json.dumps(
-        {"error": False, "statements": [{"node": cohort_query.hardened_tree(node)}]}
+        {"error": False, "statements": [{"node": cohort_sql.hardened_tree(node)}]}
     )
     inner = con.execute("SELECT json_deserialize_sql(?::JSON)", [hardened]).fetchall()[0][0]
-    return cohort_query.wrap_sql(inner)
+    return cohort_sql.wrap_sql(inner)
 
 
 @settings(

@@ -6,14 +6,33 @@ import doctest
 
 import pytest
 
-from governance.privacy import accounting, cohort_query, domains, dp_query, mechanism
+from governance.privacy import (
+    accounting,
+    cohort_query,
+    cohort_sql,
+    domains,
+    dp_query,
+    mechanism,
+)
 from governance.sql import policy
 from models import cohort, features, mia, spec
 
 
 @pytest.mark.parametrize(
     "module",
-    [accounting, cohort_query, domains, dp_query, mechanism, policy, cohort, features, mia, spec],
+    [
+        accounting,
+        cohort_query,
+        cohort_sql,
+        domains,
+        dp_query,
+        mechanism,
+        policy,
+        cohort,
+        features,
+        mia,
+        spec,
+    ],
 )
 def test_doctests(module):
     result = doctest.testmod(module)
