@@ -97,7 +97,7 @@ def setup(population_3k, tmp_path_factory):
         members=["mo", "max"],
     )
     gov.projects.approve(
-        project.project_id, steward=people["sam"].user, epsilon=8.0, delta=1e-5, trainers=["mo"]
+        project.project_id, steward=people["sam"].user, epsilon=12.0, delta=1e-5, trainers=["mo"]
     )
     return gov, QueryService(gov), project.project_id, people
 
