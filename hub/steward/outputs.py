@@ -57,7 +57,7 @@ def outputs(desk: SignedIn) -> Response:
 def models(desk: SignedIn) -> Response:
     pending = [o for o in desk.service.pending(desk.principal) if o.get("kind") == "model"]
     for o in pending:  # the exact metrics and audits the modeller never sees
-        o["steward"] = trainer.steward_record(desk.service, o["project_id"], o["query_id"])
+        o["steward_record"] = trainer.steward_record(desk.service, o["project_id"], o["query_id"])
     return desk.page("models.html", section="models", outputs=pending)
 
 
