@@ -8,9 +8,12 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
+	@echo "Setting up $(VENV): installing the hub and its dependencies (a few minutes on a fresh machine; pip shows each package)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -e '.[dev]'
 	touch $(STAMP)
+	@echo "$(VENV) is ready"
+
 
 demo: $(STAMP)
 	$(BIN)/hub demo

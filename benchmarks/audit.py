@@ -21,7 +21,7 @@ from governance.audit.events import AuditEvent
 from governance.facade import Governance
 
 EVENT = AuditEvent(
-    action="query", actor="ana", key_id="0123456789ab", role="researcher", project="p-1a2b3c4d",
+    action="query.real.dp", actor="ana", key_id="0123456789ab", role="researcher", project="p-1a2b3c4d",
     query_text="SELECT sex, count(*) FROM patients GROUP BY sex", release="release-0001",
     epsilon=0.1, delta=0.0, row_count=2, result_sha256="0" * 64,
 )  # fmt: skip

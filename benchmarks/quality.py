@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 
 from connectors import pseudonym
 from connectors.ingest import GateFailed, ingest
+from connectors.quality.gate import plain_sql_counts, run_gate
 from connectors.secrets import resolve_keys
-from governance.quality.gate import plain_sql_counts, run_gate
 from synthetic_data.generator import SynthConfig, generate
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import duckdb
 import pyarrow as pa
 
-from connectors import pseudonym, schema
+from connectors import pseudonym, schema, staging
 from connectors.errors import IngestError
 
 Progress = Callable[[str], None]
@@ -57,7 +57,11 @@ MACROS = r"""
 CREATE OR REPLACE TEMP MACRO hub_date(x) AS (
     CASE
         WHEN x IS NULL OR trim(x) = '' THEN NULL
-        WHEN length(trim(x)) >= 10 THEN try_strptime(left(trim(x), 10), '%Y-%m-%d')::DATE
+        -- a date with a time: the whole timestamp must be valid (no T25:99), the date is
+        -- the one written (local to the source)
+        WHEN length(trim(x)) > 10 THEN CASE WHEN try_cast(trim(x) AS TIMESTAMP) IS NOT NULL
+            THEN try_strptime(left(trim(x), 10), '%Y-%m-%d')::DATE END
+        WHEN length(trim(x)) = 10 THEN try_strptime(trim(x), '%Y-%m-%d')::DATE
         WHEN length(trim(x)) = 7 THEN try_strptime(trim(x) || '-01', '%Y-%m-%d')::DATE
         WHEN length(trim(x)) = 4 THEN try_strptime(trim(x) || '-01-01', '%Y-%m-%d')::DATE
     END
@@ -96,6 +100,18 @@ CREATE OR REPLACE TEMP MACRO hub_code_system(uri) AS (
 
 def install_macros(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(MACROS)
+    staging.ensure_rejects(con)
+
+
+def _admit_rejects(con: duckdb.DuckDBPyConnection, name: str) -> int:
+    """Rows the reader rejected (short, long, not UTF-8): quarantined, and counted in."""
+    con.execute(
+        """INSERT INTO _quarantine
+           SELECT table_name, source_file, source_row, NULL, reason FROM stage_rejects
+           WHERE table_name = $t""",
+        {"t": name},
+    )
+    return _count(con, "SELECT count(*) FROM stage_rejects WHERE table_name = $t", {"t": name})
 
 
 def _views(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -156,6 +172,7 @@ def build_people(
         {"source": source, **pads},
     )
     counts = TableCounts(rows_in=_count(con, "SELECT count(*) FROM stage_patients"))
+    counts.rows_in += _admit_rejects(con, "patients")
     collisions = _count(
         con,
         """SELECT count(*) - count(DISTINCT person_id) FROM stage_people
@@ -224,7 +241,14 @@ def build_events(
 ) -> TableCounts:
     name = table.name
     counts = TableCounts(rows_in=_count(con, f"SELECT count(*) FROM stage_{name}"))
+    counts.rows_in += _admit_rejects(con, name)
     columns = [c for c, _ in schema.event_columns(table)]
+    # a number that is not finite (inf, nan, 1e400) is never published
+    reject = (
+        "coalesce(s.bad_reason, CASE WHEN NOT isfinite(s.value) THEN 'non-finite number' END)"
+        if "value" in columns
+        else "s.bad_reason"
+    )
     free_text = "value_text" in columns
     selected = ", ".join(
         "s.id" if c == table.id_column else "m.person_id" if c == "person_id"
@@ -242,7 +266,7 @@ def build_events(
         INSERT INTO {name} ({", ".join(columns)})
         SELECT {selected} FROM stage_{name} s JOIN person_map m USING (source_patient_id)
         {redact_join}
-        WHERE s.bad_reason IS NULL AND s.id IS NOT NULL
+        WHERE {reject} IS NULL AND s.id IS NOT NULL
         """,
         {"source": source},
     )
@@ -250,7 +274,7 @@ def build_events(
         counts.redacted = _count(con, "SELECT count(*) FROM redact")
     inserted = _count(con, f"SELECT count(*) FROM {name}")
     if inserted < counts.rows_in:  # only then is a second pass over the source needed
-        _quarantine_events(con, name)
+        _quarantine_events(con, name, reject)
     _drop_duplicate_keys(con, name, table.id_column)
     counts.published = _count(con, f"SELECT count(*) FROM {name}")
     counts.quarantined = _quarantine_counts(con, name)
@@ -275,16 +299,16 @@ def _find_identifying_text(con: duckdb.DuckDBPyConnection, name: str) -> None:
     )
 
 
-def _quarantine_events(con: duckdb.DuckDBPyConnection, name: str) -> None:
+def _quarantine_events(con: duckdb.DuckDBPyConnection, name: str, reject: str) -> None:
     con.execute(
         f"""
         INSERT INTO _quarantine
         SELECT $t, s.source_file, s.source_row, s.source_id,
                CASE WHEN s.id IS NULL THEN 'missing id'
-                    WHEN s.bad_reason IS NOT NULL THEN s.bad_reason
+                    WHEN {reject} IS NOT NULL THEN {reject}
                     ELSE 'unknown person' END
         FROM stage_{name} s LEFT JOIN person_map m USING (source_patient_id)
-        WHERE s.bad_reason IS NOT NULL OR s.id IS NULL OR m.person_id IS NULL
+        WHERE {reject} IS NOT NULL OR s.id IS NULL OR m.person_id IS NULL
         """,
         {"t": name},
     )
@@ -330,7 +354,8 @@ def build_organisations(con: duckdb.DuckDBPyConnection, *, source: str) -> Table
             f"""INSERT INTO _quarantine SELECT 'organisations', NULL, NULL, NULL,
                 'missing or duplicate organisation code' FROM range({dropped})"""
         )
-        counts.quarantined = _quarantine_counts(con, "organisations")
+    counts.rows_in += _admit_rejects(con, "organisations")
+    counts.quarantined = _quarantine_counts(con, "organisations")
     return counts
 
 
@@ -353,6 +378,7 @@ def build_extras(con: duckdb.DuckDBPyConnection) -> dict[str, TableCounts]:
                 FROM {view} s ANTI JOIN person_map m USING (source_patient_id)""",
             {"t": name},
         )
+        counts.rows_in += _admit_rejects(con, name)
         counts.published = _count(con, f"SELECT count(*) FROM {name}")
         counts.quarantined = _quarantine_counts(con, name)
         out[name] = counts
@@ -366,7 +392,10 @@ def build_unlinked(con: duckdb.DuckDBPyConnection) -> dict[str, TableCounts]:
         name = view.removeprefix("stage_unlinked_")
         con.execute(f"CREATE TABLE {name} AS SELECT * FROM {view}")
         rows = _count(con, f"SELECT count(*) FROM {name}")
-        out[name] = TableCounts(rows_in=rows, published=rows)
+        rejected = _admit_rejects(con, name)
+        out[name] = TableCounts(
+            rows_in=rows + rejected, published=rows, quarantined=_quarantine_counts(con, name)
+        )
     return out
 
 

@@ -1,7 +1,11 @@
 """``hub ingest``: load a source into a new release, publish it only if every step works.
 
     lock → stage (connector views) → build (pseudonymise, quarantine, tables, views)
-         → vault (encrypt identifiers) → content hash → [quality gate] → publish
+         → vault (encrypt identifiers) → identifier scan → content hash
+         → [quality gate] → publish
+
+The identifier scan runs on every load, gate or not: a value of a source's identifying
+fields found in any research table, view or the manifest refuses the release.
 
 Nothing is written where the current release lives until the last step; any failure
 (or ``kill -9``) leaves the current release current and untouched.
@@ -21,10 +25,11 @@ from typing import Any, Final
 
 import duckdb
 
-from connectors import build, fhir, native, releases, schema, synthea, vault
+from connectors import build, releases, schema, vault
 from connectors.errors import IngestError, SourceError
+from connectors.quality import identifier_scan
 from connectors.secrets import Keys
-from connectors.staging import sha256_file
+from connectors.sources import fhir, native, synthea
 
 FORMATS: Final = ("native", "synthea", "fhir")
 
@@ -57,10 +62,12 @@ class GateFailed(IngestError):
         self.saved_to = saved_to
 
 
-def _safe_duckdb_error(exc: duckdb.Error, src: Path) -> SourceError:
+def _safe_duckdb_error(exc: duckdb.Error) -> SourceError:
     # DuckDB's reader errors can quote the offending line: never pass them on
     kind = type(exc).__name__.removesuffix("Exception")
-    return SourceError(f"could not read the source under {src} ({kind} error in the reader)")
+    return SourceError(
+        f"the source could not be read ({kind} error in the reader); nothing was published"
+    )
 
 
 def ingest(
@@ -76,9 +83,9 @@ def ingest(
 ) -> IngestResult:
     if fmt not in CONNECTORS:
         raise IngestError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    src = src.resolve()
-    if not src.exists():
+    if not src.exists() and not src.is_symlink():
         raise SourceError(f"{src} does not exist")
+    src = src.absolute()
     connector = CONNECTORS[fmt]
     step = progress or (lambda _label: None)
     with releases.ingest_lock(home):
@@ -130,27 +137,29 @@ def _run(
             counts = build.build(
                 con, source=connector.SOURCE, pseudonym_key=keys.pseudonym, progress=step
             )
-        except duckdb.IOException as exc:
-            raise _safe_duckdb_error(exc, src) from None
-        except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
-            raise _safe_duckdb_error(exc, src) from None
-        step("encrypting identifiers")
-        vault_rows = vault.encrypt_batches(keys.vault, build.identifier_batches(con), staging_vault)
-        skipped: dict[str, int] = getattr(connector, "skipped", lambda _con: {})(con)
+            step("encrypting identifiers")
+            vault_rows = vault.encrypt_batches(
+                keys.vault, build.identifier_batches(con), staging_vault
+            )
+            skipped: dict[str, int] = getattr(connector, "skipped", lambda _con: {})(con)
+        except duckdb.Error as exc:
+            raise _safe_duckdb_error(exc) from None
+        # the manifest says what was read by content hash and size, never by path or
+        # name: exporters name files after patients
+        source: dict[str, Any] = {"format": connector.SOURCE, "files": files.manifest_entries()}
+        if files.layouts:
+            source["layouts"] = files.layouts
+        if files.ignored:
+            source["not_read"] = dict(sorted(files.ignored.items()))
+        connector_info: dict[str, Any] = {"name": connector.SOURCE, "version": connector.VERSION}
+        unguaranteed = {k: list(v) for k, v in getattr(connector, "UNGUARANTEED", {}).items()}
+        for table, missing in files.unguaranteed.items():
+            unguaranteed[table] = sorted({*unguaranteed.get(table, []), *missing})
+        if unguaranteed:
+            connector_info["unguaranteed_fields"] = dict(sorted(unguaranteed.items()))
         manifest: dict[str, Any] = {
-            "source": {
-                "format": connector.SOURCE,
-                "path": str(src),
-                "files": [
-                    {
-                        "path": str(p.relative_to(src)) if p.is_relative_to(src) else p.name,
-                        "sha256": sha256_file(p),
-                        "bytes": p.stat().st_size,
-                    }
-                    for p in files.all_files()
-                ],
-            },
-            "connector": {"name": connector.SOURCE, "version": connector.VERSION},
+            "source": source,
+            "connector": connector_info,
             "schema_version": schema.SCHEMA_VERSION,
             "duckdb_version": duckdb.__version__,
             "previous_release": previous,
@@ -160,6 +169,12 @@ def _run(
             "skipped_resources": skipped,
         }
         _check_accounting(counts)
+        step("identifier scan")
+        try:
+            scanned = identifier_scan.scan(con, manifest=manifest)
+        except duckdb.Error as exc:
+            raise _safe_duckdb_error(exc) from None
+        manifest["identifier_scan"] = scanned.as_dict()
         for temp in ("stage_people", "person_map", "identifier_values"):
             con.execute(f"DROP TABLE IF EXISTS {temp}")
         step("checksumming")

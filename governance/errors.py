@@ -52,6 +52,16 @@ class PolicyViolation(HubError):
     code = "policy_violation"
 
 
+class QueryError(PolicyViolation):
+    """A plain mistake in the query (its syntax, a name that does not exist): fix and retry.
+
+    Kept apart from governance refusals (``policy_violation``) by its code, so a client
+    can tell "you may not" from "there is no such thing".
+    """
+
+    code = "query_error"
+
+
 class DisclosureRisk(HubError):
     code = "disclosure_risk"
 

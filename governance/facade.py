@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connectors import releases
+from connectors.errors import ReleaseError
 from governance.access import roles
 from governance.access.people import People
 from governance.access.projects import Projects
@@ -56,7 +57,23 @@ class Governance:
         audit = AuditLog(store, Signer.load(home, seed_hex=signing_seed_hex, create=create_keys))
         people = People(store, audit)
         projects = Projects(store, audit, people)
-        return cls(home, store, audit, people, projects, Ledger(store, audit), query_timeout_s)
+        gov = cls(home, store, audit, people, projects, Ledger(store, audit), query_timeout_s)
+        projects.schema = gov.release_schema  # grants are checked against the release
+        return gov
+
+    def release_schema(self) -> dict[str, frozenset[str]] | None:
+        """The current real release's grantable tables and columns (None before one)."""
+        try:
+            release = self.queries.release_for("real")
+        except ReleaseError:
+            return None
+        engine = self.queries.engine(release)
+        cur = engine.cursor()
+        try:
+            catalogue = engine.catalogue(cur)
+        finally:
+            cur.close()
+        return {t: frozenset(c) for t, c in catalogue.items() if not t.startswith("_")}
 
     @cached_property
     def queries(self) -> QueryService:

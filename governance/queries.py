@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from connectors import releases
+from governance import codelists, dictionary
 from governance.access import roles
 from governance.access.people import Principal
 from governance.access.projects import Project, authorize
@@ -158,6 +159,13 @@ class QueryService:
             if project_id is None:
                 raise InvalidRequest("name the project (project_id)")
             granted = self.project_for(principal, project_id).granted or {}
+        return self._catalogue(granted)
+
+    def public_dictionary(self) -> dict[str, Any]:
+        """Every table and column in words, the codes in use and the codelists: no data."""
+        return self._catalogue(None)
+
+    def _catalogue(self, granted: dict[str, list[str]] | None) -> dict[str, Any]:
         release = self.release_for("real")
         cur = self.engine(release).cursor()
         try:
@@ -172,9 +180,11 @@ class QueryService:
         for table, column, dtype in rows:
             if granted is None or column in granted.get(table, []):
                 tables.setdefault(table, []).append((column, dtype))
+        described = {t: domains.describe(t, cols) for t, cols in tables.items()}
         return {
             "release": release.id,
-            "tables": {t: domains.describe(t, cols) for t, cols in tables.items()},
+            "tables": dictionary.annotate(described, dictionary.codes_in_use(self, release)),
+            "codelists": codelists.describe(),
         }
 
     def audit(self, principal: Principal, **fields: Any) -> None:
@@ -217,6 +227,7 @@ class QueryService:
                     accounting.validate_epsilon(epsilon)
                 except ValueError as exc:
                     raise InvalidRequest(str(exc)) from None
+            sql = codelists.expand(sql)  # codelist('name') → its codes; audited as written
             release = self.release_for(target)
             engine = self.engine(release)
             cur = engine.cursor()

@@ -7,6 +7,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from governance.facade import Governance
+from hub import docs_ui, public_pages
 from hub import http_errors as problems
 from hub.api.request_audit import RequestAudit
 from hub.api.routes import router
@@ -58,11 +59,15 @@ def create_app(gov: Governance) -> FastAPI:
         version="1.0",
         description="Governed access to pseudonymised NHS-style records: dummy queries, "
         "differentially private aggregates, and exact outputs released after steward review.",
+        docs_url=None,  # served from the package by docs_ui: no CDN, works offline
+        redoc_url=None,
     )
     app.state.service = gov.queries
     problems.install(app)
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestAudit, gov=gov)  # outermost: ids every response, even a 413
     app.include_router(router)
+    docs_ui.install(app)
+    public_pages.install(app)  # /register and /dictionary, in HTML
     install_steward_dashboard(app)  # /steward/: pages over the same governance calls
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import shlex
 import shutil
 import sys
 import time
@@ -144,8 +145,8 @@ def _populations(home: Path, *, patients: int, dummy_patients: int, seed: int) -
 def _releases(home: Path) -> None:
     """Both populations through the connectors and the quality gate."""
     from connectors.ingest import ingest
+    from connectors.quality import ingest_gate
     from connectors.secrets import resolve_keys
-    from governance.quality import ingest_gate
 
     out.rule("Releases")
     for name, target in (("real", home), ("dummy", home / "dummy")):
@@ -211,6 +212,21 @@ def _study(settings: HubSettings) -> Study:
         "conditions": ["person_id", "code", "onset_date"],
         "observations": ["person_id", "code", "value", "observed_date"],
         "procedures": ["person_id", "code", "procedure_date"],
+        # the same records as OMOP CDM v5.4-shaped views, for OHDSI-style analyses
+        "person": ["person_id", "gender_concept_id", "year_of_birth"],
+        "condition_occurrence": [
+            "person_id",
+            "condition_source_value",
+            "condition_source_vocabulary_id",
+            "condition_start_date",
+        ],
+        "measurement": [
+            "person_id",
+            "measurement_source_value",
+            "value_as_number",
+            "unit_source_value",
+            "measurement_date",
+        ],
     }
     grants["patients"] += ["registration_end", "death_date"]
     project = gov.projects.request(
@@ -334,14 +350,17 @@ def _privacy_utility_plot(points: list[tuple[float, float, float, float]], path:
     eps = [p[0] for p in points]
     auc = [p[1] for p in points]
     err = [[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]]
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
-    ax.errorbar(eps, auc, yerr=err, marker="o", capsize=3)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=100)
+    ax.errorbar(eps, auc, yerr=err, marker="o", capsize=3, label="DP model (95% CI)")
+    ax.axhline(0.5, color="grey", linestyle=":", label="chance (AUROC 0.5)")
     ax.set_xscale("log")
     ax.minorticks_off()
     ax.set_xticks(eps, [f"{e:g}" for e in eps])
-    ax.set_xlabel("ε")
-    ax.set_ylabel("held-out AUROC (95% CI)")
-    ax.set_title("DP risk model: privacy-utility trade-off", fontsize=10)
+    ax.set_xlabel("privacy budget ε (log scale; smaller is more private)")
+    ax.set_ylabel("AUROC on held-out people")
+    ax.set_ylim(0.45, 1.0)
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    ax.set_title("DP risk model: privacy against utility", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -367,7 +386,8 @@ def _what_next(study: Study, *, port: int) -> None:
         f"{url}/v1/projects/{pid}/queries",
         f"curl -s {auth_s} {url}/v1/outputs",
         f"curl -s -X POST {auth_s} {url}/v1/outputs/{study.output_id}/approve",
-        'python -c "from hub.client import HubClient; '
+        # this interpreter's own path: the command works as printed, venv active or not
+        f'{shlex.quote(sys.executable)} -c "from hub.client import HubClient; '
         f"h = HubClient('{url}', '{r}', project='{pid}'); "
         f'print(h.query({DUMMY_SQL!r}))"',
     ]

@@ -27,6 +27,7 @@ STATUS: Final[dict[type[errors.HubError], int]] = {
     errors.AccessDenied: 403,
     errors.Conflict: 409,
     errors.BudgetExhausted: 403,
+    errors.QueryError: 400,
     errors.PolicyViolation: 422,
     errors.DisclosureRisk: 422,
     errors.AuditUnavailable: 503,
@@ -35,6 +36,9 @@ STATUS: Final[dict[type[errors.HubError], int]] = {
 
 def problem(status: int, code: str, detail: str, title: str | None = None) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    ctx = current_request()
+    if ctx is not None:  # the request's generic audit entry gives this as its reason
+        ctx.reason = f"{code}: {detail}"[:500]
     return JSONResponse(
         status_code=status,
         media_type="application/problem+json",
@@ -49,7 +53,8 @@ def problem(status: int, code: str, detail: str, title: str | None = None) -> JS
     )
 
 
-def _status_for(exc: errors.HubError) -> int:
+def status_for(exc: errors.HubError) -> int:
+    """The HTTP status of a governance error (the API's and the dashboard's)."""
     for cls in type(exc).__mro__:
         if cls in STATUS:
             return STATUS[cls]
@@ -63,7 +68,7 @@ def install(app: FastAPI) -> None:
             ctx = current_request()
             if ctx is not None:  # nothing could be recorded, so nothing more is tried
                 ctx.unavailable = True
-        return problem(_status_for(exc), exc.code, str(exc))
+        return problem(status_for(exc), exc.code, str(exc))
 
     @app.exception_handler(IngestError)
     async def release_error(_: Request, exc: IngestError) -> JSONResponse:

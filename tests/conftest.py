@@ -11,6 +11,7 @@ from synthetic_data import summary
 from synthetic_data.generator import SynthConfig, generate
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")

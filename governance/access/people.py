@@ -17,6 +17,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Final, Literal, cast
 
+from governance import clock
 from governance.audit.events import AuditEvent
 from governance.audit.log import AuditLog
 from governance.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
@@ -63,10 +64,6 @@ def _row_user(row: sqlite3.Row) -> User:
     )
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
 def _secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -110,7 +107,7 @@ class People:
                     organisation,
                     organisation_type,
                     accreditation_expires.isoformat(),
-                    _now(),
+                    clock.now(),
                 ),
             )
             key, key_id = self._new_key(con, user_id)
@@ -130,7 +127,7 @@ class People:
         secret = secrets.token_urlsafe(32)  # 256 bits
         con.execute(
             "INSERT INTO api_keys VALUES (?, ?, ?, ?, NULL)",
-            (key_id, user_id, _secret_hash(secret), _now()),
+            (key_id, user_id, _secret_hash(secret), clock.now()),
         )
         return f"hub_{key_id}_{secret}", key_id
 
@@ -165,7 +162,7 @@ class People:
                 raise NotFound(f"no user {user_id}")
             n = con.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
-                (_now(), user_id),
+                (clock.now(), user_id),
             ).rowcount
             con.execute("UPDATE users SET active = 0 WHERE user_id = ?", (user_id,))
             self.audit.append(
@@ -186,7 +183,7 @@ class People:
                 raise Conflict(f"user {user_id} is revoked; add them again to restore access")
             con.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
-                (_now(), user_id),
+                (clock.now(), user_id),
             )
             key, key_id = self._new_key(con, user_id)
             self.audit.append(

@@ -16,12 +16,15 @@ project now, with a reason when not.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import json
 import secrets
 import sqlite3
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from governance import clock
 from governance.access import roles
 from governance.access.people import People, User
 from governance.audit.events import AuditEvent
@@ -70,11 +73,42 @@ class Project:
         return d
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+# columns that would identify a person: never in a research table and never grantable,
+# whatever a request calls them (identifiers stay in the vault; tables hold pseudonyms)
+IDENTIFIER_COLUMNS: Final = frozenset(
+    {
+        "nhs_number", "given_name", "family_name", "first_name", "last_name", "name",
+        "full_name", "prefix", "suffix", "maiden", "date_of_birth", "birth_date", "birthdate",
+        "dob", "postcode", "address", "street", "phone", "telephone", "telecom", "email",
+        "ssn", "passport", "drivers", "licence", "mrn", "hospital_number",
+    }
+)  # fmt: skip
+
+Schema = dict[str, frozenset[str]]  # a release's grantable tables -> columns
 
 
-def _validate_grants(grants: Grants) -> Grants:
+def _closest(name: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(options), n=3, cutoff=0.6)
+    return ("; did you mean " + " or ".join(map(repr, close)) + "?") if close else ""
+
+
+def validate_grants(grants: Grants, schema: Schema | None = None) -> Grants:
+    """The grants, normalised; refused with the reason when they cannot be granted.
+
+    Identifier columns are never granted; with the release's ``schema`` known, every
+    table and column must exist in it (names are metadata, so the refusal names them).
+
+    >>> validate_grants({"patients": ["sex", "sex", "imd_decile"]})
+    {'patients': ['imd_decile', 'sex']}
+    >>> validate_grants({"patients": ["nhs_number"]})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    governance.errors.InvalidRequest: identifier columns are never granted (patients: nhs_n...
+    >>> validate_grants({"patient": ["sex"]}, {"patients": frozenset({"sex"})})
+    Traceback (most recent call last):
+    ...
+    governance.errors.InvalidRequest: the release has no table 'patient'; did you mean 'patients'?
+    """
     if not isinstance(grants, dict) or not grants:
         raise InvalidRequest("name at least one table and its columns")
     out = {}
@@ -87,15 +121,39 @@ def _validate_grants(grants: Grants) -> Grants:
             or not all(isinstance(c, str) and c.isidentifier() for c in columns)
         ):
             raise InvalidRequest(f"list the columns wanted from {table}")
-        out[table] = sorted(set(columns))
+        wanted = sorted({c.lower() for c in columns})
+        identifiers = sorted(set(wanted) & IDENTIFIER_COLUMNS)
+        if identifiers:
+            raise InvalidRequest(
+                f"identifier columns are never granted ({table}: {', '.join(identifiers)}): "
+                "identifiers stay in the vault and research tables hold pseudonyms"
+            )
+        table = table.lower()
+        if schema is not None:
+            if table not in schema:
+                raise InvalidRequest(f"the release has no table {table!r}{_closest(table, schema)}")
+            for column in wanted:
+                if column not in schema[table]:
+                    raise InvalidRequest(
+                        f"table {table} has no column {column!r}{_closest(column, schema[table])}"
+                    )
+        out[table] = wanted
     return out
 
 
 class Projects:
-    def __init__(self, store: Store, audit: AuditLog, people: People) -> None:
+    def __init__(
+        self,
+        store: Store,
+        audit: AuditLog,
+        people: People,
+        schema: Callable[[], Schema | None] = lambda: None,
+    ) -> None:
         self.store = store
         self.audit = audit
         self.people = people
+        # the current release's grantable tables and columns (None before the first)
+        self.schema = schema
 
     def _load(self, con: sqlite3.Connection, project_id: str) -> Project:
         row = con.execute("SELECT * FROM projects WHERE project_id = ?", (project_id,)).fetchone()
@@ -162,13 +220,13 @@ class Projects:
                 raise InvalidRequest(f"the {label} is required")
         if not 1 <= days <= 3650:
             raise InvalidRequest("the requested duration must be 1 to 3650 days")
-        grants = _validate_grants(grants)
+        grants = validate_grants(grants, self.schema())
         project_id = "p-" + secrets.token_hex(4)
         team = sorted({requester.user_id, *(members or [])})
         for member in team:
             self.people.get(member)  # NotFound for an unknown member
         with self.store.transaction() as con:
-            now = _now()
+            now = clock.now()
             con.execute(
                 "INSERT INTO projects (project_id, title, purpose, "
                 "lay_summary, organisation, requested_by, "
@@ -235,7 +293,11 @@ class Projects:
                 )
             if project.requested_by == steward.user_id:
                 raise AccessDenied("stewards cannot approve their own requests")
-            granted = _validate_grants(grants) if grants is not None else project.requested_grants
+            granted = (
+                validate_grants(grants, self.schema())
+                if grants is not None
+                else project.requested_grants
+            )
             for table, columns in granted.items():
                 allowed = set(project.requested_grants.get(table, []))
                 if not set(columns) <= allowed:
@@ -269,7 +331,7 @@ class Projects:
                     sdc_threshold,
                     sdc_rounding,
                     steward.user_id,
-                    _now(),
+                    clock.now(),
                     project_id,
                 ),
             )
@@ -321,7 +383,7 @@ class Projects:
             con.execute(
                 "UPDATE projects SET status = ?, decided_by = ?, "
                 "decision_reason = ?, updated_at = ? WHERE project_id = ?",
-                (to, steward.user_id, reason.strip(), _now(), project_id),
+                (to, steward.user_id, reason.strip(), clock.now(), project_id),
             )
             self.audit.append(
                 con,

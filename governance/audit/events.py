@@ -30,6 +30,7 @@ ACTIONS: Final = frozenset(
         "api.delete", "api.get", "api.patch", "api.post", "api.put",
         "audit.read", "audit.verify",
         "budget.commit", "budget.refund", "budget.reserve",
+        "dictionary.build",
         "model.audit", "model.audit.extract", "model.submit", "model.train",
         "output.approve", "output.download", "output.reject", "output.return",
         "project.approve", "project.close", "project.reject", "project.request",
@@ -64,6 +65,7 @@ class RequestContext:
     role: str | None = None
     outcomes: int = 0
     unavailable: bool = False
+    reason: str | None = None  # a refusal's code and message, for its generic entry
 
     def count_outcome(self) -> None:
         self.outcomes += 1

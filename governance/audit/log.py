@@ -13,7 +13,6 @@ What one entry holds is ``governance.audit.events``; the pure chain is
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from governance import clock
 from governance.access import roles
 from governance.audit.chain import (
     GENESIS,
@@ -56,10 +56,6 @@ class VerifyReport:
         return asdict(self)
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class AuditLog:
     def __init__(
         self, store: Store, signer: Signer, *, checkpoint_every: int = CHECKPOINT_EVERY
@@ -84,7 +80,7 @@ class AuditLog:
             row = con.execute("SELECT seq, head_hash FROM audit_head WHERE id = 1").fetchone()
             seq = (row["seq"] if row else 0) + 1
             prev = row["head_hash"] if row else GENESIS
-            body_dict = event.body(seq=seq, prev_hash=prev, time=_now())
+            body_dict = event.body(seq=seq, prev_hash=prev, time=clock.now())
             body = canonical(body_dict)
             digest = entry_hash(prev, body)
             con.execute(
@@ -181,7 +177,7 @@ class AuditLog:
             count, head_hash, broken = verify_chain(tracked())
         finally:
             con.close()
-        now = _now()
+        now = clock.now()
         if broken is None:
             for seq in sorted(checkpoints):
                 recorded, signature = checkpoints[seq]

@@ -16,11 +16,11 @@ The maths (composition, validation) is in ``governance.privacy.accounting``.
 
 from __future__ import annotations
 
-import datetime as dt
 import sqlite3
 from dataclasses import dataclass
 from typing import cast
 
+from governance import clock
 from governance.audit.events import AuditEvent
 from governance.audit.log import AuditLog
 from governance.errors import BudgetExhausted, Conflict, InvalidRequest, NotFound
@@ -43,10 +43,6 @@ class BudgetState:
     @property
     def delta_remaining(self) -> float:
         return max(0.0, self.delta_total - self.delta_spent)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 class Ledger:
@@ -123,7 +119,7 @@ class Ledger:
                     "INSERT INTO budget_spends (project_id, state, "
                     "epsilon, delta, purpose, actor, created_at) "
                     "VALUES (?, 'reserved', ?, ?, ?, ?, ?)",
-                    (project_id, epsilon, delta, purpose, actor, _now()),
+                    (project_id, epsilon, delta, purpose, actor, clock.now()),
                 )
                 spend_id = int(cur.lastrowid or 0)
                 self.audit.append(con, _with(event, details={"spend_id": spend_id}))
@@ -157,7 +153,7 @@ class Ledger:
         con.execute(
             "UPDATE budget_spends SET state = 'committed', epsilon "
             "= ?, delta = ?, settled_at = ? WHERE spend_id = ?",
-            (eps, dlt, _now(), spend_id),
+            (eps, dlt, clock.now(), spend_id),
         )
         self.audit.append(
             con,
@@ -179,7 +175,7 @@ class Ledger:
             row = self._reserved(con, spend_id)
             con.execute(
                 "UPDATE budget_spends SET state = 'refunded', settled_at = ? WHERE spend_id = ?",
-                (_now(), spend_id),
+                (clock.now(), spend_id),
             )
             self.audit.append(
                 con,

@@ -26,15 +26,16 @@ A refusal names the rule it broke (``PolicyViolation.rule``), never a data value
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
 import duckdb
 
-from governance.errors import PolicyViolation
+from governance.errors import PolicyViolation, QueryError
 
 AGGREGATES: Final = frozenset(
     {
@@ -80,6 +81,81 @@ class PolicyError(PolicyViolation):
     def __init__(self, rule: str, message: str) -> None:
         super().__init__(f"{message} (rule: {rule})")
         self.rule = rule
+
+
+class QueryMistake(PolicyError, QueryError):
+    """A mistake, not a refusal: a syntax error or a name the release does not have.
+
+    The message quotes only the researcher's own text (the name they wrote, where they
+    wrote it) and the names they may use instead: names are metadata, never data.
+    """
+
+
+def position(sql: str, offset: int) -> str:
+    r"""``line L, column C`` of a 0-based character offset.
+
+    >>> position("SELECT sex\nFORM patients", 15)
+    'line 2, column 5'
+    """
+    offset = max(0, min(offset, len(sql)))
+    line = sql.count("\n", 0, offset) + 1
+    column = offset - (sql.rfind("\n", 0, offset) + 1) + 1
+    return f"line {line}, column {column}"
+
+
+def _where(sql: str, name: str) -> str | None:
+    """Where the researcher wrote ``name`` (as a word), or None if they did not."""
+    found = re.search(r"(?<![A-Za-z0-9_])" + re.escape(name) + r"(?![A-Za-z0-9_])", sql, re.I)
+    return position(sql, found.start()) if found else None
+
+
+def suggest(name: str, candidates: Iterable[str]) -> str:
+    """``; did you mean 'a' or 'b'?`` for the closest candidates, or nothing.
+
+    >>> suggest("sexx", ["sex", "person_id", "imd_decile"])
+    "; did you mean 'sex'?"
+    """
+    close = difflib.get_close_matches(name.lower(), sorted(set(candidates)), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+# what DuckDB's binder and catalogue say about a name the query uses and the release
+# lacks: (pattern, kind); the name is checked against the query's own text before use
+_UNKNOWN: Final = (
+    (re.compile(r'Referenced column "([^"]+)" not found'), "column"),
+    (re.compile(r'does not have a column named "([^"]+)"'), "column"),
+    (re.compile(r'Referenced table "([^"]+)" not found'), "table"),
+    (re.compile(r"Table with name ([A-Za-z_][A-Za-z0-9_]*) does not exist"), "table"),
+    (re.compile(r"Type with name ([A-Za-z_][A-Za-z0-9_]*) does not exist"), "type"),
+    (re.compile(r"Function with name ([A-Za-z_][A-Za-z0-9_]*) does not exist"), "function"),
+)
+
+
+def unknown_name(
+    error: duckdb.Error, sql: str, granted: dict[str, list[str]] | None
+) -> QueryMistake | None:
+    """A clear mistake for a name the release does not have, or None if it is not that."""
+    message = str(error)
+    for pattern, kind in _UNKNOWN:
+        found = pattern.search(message)
+        if found is None:
+            continue
+        name = found.group(1)
+        where = _where(sql, name)
+        if where is None:  # not the researcher's own text: say nothing about it
+            return None
+        grants = granted or {}
+        candidates: Iterable[str] = {
+            "column": [c for cols in grants.values() for c in cols],
+            "table": list(grants),
+            "type": ["integer", "bigint", "double", "varchar", "date", "boolean"],
+            "function": sorted(ALLOWED_FUNCTIONS),
+        }[kind]
+        hint = suggest(name, candidates)
+        return QueryMistake("unknown_name", f"there is no {kind} named {name!r} ({where}){hint}")
+    return None
 
 
 @dataclass(frozen=True)
@@ -153,13 +229,13 @@ def parse(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
     try:
         text = con.execute("SELECT json_serialize_sql($q)", {"q": sql}).fetchall()[0][0]
     except duckdb.Error:
-        raise PolicyError("syntax", "the query could not be parsed") from None
+        raise QueryMistake("syntax", "the query could not be parsed") from None
     try:
         tree = json.loads(text)
     except RecursionError:
         raise _too_complex() from None
     except ValueError:
-        raise PolicyError("syntax", "the query could not be parsed") from None
+        raise QueryMistake("syntax", "the query could not be parsed") from None
     if tree_depth(tree) > MAX_TREE_DEPTH:
         raise _too_complex()
     if tree.get("error"):
@@ -168,7 +244,7 @@ def parse(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
             raise PolicyError("one_select", "only a single SELECT statement may run")
         if "depth" in message.lower():
             raise _too_complex()
-        raise PolicyError("syntax", "the query could not be parsed")
+        raise _syntax_error(sql, tree)
     statements = tree.get("statements", [])
     if len(statements) != 1:
         raise PolicyError("one_select", "exactly one statement may run")
@@ -182,6 +258,17 @@ def parse(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
     return node
 
 
+def _syntax_error(sql: str, tree: dict[str, Any]) -> QueryMistake:
+    """Where the parser stopped, and the word it stopped at (the researcher's own text)."""
+    try:
+        offset = int(tree.get("position", ""))
+    except ValueError:
+        return QueryMistake("syntax", "the query could not be parsed")
+    word = _WORD.match(sql, offset) if 0 <= offset < len(sql) else None
+    near = f" near {word.group(0)!r}" if word else ""
+    return QueryMistake("syntax", f"syntax error{near} ({position(sql, offset)})")
+
+
 def _cte_names(node: dict[str, Any]) -> set[str]:
     names = set()
     for n in _walk(node):
@@ -192,8 +279,18 @@ def _cte_names(node: dict[str, Any]) -> set[str]:
     return names
 
 
-def check_tree(node: dict[str, Any], granted: dict[str, list[str]]) -> frozenset[str]:
-    """Rules 2 and 3 on the parse tree; returns the granted tables the query names."""
+def check_tree(
+    node: dict[str, Any],
+    granted: dict[str, list[str]],
+    *,
+    known: frozenset[str] | None = None,
+    sql: str = "",
+) -> frozenset[str]:
+    """Rules 2 and 3 on the parse tree; returns the granted tables the query names.
+
+    ``known`` (the release's tables and views, when given) tells a name that does not
+    exist (a mistake, with the closest granted names) from one that is not granted.
+    """
     ctes = _cte_names(node)
     tables: set[str] = set()
     for n in _walk(node):
@@ -207,6 +304,13 @@ def check_tree(node: dict[str, Any], granted: dict[str, list[str]]) -> frozenset
             if name in ctes:
                 continue
             if name not in granted:
+                if known is not None and name not in known and _WORD.fullmatch(name):
+                    where = _where(sql, name)
+                    at = f" ({where})" if where else ""
+                    raise QueryMistake(
+                        "unknown_name",
+                        f"there is no table named {name!r}{at}{suggest(name, granted)}",
+                    )
                 raise PolicyError(
                     "granted_tables", f"table {name!r} is not granted to this project"
                 )
@@ -246,7 +350,9 @@ def _scans(plan: Any) -> Iterator[tuple[str, set[str], str]]:
             yield table, names, str(filters)
 
 
-def plan_columns(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, frozenset[str]]:
+def plan_columns(
+    con: duckdb.DuckDBPyConnection, sql: str, granted: dict[str, list[str]] | None = None
+) -> dict[str, frozenset[str]]:
     """Rule 4: the columns DuckDB's plan really reads, per table.
 
     Projections list what a scan returns; a filter pushed into the scan reads its
@@ -254,13 +360,16 @@ def plan_columns(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, frozense
     """
     try:
         rows = con.execute(f"EXPLAIN (FORMAT json) {sql}").fetchall()
-    except duckdb.BinderException:
+    except (duckdb.BinderException, duckdb.CatalogException) as exc:
         # identifiers are not in research tables: asking for one lands here
-        raise PolicyError(
+        mistake = unknown_name(exc, sql, granted)
+        if mistake is not None:
+            raise mistake from None
+        raise QueryMistake(
             "unknown_name", "the query names a table, column or type the release does not have"
         ) from None
     except duckdb.Error:
-        raise PolicyError("syntax", "the query could not be planned") from None
+        raise QueryMistake("syntax", "the query could not be planned") from None
     plan = json.loads(rows[0][1])
     read: dict[str, set[str]] = {}
     for table, projected, filters in _scans(plan):
@@ -271,6 +380,12 @@ def plan_columns(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, frozense
             words = {w.lower() for w in _WORD.findall(_QUOTED.sub("", filters))}
             columns.update(words & present)
     return {t: frozenset(c) for t, c in read.items()}
+
+
+def release_tables(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
+    """The tables and views of the release ``con`` reads (names only)."""
+    rows = con.execute("SELECT DISTINCT lower(table_name) FROM duckdb_columns()").fetchall()
+    return frozenset(r[0] for r in rows)
 
 
 def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
@@ -366,9 +481,9 @@ def check(
         raise PolicyError(
             "one_select", "set operations (UNION, EXCEPT) are not allowed on the real release"
         )
-    tables = check_tree(node, granted)
+    tables = check_tree(node, granted, known=release_tables(con), sql=sql)
     _check_named_columns(con, node, tables, granted)
-    columns = plan_columns(con, sql)
+    columns = plan_columns(con, sql, granted)
     for table, read in columns.items():
         if table not in granted:
             raise PolicyError("granted_tables", f"table {table!r} is not granted to this project")

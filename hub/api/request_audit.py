@@ -68,8 +68,7 @@ class RequestAudit:
             unbind_request(token)
 
     def _record(self, ctx: RequestContext, scope: Scope, status: int) -> None:
-        route = scope.get("route")
-        path = getattr(route, "path", None) or "(no route)"
+        path = route_template(scope)
         params = scope.get("path_params") or {}
         project = params.get("project_id")
         self.gov.audit.record(
@@ -83,8 +82,28 @@ class RequestAudit:
                 if isinstance(project, str) and _SAFE_ID.fullmatch(project)
                 else None,
                 target=path,
-                reason=None if status < 400 else f"HTTP {status}",
+                reason=None if status < 400 else (ctx.reason or f"HTTP {status}"),
                 request_id=ctx.request_id,
                 details={"status": status},
             )
         )
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template with its router prefix: ``/v1/projects/{project_id}``.
+
+    A route included through a prefixed router knows only its own part (``/me``); the
+    prefix is what precedes the part of the concrete path that the route matched. A
+    template names no value, so it is safe to audit.
+    """
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    regex = getattr(route, "path_regex", None)
+    if not isinstance(template, str):
+        return "(no route)"
+    concrete = str(scope.get("path", ""))
+    if regex is not None:
+        for i, char in enumerate(concrete):
+            if char == "/" and regex.fullmatch(concrete[i:]):
+                return concrete[:i] + template
+    return template

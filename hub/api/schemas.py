@@ -43,12 +43,17 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}},
     }
     for status, description in (
+        (400, "a mistake in the query (code query_error): where it is, and the names to use"),
         (401, "no key, or a malformed, unknown or revoked key"),
         (403, "the caller's role, project or budget does not allow this"),
         (404, "no such resource, or not the caller's to see"),
         (409, "the resource is not in a state that allows this"),
         (413, "the request body is too large"),
-        (422, "the request is not valid (the fields named, never their values)"),
+        (
+            422,
+            "the request is not valid (the fields named, never their values), or a "
+            "governance rule refuses it (code policy_violation, naming the rule)",
+        ),
         (503, "the audit store or the release cannot be used: nothing was done"),
     )
 }
@@ -96,4 +101,40 @@ class QueryRequest(Strict):
         le=10_000,
         description="dp mode: the most rows one person contributes (k), up to the source's "
         "steward-set maximum (default: the source's own; 1 on person-level tables)",
+    )
+
+
+Cell = str | int | float | bool | None
+
+
+class QueryAnswer(BaseModel):
+    """The answer to a query (``POST``) or its stored record (``GET``).
+
+    ``status`` is ``done`` (rows are here), ``pending_review`` (an exact output waits for
+    a steward; ``output_id`` names it), or ``no_answer`` (a DP query read data but gave
+    no answer; its budget is spent). DP answers also carry the noise and its intervals.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    query_id: str
+    status: str = Field(description="done, pending_review or no_answer")
+    release: str | None = Field(default=None, description="the release the query ran on")
+    columns: list[str] | None = Field(default=None, description="column names, in order")
+    rows: list[list[Cell]] | None = Field(default=None, description="result rows")
+    truncated: bool | None = Field(default=None, description="dummy mode: rows were capped")
+    output_id: str | None = Field(default=None, description="exact mode: the output to review")
+    epsilon_spent: float | None = Field(default=None, description="dp mode: ε charged")
+    epsilon_remaining: float | None = Field(default=None, description="dp mode: ε left")
+    ci95_half_width: dict[str, Any] | None = Field(
+        default=None, description="dp mode: half-width of each column's 95% noise interval"
+    )
+    contribution_bound: int | None = Field(
+        default=None, description="dp mode: the most rows one person contributed (k)"
+    )
+    bounding: dict[str, Any] | None = Field(
+        default=None, description="dp mode: how each person's contribution was bounded"
+    )
+    noise_scale: dict[str, Any] | None = Field(
+        default=None, description="dp mode: the noise scale of each aggregate column"
     )

@@ -112,8 +112,8 @@ def ingest(
     """Load a source into a new release and publish it if every step succeeds."""
     from connectors.ingest import GateFailed
     from connectors.ingest import ingest as run_ingest
+    from connectors.quality import ingest_gate
     from connectors.secrets import resolve_keys
-    from governance.quality import ingest_gate
 
     settings = get_settings()
     # the dummy release has a catalogue (and keys) of its own under $HUB_HOME/dummy
@@ -140,7 +140,23 @@ def ingest(
         note = f", {quarantined:,} quarantined" if quarantined else ""
         console.print(f"  {table:<28} {counts.published:>12,} rows{note}")
     for rtype, n in result.skipped.items():
-        console.print(f"  [yellow]skipped[/] {n:,} {rtype} resources (no warehouse table)")
+        what = rtype if rtype.startswith("(") else f"{rtype} resources (no warehouse table)"
+        console.print(f"  [yellow]skipped[/] {n:,} {what}")
+    source = release.manifest.get("source", {})
+    not_read = source.get("not_read", {})
+    if not_read:
+        columns = sum(n for k, n in not_read.items() if k.startswith("column"))
+        files = not_read.get("files", 0)
+        console.print(
+            f"  [yellow]not read[/] {columns:,} unknown column(s), {files:,} unknown file(s) "
+            f"(listed in the manifest)"
+        )
+    scan = release.manifest.get("identifier_scan")
+    if scan:
+        console.print(
+            f"identifier scan clean: {scan['identifying_values']:,} identifying values "
+            f"looked for in {scan['relations']} tables and views and the manifest"
+        )
     quality = release.manifest.get("quality")
     if quality:
         s = quality["summary"]
@@ -220,8 +236,8 @@ def quality_run(
     release: Annotated[str | None, typer.Argument(help="Release id (default: current).")] = None,
 ) -> None:
     """Run the quality gate on a published release and store its report and Data Docs."""
+    from connectors.quality import run_gate
     from connectors.releases import list_releases, quality_dir
-    from governance.quality import run_gate
 
     home = get_settings().home
     rel = _release_or_fail(home, release)

@@ -15,6 +15,7 @@ from fastapi.responses import RedirectResponse
 from governance.access.people import ROLES
 from governance.audit.chain import canonical, entry_hash
 from governance.audit.events import ACTIONS as AUDIT_ACTIONS
+from governance.audit.events import SUPPORTING_ACTIONS
 from governance.audit.log import VerifyReport
 from governance.errors import InvalidRequest, NotFound
 from hub.steward.web import PREFIX, CheckedForm, Desk, HtmlRoute, SignedIn, pretty
@@ -152,6 +153,41 @@ def _complete(entry: dict[str, Any]) -> dict[str, Any]:
     return {**dict.fromkeys(CSV_COLUMNS), **entry}
 
 
+def by_request(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per request: its outcome entry, with the budget entries it caused.
+
+    A DP query writes ``budget.reserve``, ``budget.commit`` and its ``query.real.dp``
+    outcome under one request id; the steward reads them as one line. Entries without a
+    request id, and supporting entries whose outcome is not on this page, stay rows of
+    their own.
+
+    >>> rows = by_request([
+    ...     {"seq": 3, "action": "query.real.dp", "request_id": "r1"},
+    ...     {"seq": 2, "action": "budget.commit", "request_id": "r1"},
+    ...     {"seq": 1, "action": "budget.reserve", "request_id": "r1"},
+    ... ])
+    >>> [(r["seq"], [s["seq"] for s in r["supporting"]]) for r in rows]
+    [(3, [1, 2])]
+    """
+    outcomes = {
+        e["request_id"]: e
+        for e in entries
+        if e.get("request_id") and e.get("action") not in SUPPORTING_ACTIONS
+    }
+    rows: list[dict[str, Any]] = []
+    for e in entries:
+        owner = outcomes.get(e.get("request_id") or "")
+        if e.get("action") in SUPPORTING_ACTIONS and owner is not None:
+            continue
+        rows.append({**e, "supporting": []})
+    by_seq = {r["seq"]: r for r in rows}
+    for e in sorted(entries, key=lambda e: e["seq"]):
+        owner = outcomes.get(e.get("request_id") or "")
+        if e.get("action") in SUPPORTING_ACTIONS and owner is not None:
+            by_seq[owner["seq"]]["supporting"].append(e)
+    return rows
+
+
 def _entry(desk: Desk, seq: int) -> dict[str, Any]:
     found = desk.gov.audit.entries(before_seq=seq + 1, limit=1)
     if not found or found[0]["seq"] != seq:
@@ -172,7 +208,8 @@ def audit(
     return desk.page(
         "audit.html",
         section="audit",
-        entries=[_complete(e) for e in entries],
+        entries=by_request([_complete(e) for e in entries]),
+        shown=len(entries),
         filters=filters,
         query=filters.query(),
         before=before,

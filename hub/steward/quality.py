@@ -70,12 +70,36 @@ def quality(desk: SignedIn) -> Response:
     return desk.page("quality.html", section="quality", populations=populations)
 
 
-@router.get("/quality/{population}/{release_id}/docs/{path:path}")
-def data_docs(desk: SignedIn, population: Population, release_id: str, path: str) -> Response:
+def _release(desk: SignedIn, population: Population, release_id: str) -> releases.Release:
     wanted = {r.id: r for r in releases.list_releases(_home(desk, population))}
     release = wanted.get(release_id)
     if release is None:
         raise NotFound(f"no release {release_id}")
+    return release
+
+
+@router.get("/quality/{population}/{release_id}")
+def release_checks(desk: SignedIn, population: Population, release_id: str) -> Response:
+    """Every check of one release's gate, in the hub's own words, by category."""
+    release = _release(desk, population, release_id)
+    report = _report(release)
+    by_category: dict[str, list[dict[str, Any]]] = {}
+    for check in (report or {}).get("checks", []):
+        by_category.setdefault(str(check.get("category", "other")), []).append(check)
+    return desk.page(
+        "quality_release.html",
+        section="quality",
+        population=population,
+        release=release,
+        report=report,
+        by_category=sorted(by_category.items()),
+        docs=(_docs(release) / "index.html").is_file(),
+    )
+
+
+@router.get("/quality/{population}/{release_id}/docs/{path:path}")
+def data_docs(desk: SignedIn, population: Population, release_id: str, path: str) -> Response:
+    release = _release(desk, population, release_id)
     root = _docs(release).resolve()
     target = (root / path).resolve()
     kind = DOC_TYPES.get(target.suffix.lower())

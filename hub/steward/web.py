@@ -29,7 +29,7 @@ from governance.audit.events import AuditEvent
 from governance.errors import AccessDenied, HubError, InvalidRequest
 from governance.facade import Governance
 from governance.queries import QueryService
-from hub.http_errors import STATUS
+from hub.http_errors import status_for
 from hub.steward.sessions import COOKIE, Session, SessionStore, same_token
 
 PREFIX: Final = "/steward"
@@ -232,13 +232,6 @@ def finite(text: str, name: str, *, integer: bool = False) -> float:
 
 
 # ---------------------------------------------------------------------- errors
-def _status(exc: HubError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 400
-
-
 def error_page(status: int, message: str) -> HTMLResponse:
     return html("error.html", status, status=status, message=message)
 
@@ -261,7 +254,7 @@ class HtmlRoute(APIRoute):
                     "Reload the page and try again.",
                 )
             except HubError as exc:
-                return error_page(_status(exc), str(exc))
+                return error_page(status_for(exc), str(exc))
             except RequestValidationError as exc:
                 fields = sorted({str(e.get("loc", ("", "?"))[-1]) for e in exc.errors()[:10]})
                 return error_page(422, "Check these fields: " + ", ".join(fields))

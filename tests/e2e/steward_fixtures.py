@@ -19,14 +19,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
 import httpx
 import pytest
 
 from connectors.ingest import ingest
+from connectors.quality import ingest_gate
 from connectors.secrets import resolve_keys
 from governance.facade import Governance
-from governance.quality import ingest_gate
 from synthetic_data.generator import SynthConfig, generate
 from tests.e2e.conftest import free_port
 
@@ -244,8 +243,12 @@ def _started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StewardHub]:
             artifact_sha256="ab" * 32,
         )
     # one woman's pseudonym, for an output that differs from another by one person
-    with duckdb.connect(str(home / "releases" / "release-0001.duckdb"), read_only=True) as con:
+    # (through the engine: this process already holds the release open for grant checks)
+    con = service.engine(service.release_for("real")).cursor()
+    try:
         (one,) = con.execute("SELECT min(person_id) FROM patients WHERE sex = 'F'").fetchone()
+    finally:
+        con.close()
     proc, url = _serve(home)
     hub = StewardHub(url, home, keys, projects, outputs)
     pid = study.project_id

@@ -176,12 +176,33 @@ def test_redteam_sql_is_refused_before_anything_runs(live_hub, sql):
     response = live_hub.client("ana").post(
         f"/projects/{pid}/queries", json={"sql": sql, "target": "real", "mode": "exact"}
     )
-    assert response.status_code == 422, response.text
+    # a governance refusal (422) or, for a name the release does not have, a mistake (400)
+    assert (response.status_code, response.json()["code"]) in (
+        (422, "policy_violation"),
+        (400, "query_error"),
+    ), response.text
     assert "passwd" not in response.json()["detail"].replace("'/etc/passwd'", "")
     import pathlib
 
     assert not pathlib.Path("/tmp/hub-leak.csv").exists()
     assert live_hub.client().get("/health").status_code == 200
+
+
+def test_mistakes_and_refusals_have_different_codes_and_say_where(live_hub):
+    pid = live_hub.projects["ana"]
+    ana = live_hub.client("ana")
+
+    def ask(sql: str) -> tuple[int, str, str]:
+        r = ana.post(f"/projects/{pid}/queries", json={"sql": sql, "target": "dummy"})
+        return r.status_code, r.json()["code"], r.json()["detail"]
+
+    status, code, detail = ask("SELECT sex, count(*) FROM patients WHERE year_of_brith > 1950")
+    assert (status, code) == (400, "query_error")
+    assert "'year_of_brith' (line 1, column 42); did you mean 'year_of_birth'?" in detail
+    status, code, detail = ask("SELECT sex, count(*)\nFORM patients GROUP BY sex")
+    assert (status, code) == (400, "query_error") and "(line 2, column 6)" in detail
+    status, code, detail = ask("SELECT count(*) FROM medications")  # exists, not granted
+    assert (status, code) == (422, "policy_violation") and "not granted" in detail
 
 
 def test_a_query_that_would_exhaust_memory_fails_cleanly(live_hub):
@@ -401,3 +422,26 @@ def test_a_query_that_fails_in_the_engine_is_audited_too(live_hub):
         .json()["entries"]
     )
     assert entries and entries[0]["decision"] == "denied" and "longer than" in entries[0]["reason"]
+
+
+@pytest.mark.parametrize(
+    "grants, reason",
+    [
+        ({"patients": ["sex", "nhs_number"]}, "identifier columns are never granted"),
+        ({"patients": ["sex", "given_name"]}, "identifier columns are never granted"),
+        ({"patient": ["sex"]}, "the release has no table 'patient'; did you mean 'patients'?"),
+        (
+            {"patients": ["imd_decil"]},
+            "table patients has no column 'imd_decil'; did you mean 'imd_decile'?",
+        ),
+        ({"_quarantine": ["reason"]}, "the release has no table '_quarantine'"),
+    ],
+)
+def test_a_project_request_for_what_cannot_be_granted_is_refused_with_the_reason(
+    live_hub, grants, reason
+):
+    response = live_hub.client("ana").post(
+        "/projects",
+        json={"title": "t", "purpose": "p", "lay_summary": "l", "grants": grants, "days": 30},
+    )
+    assert response.status_code == 422 and reason in response.json()["detail"], response.text

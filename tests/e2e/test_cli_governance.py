@@ -152,3 +152,17 @@ def test_users_projects_and_audit_from_the_command_line(tmp_path):
     broken = hub(home, "audit", "verify", check=False)
     assert broken.returncode == 1 and "entry 3" in broken.stderr
     assert hub(home, "users", "revoke", "ana").returncode == 0
+
+
+def test_a_request_for_an_identifier_column_is_refused_in_one_line(tmp_path):
+    home = tmp_path / "hub"
+    key = hub(
+        home, "users", "add", "ana", "--name", "Ana", "--role", "researcher",
+        "--organisation", "UoB",
+    ).stdout.strip()  # fmt: skip
+    refused = hub(
+        home, "projects", "request", "--title", "t", "--purpose", "p", "--lay-summary", "l",
+        "--grant", "patients:sex,nhs_number", key=key, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "identifier columns are never granted (patients: nhs_number)" in refused.stderr

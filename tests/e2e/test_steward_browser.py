@@ -89,7 +89,7 @@ def test_a_researcher_key_is_refused_and_a_steward_signs_in(page, steward_hub): 
     shot(page, "01-sign-in")
     sign_in(page, steward_hub, "ana")
     alert = page.get_by_role("alert")
-    assert "for data stewards" in alert.inner_text()
+    assert "for accredited data stewards" in alert.inner_text()
     assert page.url.endswith("/steward/sign-in")
     shot(page, "02-sign-in-refused")
     sign_in(page, steward_hub, "sam")
@@ -216,9 +216,13 @@ def test_models_budgets_and_quality_pages(page, steward_hub):  # noqa: F811
     nav(page, "Data quality")
     assert "Quality gate passed" in page.locator("#release-real-release-0001").inner_text()
     shot(page, "13-quality")
-    page.get_by_role("link", name="Open the Great Expectations Data Docs for release-0001").click()
+    card = page.locator("#release-real-release-0001")
+    card.get_by_role("link", name=re.compile("^All .* checks of release-0001")).click()
+    assert page.get_by_role("heading", name="Completeness").count() == 1
+    shot(page, "14-quality-checks")
+    page.get_by_role("link", name="The same checks as Great Expectations Data Docs").click()
     assert page.url.endswith("/docs/index.html")
-    shot(page, "14-data-docs")
+    shot(page, "15-data-docs")
 
 
 def test_a_tampered_audit_store_is_flagged_in_red(page, steward_hub):  # noqa: F811

@@ -203,7 +203,15 @@ def test_bad_approvals_come_back_as_messages_and_change_nothing(steward_hub):  #
             ({"epsilon": "nan"}, "epsilon must be a finite number"),
             ({"epsilon": "-1"}, "budget:"),
             ({"epsilon": "1", "days": "0"}, "days must be 1 to 3650"),
-            ({"epsilon": "1", "grant": [*grants, "patients.nhs_number"]}, "can only narrow"),
+            (
+                {"epsilon": "1", "grant": [*grants, "patients.nhs_number"]},
+                "identifier columns are never granted",
+            ),
+            ({"epsilon": "1", "grant": [*grants, "patients.ethnicity"]}, "can only narrow"),
+            (
+                {"epsilon": "1", "grant": [*grants, "patients.sexx"]},
+                "has no column &#39;sexx&#39;; did you mean &#39;sex&#39;?",
+            ),
             ({"epsilon": "1", "grant": []}, "grant at least one column"),
         ):
             data = {"grant": grants, "days": "30", **fields}
@@ -307,3 +315,58 @@ def test_sessions_end_when_idle_too_long_or_too_old_and_on_restart(steward_hub):
     restarted.cookies = client.cookies
     assert restarted.get("/steward/").status_code == 303
     assert len(store) == 1  # expired sessions were dropped, not kept
+
+
+def test_the_audit_log_shows_one_line_per_request_with_every_denial_explained(steward_hub):  # noqa: F811
+    ana = steward_hub.api("ana")
+    project = ana.post(
+        "/projects",
+        json={"title": "Audit lines", "purpose": "p", "lay_summary": "l",
+              "grants": {"patients": ["person_id", "sex"]}, "days": 30},
+    ).json()["project_id"]  # fmt: skip
+    with steward_hub.api("tess") as tess:
+        approved = tess.post(f"/projects/{project}/approve", json={"epsilon": 1.0})
+        assert approved.status_code == 200, approved.text
+    dp = ana.post(
+        f"/projects/{project}/queries",
+        json={"sql": "SELECT count(*) FROM patients", "target": "real", "mode": "dp",
+              "epsilon": 0.01},
+    )  # fmt: skip
+    assert dp.status_code == 200, dp.text
+    refused = ana.post("/projects/p-00000000/approve", json={"epsilon": 1.0})
+    assert refused.status_code in (403, 404)
+    rid = dp.headers["x-request-id"]
+    entries = [e for e in steward_hub.audit(actor="ana") if e.get("request_id") == rid]
+    assert sorted(e["action"] for e in entries) == [
+        "budget.commit", "budget.reserve", "query.real.dp"
+    ]  # fmt: skip
+    with steward_hub.sign_in("sam") as sam:
+        page = sam.get("/steward/audit", params={"actor": "ana"}).text
+    outcome = next(e for e in entries if e["action"] == "query.real.dp")
+    row = page.split(f'href="/steward/audit/{outcome["seq"]}"', 1)[1].split("</tr>", 1)[0]
+    assert "with" in row and "budget.reserve" in row and "budget.commit" in row
+    # the budget entries are not rows of their own
+    for e in entries:
+        if e["action"] != "query.real.dp":
+            assert f'aria-label="Entry {e["seq"]} in full"' not in page
+    # a refusal that reached no governed action says why, not only its HTTP status
+    generic = [
+        e for e in steward_hub.audit(actor="ana")
+        if e["action"] == "api.post" and e.get("decision") == "denied"
+    ]  # fmt: skip
+    assert generic and all(": " in e["reason"] for e in generic)
+    assert any("only stewards" in e["reason"] or "no project" in e["reason"] for e in generic)
+
+
+def test_each_release_has_a_page_of_its_checks_in_the_hubs_own_words(steward_hub):  # noqa: F811
+    with steward_hub.sign_in("sam") as sam:
+        overview = sam.get("/steward/quality").text
+        assert 'href="/steward/quality/real/release-0001"' in overview
+        page = sam.get("/steward/quality/real/release-0001")
+        assert page.status_code == 200
+        text = page.text
+        assert "Every person appears once (primary key)." in text
+        assert "conformance.patients.person_id.unique" in text
+        for category in ("Conformance", "Completeness", "Plausibility"):
+            assert f">{category}</h2>" in text
+        assert sam.get("/steward/quality/real/release-9999").status_code == 404

@@ -89,7 +89,7 @@ def test_every_append_verifies_and_checkpoints_are_signed(gov):
     gov.audit.checkpoint_every = 10
     for i in range(35):
         gov.audit.record(
-            AuditEvent(action="query", actor="ana", project="p-1", query_text=f"SELECT {i}")
+            AuditEvent(action="query.dummy", actor="ana", project="p-1", query_text=f"SELECT {i}")
         )
     report = gov.audit.verify()
     assert report.ok and report.entries == 35 and report.checkpoints == 3
@@ -97,7 +97,7 @@ def test_every_append_verifies_and_checkpoints_are_signed(gov):
 
 def test_an_edit_in_the_store_is_found_and_named(gov):
     for i in range(20):
-        gov.audit.record(AuditEvent(action="query", actor="ana", query_text=f"SELECT {i}"))
+        gov.audit.record(AuditEvent(action="query.dummy", actor="ana", query_text=f"SELECT {i}"))
     sql(gov, "UPDATE audit_entries SET body = replace(body, 'SELECT 7', 'SELECT 8') WHERE seq = 8")
     report = gov.audit.verify()
     assert not report.ok and report.first_bad == 8 and "edited" in report.reason
@@ -105,7 +105,9 @@ def test_an_edit_in_the_store_is_found_and_named(gov):
 
 def test_hiding_an_entry_by_editing_its_index_columns_is_found(gov):
     for _ in range(5):
-        gov.audit.record(AuditEvent(action="query", actor="ana", decision="denied", reason="x"))
+        gov.audit.record(
+            AuditEvent(action="query.dummy", actor="ana", decision="denied", reason="x")
+        )
     sql(gov, "UPDATE audit_entries SET decision = 'allowed' WHERE seq = 3")
     report = gov.audit.verify()
     assert not report.ok and report.first_bad == 3
@@ -114,14 +116,14 @@ def test_hiding_an_entry_by_editing_its_index_columns_is_found(gov):
 @pytest.mark.parametrize("where, first_bad", [("seq = 10", 10), ("seq >= 18", 18)])
 def test_deleting_entries_in_the_middle_or_at_the_end_is_found(gov, where, first_bad):
     for i in range(20):
-        gov.audit.record(AuditEvent(action="query", actor="ana", query_text=f"SELECT {i}"))
+        gov.audit.record(AuditEvent(action="query.dummy", actor="ana", query_text=f"SELECT {i}"))
     sql(gov, f"DELETE FROM audit_entries WHERE {where}")
     report = gov.audit.verify()
     assert not report.ok and report.first_bad == first_bad
 
 
 def test_a_forged_key_does_not_verify(gov):
-    gov.audit.record(AuditEvent(action="login", actor="ana"))
+    gov.audit.record(AuditEvent(action="steward.sign_in", actor="ana"))
     other = Ed25519PrivateKey.generate().public_key()
     report = gov.audit.verify(other)
     assert not report.ok and "signature" in report.reason
@@ -129,7 +131,9 @@ def test_a_forged_key_does_not_verify(gov):
 
 def test_an_export_verifies_without_the_store_and_fails_when_tampered(gov):
     for i in range(12):
-        gov.audit.record(AuditEvent(action="query", actor="ana", query_text=f"SELECT {i}\nFROM x"))
+        gov.audit.record(
+            AuditEvent(action="query.dummy", actor="ana", query_text=f"SELECT {i}\nFROM x")
+        )
     lines = list(gov.audit.export())
     key = gov.audit.signer.public_key
     assert verify_export(iter(lines), key) == (True, "verified 12 entries")
@@ -164,7 +168,7 @@ def test_a_process_killed_while_appending_leaves_a_verifiable_log(tmp_path):
         "import sys\nfrom pathlib import Path\nfrom governance.facade import Governance\n"
         "from governance.audit.events import AuditEvent\n"
         f"g = Governance.open(Path({str(home)!r}))\n"
-        "i = 0\nwhile True:\n    g.audit.record(AuditEvent(action='query', actor='ana', query_text=str(i)))\n"
+        "i = 0\nwhile True:\n    g.audit.record(AuditEvent(action='query.dummy', actor='ana', query_text=str(i)))\n"
         "    print(i, flush=True)\n    i += 1\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)

@@ -11,14 +11,12 @@ import pytest
 from connectors.ingest import ingest
 from synthetic_data import summary
 from synthetic_data.generator import SynthConfig, generate
-from tests.conftest import SHARED, release_con
+from tests.conftest import FIXTURES, release_con
 
-SYNTHEA = SHARED / "fixtures" / "synthea-csv"
-FHIR_BULK = SHARED / "fixtures" / "fhir-bulk-10"
+SYNTHEA = FIXTURES / "synthea-3.x-2023"
+FHIR_BULK = FIXTURES / "fhir-bulk-10"
 
-needs_fixtures = pytest.mark.skipif(
-    not SYNTHEA.exists(), reason=f"shared fixtures not found at {SHARED / 'fixtures'}"
-)
+needs_fixtures = pytest.mark.skipif(not SYNTHEA.exists(), reason="fixtures not found")
 
 
 def csv_rows(path: Path) -> int:

@@ -15,6 +15,7 @@ from governance.errors import (
     InvalidRequest,
     NotFound,
     PolicyViolation,
+    QueryError,
 )
 from governance.facade import Governance
 from synthetic_data.generator import SynthConfig, generate
@@ -99,6 +100,7 @@ def test_dp_answers_spend_budget_report_noise_and_use_the_declared_domain(hub):
         target="real",
         mode="dp",
         epsilon=0.5,
+        rows_per_person=2,  # a few BMI readings each: a small k keeps the noise small
     )
     assert 15 < mean["rows"][0][0] < 45
     with pytest.raises(PolicyViolation, match="declared domain"):
@@ -217,3 +219,48 @@ def test_refusals_are_audited_and_strangers_see_nothing(hub):
     with pytest.raises(AccessDenied):
         service.run(who["sam"], pid, sql="SELECT count(*) FROM patients", target="dummy")
     assert all("passwd" not in str(e.get("result_sha256")) for e in denied)
+
+
+def test_queries_use_the_shipped_codelists_in_every_mode(hub):
+    gov, service, pid, who = hub
+    sql = (
+        "SELECT count(DISTINCT person_id) AS people FROM conditions "
+        "WHERE code IN codelist('type2-diabetes-snomed')"
+    )
+    exact_code = "SELECT count(DISTINCT person_id) FROM conditions WHERE code = '44054006'"
+    dummy = service.run(who["ana"], pid, sql=sql, target="dummy")
+    same = service.run(who["ana"], pid, sql=exact_code, target="dummy")
+    assert dummy["rows"] == same["rows"] and dummy["rows"][0][0] > 0
+    fresh = gov.projects.request(
+        requester=who["ana"].user, title="t", purpose="p", lay_summary="l", grants=GRANTS, days=30
+    )
+    gov.projects.approve(fresh.project_id, steward=who["sam"].user, epsilon=1.0, delta=1e-6)
+    dp = service.run(who["ana"], fresh.project_id, sql=sql, target="real", mode="dp", epsilon=0.5)
+    assert dp["status"] == "done" and dp["rows"][0][0] > 0
+    # the audit log keeps the query as the researcher wrote it
+    entry = gov.audit.entries(action="query.real.dp", limit=1)[0]
+    assert "codelist('type2-diabetes-snomed')" in entry["query_text"]
+
+
+def test_an_unknown_codelist_is_a_mistake_with_the_closest_names(hub):
+    _, service, pid, who = hub
+    with pytest.raises(QueryError, match="did you mean 'type2-diabetes-snomed'"):
+        service.run(
+            who["ana"],
+            pid,
+            sql="SELECT count(*) FROM conditions WHERE code IN codelist('type2-diabetes-snomd')",
+            target="dummy",
+        )
+
+
+def test_the_catalogue_lists_the_codelists_with_their_terms(hub):
+    _, service, pid, who = hub
+    lists = service.catalogue(who["ana"], pid)["codelists"]
+    assert {"depression-snomed", "depression-icd10", "prediabetes-snomed"} <= set(lists)
+    assert lists["asthma-icd10"] == {
+        "system": "ICD-10",
+        "codes": [
+            {"code": "J45.9", "term": "Asthma, unspecified"},
+            {"code": "J46", "term": "Status asthmaticus"},
+        ],
+    }

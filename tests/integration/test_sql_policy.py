@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.ingest import ingest
-from governance.sql.policy import PolicyError, check
+from governance.errors import QueryError
+from governance.sql.policy import PolicyError, QueryMistake, check
 
 GRANTS = {
     "patients": ["person_id", "sex", "year_of_birth", "imd_decile"],
@@ -69,6 +70,35 @@ def test_escapes_are_refused_naming_the_rule(con, sql, rule):
     with pytest.raises(PolicyError) as refused:
         check(con, sql, granted=GRANTS, real=True)
     assert refused.value.rule == rule
+
+
+@pytest.mark.parametrize(
+    "sql, message",
+    [
+        ("SELECT sexx, count(*) FROM patients GROUP BY 1",
+         "there is no column named 'sexx' (line 1, column 8); did you mean 'sex'?"),
+        ("SELECT count(*)\nFROM patient",
+         "there is no table named 'patient' (line 2, column 6); did you mean 'patients'?"),
+        ("SELECT count(*) FROM patients p WHERE p.year_of_brith > 1950",
+         "there is no column named 'year_of_brith' (line 1, column 41); "
+         "did you mean 'year_of_birth'?"),
+        ("SELECT sex, count(*) FORM patients GROUP BY sex",
+         "syntax error near 'patients' (line 1, column 27)"),
+        ("SELECT sex,\n  count(* FROM patients", "syntax error near 'FROM' (line 2, column 11)"),
+    ],
+)  # fmt: skip
+def test_mistakes_name_the_word_where_it_is_and_the_closest_granted_names(con, sql, message):
+    with pytest.raises(QueryMistake) as mistake:
+        check(con, sql, granted=GRANTS, real=True)
+    assert str(mistake.value) == f"{message} (rule: {mistake.value.rule})"
+    assert isinstance(mistake.value, QueryError) and mistake.value.code == "query_error"
+
+
+def test_a_table_that_exists_but_is_not_granted_is_a_refusal_not_a_mistake(con):
+    with pytest.raises(PolicyError) as refused:
+        check(con, "SELECT count(*) FROM medications", granted=GRANTS, real=True)
+    assert not isinstance(refused.value, QueryError)
+    assert refused.value.code == "policy_violation" and refused.value.rule == "granted_tables"
 
 
 def test_legitimate_aggregates_pass_and_report_what_they_read(con):

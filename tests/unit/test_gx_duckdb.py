@@ -8,7 +8,7 @@ import great_expectations.expectations as gxe
 import pytest
 from sqlalchemy.pool import StaticPool
 
-from governance.quality import gx_duckdb
+from connectors.quality import gx_duckdb
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ import doctest
 
 import pytest
 
+from governance import codelists
+from governance.access import projects
 from governance.privacy import (
     accounting,
     cohort_query,
@@ -21,19 +23,10 @@ from models import cohort, features, mia, spec
 @pytest.mark.parametrize(
     "module",
     [
-        accounting,
-        cohort_query,
-        cohort_sql,
-        domains,
-        dp_query,
-        mechanism,
-        policy,
-        cohort,
-        features,
-        mia,
-        spec,
+        accounting, cohort_query, cohort_sql, domains, dp_query, mechanism, policy, codelists,
+        projects, cohort, features, mia, spec,
     ],
-)
+)  # fmt: skip
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

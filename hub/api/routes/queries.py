@@ -7,12 +7,12 @@ from typing import Any
 from fastapi import APIRouter
 
 from hub.api.deps import CurrentPrincipal, Service
-from hub.api.schemas import QueryRequest
+from hub.api.schemas import QueryAnswer, QueryRequest
 
 router = APIRouter()
 
 
-@router.post("/projects/{project_id}/queries", tags=["queries"])
+@router.post("/projects/{project_id}/queries", tags=["queries"], response_model=QueryAnswer)
 def run_query(
     project_id: str, body: QueryRequest, principal: CurrentPrincipal, service: Service
 ) -> dict[str, Any]:
@@ -28,7 +28,9 @@ def run_query(
     )
 
 
-@router.get("/projects/{project_id}/queries/{query_id}", tags=["queries"])
+@router.get(
+    "/projects/{project_id}/queries/{query_id}", tags=["queries"], response_model=QueryAnswer
+)
 def get_query(
     project_id: str, query_id: str, principal: CurrentPrincipal, service: Service
 ) -> dict[str, Any]:

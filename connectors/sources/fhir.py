@@ -1,0 +1,454 @@
+"""Connector for FHIR R4: Bulk Data NDJSON exports and Bundles (collection, transaction).
+
+Resources are read with DuckDB (``read_json_objects``) and picked apart with JSON paths,
+never looped over in Python. Bundle entries are unnested; a resource's key is its ``id``
+or, failing that, the UUID of its ``urn:uuid:`` fullUrl, and references by
+``urn:uuid:``, ``Type/id`` or absolute URL all resolve. Conditional references
+(``Practitioner?identifier=...``) and references to resources outside the export
+(DiagnosticReport, DocumentReference, ...) are kept as they are or left empty, never
+fatal. Resource types the warehouse has no table for are counted in the manifest
+(``skipped_resources``), not dropped silently.
+
+Direct identifiers (identifiers, names, telecom, address, birth date, the narrative
+``text``, mother's maiden name and birth place extensions) go to the vault only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+import duckdb
+
+from connectors.errors import SourceError
+from connectors.staging import SourceFiles, describe, quote
+
+SOURCE = "fhir"
+VERSION = "1.0"
+NHS_NUMBER_SYSTEM: Final = "https://fhir.nhs.uk/Id/nhs-number"
+LOADED_TYPES: Final = (
+    "Patient", "Encounter", "Condition", "Observation", "MedicationRequest",
+    "MedicationStatement", "Procedure", "Immunization", "AllergyIntolerance", "Device",
+    "Organization", "Location", "Practitioner", "PractitionerRole", "CarePlan",
+)  # fmt: skip
+
+MACROS = r"""
+CREATE OR REPLACE TEMP MACRO fhir_ref(x) AS (
+    CASE
+        WHEN x IS NULL OR contains(x, '?') THEN NULL
+        WHEN starts_with(x, 'urn:uuid:') THEN substr(x, 10)
+        ELSE regexp_extract(x, '([A-Za-z]+)/([^/]+?)(/_history/[^/]+)?$', 2)
+    END
+);
+CREATE OR REPLACE TEMP MACRO fhir_first(j, path) AS (json_extract(j, path || '[0]'));
+CREATE OR REPLACE TEMP MACRO fhir_coding(cc) AS (json_extract(cc, '$.coding[0]'));
+"""
+
+
+SUFFIXES: Final = (".ndjson", ".json")
+# what a FHIR R4 resource of each type does not guarantee (the gate does not require it)
+# (a Device has no period of use; a Patient need not carry a district or an ethnicity)
+UNGUARANTEED: Final = {
+    "devices": ("start_date", "end_date"),
+    "patients": ("local_authority", "ethnicity"),
+}
+
+
+def discover(src: Path) -> SourceFiles:
+    files = SourceFiles(kind="json")
+    if src.is_file() or src.is_symlink() or not src.is_dir():
+        files.add("resources", src)
+        return files
+    for path in sorted(src.rglob("*")):
+        if path.suffix not in SUFFIXES or path.name == "log.ndjson":
+            continue
+        files.add("resources", path)  # a FIFO, link or device here is refused by name
+    if not files.tables:
+        raise SourceError(f"{describe(src)} holds no .ndjson or .json FHIR files")
+    return files
+
+
+def _read(con: duckdb.DuckDBPyConnection, files: SourceFiles) -> None:
+    """Every file's JSON values into TEMP ``fhir_raw``; a file that is not JSON is refused."""
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE fhir_raw
+           (json JSON, source_file VARCHAR, source_row BIGINT)"""
+    )
+    for path in files.tables["resources"]:
+        label = files.labels[path]
+        try:
+            con.execute(
+                f"""
+                INSERT INTO fhir_raw
+                SELECT json, {quote(label)}, ordinality
+                FROM read_json_objects({quote(str(path))}, format = 'auto',
+                                       maximum_object_size = 268435456) WITH ORDINALITY
+                """
+            )
+        except duckdb.Error as exc:
+            cause = {
+                "InvalidInputException": "it is not valid JSON or newline-delimited JSON",
+                "IOException": "it cannot be read",
+                "OutOfMemoryException": "it does not fit in memory",
+            }.get(type(exc).__name__, "the JSON reader failed")
+            raise SourceError(f"{describe(path, label)} cannot be loaded: {cause}") from None
+
+
+def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
+    files = discover(src)
+    con.execute(MACROS)
+    _read(con, files)
+    # Bundles are unnested (an ``entry`` that is one object counts as one entry); what is
+    # not a resource (an array line, an object without resourceType, a request-only
+    # entry) is counted in fhir_unread, never dropped silently
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE fhir_values AS
+        SELECT json, source_file, source_row,
+               CASE WHEN json_type(json) <> 'OBJECT' THEN '(not a JSON object: ' ||
+                         lower(json_type(json)) || ')'
+                    WHEN (json ->> '$.resourceType') IS NULL THEN '(no resourceType)'
+               END AS problem
+        FROM fhir_raw
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE fhir_entries AS
+        SELECT e, source_file, source_row FROM (
+            SELECT unnest(CASE json_type(json -> '$.entry')
+                              WHEN 'ARRAY' THEN from_json(json -> '$.entry', '["JSON"]')
+                              WHEN 'OBJECT' THEN [json -> '$.entry']
+                              ELSE []::JSON[] END) AS e,
+                   source_file, source_row
+            FROM fhir_values WHERE problem IS NULL AND (json ->> '$.resourceType') = 'Bundle'
+        )
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE fhir_unread AS
+        SELECT problem, count(*) AS n FROM (
+            SELECT problem FROM fhir_values WHERE problem IS NOT NULL
+            UNION ALL
+            SELECT CASE WHEN json_type(e) <> 'OBJECT' THEN '(Bundle entry not an object)'
+                        WHEN (e -> '$.resource') IS NULL THEN '(Bundle entry without resource)'
+                        WHEN json_type(e -> '$.resource') <> 'OBJECT'
+                            THEN '(Bundle entry resource not an object)'
+                        WHEN (e ->> '$.resource.resourceType') IS NULL THEN '(no resourceType)'
+                   END
+            FROM fhir_entries
+        ) WHERE problem IS NOT NULL GROUP BY 1
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE fhir_resources AS
+        SELECT json ->> '$.resourceType' AS rtype, json ->> '$.id' AS rid, json AS r,
+               NULL::VARCHAR AS full_url, source_file, source_row
+        FROM fhir_values WHERE problem IS NULL AND (json ->> '$.resourceType') <> 'Bundle'
+        UNION ALL
+        SELECT e ->> '$.resource.resourceType',
+               coalesce(e ->> '$.resource.id', fhir_ref(e ->> '$.fullUrl')),
+               e -> '$.resource', e ->> '$.fullUrl', source_file, source_row
+        FROM fhir_entries
+        WHERE json_type(e) = 'OBJECT' AND json_type(e -> '$.resource') = 'OBJECT'
+          AND (e ->> '$.resource.resourceType') IS NOT NULL
+        """
+    )
+    if not con.execute("SELECT count(*) FROM fhir_resources WHERE rtype = 'Patient'").fetchall()[0][
+        0
+    ]:
+        raise SourceError(f"{describe(src)} holds no Patient resources: nothing can be linked")
+    # every way a resource may be referred to, mapped to its key
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE fhir_alias AS
+        SELECT DISTINCT alias, rid FROM (
+            SELECT rtype || '/' || rid AS alias, rid FROM fhir_resources WHERE rid IS NOT NULL
+            UNION ALL
+            SELECT full_url, rid FROM fhir_resources WHERE full_url IS NOT NULL
+        )
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP MACRO fhir_key(x) AS (
+            CASE WHEN starts_with(x, 'urn:uuid:')
+                 THEN coalesce((SELECT rid FROM fhir_alias WHERE alias = x LIMIT 1), fhir_ref(x))
+                 ELSE fhir_ref(x) END
+        )
+        """
+    )
+    _patients(con)
+    identifying_values(con)
+    _events(con)
+    _organisations(con)
+    return files
+
+
+def _patients(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        f"""
+        CREATE TEMP VIEW stage_patients AS
+        WITH p AS (
+            SELECT r, rid, source_file, source_row,
+                   from_json(coalesce(r -> '$.identifier', '[]'), '["JSON"]') AS idents,
+                   from_json(coalesce(r -> '$.extension', '[]'), '["JSON"]') AS exts
+            FROM fhir_resources WHERE rtype = 'Patient'
+        )
+        SELECT rid AS source_patient_id,
+               regexp_replace(
+                   list_filter(idents, lambda i: i ->> '$.system' = '{NHS_NUMBER_SYSTEM}')[1]
+                       ->> '$.value', '[\\s-]', '', 'g') AS nhs_number,
+               hub_date(r ->> '$.birthDate') AS birth_date,
+               CASE r ->> '$.gender' WHEN 'male' THEN 'M' WHEN 'female' THEN 'F'
+                    ELSE r ->> '$.gender' END AS sex,
+               coalesce(
+                   list_filter(exts, lambda e: ends_with(e ->> '$.url', 'EthnicCategory'))[1]
+                       ->> '$.valueCodeableConcept.text',
+                   list_filter(
+                       from_json(coalesce(list_filter(exts, lambda e: ends_with(e ->> '$.url', 'us-core-race'))[1]
+                           -> '$.extension', '[]'), '["JSON"]'),
+                       lambda e: e ->> '$.url' = 'text')[1] ->> '$.valueString'
+               ) AS ethnicity,
+               r ->> '$.address[0].district' AS local_authority,
+               NULL::INTEGER AS imd_decile,
+               r ->> '$.generalPractitioner[0].identifier.value' AS practice_code,
+               NULL::DATE AS registration_start, NULL::DATE AS registration_end,
+               hub_date(r ->> '$.deceasedDateTime') AS death_date,
+               json_object(
+                   'identifier', r -> '$.identifier', 'name', r -> '$.name',
+                   'telecom', r -> '$.telecom', 'address', r -> '$.address',
+                   'birthDate', r ->> '$.birthDate',
+                   'extension', [e FOR e IN exts IF contains(e ->> '$.url', 'maiden')
+                                 OR contains(e ->> '$.url', 'birthPlace')]
+               )::VARCHAR AS identifiers,
+               CASE WHEN hub_bad_date(r ->> '$.birthDate') OR hub_bad_date(r ->> '$.deceasedDateTime')
+                    THEN 'unparseable date' END AS bad_reason,
+               source_file, source_row
+        FROM p
+        """
+    )
+
+
+def _coded(path: str) -> str:
+    return (
+        f"hub_code_system(r ->> '{path}.coding[0].system') AS code_system, "
+        f"r ->> '{path}.coding[0].code' AS code, "
+        f"coalesce(r ->> '{path}.coding[0].display', r ->> '{path}.text') AS description"
+    )
+
+
+def _careplan_coded() -> str:
+    """A care plan's code: the SNOMED CT coding among its categories (US Core puts the
+    generic 'assess-plan' category first), else the first category."""
+    snomed = (
+        "list_filter(from_json(coalesce(json_extract(r, '$.category[*].coding[*]'), '[]'), "
+        "'[\"JSON\"]'), lambda c: c ->> '$.system' = 'http://snomed.info/sct')[1]"
+    )
+    first = "json_extract(r, '$.category[0].coding[0]')"
+    return (
+        f"hub_code_system(coalesce({snomed}, {first}) ->> '$.system') AS code_system, "
+        f"coalesce({snomed}, {first}) ->> '$.code' AS code, "
+        f"coalesce(coalesce({snomed}, {first}) ->> '$.display', r ->> '$.category[0].text') "
+        "AS description"
+    )
+
+
+def _medication_coded() -> str:
+    """A medication's code, inline or from the Medication resource it references."""
+    cc = "coalesce(r -> '$.medicationCodeableConcept', med.med_code)"
+    return (
+        f"hub_code_system({cc} ->> '$.coding[0].system') AS code_system, "
+        f"{cc} ->> '$.coding[0].code' AS code, "
+        f"coalesce({cc} ->> '$.coding[0].display', {cc} ->> '$.text') AS description"
+    )
+
+
+def _events(con: duckdb.DuckDBPyConnection) -> None:
+    # target table, resource types, patient path, body SQL, raw date paths
+    specs: list[tuple[str, tuple[str, ...], str, str, tuple[str, ...]]] = [
+        (
+            "encounters", ("Encounter",), "$.subject.reference",
+            "coalesce(r ->> '$.type[0].text', r ->> '$.class.code') AS encounter_type, "
+            + _coded("$.type[0]") + ", "
+            "coalesce(r ->> '$.serviceProvider.identifier.value', "
+            "fhir_ref(r ->> '$.serviceProvider.reference')) AS organisation_code, "
+            "hub_date(r ->> '$.period.start') AS start_date, "
+            "hub_date(r ->> '$.period.end') AS end_date",
+            ("$.period.start", "$.period.end"),
+        ),
+        (
+            "conditions", ("Condition",), "$.subject.reference",
+            "{enc}, " + _coded("$.code") + ", "
+            "hub_date(coalesce(r ->> '$.onsetDateTime', r ->> '$.onsetPeriod.start', "
+            "r ->> '$.recordedDate')) AS onset_date, "
+            "hub_date(coalesce(r ->> '$.abatementDateTime', r ->> '$.abatementPeriod.end')) "
+            "AS end_date",
+            ("$.onsetDateTime", "$.onsetPeriod.start", "$.recordedDate",
+             "$.abatementDateTime", "$.abatementPeriod.end"),
+        ),
+        (
+            "observations", ("Observation",), "$.subject.reference",
+            "{enc}, " + _coded("$.code") + ", "
+            "try_cast(r ->> '$.valueQuantity.value' AS DOUBLE) AS value, "
+            "coalesce(r ->> '$.valueCodeableConcept.coding[0].display', "
+            "r ->> '$.valueCodeableConcept.text', r ->> '$.valueString') AS value_text, "
+            "coalesce(r ->> '$.valueQuantity.unit', r ->> '$.valueQuantity.code') AS unit, "
+            "hub_date(coalesce(r ->> '$.effectiveDateTime', r ->> '$.effectivePeriod.start', "
+            "r ->> '$.issued')) AS observed_date",
+            ("$.effectiveDateTime", "$.effectivePeriod.start", "$.issued"),
+        ),
+        (
+            "medications", ("MedicationRequest", "MedicationStatement"), "$.subject.reference",
+            "{enc}, " + _medication_coded() + ", "
+            "hub_date(coalesce(r ->> '$.authoredOn', r ->> '$.effectiveDateTime', "
+            "r ->> '$.effectivePeriod.start', r ->> '$.dispenseRequest.validityPeriod.start')) "
+            "AS start_date, "
+            "hub_date(coalesce(r ->> '$.effectivePeriod.end', "
+            "r ->> '$.dispenseRequest.validityPeriod.end')) AS end_date",
+            ("$.authoredOn", "$.effectiveDateTime", "$.effectivePeriod.start",
+             "$.effectivePeriod.end"),
+        ),
+        (
+            "procedures", ("Procedure",), "$.subject.reference",
+            "{enc}, " + _coded("$.code") + ", "
+            "hub_date(coalesce(r ->> '$.performedDateTime', r ->> '$.performedPeriod.start')) "
+            "AS procedure_date",
+            ("$.performedDateTime", "$.performedPeriod.start", "$.performedPeriod.end"),
+        ),
+        (
+            "immunizations", ("Immunization",), "$.patient.reference",
+            "{enc}, " + _coded("$.vaccineCode") + ", "
+            "hub_date(r ->> '$.occurrenceDateTime') AS immunization_date",
+            ("$.occurrenceDateTime",),
+        ),
+        (
+            "allergies", ("AllergyIntolerance",), "$.patient.reference",
+            "{enc}, " + _coded("$.code") + ", "
+            "r ->> '$.category[0]' AS category, "
+            "hub_date(coalesce(r ->> '$.onsetDateTime', r ->> '$.recordedDate')) AS start_date, "
+            "NULL::DATE AS end_date",
+            ("$.onsetDateTime", "$.recordedDate"),
+        ),
+        (
+            "devices", ("Device",), "$.patient.reference",
+            "NULL::BIGINT AS encounter_id, " + _coded("$.type") + ", "
+            "NULL::DATE AS start_date, NULL::DATE AS end_date",
+            (),
+        ),
+        (
+            "care_plans", ("CarePlan",), "$.subject.reference",
+            "{enc}, " + _careplan_coded() + ", "
+            "r ->> '$.addresses[0].reference' AS reason_code, "
+            "hub_date(r ->> '$.period.start') AS start_date, "
+            "hub_date(r ->> '$.period.end') AS end_date",
+            ("$.period.start", "$.period.end"),
+        ),
+    ]  # fmt: skip
+    enc = "hub_id(fhir_key(r ->> '$.encounter.reference')) AS encounter_id"
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE fhir_medications AS
+           SELECT DISTINCT ON (rid) rid AS med_rid, r -> '$.code' AS med_code FROM fhir_resources
+           WHERE rtype = 'Medication' AND rid IS NOT NULL"""
+    )
+    for target, types, patient, body, dates in specs:
+        listed = ", ".join(f"'{t}'" for t in types)
+        checks = " OR ".join(f"hub_bad_date(r ->> '{d}')" for d in dates) or "false"
+        join = (
+            "LEFT JOIN fhir_medications med "
+            "ON med.med_rid = fhir_key(r ->> '$.medicationReference.reference')"
+            if target == "medications"
+            else ""
+        )
+        con.execute(
+            f"""
+            CREATE TEMP VIEW stage_{target} AS
+            SELECT hub_id(rid) AS id, rid AS source_id,
+                   fhir_key(r ->> '{patient}') AS source_patient_id,
+                   {body.format(enc=enc)},
+                   CASE WHEN {checks} THEN 'unparseable date' END AS bad_reason,
+                   source_file, source_row
+            FROM fhir_resources {join} WHERE rtype IN ({listed})
+            """
+        )
+
+
+def _organisations(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TEMP VIEW stage_organisations AS
+        SELECT coalesce(r ->> '$.identifier[0].value', rid) AS organisation_code,
+               r ->> '$.name' AS name,
+               coalesce(r ->> '$.type[0].text', r ->> '$.type[0].coding[0].display') AS kind,
+               r ->> '$.address[0].city' AS local_authority
+        FROM fhir_resources WHERE rtype = 'Organization'
+        """
+    )
+    # staff and places name no patient; names, telecom and addresses stay out
+    con.execute(
+        """
+        CREATE TEMP VIEW stage_unlinked_fhir_locations AS
+        SELECT rid AS location_id, r ->> '$.name' AS name, r ->> '$.status' AS status,
+               r ->> '$.managingOrganization.identifier.value' AS organisation_code
+        FROM fhir_resources WHERE rtype = 'Location'
+        """
+    )
+    con.execute(
+        """
+        CREATE TEMP VIEW stage_unlinked_fhir_practitioners AS
+        SELECT rid AS practitioner_id, r ->> '$.gender' AS gender,
+               (r ->> '$.active')::BOOLEAN AS active
+        FROM fhir_resources WHERE rtype = 'Practitioner'
+        """
+    )
+    con.execute(
+        """
+        CREATE TEMP VIEW stage_unlinked_fhir_practitioner_roles AS
+        SELECT rid AS practitioner_role_id,
+               r ->> '$.organization.identifier.value' AS organisation_code,
+               r ->> '$.specialty[0].coding[0].code' AS specialty_code,
+               r ->> '$.specialty[0].coding[0].display' AS specialty
+        FROM fhir_resources WHERE rtype = 'PractitionerRole'
+        """
+    )
+
+
+def skipped(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Resources the warehouse has no table for, and values that are not resources."""
+    listed = ", ".join(f"'{t}'" for t in (*LOADED_TYPES, "Medication"))
+    rows = con.execute(
+        f"""SELECT rtype, count(*) FROM fhir_resources WHERE rtype NOT IN ({listed})
+            GROUP BY 1 UNION ALL SELECT problem, n FROM fhir_unread"""
+    ).fetchall()
+    return {str(r[0]): int(r[1]) for r in sorted(rows)}
+
+
+def identifying_values(con: duckdb.DuckDBPyConnection) -> None:
+    """``stage_identifying_values``: patients' names, identifiers, telecom and addresses."""
+    con.execute(
+        """
+        CREATE TEMP VIEW stage_identifying_values AS
+        WITH p AS (SELECT r FROM fhir_resources WHERE rtype IN ('Patient', 'RelatedPerson')),
+        names AS (SELECT unnest(from_json(coalesce(r -> '$.name', '[]'), '["JSON"]')) AS n
+                  FROM p)
+        SELECT 'name' AS meaning, unnest(json_extract_string(r, '$.name[*].given[*]')) AS value
+        FROM p
+        UNION ALL SELECT 'name', unnest(json_extract_string(r, '$.name[*].family')) FROM p
+        UNION ALL SELECT 'name', unnest(json_extract_string(r, '$.name[*].text')) FROM p
+        UNION ALL SELECT 'name', concat_ws(' ',
+                     array_to_string(json_extract_string(n, '$.given[*]'), ' '),
+                     n ->> '$.family') FROM names
+        UNION ALL SELECT 'name', concat_ws(' ',
+                     array_to_string(json_extract_string(n, '$.prefix[*]'), ' '),
+                     array_to_string(json_extract_string(n, '$.given[*]'), ' '),
+                     n ->> '$.family') FROM names
+        UNION ALL SELECT 'identifier', unnest(json_extract_string(r, '$.identifier[*].value'))
+        FROM p
+        UNION ALL SELECT 'telecom', unnest(json_extract_string(r, '$.telecom[*].value')) FROM p
+        UNION ALL SELECT 'address', unnest(json_extract_string(r, '$.address[*].line[*]'))
+        FROM p
+        UNION ALL SELECT 'address', unnest(json_extract_string(r, '$.address[*].text')) FROM p
+        """
+    )

@@ -1,0 +1,107 @@
+"""The connectors' rules on their own: Synthea layouts, files, the identifier scan."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from connectors.errors import SourceError
+from connectors.quality.identifier_scan import IdentifierLeak, scan
+from connectors.sources import synthea_layouts as layouts
+from connectors.staging import csv_header, describe, require_regular_file
+from tests.conftest import FIXTURES
+
+
+@pytest.mark.parametrize("version", sorted(layouts.LAYOUTS))
+def test_every_documented_column_is_known(version):
+    for file, header in layouts.LAYOUTS[version].items():
+        known = layouts.known_columns(file)
+        assert set(header.split(",")) <= known, (version, file)
+
+
+def test_identifying_columns_are_known_by_meaning_in_every_spelling():
+    owners = layouts.IDENTIFYING["payer_transitions"]
+    assert owners["OWNER_NAME"] == owners["OWNERNAME"] == "name"
+    published = {s for f in layouts.FIELDS["payer_transitions"] for s in f.spellings}
+    assert not published & set(owners)
+    for file, columns in layouts.IDENTIFYING.items():
+        published = {s for f in layouts.FIELDS.get(file, ()) for s in f.spellings}
+        # the exact birth date goes to the vault; only its year and month are published
+        assert not published & set(columns) - {"BIRTHDATE"}, file
+
+
+@pytest.mark.parametrize(
+    ("export", "expected"),
+    [
+        ("synthea-2.x-2019", "2.x-2019"),
+        ("synthea-2.x-2022", "2.x-2021"),
+        ("synthea-3.x-2025", "3.x"),
+    ],
+)
+def test_fixture_headers_match_their_release_line(export, expected):
+    for file in ("procedures", "payer_transitions"):
+        header = csv_header(FIXTURES / export / f"{file}.csv")
+        assert layouts.match_layout(file, header) == expected, file
+
+
+def test_file_names_that_carry_a_patient_name_are_never_printed(tmp_path):
+    bundle = tmp_path / "Alfred550_West559_6872def5-772f-427c-3053-de6e1c71ce0a.json"
+    assert "Alfred" not in describe(bundle, "0123456789abcdef")
+    assert describe(Path("Patient.000.ndjson")) == "Patient.000.ndjson"
+    assert describe(Path("procedures.csv")) == "procedures.csv"
+
+
+def test_only_regular_files_are_read(tmp_path):
+    fifo = tmp_path / "patients.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(SourceError, match="FIFO"):
+        require_regular_file(fifo)
+    link = tmp_path / "encounters.csv"
+    link.symlink_to("/dev/null")
+    with pytest.raises(SourceError, match="symbolic link"):
+        require_regular_file(link)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"), [(b"", "empty"), (b"\n\n", "empty"), (b"\xff\xfe,x\n", "UTF-8")]
+)
+def test_a_file_without_a_readable_header_is_refused(content, message, tmp_path):
+    path = tmp_path / "patients.csv"
+    path.write_bytes(content)
+    with pytest.raises(SourceError, match=message):
+        csv_header(path)
+
+
+def _staged(
+    rows: list[tuple[str, str]], values: list[tuple[str, str]]
+) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("CREATE TABLE conditions (code VARCHAR, description VARCHAR)")
+    con.executemany("INSERT INTO conditions VALUES (?, ?)", rows)
+    con.execute("CREATE TEMP TABLE ids (meaning VARCHAR, value VARCHAR)")
+    con.executemany("INSERT INTO ids VALUES (?, ?)", values)
+    con.execute("CREATE TEMP VIEW stage_identifying_values AS SELECT * FROM ids")
+    return con
+
+
+def test_the_scan_finds_full_names_and_distinctive_words_but_never_prints_them():
+    ids = [("name", "Jacinto644"), ("name", "Jacinto644 Kris249"), ("ssn", "999-12-3456")]
+    for cell in ("jacinto644 kris249", "Seen by Jacinto644 today", "SSN 999-12-3456"):
+        con = _staged([("1", cell)], ids)
+        with pytest.raises(IdentifierLeak, match=r"conditions\.description") as err:
+            scan(con, manifest={})
+        assert "Jacinto" not in str(err.value) and "999-12" not in str(err.value)
+
+
+def test_an_everyday_word_that_is_also_a_surname_is_not_a_leak():
+    con = _staged([("1", "White"), ("2", "Green")], [("name", "White"), ("name", "Ann White")])
+    assert scan(con, manifest={}).leaks == {}
+
+
+def test_the_scan_reads_the_manifest_too():
+    con = _staged([("1", "fine")], [("name", "Zebedee345")])
+    with pytest.raises(IdentifierLeak, match="the manifest"):
+        scan(con, manifest={"source": {"not_read": {"column supplies.ZEBEDEE345": 1}}})
