@@ -30,7 +30,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import numpy as np
@@ -41,7 +41,8 @@ from connectors.ingest import ingest
 from connectors.secrets import resolve_keys
 from governance.facade import Governance
 from governance.queries import QueryService
-from models import dpsgd, metrics, mia, spec, training
+from models import cohort as cohorts
+from models import dpsgd, learners, metrics, mia, spec
 from synthetic_data.generator import SynthConfig, generate
 
 EPSILONS = (0.5, 1.0, 3.0, 8.0, math.inf)
@@ -93,43 +94,60 @@ def _setup(patients: int, work: Path) -> tuple[QueryService, Any, str, Path]:
     return QueryService(gov), people, project.project_id, src
 
 
+def _extract(service: QueryService, who: Any, project_id: str, s: spec.Spec) -> cohorts.Cohort:
+    """The cohort as arrays, read through governance as the hub's training does (the
+    benchmark is the operator's code, running inside the hub)."""
+    prepared = service.gov.cohorts.prepare(who, project_id, s.sql)
+    return cohorts.encode(s, service.gov.cohorts.read(who, prepared))
+
+
 def _truth(src: Path, home: Path) -> dict[int, float]:
     """person_id → true benefit of referral (reduction in 12-month HbA1c, mmol/mol)."""
     key = resolve_keys(home).pseudonym
-    rows = duckdb.sql(
-        f"SELECT p.nhs_number, -g.effect_hba1c_change_12m "
-        f"FROM '{src}/ground_truth/*.parquet' g JOIN '{src}/patients/*.parquet' p USING (patient_id)"
-    ).fetchall()
+    rows = (
+        duckdb.connect()
+        .execute(
+            f"SELECT p.nhs_number, -g.effect_hba1c_change_12m "
+            f"FROM '{src}/ground_truth/*.parquet' g JOIN '{src}/patients/*.parquet' p USING (patient_id)"
+        )
+        .fetchall()
+    )
     return {
         pseudonym.person_id(key, "nhs:" + pseudonym.normalise_nhs_number(n)): float(b)
         for n, b in rows
     }
 
 
-def _risk(cohort: training.Cohort, s: spec.Spec) -> dict[str, Any]:
+def _risk(cohort: cohorts.Cohort, s: spec.Spec) -> dict[str, Any]:
     """Each seed has its own train/held-out split (and initial weights), so the means
     average over splits as well as over DP noise."""
     out: dict[str, Any] = {}
     for eps in EPSILONS:
         runs = []
         for seed in SEEDS:
-            held = training.split(cohort.keys, f"benchmark-{seed}".encode(), s.training.holdout)
+            held = cohorts.split(cohort.keys, f"benchmark-{seed}".encode(), s.training.holdout)
             tr, te = ~held, held
             sp = dataclasses.replace(s, training=dataclasses.replace(s.training, seed=seed))
             delta = dpsgd.default_delta(int(tr.sum()))
-            module, _, fits = training.fit_spec(
-                sp, cohort.x[tr], cohort.y[tr], None,
+            module, _, fits = learners.fit(
+                sp, cohort.x[tr], cohort.y[tr], None, planned_rows=int(tr.sum()),
                 epsilon=None if math.isinf(eps) else eps, delta=delta,
             )  # fmt: skip
             p = dpsgd.predict(module, cohort.x[te], loss="bce")
             run = {"auroc": metrics.auroc(p, cohort.y[te]), "brier": metrics.brier(p, cohort.y[te])}
             if eps in (3.0, math.inf):
+                width = cohort.x.shape[1]
+
+                def fresh(sp: spec.Spec = sp, width: int = width) -> torch.nn.Module:
+                    return learners.module(sp, width)
+
                 attack = mia.audit(
-                    module, fresh=lambda sp=sp: training._module(sp, cohort.x.shape[1]),
+                    module, fresh=fresh,
                     members=(cohort.x[tr], cohort.y[tr]), non_members=(cohort.x[te], cohort.y[te]),
-                    loss="bce", config=training._fit_config(sp), seed=seed,
+                    loss="bce", config=learners.fit_config(sp, int(tr.sum())), seed=seed,
                 )  # fmt: skip
                 run["attack_auc"] = attack.attack_auc
+                run["tpr_at_fpr_1pct"] = attack.tpr_at_fpr_1pct
             run["epsilon"] = fits[0].epsilon
             runs.append(run)
         out[_key(eps)] = _summarise(runs)
@@ -137,7 +155,7 @@ def _risk(cohort: training.Cohort, s: spec.Spec) -> dict[str, Any]:
 
 
 def _effect(
-    cohort: training.Cohort,
+    cohort: cohorts.Cohort,
     s: spec.Spec,
     truth: dict[int, float],
     epsilons: tuple[float, ...] = EPSILONS,
@@ -152,17 +170,17 @@ def _effect(
     out: dict[str, Any] = {"people": int(known.sum()), "trained_on": int(rows.sum())}
     card = {"model_kind": "effect", "learner": s.learner, "outcome_type": s.outcome_type,
             "outcome_bounds": list(s.outcome_bounds or (0, 1)),
-            "modifier_columns": training.modifier_columns(s)}  # fmt: skip
+            "modifier_columns": learners.modifier_columns(s)}  # fmt: skip
     for eps in epsilons:
         runs = []
         for seed in SEEDS:
             sp = dataclasses.replace(s, training=dataclasses.replace(s.training, seed=seed))
-            module, extra, fits = training.fit_spec(
+            module, extra, fits = learners.fit(
                 sp, cohort.x[rows], cohort.y[rows], cohort.treatment[rows],
-                epsilon=None if math.isinf(eps) else eps,
+                planned_rows=int(rows.sum()), epsilon=None if math.isinf(eps) else eps,
                 delta=dpsgd.default_delta(int(rows.sum())),
             )  # fmt: skip
-            est = training.predict(card, module, cohort.x[known], extra=extra)
+            est = learners.predict(card, module, cohort.x[known], extra=extra)
             runs.append({
                 "rmse": metrics.rmse(est, true_benefit),
                 "qini": metrics.qini(est, true_benefit),
@@ -187,12 +205,12 @@ def _summarise(runs: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def _speed(cohort: training.Cohort, rows: int = 100_000) -> list[dict[str, Any]]:
+def _speed(cohort: cohorts.Cohort, rows: int = 100_000) -> list[dict[str, Any]]:
     """Seconds per epoch on ``rows`` rows resampled from the cohort's encoded features."""
     rng = np.random.default_rng(0)
     pick = rng.integers(0, len(cohort.y), rows)
     x, y = cohort.x[pick], cohort.y[pick]
-    out = []
+    out: list[dict[str, Any]] = []
     for kind, hidden in (("logistic", 0), ("mlp", 8), ("mlp", 32)):
         name = kind if kind == "logistic" else f"mlp ({hidden} hidden)"
         base = dpsgd.FitConfig(epochs=10, batch_size=1024, learning_rate=0.02, optimizer="adam")
@@ -227,6 +245,44 @@ def _speed(cohort: training.Cohort, rows: int = 100_000) -> list[dict[str, Any]]
             })  # fmt: skip
         out.append({"model": name, "pipeline": "Opacus DataLoader (row-wise), hooks",
                     **_opacus_loader(model, x, y)})  # fmt: skip
+    return out
+
+
+def _secure_cost(cohort: cohorts.Cohort, rows: int = 100_000) -> list[dict[str, Any]]:
+    """The cost of CSPRNG noise and masks: DP seconds per epoch with the hub's secure
+    randomness against Opacus' own torch-generator noise, same model and data (best of
+    3, alternating, so that load on the machine hits both alike)."""
+    from opacus.optimizers.optimizer import DPOptimizer
+
+    rng = np.random.default_rng(0)
+    pick = rng.integers(0, len(cohort.y), rows)
+    x, y = cohort.x[pick], cohort.y[pick]
+    secure = dpsgd._secure_add_noise
+    out = []
+    models: tuple[tuple[Literal["logistic", "mlp"], int], ...] = (
+        ("logistic", 1), ("mlp", 8), ("mlp", 32),
+    )  # fmt: skip
+    for kind, hidden in models:
+        cfg = dpsgd.FitConfig(epochs=4, batch_size=1024, learning_rate=0.02, optimizer="adam")
+        best: dict[str, float] = {}
+        try:
+            for _ in range(3):
+                for label in ("non_private", "secure", "torch_rng"):
+                    dpsgd._secure_add_noise = (
+                        DPOptimizer.add_noise if label == "torch_rng" else secure
+                    )
+                    run = dpsgd.fit(
+                        dpsgd.build(kind, x.shape[1], hidden=hidden), x, y, loss="bce",
+                        config=cfg, epsilon=None if label == "non_private" else 3.0,
+                    )  # fmt: skip
+                    best[label] = min(best.get(label, math.inf), min(run.epoch_seconds[1:]))
+        finally:
+            dpsgd._secure_add_noise = secure
+        out.append({
+            "model": kind if kind == "logistic" else f"mlp ({hidden} hidden)", **best,
+            "secure_vs_non_private": best["secure"] / best["non_private"],
+            "secure_vs_torch_rng": best["secure"] / best["torch_rng"],
+        })  # fmt: skip
     return out
 
 
@@ -312,7 +368,7 @@ def _larger(patients: int) -> dict[str, Any]:
         service, people, project_id, src = _setup(patients, work)
         truth = _truth(src, work / "hub")
         effect_spec = spec.load(EXAMPLES / "who_benefits.toml")
-        cohort = training.extract(service, people["mo"], project_id, effect_spec)
+        cohort = _extract(service, people["mo"], project_id, effect_spec)
         return {
             "patients": patients,
             "cohort": int(cohort.present.sum()),
@@ -332,8 +388,8 @@ def run(
         risk_spec = spec.load(EXAMPLES / "risk_model.toml")
         effect_spec = spec.load(EXAMPLES / "who_benefits.toml")
         mo = people["mo"]
-        risk_cohort = training.extract(service, mo, project_id, risk_spec)
-        effect_cohort = training.extract(service, mo, project_id, effect_spec)
+        risk_cohort = _extract(service, mo, project_id, risk_spec)
+        effect_cohort = _extract(service, mo, project_id, effect_spec)
         result: dict[str, Any] = {
             "patients": patients,
             "cohort": len(risk_cohort.y),
@@ -356,6 +412,7 @@ def run(
                 ),
             },
             "speed": _speed(risk_cohort),
+            "secure_noise": _secure_cost(risk_cohort),
         }
         result["plots"] = _plots(result, plots)
     finally:
@@ -426,6 +483,19 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(
             f"| {s['model']} | {s['pipeline']} | {s['non_private_s']:.3f} | {s['dp_s']:.3f} "
             f"| {s['ratio']:.2f}× |"
+        )
+    lines += [
+        "",
+        "### Secure randomness: CSPRNG noise and masks (seconds per epoch, best of 3)",
+        "",
+        "| model | non-private | DP, CSPRNG | DP, torch generator | CSPRNG / non-private "
+        "| CSPRNG / torch generator |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in r.get("secure_noise", []):
+        lines.append(
+            f"| {s['model']} | {s['non_private']:.3f} | {s['secure']:.3f} | {s['torch_rng']:.3f} "
+            f"| {s['secure_vs_non_private']:.2f}× | {s['secure_vs_torch_rng']:.2f}× |"
         )
     lines.append("")
     lines += [f"![{p}](plots/{p})" for p in r.get("plots", [])]

@@ -26,6 +26,7 @@ from governance.store import Store
 
 if TYPE_CHECKING:
     from governance.access.people import Principal
+    from governance.cohorts import Cohorts
     from governance.outputs.review import OutputReview
     from governance.queries import QueryService
 
@@ -88,6 +89,13 @@ class Governance:
         from governance.outputs.review import OutputReview
 
         return OutputReview(self)
+
+    @cached_property
+    def cohorts(self) -> Cohorts:
+        """Training cohorts: checked person-local, read only by the hub's own training."""
+        from governance.cohorts import Cohorts
+
+        return Cohorts(self.queries)
 
     def quality_report(self, principal: Principal, release_id: str) -> dict[str, Any]:
         """A release's manifest and quality report, for stewards and admins."""

@@ -243,11 +243,11 @@ def _study(settings: HubSettings) -> Study:
     gov.projects.approve(
         project.project_id,
         steward=users["demo.steward"],
-        epsilon=8.0,
+        epsilon=20.0,
         delta=1e-5,
         trainers=["demo.modeller"],
     )
-    out.print(f"project {project.project_id} approved: ε = 8, δ = 1e-5, 180 days")
+    out.print(f"project {project.project_id} approved: ε = 20, δ = 1e-5, 180 days")
     service = gov.queries
     researcher = gov.people.authenticate(keys["demo.researcher"])
     pid = project.project_id
@@ -304,10 +304,10 @@ def _models(service: QueryService, modeller: Principal, pid: str) -> None:
 
     from models import spec as specs
     from models.examples import EXAMPLES
-    from models.workbench import Workbench
+    from models.trainer import Trainer
 
     out.rule("DP models (Opacus DP-SGD, charged to the project's budget)")
-    bench = Workbench(service, modeller)
+    bench = Trainer(service, modeller)
     risk = specs.load(EXAMPLES / "risk_model.toml")
     points = []
     split_key = secrets.token_bytes(16)  # the three models share their held-out people
@@ -317,12 +317,12 @@ def _models(service: QueryService, modeller: Principal, pid: str) -> None:
                 pid, dataclasses.replace(risk, epsilon=eps), progress=False, split_key=split_key
             )
             advance(1)
-        m = model.card["metrics"]
-        points.append((eps, m["auroc"], *m["auroc_ci95"]))
+        m = model.card["metrics"]  # DP held-out metrics
+        auroc = m["auroc"] if m.get("auroc") is not None else float("nan")
+        points.append((eps, auroc, auroc, auroc))
         out.print(
-            f"  {model.model_id}: ε {model.card['epsilon']:.2f}, held-out AUROC {m['auroc']:.3f} "
-            f"(95% CI {m['auroc_ci95'][0]:.3f}-{m['auroc_ci95'][1]:.3f}), Brier "
-            f"{m['brier']:.3f}, attack AUC {model.card['membership_inference']['attack_auc']:.3f}"
+            f"  {model.model_id}: ε {model.card['epsilon_total']:.2f}, DP held-out AUROC "
+            f"{auroc:.3f}, Brier {m['brier']:.3f}"
         )
     plot = service.workspace(pid) / "privacy_utility.png"
     _privacy_utility_plot(points, plot)
@@ -330,13 +330,13 @@ def _models(service: QueryService, modeller: Principal, pid: str) -> None:
     with counting(1, "who-benefits model at ε 3", unit="models") as advance:
         effect = bench.train(pid, specs.load(EXAMPLES / "who_benefits.toml"), progress=False)
         advance(1)
-    deciles = effect.card["metrics"]["predicted_benefit_deciles"]
+    benefit = effect.card["metrics"]["mean_predicted_benefit"]
     out.print(
-        f"  {effect.model_id}: expected fall in 12-month HbA1c with DPP referral from "
-        f"{deciles[0]:.1f} (10th centile) to {deciles[-1]:.1f} mmol/mol (90th centile)"
+        f"  {effect.model_id}: mean expected fall in 12-month HbA1c with DPP referral "
+        f"{benefit:.1f} mmol/mol (DP, held out)"
     )
     output_id = bench.submit(pid, effect.model_id)
-    out.print(f"  sent for release review as {output_id}; model card: {effect.folder / 'card.md'}")
+    out.print(f"  sent for release review as {output_id}; model card: {effect.folder}/card.md")
     state = service.gov.ledger.state(pid)
     out.print(f"  budget left ε = {state.epsilon_remaining:.2f}")
 

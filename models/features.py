@@ -66,20 +66,22 @@ class Encoder:
         return np.stack(parts, axis=1).astype(np.float32)
 
 
-def binary(values: Sequence[Any], *, name: str) -> np.ndarray:
-    """A 0/1 column; anything but true/false/0/1 is refused (no silent coercion)."""
-    out = np.empty(len(values), dtype=np.float32)
+def binary(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A 0/1 column and where it is known: anything but true/false/0/1 is missing.
+
+    Never an error: a cohort's values are read after the budget is reserved, and what
+    happens then must not depend on them.
+
+    >>> [v.tolist() for v in binary([True, 0, "x", None])]
+    [[1.0, 0.0, 0.0, 0.0], [True, True, False, False]]
+    """
+    out = np.zeros(len(values), dtype=np.float32)
+    known = np.zeros(len(values), dtype=bool)
     for i, v in enumerate(values):
-        if v in (True, 1, 1.0):
-            out[i] = 1.0
-        elif v in (False, 0, 0.0):
-            out[i] = 0.0
-        else:
-            raise ValueError(
-                f"column {name!r} must be true/false (or 0/1) in every row "
-                "(use coalesce(..., false) where it may be missing)"
-            )
-    return out
+        if isinstance(v, bool | int | float | np.integer | np.floating) and v in (0, 1):
+            out[i] = float(v)
+            known[i] = True
+    return out, known
 
 
 def bounded(values: Sequence[Any], bounds: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:

@@ -20,13 +20,15 @@ model card (the spec is copied into the model's folder). See ``models/examples/`
     kind = "logistic"             # logistic | mlp | effect
     [privacy]
     epsilon = 1.0
+    metrics_epsilon = 0.3         # the DP held-out metrics, charged beside the training
 """
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -47,8 +49,18 @@ class Training:
     grad_sample_mode: Literal["hooks", "ew", "ghost"] = "ew"
     holdout: float = 0.25
     seed: int = 0
+    # the people the sample rate is planned for (batch_size / expected_rows); never the
+    # cohort's own size, which would make the card's steps depend on the data. Default:
+    # the release's number of people (public). Take it from a DP count of the cohort.
+    expected_rows: int | None = None
 
     def __post_init__(self) -> None:
+        if self.expected_rows is not None and (
+            not isinstance(self.expected_rows, int)
+            or isinstance(self.expected_rows, bool)
+            or not 1 <= self.expected_rows <= 100_000_000
+        ):
+            raise InvalidRequest("[training] expected_rows must be a whole number from 1")
         for name in ("epochs", "batch_size", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
@@ -79,6 +91,8 @@ class Spec:
     modifiers: list[str] | None = None
     epsilon: float = 1.0
     delta: float | None = None
+    # the held-out metrics the modeller sees are DP too, charged beside the training
+    metrics_epsilon: float = 0.3
     training: Training = field(default_factory=Training)
     name: str = "model"
     source: str = ""  # the TOML text, copied beside the model
@@ -122,6 +136,8 @@ class Spec:
             raise InvalidRequest("risk models (logistic, mlp) predict a binary outcome")
         if not (math.isfinite(self.epsilon) and 0.01 <= self.epsilon <= 100):
             raise InvalidRequest("[privacy] epsilon must be between 0.01 and 100")
+        if not (math.isfinite(self.metrics_epsilon) and 0.01 <= self.metrics_epsilon <= 10):
+            raise InvalidRequest("[privacy] metrics_epsilon must be between 0.01 and 10")
         if self.delta is not None and not (0 < self.delta < 1e-3):
             raise InvalidRequest("[privacy] delta must be in (0, 1e-3)")
         t = self.training
@@ -160,8 +176,18 @@ def _pair(value: Any, where: str) -> tuple[float, float]:
         raise InvalidRequest(f"{where}: bounds must be numbers") from None
 
 
-def parse(text: str, *, base: Path | None = None, name: str = "model") -> Spec:
-    """A spec from TOML text; ``sql_file`` is read relative to ``base``."""
+def parse(
+    text: str,
+    *,
+    base: Path | None = None,
+    name: str = "model",
+    files: bool = True,
+) -> Spec:
+    """A spec from TOML text; ``sql_file`` is read relative to ``base``.
+
+    ``files=False`` (a spec sent over HTTP): ``sql_file`` is refused, so that a spec
+    can never make the hub read a file of its own choosing; the client inlines the SQL.
+    """
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -172,6 +198,8 @@ def parse(text: str, *, base: Path | None = None, name: str = "model") -> Spec:
         raise InvalidRequest(f"unknown section(s) in the spec: {', '.join(sorted(unknown))}")
     cohort = doc.get("cohort", {})
     sql = cohort.get("sql")
+    if sql is None and "sql_file" in cohort and not files:
+        raise InvalidRequest("[cohort] sql_file is read by the client: send sql inline")
     if sql is None and "sql_file" in cohort:
         path = (base or Path.cwd()) / str(cohort["sql_file"])
         try:
@@ -217,6 +245,7 @@ def parse(text: str, *, base: Path | None = None, name: str = "model") -> Spec:
             modifiers=[str(m) for m in model["modifiers"]] if "modifiers" in model else None,
             epsilon=float(privacy.get("epsilon", 1.0)),
             delta=float(privacy["delta"]) if "delta" in privacy else None,
+            metrics_epsilon=float(privacy.get("metrics_epsilon", 0.3)),
             training=training,
             name=str(doc.get("name", name)),
             source=text,
@@ -231,3 +260,52 @@ def load(path: Path) -> Spec:
     except OSError as exc:
         raise InvalidRequest(f"cannot read the spec {path}: {exc.strerror}") from None
     return parse(text, base=path.parent, name=path.stem)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # JSON's string escapes are valid TOML basic strings
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def dumps(spec: Spec) -> str:
+    """The spec as TOML with its SQL inline (what a client sends to the hub).
+
+    >>> s = parse(dumps(Spec(sql="SELECT 1", outcome="y", numeric={"age": (18.0, 100.0)})))
+    >>> s.sql, s.numeric, s.training.epochs
+    ('SELECT 1', {'age': (18.0, 100.0)}, 30)
+    """
+    cohort = {"sql": spec.sql, "key": spec.key, "outcome": spec.outcome}
+    if spec.treatment:
+        cohort["treatment"] = spec.treatment
+    model: dict[str, Any] = {
+        "kind": spec.kind, "learner": spec.learner, "outcome": spec.outcome_type,
+        "hidden": spec.hidden, "architecture": spec.effect_architecture,
+    }  # fmt: skip
+    if spec.outcome_bounds is not None:
+        model["outcome_bounds"] = list(spec.outcome_bounds)
+    if spec.modifiers is not None:
+        model["modifiers"] = spec.modifiers
+    privacy: dict[str, Any] = {"epsilon": spec.epsilon, "metrics_epsilon": spec.metrics_epsilon}
+    if spec.delta is not None:
+        privacy["delta"] = spec.delta
+    training = {k: v for k, v in asdict(spec.training).items() if v is not None}
+    sections: list[tuple[str, dict[str, Any]]] = [
+        ("cohort", cohort),
+        ("features.numeric", {k: list(v) for k, v in spec.numeric.items()}),
+        ("features.categorical", dict(spec.categorical)),
+        ("model", model),
+        ("privacy", privacy),
+        ("training", training),
+    ]
+    lines = [f"name = {_toml(spec.name)}"]
+    for title, body in sections:
+        lines.append(f"\n[{title}]")
+        lines += [f"{json.dumps(k)} = {_toml(v)}" for k, v in body.items()]
+    return "\n".join(lines) + "\n"

@@ -37,6 +37,11 @@ MIN_EPSILON: Final = 1e-6
 MAX_EPSILON: Final = 100.0
 # floating-point slack when comparing sums against a total
 TOLERANCE: Final = 1e-12
+# a project's total δ when the steward gives none, and each DP-SGD run's δ when the spec
+# gives none: a hundred trainings fit, and δ = 1e-7 is far below 1/n for any release the
+# hub holds (δ never depends on the cohort's size, which would be data-dependent)
+DEFAULT_PROJECT_DELTA: Final = 1e-5
+DEFAULT_TRAINING_DELTA: Final = 1e-7
 
 Budget = tuple[float, float]
 
@@ -120,3 +125,23 @@ def reachable(*, requested: float, certified: float) -> bool:
         and 0.0 < certified <= requested * (1 + 1e-9)
         and certified >= MIN_EPSILON * (1 - 1e-9)
     )
+
+
+def shortfall(*, total: Budget, spent: Budget, request: Budget) -> str:
+    """Which of ε and δ a refused request lacks, and by how much (for the refusal).
+
+    >>> shortfall(total=(1.0, 1e-5), spent=(0.75, 1e-6), request=(0.5, 1e-6)).split("; ")[0]
+    'epsilon runs out: asked 0.5, 0.25 left (short by 0.25)'
+    >>> shortfall(total=(10.0, 1e-6), spent=(1.0, 1e-6), request=(1.0, 1e-7))
+    'delta runs out: asked 1e-07, 0 left (short by 1e-07); epsilon is enough (asked 1, 9 left)'
+    """
+    left = remaining(total=total, spent=spent)
+    parts_short, parts_ok = [], []
+    for name, asked, have in (("epsilon", request[0], left[0]), ("delta", request[1], left[1])):
+        if asked > have + TOLERANCE:
+            parts_short.append(
+                f"{name} runs out: asked {asked:.6g}, {have:.6g} left (short by {asked - have:.6g})"
+            )
+        else:
+            parts_ok.append(f"{name} is enough (asked {asked:.6g}, {have:.6g} left)")
+    return "; ".join(parts_short + parts_ok)

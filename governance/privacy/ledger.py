@@ -107,9 +107,10 @@ class Ledger:
                 delta=delta,
             )
             if not ok:
-                reason = (
-                    f"the request (epsilon {epsilon:g}, delta {delta:g}) exceeds the remaining "
-                    f"budget (epsilon {state.epsilon_remaining:g}, delta {state.delta_remaining:g})"
+                reason = "the project's privacy budget cannot cover this: " + accounting.shortfall(
+                    total=(state.epsilon_total, state.delta_total),
+                    spent=(state.epsilon_spent, state.delta_spent),
+                    request=(epsilon, delta),
                 )
                 self.audit.append(con, _denied(event, reason))
                 refusal = BudgetExhausted(reason)

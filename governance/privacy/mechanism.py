@@ -251,3 +251,58 @@ def no_answer_body(plan: Plan) -> dict[str, Any]:
         "contribution_bound": plan.rows_per_person,
         "bounding": describe(plan),
     }
+
+
+# ---------------------------------------------------------------------------- vectors
+@dataclass(frozen=True)
+class PreparedVector:
+    """An OpenDP discrete-Laplace measurement for one integer vector of known length and
+    L1 sensitivity (a model's held-out confusion counts, a fixed-point Brier sum...)."""
+
+    measurement: Any
+    length: int
+    sensitivity: int
+    scale: float
+    epsilon: float  # certified by OpenDP's privacy map
+
+
+def prepare_vector(*, length: int, sensitivity: int, epsilon: float) -> PreparedVector:
+    """Certify, before any data is read, that OpenDP answers this vector within ``epsilon``.
+
+    >>> v = prepare_vector(length=4, sensitivity=2, epsilon=0.5)
+    >>> v.scale, v.epsilon <= 0.5
+    (4.0, True)
+    """
+    too_small = InvalidRequest(
+        f"epsilon {epsilon:g} is too small for these metrics; nothing was spent"
+    )
+    scale = sensitivity / epsilon
+    if not math.isfinite(scale) or scale > MAX_SCALE or length < 1:
+        raise too_small
+    try:
+        m = _measurement(scale)
+        certified = float(m.map(sensitivity))
+        for _ in range(8):
+            if certified <= epsilon:
+                break
+            scale = math.nextafter(scale, math.inf) * (1 + 1e-12)
+            m = _measurement(scale)
+            certified = float(m.map(sensitivity))
+        m([0] * length)
+    except Exception:
+        raise too_small from None
+    if not accounting.reachable(requested=epsilon, certified=certified):
+        raise too_small
+    return PreparedVector(m, length, sensitivity, scale, certified)
+
+
+def release_vector(prepared: PreparedVector, values: list[int]) -> list[int]:
+    """The noisy vector (exact discrete Laplace from OpenDP)."""
+    if len(values) != prepared.length:
+        raise ValueError("the vector's length is not the prepared length")
+    return [int(x) for x in prepared.measurement([int(v) for v in values])]
+
+
+def vector_accuracy(prepared: PreparedVector, alpha: float = ALPHA) -> int:
+    """Half-width h with P(|noise| > h) ≤ alpha for each entry."""
+    return _accuracy(prepared.scale, alpha)

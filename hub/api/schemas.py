@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from governance.outputs.disclosure import REDACTION_THRESHOLD, ROUNDING_MULTIPLE
+from governance.privacy.accounting import DEFAULT_PROJECT_DELTA
 
 
 def _finite(value: float | None) -> float | None:
@@ -73,7 +74,7 @@ class ProjectRequest(Strict):
 
 class Approval(Strict):
     epsilon: Number
-    delta: Number = 1e-6
+    delta: Number = DEFAULT_PROJECT_DELTA
     days: int | None = Field(default=None, ge=1, le=3650)
     grants: dict[str, list[str]] | None = None
     sdc_threshold: int = Field(default=REDACTION_THRESHOLD, ge=1, le=100)

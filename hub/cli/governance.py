@@ -20,6 +20,7 @@ from rich.table import Table
 
 from governance.access.projects import Grants
 from governance.facade import Governance
+from governance.privacy.accounting import DEFAULT_PROJECT_DELTA
 from governance.settings import get_settings
 from hub.cli.keys import KeyFile, acting_as
 from hub.console import console
@@ -162,7 +163,7 @@ def projects_request(
 def projects_approve(
     project_id: Annotated[str, typer.Argument()],
     epsilon: Annotated[float, typer.Option(help="Total privacy budget ε.")],
-    delta: Annotated[float, typer.Option(help="Total privacy budget δ.")] = 1e-6,
+    delta: Annotated[float, typer.Option(help="Total privacy budget δ.")] = DEFAULT_PROJECT_DELTA,
     days: Annotated[int | None, typer.Option(help="Duration (default: as requested).")] = None,
     grant: Annotated[list[str] | None, typer.Option(help="Narrower grants, table:cols.")] = None,
     sdc_threshold: Annotated[int, typer.Option(help="Redact counts at or below.")] = 7,

@@ -21,7 +21,7 @@ from hub.console import console
 from hub.console import fail as _fail
 
 if TYPE_CHECKING:
-    from models.workbench import Workbench
+    from models.trainer import Trainer
 
 models_app = typer.Typer(help="Trained models in a project's workspace.", no_args_is_help=True)
 
@@ -31,9 +31,8 @@ KeyFile = Annotated[
 ]
 
 
-def _workbench(key_file: Path | None) -> Workbench:
-    from governance.queries import QueryService
-    from models.workbench import Workbench
+def _workbench(key_file: Path | None) -> Trainer:
+    from models.trainer import Trainer
 
     key = os.environ.get("HUB_API_KEY")
     if key_file is not None:
@@ -44,7 +43,7 @@ def _workbench(key_file: Path | None) -> Workbench:
     if not key:
         raise _fail("give your API key in $HUB_API_KEY or with --key-file")
     gov = get_settings().governance()
-    return Workbench(QueryService(gov), gov.people.authenticate(key))
+    return Trainer(gov.queries, gov.people.authenticate(key))
 
 
 def train(
@@ -63,18 +62,17 @@ def train(
         resolved = specs.load(spec)
         model = bench.train(project, resolved)
         card = model.card
+        m = card["metrics"]
         console.print(
-            f"trained [bold]{card['model_id']}[/] ({card['model_kind']}) on "
-            f"{card['rows']['training']:,} people: ε = {card['epsilon']:.3f}, "
-            f"δ = {card['delta']:.2g}, noise multiplier {card['noise_multiplier']:.2f}"
+            f"trained [bold]{card['model_id']}[/] ({card['model_kind']}): ε = "
+            f"{card['epsilon_total']:.3f} (training {card['epsilon']:.3f} + DP metrics "
+            f"{card['metrics_epsilon']:.3f}), δ = {card['delta']:.2g}, noise multiplier "
+            f"{card['noise_multiplier']:.2f}"
         )
-        for key, value in card["metrics"].items():
-            if isinstance(value, float):
-                ci = card["metrics"].get(f"{key}_ci95")
-                extra = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
-                console.print(f"  {key}: {value:.4f}{extra}")
-        attack = card["membership_inference"]
-        console.print(f"  membership-inference attack AUC: {attack['attack_auc']:.3f}")
+        for key in ("held_out_people", "auroc", "brier", "outcome_rate",
+                    "mean_predicted_benefit", "outcome_rmse"):  # fmt: skip
+            if isinstance(m.get(key), int | float):
+                console.print(f"  {key} (DP): {m[key]:.4g}")
         console.print(f"  card and weights: {model.folder}")
         if submit:
             output_id = bench.submit(project, card["model_id"])
@@ -96,16 +94,11 @@ def audit_model(
         raise _fail(str(exc)) from None
     console.print(
         f"membership-inference audit of {escape(model)}: attack AUC "
-        f"{report['attack_auc']:.3f} (loss threshold {report['loss_threshold_auc']:.3f}, "
-        f"reference-calibrated {report['calibrated_auc']:.3f}; "
-        f"{report['members']} members vs {report['non_members']} non-members)"
+        f"{report['attack_auc']:.3f}, TPR at FPR 0.1% {report['tpr_at_fpr_0_1pct']:.3f}, "
+        f"at FPR 1% {report['tpr_at_fpr_1pct']:.3f} ({report['members']} members vs "
+        f"{report['non_members']} non-members; accountant ε {report['accountant_epsilon']:.3g})"
     )
-    verdict = (
-        "no measurable membership signal (≤ 0.55)"
-        if report["attack_auc"] <= 0.55
-        else "[bold red]the model leaks membership: do not release it as is[/]"
-    )
-    console.print(verdict)
+    console.print(report["limits"])
 
 
 @models_app.command("list")
@@ -122,19 +115,19 @@ def list_models(
         console.print("no models in this project yet (`hub train --project ... --spec ...`)")
         return
     table = Table(title=f"Models of {project}")
-    for col in ("model", "name", "kind", "ε", "rows", "headline metric", "attack AUC", "trained"):
+    table.add_column("model", no_wrap=True, min_width=14)  # ids are never truncated
+    for col in ("name", "kind", "ε", "DP headline metric", "trained"):
         table.add_column(col)
     for c in cards:
         m = c["metrics"]
         headline = (
             f"AUROC {m['auroc']:.3f}"
-            if "auroc" in m
+            if m.get("auroc") is not None
             else f"mean benefit {m.get('mean_predicted_benefit', float('nan')):.3f}"
         )
         table.add_row(
-            c["model_id"], c["name"], c["model_kind"], f"{c['epsilon']:.2f}",
-            f"{c['rows']['training']:,}", headline,
-            f"{c['membership_inference']['attack_auc']:.3f}", c["created_at"],
+            c["model_id"], c["name"], c["model_kind"], f"{c['epsilon_total']:.2f}", headline,
+            c["created_at"],
         )  # fmt: skip
     console.print(table)
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Form, Response
 
 from governance.access.projects import DEFAULT_SDC_ROUNDING, DEFAULT_SDC_THRESHOLD, Project
 from governance.errors import InvalidRequest
+from governance.privacy.accounting import DEFAULT_PROJECT_DELTA
 from hub.steward.web import PREFIX, CheckedForm, HtmlRoute, SignedIn, act, finite
 
 router = APIRouter(prefix=PREFIX, route_class=HtmlRoute, include_in_schema=False)
@@ -55,7 +56,7 @@ def approve(
     project_id: str,
     desk: CheckedForm,
     epsilon: Annotated[str, Form(max_length=40)] = "",
-    delta: Annotated[str, Form(max_length=40)] = "1e-6",
+    delta: Annotated[str, Form(max_length=40)] = str(DEFAULT_PROJECT_DELTA),
     days: Annotated[str, Form(max_length=10)] = "",
     grant: Annotated[list[str] | None, Form(max_length=500)] = None,
     sdc_threshold: Annotated[str, Form(max_length=10)] = str(DEFAULT_SDC_THRESHOLD),

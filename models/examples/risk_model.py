@@ -1,12 +1,15 @@
 """Study script: a DP risk model for type 2 diabetes after a prediabetes diagnosis.
 
-Run on the hub's machine as a modeller named as a trainer of an approved project:
+Run as a modeller named as a trainer of an approved project, against a running hub
+(``hub serve``); training happens inside the hub, and rows never reach this script:
 
-    HUB_HOME=var HUB_API_KEY=<your key> python -m models.examples.risk_model <project-id>
+    HUB_URL=http://127.0.0.1:8000 HUB_API_KEY=<your key> \
+        python -m models.examples.risk_model <project-id>
 
 It trains the DP logistic regression of ``risk_model.toml`` and a DP MLP of the same
-cohort (each charged to the project's budget), prints their held-out metrics and
-membership-inference audits, and leaves both model cards in the project's workspace.
+cohort (each charged to the project's budget; the whole plan is checked against the
+budget first), prints their DP held-out metrics, and leaves both model cards in the
+project's workspace.
 """
 
 from __future__ import annotations
@@ -29,16 +32,16 @@ def main(project_id: str) -> None:
         training=dataclasses.replace(logistic.training, batch_size=512, learning_rate=0.02,
                                      epochs=60),
     )  # fmt: skip
+    bench.ensure_budget(project_id, [logistic, mlp])  # refuse before spending anything
     for s in (logistic, mlp):
         model = bench.train(project_id, s)
-        m = model.card["metrics"]
-        lo, hi = m["auroc_ci95"]
+        m = model.card["metrics"]  # DP held-out metrics (charged with the training)
         print(
-            f"{s.name}: ε={model.card['epsilon']:.2f} AUROC {m['auroc']:.3f} ({lo:.3f}-{hi:.3f}) "
-            f"Brier {m['brier']:.4f} calibration slope {m['calibration_slope']:.2f} "
-            f"attack AUC {model.card['membership_inference']['attack_auc']:.3f}"
+            f"{s.name}: ε={model.card['epsilon_total']:.2f} (training {model.card['epsilon']:.2f}"
+            f" + metrics {model.card['metrics_epsilon']:.2f}); DP held-out AUROC "
+            f"{m['auroc']:.3f}, Brier {m['brier']:.4f}, ~{m['held_out_people']:,} people"
         )
-        print(f"  card: {model.folder / 'card.md'}")
+        print(f"  model {model.model_id}: `hub models list --project {project_id}`")
 
 
 if __name__ == "__main__":

@@ -98,11 +98,12 @@ def test_a_modeller_trains_lists_and_submits_and_a_steward_audits(hub_with_proje
                   "--key-file", str(sam))  # fmt: skip
     assert audited.returncode == 0, audited.stdout + audited.stderr
     assert "attack AUC" in audited.stdout
-    report = json.loads((home / "projects" / pid / "models" / model_id / "audit.json").read_text())
+    steward = home / "projects" / pid / "models" / model_id / "steward.json"
+    report = json.loads(steward.read_text())["membership_inference"]
     assert report["run_by"] == "sam" and 0 <= report["attack_auc"] <= 1
     # the modeller cannot audit, the steward cannot train
     refused = hub(home, "audit-model", "--project", pid, "--model", model_id, "--key-file", str(mo))
-    assert refused.returncode == 2 and "only accredited stewards" in refused.stdout
+    assert refused.returncode == 2 and "only stewards audit models" in refused.stdout
     refused = hub(home, "train", "--project", pid, "--spec", str(work / "spec.toml"),
                   "--key-file", str(sam))  # fmt: skip
     assert refused.returncode == 2 and "error:" in refused.stdout

@@ -203,7 +203,7 @@ def test_models_budgets_and_quality_pages(page, steward_hub):  # noqa: F811
     nav(page, "Models")
     model = page.locator(f"#output-{steward_hub.outputs['model']}")
     assert "attack auc" in model.inner_text() and "0.52" in model.inner_text()
-    assert "No measurable membership signal" in model.inner_text()
+    assert "cannot show: that the model is private" in model.inner_text()
     assert "held out 200, training 800" in model.inner_text()
     raw = page.locator(f"#output-{steward_hub.outputs['raw']}")
     assert "No membership-inference audit yet" in raw.inner_text()

@@ -15,12 +15,23 @@ from governance.outputs import (
     person_keys,
     population_index,
 )
-from governance.privacy import accounting, domains, dp_query, mechanism
+from governance.privacy import (
+    accounting,
+    cohort_query,
+    cohort_sql,
+    domains,
+    dp_query,
+    mechanism,
+)
 from governance.sql import policy
+from models import cohort, features, mia, spec
 
 MODULES = [accounting, domains, dp_query, mechanism, policy]
 MODULES += [disclosure, disclosure_ledger, exact_plan, person_keys, population_index]
 MODULES += [codelists, projects]
+
+
+MODULES += [cohort_query, cohort_sql, cohort, features, mia, spec]
 
 
 @pytest.mark.parametrize("module", MODULES)

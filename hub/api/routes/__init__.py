@@ -5,9 +5,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from hub.api.routes import audit, datasets, outputs, projects, public, quality, queries, service
+from hub.api.routes import (
+    audit,
+    datasets,
+    models,
+    outputs,
+    projects,
+    public,
+    quality,
+    queries,
+    service,
+)
 from hub.api.schemas import ERRORS
 
 router = APIRouter(prefix="/v1", responses=ERRORS)
-for module in (service, datasets, projects, queries, outputs, audit, quality, public):
+for module in (service, datasets, projects, queries, outputs, models, audit, quality, public):
     router.include_router(module.router)

@@ -54,6 +54,8 @@ def get_project(project_id: str, principal: CurrentPrincipal, service: Service) 
             "epsilon_spent": state.epsilon_spent,
             "epsilon_remaining": state.epsilon_remaining,
             "delta_total": state.delta_total,
+            "delta_spent": state.delta_spent,
+            "delta_remaining": state.delta_remaining,
         }
     return data
 

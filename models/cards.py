@@ -1,0 +1,168 @@
+"""Model cards: what the modeller sees (DP metrics only) and the steward's extra page.
+
+The card never carries an exact statistic of the cohort: not its size, not exact
+metrics, not an exact attack result. Those go to ``steward.json`` beside the model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+from typing import IO, Any
+
+from models import dpsgd, learners
+from models.spec import Spec
+
+AUDIT_LIMITS = (
+    "What the audit can show: that a model leaks membership (an attack doing better than "
+    "its ε allows means the training or the accounting is broken). What it cannot show: "
+    "that the model is private. Attacks are lower bounds; the guarantee is the "
+    "accountant's ε, which rests on the cohort being person-local and on the DP-SGD "
+    "implementation. Under ε = 1 the best possible attack has AUC 0.73 and TPR at most "
+    "e^ε × FPR + δ, so a weak attack result is expected either way."
+)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def build(
+    *,
+    model_id: str,
+    spec: Spec,
+    project_id: str,
+    release: str,
+    author: str,
+    columns: list[str],
+    planned_rows: int,
+    delta: float,
+    fits: list[dpsgd.FitResult],
+    dp_metrics: dict[str, Any],
+) -> dict[str, Any]:
+    spent = max(f.epsilon for f in fits)
+    return {
+        "model_id": model_id,
+        "name": spec.name,
+        "project": project_id,
+        "release": release,
+        "author": author,
+        "created_at": now(),
+        "model_kind": spec.kind,
+        "learner": spec.learner if spec.kind == "effect" else None,
+        "architecture": "linear" if spec.linear else f"mlp(tanh, {spec.hidden})",
+        "hidden": spec.hidden,
+        "outcome": spec.outcome,
+        "outcome_type": spec.outcome_type,
+        "outcome_bounds": list(spec.outcome_bounds) if spec.outcome_bounds else None,
+        "treatment": spec.treatment,
+        "modifiers": spec.modifiers,
+        "modifier_columns": learners.modifier_columns(spec),
+        "cohort_sql_sha256": hashlib.sha256(spec.sql.encode()).hexdigest(),
+        "cohort_sql": spec.sql,
+        "features": {
+            "numeric": {k: list(v) for k, v in spec.numeric.items()},
+            "categorical": spec.categorical,
+            "encoded_columns": columns,
+            "scaling": "declared bounds, clipped; missing → midpoint + indicator",
+        },
+        "privacy_unit": "one person (the cohort is checked person-local, one row per person)",
+        "planned_rows": planned_rows,
+        "epsilon": spent,
+        "epsilon_target": spec.epsilon,
+        "metrics_epsilon": dp_metrics["epsilon"],
+        "epsilon_total": spent + dp_metrics["epsilon"],
+        "delta": delta,
+        "accountant": "rdp (Opacus RDPAccountant)",
+        "composition": (
+            "parallel (disjoint treatment arms)"
+            if spec.kind == "effect" and spec.learner == "t"
+            else "single DP-SGD run"
+        )
+        + "; DP held-out metrics composed sequentially",
+        "noise_multiplier": fits[0].noise_multiplier,
+        "max_grad_norm": spec.training.max_grad_norm,
+        "epochs": spec.training.epochs,
+        "sample_rate": fits[0].sample_rate,
+        "expected_batch_size": spec.training.batch_size,
+        "steps": sum(f.steps for f in fits),
+        "optimizer": spec.training.optimizer,
+        "learning_rate": spec.training.learning_rate,
+        "grad_sample_mode": spec.training.grad_sample_mode,
+        "secure_rng": True,
+        "rng": "OS CSPRNG (os.urandom) for Poisson masks and Gaussian noise",
+        "seed": spec.training.seed,  # initial weights only
+        "metrics": dp_metrics,
+        "audit_limits": AUDIT_LIMITS,
+    }
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def markdown(card: dict[str, Any]) -> str:
+    """The model card as a human-readable page (what the modeller may read)."""
+    m = card["metrics"]
+    lines = [
+        f"# Model card: {card['name']} ({card['model_id']})",
+        "",
+        f"- Project: {card['project']}; release: {card['release']}",
+        f"- Author: {card['author']}; trained: {card['created_at']}",
+        f"- Model: {card['model_kind']} ({card['architecture']})"
+        + (f", {card['learner'].upper()}-learner" if card.get("learner") else ""),
+        f"- Outcome: {card['outcome']} ({card['outcome_type']})"
+        + (f"; treatment: {card['treatment']}" if card.get("treatment") else ""),
+        f"- Cohort SQL sha256: {card['cohort_sql_sha256']}",
+        "",
+        "## Privacy",
+        "",
+        f"- Unit: {card['privacy_unit']}",
+        f"- Training ε = {card['epsilon']:.4g} (target {card['epsilon_target']}), "
+        f"δ = {card['delta']:.3g}; held-out metrics ε = {card['metrics_epsilon']:.4g}; "
+        f"total ε = {card['epsilon_total']:.4g}",
+        f"- Accountant: {card['accountant']}; composition: {card['composition']}",
+        f"- Noise multiplier {card['noise_multiplier']:.4g}, clipping norm "
+        f"{card['max_grad_norm']}, sample rate {card['sample_rate']:.4g} (planned for "
+        f"{card['planned_rows']:,} people), {card['epochs']} epochs, {card['steps']} steps",
+        f"- Randomness: {card['rng']}",
+        "",
+        "## Held-out metrics (differentially private)",
+        "",
+    ]
+    for key, value in m.items():
+        if key != "thresholds":
+            lines.append(f"- {key}: {_fmt(value)}")
+    for r in m.get("thresholds", []):
+        lines.append(
+            f"- at risk ≥ {r['threshold']}: sensitivity {_fmt(r['sensitivity'])}, "
+            f"specificity {_fmt(r['specificity'])}"
+        )
+    lines += ["", "## What an audit can and cannot show", "", card["audit_limits"], ""]
+    lines += [f"Artifact sha256: {card.get('artifact_sha256', '')}", ""]
+    return "\n".join(lines)
+
+
+def calibration_plot(bins: list[dict[str, float]], title: str, path: Path | IO[bytes]) -> None:
+    """The steward's calibration plot (exact held-out data: never on the card)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    pred = [b["predicted"] for b in bins]
+    obs = [b["observed"] for b in bins]
+    top = max([*pred, *obs, 0.05]) * 1.1
+    ax.plot([0, top], [0, top], color="grey", linestyle="--", label="perfect calibration")
+    ax.plot(pred, obs, marker="o", label="held-out groups of predicted risk")
+    ax.set_title(f"{title}: calibration", fontsize=10)
+    ax.set_xlabel("mean predicted risk")
+    ax.set_ylabel("observed rate")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
