@@ -45,11 +45,6 @@ def test_no_package_imports_a_layer_above_it(package):
     assert offenders == {}, f"{package} must not import {sorted(above)}: {offenders}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="governance/quality/gate.py still opens its own DuckDB until it moves to "
-    "connectors/quality (the differencing check no longer does: it reads population files)",
-)
 def test_only_the_engine_opens_a_database_among_hub_models_and_governance():
     openers = []
     for package in ("hub", "models", "governance"):
