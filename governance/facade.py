@@ -22,6 +22,7 @@ from governance.audit.log import AuditLog
 from governance.audit.signer import Signer
 from governance.errors import NotFound
 from governance.privacy.ledger import Ledger
+from governance.sql.engine import Engine
 from governance.store import Store
 
 if TYPE_CHECKING:
@@ -68,12 +69,17 @@ class Governance:
             release = self.queries.release_for("real")
         except ReleaseError:
             return None
-        engine = self.queries.engine(release)
-        cur = engine.cursor()
+        # the queries' engine if this process holds one; else a short-lived one, closed at
+        # once, so that checking a grant keeps no release open
+        held = self.queries.open_engine(release) if "queries" in self.__dict__ else None
+        engine = held or Engine(release.path, timeout_s=self.query_timeout_s)
         try:
+            cur = engine.cursor()
             catalogue = engine.catalogue(cur)
-        finally:
             cur.close()
+        finally:
+            if held is None:
+                engine.close()
         return {t: frozenset(c) for t, c in catalogue.items() if not t.startswith("_")}
 
     @cached_property

@@ -17,7 +17,7 @@ from connectors import releases
 from governance.access.people import Principal
 from governance.access.projects import Project
 from governance.outputs.review import sha256_json as _sha256
-from governance.privacy import dp_query
+from governance.privacy import dp_query, dp_sql
 from governance.privacy import mechanism as dp
 from governance.sql import policy as sql_policy
 from governance.sql.engine import Engine
@@ -37,7 +37,7 @@ def _spec(
     that can refuse a DP query, done before any budget is reserved or data read."""
     plan = dp_query.compile_plan(node, engine.catalogue(cur), rows_per_person=rows_per_person)
     salt = secrets.token_hex(8)
-    if not all(engine.explain(cur, s.sql) for s in dp_query.statements(plan, salt=salt)):
+    if not all(engine.explain(cur, s.sql) for s in dp_sql.statements(plan, salt=salt)):
         # binding and planning read no table data: a refusal here is data-independent
         raise sql_policy.PolicyError(
             "dp_types", "the query's expressions do not fit the columns' types"

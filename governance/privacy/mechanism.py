@@ -3,7 +3,7 @@
 Three steps, so that nothing that can fail depends on the data:
 
 1. :func:`prepare` (before any budget is reserved, no data): one OpenDP discrete-Laplace
-   measurement per integer vector of the plan (``dp_query.components``), with scale
+   measurement per integer vector of the plan (``dp_sql.components``), with scale
    Δ/ε_each; OpenDP's privacy map certifies each ε and the sum must not exceed what was
    asked (``accounting.reachable``), and a dry run on zeros proves the measurement runs.
    An ε too small for OpenDP is refused here, before anything is reserved or read.
@@ -28,15 +28,8 @@ import opendp.prelude as dp
 
 from governance.errors import InvalidRequest
 from governance.privacy import accounting
-from governance.privacy.dp_query import (
-    FIXED_POINT,
-    Component,
-    Plan,
-    center,
-    components,
-    describe,
-    statements,
-)
+from governance.privacy.dp_query import FIXED_POINT, Component, Plan
+from governance.privacy.dp_sql import center, components, describe, statements
 
 dp.enable_features("contrib")
 

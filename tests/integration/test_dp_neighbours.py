@@ -23,7 +23,7 @@ from connectors.ingest import ingest
 from connectors.secrets import resolve_keys
 from governance.errors import InvalidRequest, PolicyViolation
 from governance.facade import Governance
-from governance.privacy import dp_query
+from governance.privacy import dp_query, dp_sql
 from governance.privacy import mechanism as dp
 from governance.queries import QueryService
 from governance.sql import policy as sql_policy
@@ -130,7 +130,7 @@ def _plan(world, sql, rows_per_person):
 
 def _check_neighbours(world, sql, rows_per_person, answer):
     plan = _plan(world, sql, rows_per_person)
-    comps = dp_query.components(plan)
+    comps = dp_sql.components(plan)
     for c in comps:  # the sensitivity the hub used is the one the answer reports
         assert answer["noise"][c.name]["sensitivity"] == pytest.approx(c.sensitivity * c.unit)
     on_d = dp.bounded_answers(world["full"], plan, salt="fixedsalt")
@@ -338,12 +338,10 @@ def test_finding_2_a_division_by_zero_oracle_gets_the_same_answer_shape_and_is_c
 
 
 def test_finding_2_a_failure_after_reading_data_is_a_charged_fixed_no_answer(world, monkeypatch):
-    import governance.queries as queries
-
     def fail(*args, **kwargs):
         raise duckdb.ConversionException("Could not convert string 'SECRET-VALUE' to INT32")
 
-    monkeypatch.setattr(queries.dp, "bounded_answers", fail)
+    monkeypatch.setattr(dp, "bounded_answers", fail)  # the mechanism module every caller uses
     before = _spent(world)
     answer = _run(world, "SELECT sex, count(*) FROM patients GROUP BY sex")
     assert answer["status"] == "no_answer" and answer["rows"] == []

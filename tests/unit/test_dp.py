@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from governance.errors import InvalidRequest
-from governance.privacy import dp_query
+from governance.privacy import dp_query, dp_sql
 from governance.privacy import mechanism as dp
 from governance.sql.policy import PolicyError
 
@@ -67,7 +67,7 @@ def test_adding_one_person_with_many_events_moves_each_vector_by_at_most_its_sen
     before = dp.bounded_answers(con, p, salt="s1")
     make(con, [*base, (10**7, extra)])
     after = dp.bounded_answers(con, p, salt="s1")
-    for c in dp_query.components(p):
+    for c in dp_sql.components(p):
         change = sum(abs(x - y) for x, y in zip(before[c.name], after[c.name], strict=True))
         assert change <= c.sensitivity
 
@@ -179,7 +179,7 @@ def test_mean_intervals_cover_the_bounded_mean():
     make(con, [], observations=[(i, "x", rng.uniform(0, 300)) for i in range(1, 301)])
     p = plan(con, "SELECT avg(value) AS m FROM observations", rows_per_person=1)
     truth = dp.bounded_answers(con, p, salt="s")
-    true_mean = (dp_query.center(p.aggregates[0]) + truth["m.sum"][0] / truth["m.count"][0]) / 1000
+    true_mean = (dp_sql.center(p.aggregates[0]) + truth["m.sum"][0] / truth["m.count"][0]) / 1000
     prepared = dp.prepare(p, 0.5)
     inside = sum(
         lo <= true_mean <= hi

@@ -20,13 +20,15 @@ from governance.privacy import (
     cohort_query,
     cohort_sql,
     domains,
+    dp_expressions,
     dp_query,
+    dp_sql,
     mechanism,
 )
 from governance.sql import policy
 from models import cohort, features, mia, spec
 
-MODULES = [accounting, domains, dp_query, mechanism, policy]
+MODULES = [accounting, domains, dp_query, dp_sql, dp_expressions, mechanism, policy]
 MODULES += [disclosure, disclosure_ledger, exact_plan, person_keys, population_index]
 MODULES += [codelists, projects]
 
