@@ -69,7 +69,7 @@ def run_demo(*, patients: int, dummy_patients: int, seed: int, serve: bool, port
     started = time.perf_counter()
     _populations(home, patients=patients, dummy_patients=dummy_patients, seed=seed)
     _releases(home)
-    study = _study(settings)
+    study = _study(settings, train=patients >= MIN_MODEL_PATIENTS)
     out.print(f"\n[bold]setup finished in {time.perf_counter() - started:.0f} s")
     _what_next(study, port=port)
     if serve:
@@ -178,7 +178,7 @@ class Study:
     output_id: str
 
 
-def _study(settings: HubSettings) -> Study:
+def _study(settings: HubSettings, *, train: bool) -> Study:
     """Demo users, an approved project and a first study through the governed layer."""
 
     out.rule("People, a project, a study")
@@ -284,14 +284,15 @@ def _study(settings: HubSettings) -> Study:
         f"real release, exact: prediabetes by IMD decile sent for review as output "
         f"{exact['output_id']}; budget left ε = {state.epsilon_remaining:g}"
     )
-    from governance.errors import InvalidRequest
-
-    try:
+    # decided from the population size the demo chose (public), never from the data:
+    # the hub no longer refuses a training because of what a cohort turned out to hold
+    if train:
         _models(service, gov.people.authenticate(keys["demo.modeller"]), pid)
-    except InvalidRequest as exc:  # a population too small for the study's cohort
+    else:
         out.print(
-            f"[yellow]DP models skipped: {exc}. The study cohort needs about "
-            f"{MIN_MODEL_PATIENTS:,} people or more (hub demo --patients N)."
+            f"[yellow]DP models skipped: too few training rows in a population this small. "
+            f"The study cohort needs about {MIN_MODEL_PATIENTS:,} people or more "
+            "(hub demo --patients N)."
         )
     return Study(keys, pid, exact["output_id"])
 
