@@ -26,16 +26,22 @@ A refusal names the rule it broke (``PolicyViolation.rule``), never a data value
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
 import duckdb
 
-from governance.errors import PolicyViolation, QueryError
+from governance.sql.mistakes import (  # PolicyError and QueryMistake are re-exported
+    PolicyError,
+    QueryMistake,
+    located,
+    suggest,
+    syntax_error,
+    unknown_name,
+)
 
 AGGREGATES: Final = frozenset(
     {
@@ -75,87 +81,6 @@ TABLE_REFS: Final = frozenset(
 )
 MAX_SQL_CHARS: Final = 50_000
 MAX_TREE_DEPTH: Final = 300  # levels of DuckDB's JSON parse tree
-
-
-class PolicyError(PolicyViolation):
-    def __init__(self, rule: str, message: str) -> None:
-        super().__init__(f"{message} (rule: {rule})")
-        self.rule = rule
-
-
-class QueryMistake(PolicyError, QueryError):
-    """A mistake, not a refusal: a syntax error or a name the release does not have.
-
-    The message quotes only the researcher's own text (the name they wrote, where they
-    wrote it) and the names they may use instead: names are metadata, never data.
-    """
-
-
-def position(sql: str, offset: int) -> str:
-    r"""``line L, column C`` of a 0-based character offset.
-
-    >>> position("SELECT sex\nFORM patients", 15)
-    'line 2, column 5'
-    """
-    offset = max(0, min(offset, len(sql)))
-    line = sql.count("\n", 0, offset) + 1
-    column = offset - (sql.rfind("\n", 0, offset) + 1) + 1
-    return f"line {line}, column {column}"
-
-
-def _where(sql: str, name: str) -> str | None:
-    """Where the researcher wrote ``name`` (as a word), or None if they did not."""
-    found = re.search(r"(?<![A-Za-z0-9_])" + re.escape(name) + r"(?![A-Za-z0-9_])", sql, re.I)
-    return position(sql, found.start()) if found else None
-
-
-def suggest(name: str, candidates: Iterable[str]) -> str:
-    """``; did you mean 'a' or 'b'?`` for the closest candidates, or nothing.
-
-    >>> suggest("sexx", ["sex", "person_id", "imd_decile"])
-    "; did you mean 'sex'?"
-    """
-    close = difflib.get_close_matches(name.lower(), sorted(set(candidates)), n=3, cutoff=0.6)
-    if not close:
-        return ""
-    return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
-
-
-# what DuckDB's binder and catalogue say about a name the query uses and the release
-# lacks: (pattern, kind); the name is checked against the query's own text before use
-_UNKNOWN: Final = (
-    (re.compile(r'Referenced column "([^"]+)" not found'), "column"),
-    (re.compile(r'does not have a column named "([^"]+)"'), "column"),
-    (re.compile(r'Referenced table "([^"]+)" not found'), "table"),
-    (re.compile(r"Table with name ([A-Za-z_][A-Za-z0-9_]*) does not exist"), "table"),
-    (re.compile(r"Type with name ([A-Za-z_][A-Za-z0-9_]*) does not exist"), "type"),
-    (re.compile(r"Function with name ([A-Za-z_][A-Za-z0-9_]*) does not exist"), "function"),
-)
-
-
-def unknown_name(
-    error: duckdb.Error, sql: str, granted: dict[str, list[str]] | None
-) -> QueryMistake | None:
-    """A clear mistake for a name the release does not have, or None if it is not that."""
-    message = str(error)
-    for pattern, kind in _UNKNOWN:
-        found = pattern.search(message)
-        if found is None:
-            continue
-        name = found.group(1)
-        where = _where(sql, name)
-        if where is None:  # not the researcher's own text: say nothing about it
-            return None
-        grants = granted or {}
-        candidates: Iterable[str] = {
-            "column": [c for cols in grants.values() for c in cols],
-            "table": list(grants),
-            "type": ["integer", "bigint", "double", "varchar", "date", "boolean"],
-            "function": sorted(ALLOWED_FUNCTIONS),
-        }[kind]
-        hint = suggest(name, candidates)
-        return QueryMistake("unknown_name", f"there is no {kind} named {name!r} ({where}){hint}")
-    return None
 
 
 @dataclass(frozen=True)
@@ -244,7 +169,7 @@ def parse(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
             raise PolicyError("one_select", "only a single SELECT statement may run")
         if "depth" in message.lower():
             raise _too_complex()
-        raise _syntax_error(sql, tree)
+        raise syntax_error(sql, tree)
     statements = tree.get("statements", [])
     if len(statements) != 1:
         raise PolicyError("one_select", "exactly one statement may run")
@@ -256,17 +181,6 @@ def parse(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
                 "only a SELECT over tables may run (no SHOW, DESCRIBE, SUMMARIZE or PIVOT)",
             )
     return node
-
-
-def _syntax_error(sql: str, tree: dict[str, Any]) -> QueryMistake:
-    """Where the parser stopped, and the word it stopped at (the researcher's own text)."""
-    try:
-        offset = int(tree.get("position", ""))
-    except ValueError:
-        return QueryMistake("syntax", "the query could not be parsed")
-    word = _WORD.match(sql, offset) if 0 <= offset < len(sql) else None
-    near = f" near {word.group(0)!r}" if word else ""
-    return QueryMistake("syntax", f"syntax error{near} ({position(sql, offset)})")
 
 
 def _cte_names(node: dict[str, Any]) -> set[str]:
@@ -305,7 +219,7 @@ def check_tree(
                 continue
             if name not in granted:
                 if known is not None and name not in known and _WORD.fullmatch(name):
-                    where = _where(sql, name)
+                    where = located(sql, name)
                     at = f" ({where})" if where else ""
                     raise QueryMistake(
                         "unknown_name",
@@ -329,6 +243,8 @@ def check_tree(
             raise PolicyError("syntax", "unsupported subquery")
     return frozenset(tables)
 
+
+__all__ = ["PolicyError", "QueryMistake", "check", "parse", "plan_columns"]
 
 _QUOTED = re.compile(r"'(?:[^']|'')*'")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -362,7 +278,7 @@ def plan_columns(
         rows = con.execute(f"EXPLAIN (FORMAT json) {sql}").fetchall()
     except (duckdb.BinderException, duckdb.CatalogException) as exc:
         # identifiers are not in research tables: asking for one lands here
-        mistake = unknown_name(exc, sql, granted)
+        mistake = unknown_name(exc, sql, granted, ALLOWED_FUNCTIONS)
         if mistake is not None:
             raise mistake from None
         raise QueryMistake(

@@ -7,7 +7,7 @@ import doctest
 import pytest
 
 from governance import codelists
-from governance.access import projects
+from governance.access import grants
 from governance.outputs import (
     disclosure,
     disclosure_ledger,
@@ -25,12 +25,12 @@ from governance.privacy import (
     dp_sql,
     mechanism,
 )
-from governance.sql import policy
+from governance.sql import mistakes, policy
 from models import cohort, features, mia, spec
 
 MODULES = [accounting, domains, dp_query, dp_sql, dp_expressions, mechanism, policy]
 MODULES += [disclosure, disclosure_ledger, exact_plan, person_keys, population_index]
-MODULES += [codelists, projects]
+MODULES += [codelists, grants, mistakes]
 
 
 MODULES += [cohort_query, cohort_sql, cohort, features, mia, spec]
