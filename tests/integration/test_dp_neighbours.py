@@ -11,7 +11,6 @@ shadowing a table, sampling, joins, window functions, set operations) and benign
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 
 import duckdb
@@ -19,8 +18,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.ingest import ingest
-from connectors.secrets import resolve_keys
 from governance.errors import InvalidRequest, PolicyViolation
 from governance.facade import Governance
 from governance.privacy import dp_query, dp_sql
@@ -28,6 +25,7 @@ from governance.privacy import mechanism as dp
 from governance.queries import QueryService
 from governance.sql import policy as sql_policy
 from synthetic_data.generator import SynthConfig, generate
+from tests.homes import add_people, approved_project, publish
 
 GRANTS = {
     "patients": [
@@ -46,27 +44,12 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("neighbours")
     src = generate(SynthConfig(patients=400, seed=21), root / "src").out
     home = root / "hub"
-    result = ingest(src, fmt="native", home=home, keys=resolve_keys(home, create=True))
+    result = publish(src, home)
     dummy = generate(SynthConfig(patients=100, seed=22, dummy=True), root / "dummy_src").out
-    ingest(dummy, fmt="native", home=home / "dummy", keys=resolve_keys(home / "dummy", create=True))
+    publish(dummy, home / "dummy")
     gov = Governance.open(home, create_keys=True)
-    people = {}
-    for user_id, role in (("ana", "researcher"), ("sam", "steward")):
-        _, key = gov.people.add(
-            user_id=user_id,
-            name=user_id,
-            role=role,
-            organisation="UoB",
-            organisation_type="university",
-            accreditation_expires=dt.date.today() + dt.timedelta(days=30),
-            actor="cli:test",
-        )
-        people[user_id] = gov.people.authenticate(key)
-    project = gov.projects.request(
-        requester=people["ana"].user, title="t", purpose="p", lay_summary="l", grants=GRANTS,
-        days=30,
-    )  # fmt: skip
-    gov.projects.approve(project.project_id, steward=people["sam"].user, epsilon=100, delta=0)
+    people = add_people(gov, ana="researcher", sam="steward")
+    project_id = approved_project(gov, people["ana"], people["sam"], GRANTS, epsilon=100, delta=0)
     service = QueryService(gov, timeout_s=20)
     path = result.release.path
     con = duckdb.connect(str(path), read_only=True)
@@ -103,7 +86,7 @@ def world(tmp_path_factory):
     yield {
         "gov": gov,
         "service": service,
-        "pid": project.project_id,
+        "pid": project_id,
         "ana": people["ana"],
         "full": full,
         "neighbours": neighbours,

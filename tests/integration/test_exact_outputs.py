@@ -6,14 +6,11 @@ Every attack here was answered before the fix (a table reached the steward marke
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 
-from connectors.ingest import ingest
-from connectors.secrets import resolve_keys
 from governance.errors import AccessDenied, Conflict, InvalidRequest, PolicyViolation
 from governance.facade import Governance
+from tests.homes import add_people, approved_project, publish
 
 GRANTS = {
     "patients": ["person_id", "sex", "year_of_birth", "imd_decile"],
@@ -25,31 +22,22 @@ GRANTS = {
 @pytest.fixture(scope="module")
 def hub(population_3k, tmp_path_factory):
     home = tmp_path_factory.mktemp("exact") / "hub"
-    ingest(population_3k, fmt="native", home=home, keys=resolve_keys(home, create=True))
+    publish(population_3k, home)
     gov = Governance.open(home, create_keys=True, query_timeout_s=20)
-    who = {}
-    for user_id, role in (("ana", "researcher"), ("sam", "steward"), ("tess", "steward")):
-        _, key = gov.people.add(
-            user_id=user_id,
-            name=user_id,
-            role=role,
-            organisation="UoB",
-            organisation_type="university",
-            accreditation_expires=dt.date.today() + dt.timedelta(days=30),
-            actor="cli:test",
+    who = add_people(gov, ana="researcher", sam="steward", tess="steward")
+    projects = {
+        name: approved_project(
+            gov,
+            who["ana"],
+            who["sam"],
+            GRANTS,
+            epsilon=1.0,
+            title=name,
+            output_reviewers=reviewers,
+            sdc_threshold=threshold,
         )
-        who[user_id] = gov.people.authenticate(key)
-    projects = {}
-    for name, reviewers, threshold in (("one", 1, 7), ("two", 2, 7), ("strict", 1, 10)):
-        p = gov.projects.request(
-            requester=who["ana"].user, title=name, purpose="p", lay_summary="l", grants=GRANTS,
-            days=30,
-        )  # fmt: skip
-        gov.projects.approve(
-            p.project_id, steward=who["sam"].user, epsilon=1.0, delta=1e-6,
-            output_reviewers=reviewers, sdc_threshold=threshold,
-        )  # fmt: skip
-        projects[name] = p.project_id
+        for name, reviewers, threshold in (("one", 1, 7), ("two", 2, 7), ("strict", 1, 10))
+    }
     cur = gov.queries.engine(gov.queries.release_for("real")).cursor()
     target = cur.execute(
         "SELECT person_id FROM observations GROUP BY person_id ORDER BY count(*) DESC LIMIT 1"

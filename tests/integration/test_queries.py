@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 
-from connectors.ingest import ingest
-from connectors.secrets import resolve_keys
 from governance.errors import (
     AccessDenied,
     BudgetExhausted,
@@ -19,6 +15,7 @@ from governance.errors import (
 )
 from governance.facade import Governance
 from synthetic_data.generator import SynthConfig, generate
+from tests.homes import add_people, approved_project, publish
 
 GRANTS = {
     "patients": ["person_id", "sex", "year_of_birth", "imd_decile"],
@@ -30,41 +27,15 @@ GRANTS = {
 @pytest.fixture(scope="module")
 def hub(population_3k, tmp_path_factory):
     home = tmp_path_factory.mktemp("queries") / "hub"
-    ingest(population_3k, fmt="native", home=home, keys=resolve_keys(home, create=True))
+    publish(population_3k, home)
     dummy_src = generate(
         SynthConfig(patients=500, seed=99, dummy=True), tmp_path_factory.mktemp("dummy") / "d"
     ).out
-    ingest(
-        dummy_src, fmt="native", home=home / "dummy", keys=resolve_keys(home / "dummy", create=True)
-    )
+    publish(dummy_src, home / "dummy")
     gov = Governance.open(home, create_keys=True, query_timeout_s=10)
-    people = {}
-    for user_id, role in (
-        ("ana", "researcher"),
-        ("bob", "researcher"),
-        ("sam", "steward"),
-        ("tess", "steward"),
-    ):
-        _, key = gov.people.add(
-            user_id=user_id,
-            name=user_id,
-            role=role,
-            organisation="UoB",
-            organisation_type="university",
-            accreditation_expires=dt.date.today() + dt.timedelta(days=30),
-            actor="cli:test",
-        )
-        people[user_id] = gov.people.authenticate(key)
-    project = gov.projects.request(
-        requester=people["ana"].user,
-        title="t",
-        purpose="p",
-        lay_summary="l",
-        grants=GRANTS,
-        days=30,
-    )
-    gov.projects.approve(project.project_id, steward=people["sam"].user, epsilon=3.0, delta=1e-6)
-    return gov, gov.queries, project.project_id, people
+    people = add_people(gov, ana="researcher", bob="researcher", sam="steward", tess="steward")
+    pid = approved_project(gov, people["ana"], people["sam"], GRANTS, epsilon=3.0)
+    return gov, gov.queries, pid, people
 
 
 def test_dummy_queries_return_rows_from_the_dummy_release(hub):
