@@ -95,7 +95,45 @@ def build(
         "seed": spec.training.seed,  # initial weights only
         "metrics": dp_metrics,
         "audit_limits": AUDIT_LIMITS,
+        "intended_use": intended_use(spec, release),
+        "limitations": limitations(spec, spent),
     }
+
+
+def intended_use(spec: Spec, release: str) -> str:
+    """What the model is for, in the words a clinician reviewing it would use."""
+    if spec.kind == "effect":
+        what = (
+            f"research into who benefits from {spec.treatment}: the expected change in "
+            f"{spec.outcome} for a person like those in the cohort, if treated"
+        )
+    else:
+        what = f"research into the risk of {spec.outcome} among people like those in the cohort"
+    return (
+        f"For {what}, in the population of release {release} (the cohort is the one its "
+        "SQL defines). Not for decisions about individual patients without external "
+        "validation and clinical governance approval."
+    )
+
+
+def limitations(spec: Spec, epsilon: float) -> list[str]:
+    """What a reader must keep in mind (the same for every model of this recipe)."""
+    out = [
+        f"Trained with differential privacy (ε = {epsilon:.3g}): noise added to protect "
+        "each person costs accuracy, most for small cohorts and rare outcomes.",
+        "Held-out metrics shown to the modeller are noisy (differentially private); "
+        "intervals are wide for small held-out sets.",
+        "Validated only on held-out people of the same release: performance elsewhere "
+        "(other regions, later years, other recording practices) is unknown.",
+        "Features are those the cohort SQL selects; anything not recorded in primary or "
+        "secondary care (diet, exercise, income) is not seen by the model.",
+    ]
+    if spec.kind == "effect":
+        out.append(
+            "Effects are estimated from observational records: they are causal only if "
+            "every confounder of treatment and outcome is among the features."
+        )
+    return out
 
 
 def _fmt(value: Any) -> str:
@@ -141,6 +179,10 @@ def markdown(card: dict[str, Any]) -> str:
             f"- at risk ≥ {r['threshold']}: sensitivity {_fmt(r['sensitivity'])}, "
             f"specificity {_fmt(r['specificity'])}"
         )
+    if card.get("intended_use"):
+        lines += ["", "## Intended use", "", card["intended_use"]]
+    if card.get("limitations"):
+        lines += ["", "## Limitations", ""] + [f"- {x}" for x in card["limitations"]]
     lines += ["", "## What an audit can and cannot show", "", card["audit_limits"], ""]
     lines += [f"Artifact sha256: {card.get('artifact_sha256', '')}", ""]
     return "\n".join(lines)

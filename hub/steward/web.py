@@ -30,6 +30,7 @@ from governance.errors import AccessDenied, HubError, InvalidRequest
 from governance.facade import Governance
 from governance.queries import QueryService
 from hub.http_errors import status_for
+from hub.steward import model_words
 from hub.steward.sessions import COOKIE, Session, SessionStore, same_token
 
 PREFIX: Final = "/steward"
@@ -100,6 +101,13 @@ ENV: Final = jinja2.Environment(
     lstrip_blocks=True,
 )
 ENV.filters.update(when=when, number=number, pretty=pretty)
+ENV.filters.update(
+    metric_label=model_words.label,
+    metric_meaning=model_words.meaning,
+    sql=model_words.sql_text,
+    card_text=model_words.card_text,
+)
+ENV.globals["metric"] = model_words.shown
 
 
 def html(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:

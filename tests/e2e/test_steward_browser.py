@@ -202,7 +202,10 @@ def test_models_budgets_and_quality_pages(page, steward_hub):  # noqa: F811
     sign_in(page, steward_hub)
     nav(page, "Models")
     model = page.locator(f"#output-{steward_hub.outputs['model']}")
-    assert "attack auc" in model.inner_text() and "0.52" in model.inner_text()
+    assert (
+        "Attack AUC (membership inference)" in model.inner_text() and "0.52" in model.inner_text()
+    )
+    assert "Intended use" not in model.inner_text() or "Limitations" in model.inner_text()
     assert "cannot show: that the model is private" in model.inner_text()
     assert "held out 200, training 800" in model.inner_text()
     raw = page.locator(f"#output-{steward_hub.outputs['raw']}")

@@ -149,7 +149,10 @@ def test_the_model_card_is_complete_and_written_beside_the_weights(trained):
     weights = (model.folder / "model.pt").read_bytes()
     assert card["artifact_sha256"] == hashlib.sha256(weights).hexdigest()
     assert (model.folder / "calibration.png").read_bytes().startswith(b"\x89PNG")
-    assert "ε = " in (model.folder / "card.md").read_text()
+    text = (model.folder / "card.md").read_text()
+    assert "ε = " in text and "## Intended use" in text and "## Limitations" in text
+    assert "Not for decisions about individual patients" in card["intended_use"]
+    assert any("differential privacy" in line for line in card["limitations"])
     # the card carries no exact statistic of the cohort: no row counts, no exact metrics
     assert "rows" not in card and "auroc_ci95" not in card["metrics"]
     assert card["secure_rng"] is True
