@@ -333,19 +333,23 @@ def test_fhir_times_out_of_range_are_quarantined_and_refused(tmp_path):
     assert "conformance.encounters.quarantine" in report["failed"]
 
 
-@pytest.mark.parametrize("value", ["inf", "-inf", "NaN", "1e400"])
-def test_non_finite_numbers_never_publish(value, tmp_path):
+def test_non_finite_numbers_never_publish(tmp_path):
+    # one load with each kind of non-finite number in a row of its own
+    values = ["inf", "-inf", "NaN", "1e400"]
     src = copy("synthea-3.x-2025", tmp_path)
     lines = (src / "observations.csv").read_text().splitlines()
-    row = next(i for i, x in enumerate(lines) if ",cm," in x)
-    cells = next(csv.reader([lines[row]]))
-    cells[6] = value
-    lines[row] = ",".join(f'"{c}"' if "," in c else c for c in cells)
+    rows = [i for i, x in enumerate(lines) if ",cm," in x][: len(values)]
+    assert len(rows) == len(values)
+    for row, value in zip(rows, values, strict=True):
+        cells = next(csv.reader([lines[row]]))
+        cells[6] = value
+        lines[row] = ",".join(f'"{c}"' if "," in c else c for c in cells)
     (src / "observations.csv").write_text("\n".join(lines) + "\n")
     home = tmp_path / "hub"
     result = ingest(src, "synthea", home)
     assert result.returncode == 0, result.stderr
-    assert manifest(home)["tables"]["observations"]["quarantined"] == {"non-finite number": 1}
+    quarantined = manifest(home)["tables"]["observations"]["quarantined"]
+    assert quarantined == {"non-finite number": len(values)}
     release = next((home / "releases").glob("release-*.duckdb"))
     con = duckdb.connect(str(release), read_only=True)
     assert con.execute(
