@@ -111,6 +111,23 @@ def test_every_authenticated_response_has_exactly_one_audit_outcome_entry(live_h
         assert r.headers["x-request-id"] not in outcomes
 
 
+def _process_tree(root: int) -> list[int]:
+    """``root`` and its descendants, from /proc (the workers of a `hub serve`)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree, frontier = [root], [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        tree += children
+        frontier = children
+    return tree
+
+
 def test_an_unwritable_audit_store_refuses_queries_with_503_and_service_resumes(
     small_home, tmp_path
 ):
@@ -136,8 +153,11 @@ def test_an_unwritable_audit_store_refuses_queries_with_503_and_service_resumes(
             entries, stored = len(_entries(home)), _count(home, "queries")
             spends, outputs = _count(home, "budget_spends"), _count(home, "outputs")
             files = sorted((home / "outputs").rglob("*"))
+            # the server and every worker process it started (`hub serve --workers`)
+            tree = _process_tree(proc.pid)
             soft, hard = resource.prlimit(proc.pid, resource.RLIMIT_FSIZE)
-            resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (1, hard))
+            for pid in tree:
+                resource.prlimit(pid, resource.RLIMIT_FSIZE, (1, hard))
             try:
                 for body in queries:
                     r = c.post(f"/projects/{p}/queries", json=body)
@@ -148,7 +168,8 @@ def test_an_unwritable_audit_store_refuses_queries_with_503_and_service_resumes(
                 assert c.get("/me").status_code == 503  # even a read needs its entry
                 assert proc.poll() is None  # the server is still up
             finally:
-                resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (soft, hard))
+                for pid in tree:
+                    resource.prlimit(pid, resource.RLIMIT_FSIZE, (soft, hard))
             # nothing ran: no entry, no stored query, no spend, no output, no file
             assert len(_entries(home)) == entries
             assert _count(home, "queries") == stored
