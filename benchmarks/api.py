@@ -114,8 +114,9 @@ def start_server(home: Path, port: int, *, query_timeout: float = 30.0) -> subpr
         [sys.executable, "-m", "hub.cli", "serve", "--port", str(port),
          "--query-timeout", str(query_timeout)],
         env={**os.environ, "HUB_HOME": str(home)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        # the server's own log (no patient-level value is ever logged), kept for diagnosis
+        stdout=(home / "serve.log").open("ab"),
+        stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/v1/health"
     for _ in range(600):

@@ -22,7 +22,6 @@ from governance.audit.log import AuditLog
 from governance.audit.signer import Signer
 from governance.errors import NotFound
 from governance.privacy.ledger import Ledger
-from governance.sql.engine import Engine
 from governance.store import Store
 
 if TYPE_CHECKING:
@@ -69,17 +68,14 @@ class Governance:
             release = self.queries.release_for("real")
         except ReleaseError:
             return None
-        # the queries' engine if this process holds one; else a short-lived one, closed at
-        # once, so that checking a grant keeps no release open
-        held = self.queries.open_engine(release) if "queries" in self.__dict__ else None
-        engine = held or Engine(release.path, timeout_s=self.query_timeout_s)
+        # the process's one engine on the release (DuckDB allows one configuration per
+        # file and process, and a release is read through the engine only)
+        engine = self.queries.engine(release)
+        cur = engine.cursor()
         try:
-            cur = engine.cursor()
             catalogue = engine.catalogue(cur)
-            cur.close()
         finally:
-            if held is None:
-                engine.close()
+            cur.close()
         return {t: frozenset(c) for t, c in catalogue.items() if not t.startswith("_")}
 
     @cached_property

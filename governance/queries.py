@@ -83,11 +83,6 @@ class QueryService:
         """A published real release by id (a model's audit re-reads the one it used)."""
         return releases.get_release(self.gov.home, release_id)
 
-    def open_engine(self, release: releases.Release) -> Engine | None:
-        """The engine this service already holds on ``release``, if any (opens none)."""
-        with self._lock:
-            return self._engines.get(release.path)
-
     def engine(self, release: releases.Release) -> Engine:
         with self._lock:
             engine = self._engines.get(release.path)

@@ -67,8 +67,15 @@ class Engine:
                 "max_temp_directory_size": "0B",
             },
         )
-        self._con.execute(f"SET GLOBAL max_execution_time = {int(timeout_s * 1000)}")
-        self._con.execute("SET GLOBAL lock_configuration = true")
+        try:
+            self._con.execute(f"SET GLOBAL max_execution_time = {int(timeout_s * 1000)}")
+            self._con.execute("SET GLOBAL lock_configuration = true")
+        except duckdb.InvalidInputException as exc:
+            # another Engine of this process opened the file first: DuckDB shares one
+            # database instance per file and process, whose settings that Engine set and
+            # locked (the connect above proved the configuration is the same)
+            if "configuration has been locked" not in str(exc):
+                raise
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A fresh cursor (policy checks use one too: they must see the same catalogue)."""

@@ -35,6 +35,7 @@ def serve(
     from governance.errors import HubError
     from governance.outputs.disclosure_ledger import sweep_partials
     from hub.app import QUERY_TIMEOUT_ENV, SESSION_SECRET_ENV, session_file
+    from hub.steward import audit_log
     from hub.steward.sessions import SharedSessionStore
 
     settings = get_settings()
@@ -54,6 +55,7 @@ def serve(
     # new one, so it signs everyone out; the sessions of an earlier run are cleared too
     secret = secrets.token_bytes(32)
     SharedSessionStore(session_file(gov.home), secret).clear()
+    audit_log.report_file(gov.home).unlink(missing_ok=True)  # the dashboard verifies afresh
     os.environ[SESSION_SECRET_ENV] = secret.hex()
     os.environ[QUERY_TIMEOUT_ENV] = str(query_timeout)
     os.environ["HUB_HOME"] = str(settings.home)

@@ -18,7 +18,6 @@ from hub.steward.web import HERE, PREFIX, SecurityHeaders
 def install(app: FastAPI, *, sessions: SessionStore | None = None) -> None:
     """Mount the dashboard; sessions in this app's memory unless a shared store is given."""
     app.state.steward_sessions = sessions if sessions is not None else SessionStore()
-    app.state.steward_verify = None
     for module in (auth, home, audit_log, projects, outputs, budgets, quality):
         app.include_router(module.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="steward-static")

@@ -6,7 +6,9 @@ import csv
 import datetime as dt
 import io
 import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -125,17 +127,38 @@ def _filters(
 Chosen = Annotated[Filters, Depends(_filters)]
 
 
-def last_report(request: Request) -> VerifyReport | None:
-    report: VerifyReport | None = getattr(request.app.state, "steward_verify", None)
-    return report
+def report_file(home: Path) -> Path:
+    """Where the dashboard keeps the chain's last verification (``hub serve`` clears it
+    as it starts, so every run verifies afresh)."""
+    return home / "run" / "steward-audit-verify.json"
+
+
+def _report_file(desk: Desk) -> Path:
+    return report_file(desk.gov.home)
+
+
+def last_report(desk: Desk) -> VerifyReport | None:
+    """The chain's last verification, shared by every worker process of the server."""
+    try:
+        return VerifyReport(**json.loads(_report_file(desk).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def save_report(desk: Desk, report: VerifyReport) -> None:
+    path = _report_file(desk)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(report.as_dict()))
+    os.replace(partial, path)
 
 
 def integrity(desk: Desk) -> dict[str, Any]:
     """The chain's state as last verified (verifying now if it never was)."""
-    state = desk.request.app.state
-    report = last_report(desk.request)
+    report = last_report(desk)
     if report is None:
-        report = state.steward_verify = desk.gov.audit.verify()
+        report = desk.gov.audit.verify()
+        save_report(desk, report)
     newest = desk.gov.audit.entries(limit=1)
     latest = newest[0]["seq"] if newest else 0
     up_to = report.entries if report.ok else (report.first_bad or 1) - 1
@@ -282,7 +305,7 @@ def entry(desk: SignedIn, seq: int) -> Response:
 @router.post("/audit/verify")
 def reverify(request: Request, desk: CheckedForm) -> Response:
     report = desk.gov.audit.verify()
-    request.app.state.steward_verify = report
+    save_report(desk, report)
     if report.ok:
         desk.flash("ok", f"Re-verified: {report.reason}.")
     else:

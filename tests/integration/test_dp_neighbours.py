@@ -52,7 +52,8 @@ def world(tmp_path_factory):
     project_id = approved_project(gov, people["ana"], people["sam"], GRANTS, epsilon=100, delta=0)
     service = QueryService(gov, timeout_s=20)
     path = result.release.path
-    con = duckdb.connect(str(path), read_only=True)
+    # read through the process's engine on the release (one DuckDB configuration per file)
+    con = gov.queries.engine(gov.queries.release_for("real")).cursor()
     tables = [
         r[0]
         for r in con.execute(
