@@ -202,7 +202,7 @@ def _run(
             "failed": report.get("failed", []),
         }
         staging_quality.mkdir(exist_ok=True)
-        report_file = staging_quality / "quality.json"
+        report_file = staging_quality / releases.QUALITY_REPORT
         if not report_file.exists():
             report_file.write_text(json.dumps(report, indent=2, default=str) + "\n")
         if not passed:

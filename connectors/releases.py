@@ -147,6 +147,14 @@ def quality_dir(release_path: Path) -> Path:
     return release_path.with_name(release_path.stem + ".quality")
 
 
+QUALITY_REPORT = "quality.json"  # the gate's report, in a release's quality folder
+
+
+def quality_report(release_path: Path) -> Path:
+    """A release's stored quality report (``quality.json`` in its quality folder)."""
+    return quality_dir(release_path) / QUALITY_REPORT
+
+
 def publish(
     home: Path,
     *,

@@ -106,7 +106,7 @@ class Governance:
             release = releases.get_release(self.home, release_id)
         except Exception:
             raise NotFound(f"no release {release_id}") from None
-        path = releases.quality_dir(release.path) / "quality.json"
+        path = releases.quality_report(release.path)
         report = json.loads(path.read_text()) if path.exists() else None
         return {"release": release.id, "manifest": release.manifest, "quality": report}
 

@@ -28,6 +28,7 @@ from governance.access import roles
 from governance.access.people import Principal
 from governance.access.projects import Project, authorize
 from governance.audit.events import AuditEvent
+from governance.clock import now
 from governance.errors import (
     AccessDenied,
     AuditUnavailable,
@@ -39,7 +40,7 @@ from governance.errors import (
 )
 from governance.facade import Governance
 from governance.outputs import submissions
-from governance.outputs.review import Decision, now, sha256_json
+from governance.outputs.review import Decision, sha256_json
 from governance.privacy import accounting, domains, dp_answer
 from governance.sql import policy as sql_policy
 from governance.sql.engine import Engine
@@ -256,7 +257,7 @@ class QueryService:
                 epsilon,
                 json.dumps(result, default=str),
                 output_id,
-                _now(),
+                now(),
             ),
         )
 

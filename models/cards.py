@@ -6,11 +6,11 @@ metrics, not an exact attack result. Those go to ``steward.json`` beside the mod
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 from pathlib import Path
 from typing import IO, Any
 
+from governance import clock
 from models import dpsgd, learners
 from models.spec import Spec
 
@@ -25,7 +25,8 @@ AUDIT_LIMITS = (
 
 
 def now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    """The hub's one timestamp format (``governance.clock``)."""
+    return clock.now()
 
 
 def build(

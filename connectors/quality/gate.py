@@ -24,6 +24,7 @@ import duckdb
 from connectors.quality import checks as catalogue
 from connectors.quality import gx_duckdb
 from connectors.quality.checks import Catalogue, Check
+from connectors.releases import QUALITY_REPORT
 
 EXAMPLES: Final = 10
 
@@ -308,7 +309,7 @@ def run_gate(
     }
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "quality.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        (out_dir / QUALITY_REPORT).write_text(json.dumps(report, indent=2, default=str) + "\n")
     return QualityResult(passed=not errors, report=report, flagged=flagged)
 
 

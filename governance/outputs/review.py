@@ -16,13 +16,13 @@ once approved, a download link. Every decision and refusal is audited.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import secrets
 import sqlite3
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from governance import clock
 from governance.access import roles
 from governance.access.people import Principal
 from governance.audit.events import AuditEvent
@@ -36,10 +36,6 @@ Decision = Literal["approve", "reject", "return"]
 FINAL: Final = {"approve": "approved", "reject": "rejected", "return": "returned"}
 ACTIONS: Final = {"approve": "output.approve", "reject": "output.reject", "return": "output.return"}
 STATUSES: Final = ("pending", "approved", "rejected", "returned")
-
-
-def now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def sha256_json(value: Any) -> str:
@@ -272,14 +268,14 @@ class OutputReview:
         output_id, user_id = row["output_id"], principal.user.user_id
         con.execute(
             "INSERT INTO output_reviews VALUES (?, ?, ?, ?, ?)",
-            (output_id, user_id, decision, reason, now()),
+            (output_id, user_id, decision, reason, clock.now()),
         )
         if final:
             status = FINAL[decision]
             con.execute(
                 "UPDATE outputs SET status = ?, reviewed_by = ?, review_reason = ?, "
                 "reviewed_at = ? WHERE output_id = ?",
-                (status, user_id, reason, now(), output_id),
+                (status, user_id, reason, clock.now(), output_id),
             )
             con.execute("UPDATE queries SET status = ? WHERE output_id = ?", (status, output_id))
 

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 from governance.access import roles
 from governance.access.people import Principal
 from governance.audit.events import AuditEvent
+from governance.clock import now
 from governance.errors import AccessDenied, Conflict, InvalidRequest, NotFound
 from governance.outputs import disclosure
 from governance.outputs.exact import FAILED_REASON, Prepared, compute, prepare
 from governance.outputs.population_index import MAX_FLAGS
-from governance.outputs.review import now, sha256_json
+from governance.outputs.review import sha256_json
 
 if TYPE_CHECKING:
     from connectors import releases

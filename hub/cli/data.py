@@ -266,11 +266,11 @@ def quality_report(
     """Show the stored quality report of a release (from its ingestion or last run)."""
     import json
 
-    from connectors.releases import quality_dir
+    from connectors.releases import quality_dir, quality_report
 
     home = get_settings().home
     rel = _release_or_fail(home, release)
-    path = quality_dir(rel.path) / "quality.json"
+    path = quality_report(rel.path)
     if not path.exists():
         raise _fail(f"{rel.id} has no quality report: run `hub quality run {rel.id}`")
     report = json.loads(path.read_text())

@@ -42,7 +42,7 @@ def _home(desk: SignedIn, population: Population) -> Path:
 
 
 def _report(release: releases.Release) -> dict[str, Any] | None:
-    path = releases.quality_dir(release.path) / "quality.json"
+    path = releases.quality_report(release.path)
     report: dict[str, Any] | None = json.loads(path.read_text()) if path.exists() else None
     return report
 

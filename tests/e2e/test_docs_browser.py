@@ -26,6 +26,13 @@ def test_docs_work_offline_and_take_an_api_key(live_hub):
     from playwright.sync_api import sync_playwright
 
     leaks: list[str] = []
+    # one exact output of ana's, for her outputs view to show
+    pid = live_hub.projects["ana"]
+    live_hub.client("ana").post(
+        f"/projects/{pid}/queries",
+        json={"sql": "SELECT sex, count(*) AS n FROM patients GROUP BY sex", "target": "real",
+              "mode": "exact"},
+    )  # fmt: skip
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-gpu"]
@@ -55,6 +62,17 @@ def test_docs_work_offline_and_take_an_api_key(live_hub):
         dialog.locator("button", has_text="Authorize").click()
         assert "Authorized" in page.locator(".auth-container").first.inner_text()
         page.screenshot(path=str(ARTIFACTS / "02-authorize.png"), full_page=False)
+        dialog.locator("button.btn-done, button:has-text('Close')").first.click()
+        # the researcher's view of their outputs: GET /v1/outputs, tried in the page
+        operation = page.locator('[data-path="/v1/outputs"]').first.locator("xpath=..")
+        operation.click()
+        block = page.locator(".opblock.is-open").first
+        block.get_by_role("button", name="Try it out").click()
+        block.get_by_role("button", name="Execute").click()
+        body = block.locator(".responses-wrapper .live-responses-table .microlight").first
+        body.wait_for()
+        assert '"outputs"' in body.inner_text() and '"pending"' in body.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "03-researcher-outputs.png"), full_page=False)
         browser.close()
     assert not leaks, f"/docs asked for something outside the hub: {leaks}"
 
