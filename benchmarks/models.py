@@ -338,6 +338,14 @@ def _plots(result: dict[str, Any], folder: Path) -> list[str]:
          "top_decile"),
         ("models_effect_qini.png", "Who benefits: normalised Qini", "effect", "qini"),
     )  # fmt: skip
+    # y-axis in words; the line chance gives; the target the text names (issue 18)
+    words = {
+        "auroc": "held-out AUROC",
+        "top_decile": "share of the true top decile found",
+        "qini": "normalised Qini coefficient",
+    }
+    chance = {"auroc": 0.5, "top_decile": 0.1, "qini": 0.0}
+    targets = {"top_decile": 0.60}
     for filename, title, group, metric in panels:
         fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=100)
         for i, (label, series) in enumerate(result[group].items()):
@@ -346,11 +354,15 @@ def _plots(result: dict[str, Any], folder: Path) -> list[str]:
             sd = [series[_key(e)].get(f"{metric}_sd", 0.0) for e in finite]
             ax.errorbar(finite, ys, yerr=sd, marker="o", capsize=3, color=color, label=label)
             ax.axhline(series["inf"][metric], color=color, linestyle="--", linewidth=1)
+        ax.axhline(chance[metric], color="grey", linestyle=":", linewidth=1, label="chance")
+        if metric in targets:
+            ax.axhline(targets[metric], color="black", linestyle="-.", linewidth=1,
+                       label=f"target {targets[metric]:g} at ε = 3")  # fmt: skip
         ax.set_xscale("log")
         ax.minorticks_off()
         ax.set_xticks(finite, [f"{e:g}" for e in finite])
-        ax.set_xlabel("ε (dashed: non-private)")
-        ax.set_ylabel(metric)
+        ax.set_xlabel("privacy budget ε (log scale; dashed lines: the same model non-private)")
+        ax.set_ylabel(words[metric])
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8)
         fig.tight_layout()
