@@ -189,8 +189,16 @@ def markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def calibration_plot(bins: list[dict[str, float]], title: str, path: Path | IO[bytes]) -> None:
-    """The steward's calibration plot (exact held-out data: never on the card)."""
+def calibration_plot(
+    bins: list[dict[str, float]],
+    title: str,
+    path: Path | IO[bytes],
+    *,
+    intercept: float | None = None,
+    slope: float | None = None,
+) -> None:
+    """The steward's calibration plot (exact held-out data: never on the card), with the
+    calibration intercept and slope written in it when known (perfect: 0 and 1)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,6 +213,12 @@ def calibration_plot(bins: list[dict[str, float]], title: str, path: Path | IO[b
     ax.set_title(f"{title}: calibration", fontsize=10)
     ax.set_xlabel("mean predicted risk")
     ax.set_ylabel("observed rate")
+    if intercept is not None and slope is not None:
+        ax.text(
+            0.97, 0.03, f"calibration intercept {intercept:+.3f} (perfect 0)\n"
+            f"calibration slope {slope:.3f} (perfect 1)", transform=ax.transAxes,
+            ha="right", va="bottom", fontsize=8,
+        )  # fmt: skip
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, format="png")

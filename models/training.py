@@ -122,7 +122,10 @@ def train(
         png = None
         if bins:
             buffer = io.BytesIO()
-            cards.calibration_plot(bins, card["name"], buffer)
+            cards.calibration_plot(
+                bins, card["name"], buffer, intercept=exact.get("calibration_intercept"),
+                slope=exact.get("calibration_slope"),
+            )  # fmt: skip
             png = buffer.getvalue()
         steward = {
             "note": "exact statistics of held-out people: for output review only",
