@@ -250,9 +250,11 @@ def build_events(
         else "s.bad_reason"
     )
     free_text = "value_text" in columns
+    staged = {r[0] for r in con.execute(f"DESCRIBE stage_{name}").fetchall()}
+    system = "coalesce(s.source_system, $source)" if "source_system" in staged else "$source"
     selected = ", ".join(
         "s.id" if c == table.id_column else "m.person_id" if c == "person_id"
-        else "$source" if c == "source_system"
+        else system if c == "source_system"
         else f"CASE WHEN r.id IS NULL THEN s.{c} ELSE {REDACTED!r} END" if c == "value_text"
         else f"s.{c}"
         for c in columns

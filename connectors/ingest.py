@@ -27,14 +27,17 @@ import duckdb
 
 from connectors import build, releases, schema, vault
 from connectors.errors import IngestError, SourceError
+from connectors.linkage import index as person_index
 from connectors.quality import identifier_scan
 from connectors.secrets import Keys
-from connectors.sources import fhir, native, synthea
+from connectors.sources import feeds, fhir, native, synthea
 
-FORMATS: Final = ("native", "synthea", "fhir")
+FORMATS: Final = ("native", "synthea", "fhir", "feeds")
 
 
-CONNECTORS: Final[dict[str, Any]] = {"native": native, "synthea": synthea, "fhir": fhir}
+CONNECTORS: Final[dict[str, Any]] = {
+    "native": native, "synthea": synthea, "fhir": fhir, "feeds": feeds,
+}  # fmt: skip
 
 # A quality gate validates the finished staging file before publication:
 # gate(staging_db, manifest=..., previous_db=..., out_dir=...) -> (passed, report).
@@ -103,7 +106,10 @@ def ingest(
                 threads, memory_limit,
             )  # fmt: skip
         finally:
-            for leftover in (staging_db, staging_vault, Path(f"{staging_db}.wal")):
+            staging_index = vdir / f".staging-{token}.{person_index.INDEX_FILE}"
+            for leftover in (
+                staging_db, staging_vault, Path(f"{staging_db}.wal"), staging_index,
+            ):  # fmt: skip
                 leftover.unlink(missing_ok=True)
             shutil.rmtree(f"{staging_db}.tmp", ignore_errors=True)
             shutil.rmtree(staging_db.with_name(staging_db.stem + ".quality"), ignore_errors=True)
@@ -132,8 +138,16 @@ def _run(
         con.execute(f"SET temp_directory = '{staging_db}.tmp'")
         build.install_macros(con)
         step("reading source")
+        linked: feeds.Linked | None = None
         try:
-            files = connector.stage(con, src)
+            if connector is feeds:
+                vdir = releases.vault_dir(home)
+                files, linked = feeds.stage_linked(
+                    con, src, index=person_index.load(vdir, keys.vault), threads=threads,
+                    memory_limit=memory_limit, progress=step,
+                )  # fmt: skip
+            else:
+                files = connector.stage(con, src)
             counts = build.build(
                 con, source=connector.SOURCE, pseudonym_key=keys.pseudonym, progress=step
             )
@@ -168,6 +182,8 @@ def _run(
             "tables": {k: v.as_dict() for k, v in counts.items()},
             "skipped_resources": skipped,
         }
+        if linked is not None:
+            manifest["linkage"] = linked.report
         _check_accounting(counts)
         step("identifier scan")
         try:
@@ -221,6 +237,13 @@ def _run(
     manifest["vault"]["file"] = f"{rid}.vault.parquet"
     manifest["started_at"] = started.isoformat(timespec="seconds")
     manifest["published_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    staged_index = None
+    if linked is not None:
+        # the index that gave this release its pseudonyms: in place once it publishes
+        staged_index = person_index.write_staged(
+            releases.vault_dir(home), keys.vault, linked.result.index,
+            staging_db.stem.removeprefix(".staging-"),
+        )  # fmt: skip
     step("publishing")
     release = releases.publish(
         home,
@@ -230,6 +253,8 @@ def _run(
         staging_quality=staging_quality if staging_quality.exists() else None,
         manifest=manifest,
     )
+    if staged_index is not None:
+        person_index.commit(releases.vault_dir(home), staged_index)
     return IngestResult(release, counts, skipped)
 
 
