@@ -83,7 +83,15 @@ def ingest(
     gate: Gate | None = None,
     threads: int | None = None,
     memory_limit: str = "4GB",
+    linkage_engine: str = "duckdb",
 ) -> IngestResult:
+    """Load ``src`` into a new release; publish it if every step and the gate pass.
+
+    ``linkage_engine`` (feeds only): ``duckdb`` links on this machine; ``spark`` scores
+    the candidate pairs on a local Spark session (the path past one machine).
+    """
+    if linkage_engine not in ("duckdb", "spark"):
+        raise IngestError("the linkage engine must be duckdb or spark")
     if fmt not in CONNECTORS:
         raise IngestError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if not src.exists() and not src.is_symlink():
@@ -103,7 +111,7 @@ def ingest(
         try:
             return _run(
                 connector, src, home, keys, staging_db, staging_vault, step, gate,
-                threads, memory_limit,
+                threads, memory_limit, linkage_engine,
             )  # fmt: skip
         finally:
             staging_index = vdir / f".staging-{token}.{person_index.INDEX_FILE}"
@@ -126,6 +134,7 @@ def _run(
     gate: Gate | None,
     threads: int | None,
     memory_limit: str,
+    linkage_engine: str = "duckdb",
 ) -> IngestResult:
     started = dt.datetime.now(dt.UTC)
     previous = releases.current_id(home)
@@ -142,9 +151,15 @@ def _run(
         try:
             if connector is feeds:
                 vdir = releases.vault_dir(home)
+                spark = None
+                if linkage_engine == "spark":
+                    from connectors.linkage.link import spark_session
+
+                    step("starting Spark (local)")
+                    spark = spark_session(cores=int(threads or os.cpu_count() or 1))
                 files, linked = feeds.stage_linked(
                     con, src, index=person_index.load(vdir, keys.vault), threads=threads,
-                    memory_limit=memory_limit, progress=step,
+                    memory_limit=memory_limit, progress=step, spark=spark,
                 )  # fmt: skip
             else:
                 files = connector.stage(con, src)

@@ -94,8 +94,13 @@ def link(
     threads: int | None = None,
     memory_limit: str = "4GB",
     progress: Callable[[str], None] | None = None,
+    spark: Any = None,
 ) -> LinkResult:
-    """Link ``batch`` (record_key, feed, nhs_valid and the identity columns) to persons."""
+    """Link ``batch`` (record_key, feed, nhs_valid and the identity columns) to persons.
+
+    With ``spark`` (a ``SparkSession``), the model is trained on DuckDB (on a sample)
+    and the candidate pairs are scored on Spark: the step that grows with the region.
+    """
     step = progress or (lambda _label: None)
     con = _new_connection(threads, memory_limit)
     try:
@@ -142,10 +147,13 @@ def link(
             con,
             "SELECT count(*) FROM batch WHERE record_key NOT IN (SELECT record_key FROM assigned)",
         )
-        model: dict[str, Any] = {"engine": "splink (DuckDB)", "threshold": threshold}
+        engine = (
+            "splink (DuckDB)" if spark is None else "splink (trained on DuckDB, scored on Spark)"
+        )
+        model: dict[str, Any] = {"engine": engine, "threshold": threshold}
         if unresolved:
             step(f"linkage: {unresolved:,} records by name, date of birth, sex and postcode")
-            model.update(_probabilistic(con, threshold))
+            model.update(_probabilistic(con, threshold, spark))
         _add_identities(con)
         assignments = con.sql(
             "SELECT record_key, person, method, match_probability FROM assigned"
@@ -193,7 +201,72 @@ def _add_identities(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _probabilistic(con: duckdb.DuckDBPyConnection, threshold: float) -> dict[str, Any]:
+class _SparkScorer:
+    """Scores candidate pairs with the trained model on Spark; results back as Arrow."""
+
+    def __init__(self, spark: Any, model: dict[str, Any]) -> None:
+        from splink import SparkAPI
+
+        self.spark = spark
+        self.model = model
+        self.db = SparkAPI(spark_session=spark)
+        self.n = 0
+
+    def _frame(self, table: pa.Table) -> Any:
+        self.n += 1
+        return self.db.register(
+            self.spark.createDataFrame(table.to_pandas()), table_name=f"hub_link_{self.n}"
+        )
+
+    def between(self, left: pa.Table, right: pa.Table, threshold: float) -> pa.Table:
+        from splink import Linker
+
+        linker = Linker(self._frame(left), self.model, log_level=logging.WARNING)
+        frame = linker.inference.predict_between(
+            self._frame(left), self._frame(right), threshold_match_probability=threshold,
+            warning_mode="never",
+        )  # fmt: skip
+        return pa.Table.from_pandas(
+            frame.as_pandas_dataframe()[["uid_l", "uid_r", "match_weight", "match_probability"]],
+            preserve_index=False,
+        )
+
+    def within(self, records: pa.Table, threshold: float) -> pa.Table:
+        from splink import Linker
+
+        linker = Linker(self._frame(records), self.model, log_level=logging.WARNING)
+        frame = linker.inference.predict_within(
+            self._frame(records), threshold_match_probability=threshold, warning_mode="never"
+        )
+        return pa.Table.from_pandas(
+            frame.as_pandas_dataframe()[["uid_l", "uid_r"]], preserve_index=False
+        )
+
+
+def spark_session(cores: int = 2, memory: str = "2g") -> Any:
+    """A local Spark session with Splink's similarity functions (jaro_winkler, ...)."""
+    from pyspark.sql import SparkSession
+    from splink.backends.spark import similarity_jar_location
+
+    spark = (
+        SparkSession.builder.master(f"local[{cores}]")
+        .appName("hub-linkage")
+        .config("spark.ui.enabled", "false")
+        .config("spark.jars", similarity_jar_location())
+        .config("spark.sql.shuffle.partitions", str(max(4, 2 * cores)))
+        .config("spark.driver.memory", memory)
+        .getOrCreate()
+    )
+    import tempfile
+
+    spark.sparkContext.setCheckpointDir(tempfile.mkdtemp(prefix="hub-spark-"))
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def _probabilistic(
+    con: duckdb.DuckDBPyConnection, threshold: float, spark: Any = None
+) -> dict[str, Any]:
     from splink import DuckDBAPI, Linker, block_on
 
     db = DuckDBAPI(con)
@@ -221,11 +294,26 @@ def _probabilistic(con: duckdb.DuckDBPyConnection, threshold: float) -> dict[str
         f"""CREATE TABLE right_identities AS
             SELECT -row_number() OVER () AS uid, person, {cols} FROM identities"""
     )
-    left = db.register(con.sql(f"SELECT uid, {cols} FROM left_records"), table_name="left_t")
-    right = db.register(con.sql(f"SELECT uid, {cols} FROM right_identities"), table_name="right_t")
-    between = linker.inference.predict_between(
-        left, right, threshold_match_probability=threshold, warning_mode="never"
-    )
+    scorer = None
+    if spark is not None:
+        scorer = _SparkScorer(spark, linker.misc.save_model_to_json())
+        con.register(
+            "between_scores",
+            scorer.between(
+                con.sql(f"SELECT uid, {cols} FROM left_records").to_arrow_table(),
+                con.sql(f"SELECT uid, {cols} FROM right_identities").to_arrow_table(),
+                threshold,
+            ),
+        )
+        between_name = "between_scores"
+    else:
+        left = db.register(con.sql(f"SELECT uid, {cols} FROM left_records"), table_name="left_t")
+        right = db.register(
+            con.sql(f"SELECT uid, {cols} FROM right_identities"), table_name="right_t"
+        )
+        between_name = linker.inference.predict_between(
+            left, right, threshold_match_probability=threshold, warning_mode="never"
+        ).physical_name
     con.execute(
         f"""
         INSERT INTO assigned
@@ -236,7 +324,7 @@ def _probabilistic(con: duckdb.DuckDBPyConnection, threshold: float) -> dict[str
             FROM (SELECT CASE WHEN uid_l > 0 THEN uid_l ELSE uid_r END AS left_uid,
                          CASE WHEN uid_l > 0 THEN uid_r ELSE uid_l END AS right_uid,
                          match_weight, match_probability
-                  FROM {between.physical_name})
+                  FROM {between_name})
         ) p
         JOIN left_records l ON l.uid = p.left_uid JOIN right_identities r ON r.uid = p.right_uid
         WHERE p.rank = 1
@@ -248,17 +336,19 @@ def _probabilistic(con: duckdb.DuckDBPyConnection, threshold: float) -> dict[str
     ).fetchall()
     new_people = 0
     if rest:
-        left_rest = db.register(
-            con.sql(
-                f"""SELECT uid, {cols} FROM left_records
-                    WHERE record_key NOT IN (SELECT record_key FROM assigned)"""
-            ),
-            table_name="rest_t",
-        )
-        within = linker.inference.predict_within(
-            left_rest, threshold_match_probability=threshold, warning_mode="never"
-        )
-        pairs = con.execute(f"SELECT uid_l, uid_r FROM {within.physical_name}").fetchall()
+        rest_sql = f"""SELECT uid, {cols} FROM left_records
+                       WHERE record_key NOT IN (SELECT record_key FROM assigned)"""
+        if scorer is not None:
+            con.register(
+                "within_scores", scorer.within(con.sql(rest_sql).to_arrow_table(), threshold)
+            )
+            within_name = "within_scores"
+        else:
+            within_name = linker.inference.predict_within(
+                db.register(con.sql(rest_sql), table_name="rest_t"),
+                threshold_match_probability=threshold, warning_mode="never",
+            ).physical_name  # fmt: skip
+        pairs = con.execute(f"SELECT uid_l, uid_r FROM {within_name}").fetchall()
         groups = _components([int(r[0]) for r in rest], pairs)
         start_row = con.execute(
             "SELECT coalesce(max(person), 0) + 1 FROM (SELECT person FROM assigned "

@@ -89,6 +89,7 @@ def stage_linked(
     threads: int | None = None,
     memory_limit: str = "4GB",
     progress: Any = None,
+    spark: Any = None,
 ) -> tuple[SourceFiles, Linked]:
     """Read and link the feeds; define the ``stage_*`` views over the linked records."""
     step = progress or (lambda _label: None)
@@ -120,8 +121,9 @@ def stage_linked(
     batch = con.sql("SELECT * FROM feed_identities").to_arrow_table()
     batch_table = batch.read_all() if isinstance(batch, pa.RecordBatchReader) else batch
     result = link.link(
-        batch_table, index, threads=threads, memory_limit=memory_limit, progress=step
-    )
+        batch_table, index, threads=threads, memory_limit=memory_limit, progress=step,
+        spark=spark,
+    )  # fmt: skip
     con.register("linked_in", result.assignments)
     con.execute(
         "CREATE TEMP TABLE record_person AS SELECT record_key, 'p' || person AS pid FROM linked_in"

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from connectors.releases import Release
 from governance.settings import get_settings
@@ -32,7 +33,12 @@ def synth(
         typer.Option(help="Output folder (default: $HUB_HOME/synthetic/real or .../dummy)."),
     ] = None,
     format: Annotated[
-        str, typer.Option("--format", help="parquet, csv or fhir (FHIR R4 Bulk Data NDJSON).")
+        str,
+        typer.Option(
+            "--format",
+            help="parquet, csv, fhir (FHIR R4 Bulk Data NDJSON) or feeds (a region's "
+            "separate extracts: GP suppliers, trusts, A&E, deaths; `hub ingest --format feeds`).",
+        ),
     ] = "parquet",
     defects: Annotated[
         float, typer.Option(help="Share of rows given a data-quality defect (0 to 0.5).")
@@ -53,11 +59,12 @@ def synth(
     ] = None,
 ) -> None:
     """Generate a synthetic West Midlands population with ten years of EHR records."""
-    if format not in ("parquet", "csv", "fhir"):
-        raise _fail("--format must be parquet, csv or fhir")
+    if format not in ("parquet", "csv", "fhir", "feeds"):
+        raise _fail("--format must be parquet, csv, fhir or feeds")
     if nhs_range not in ("test", "synthetic"):
         raise _fail("--nhs-range must be test or synthetic")
-    fmt: OutputFormat = format  # type: ignore[assignment]
+    feeds = format == "feeds"
+    fmt: OutputFormat = "parquet" if feeds else format  # type: ignore[assignment]
     rng_name: NhsRange = nhs_range  # type: ignore[assignment]
     config = SynthConfig(
         patients=patients,
@@ -69,16 +76,51 @@ def synth(
         dummy=dummy,
         nhs_range=rng_name,
     )
-    target = out or get_settings().synthetic_dir / ("dummy" if dummy else "real")
+    target = out or get_settings().synthetic_dir / (
+        ("dummy" if dummy else "real") + ("-feeds" if feeds else "")
+    )
     config.validate()
+    population = target.with_name(f".{target.name}.population") if feeds else target
     with counting(patients, "generating") as advance:
-        result = generate(config, target, workers=workers, on_chunk=advance)
+        result = generate(config, population, workers=workers, on_chunk=advance)
+    if feeds:
+        _write_feeds(population, target, seed)
+        return
     console.print(f"[green]wrote[/] {result.out}")
     for table, rows in sorted(result.rows.items()):
         console.print(f"  {table:<14} {rows:>12,} rows")
     if result.defects:
         total = sum(result.defects.values())
         console.print(f"  defects        {total:>12,} rows (see defects/)")
+
+
+def _write_feeds(population: Path, target: Path, seed: int) -> None:
+    import shutil
+
+    from synthetic_data.feeds import write_feeds
+
+    try:
+        if target.exists() and (target / "feeds.json").is_file():
+            shutil.rmtree(target)  # an earlier set of feeds: replaced
+        elif target.exists() and any(target.iterdir()):
+            raise ValueError(f"{target} exists and is not a folder of feeds: choose another --out")
+        with console.status("writing the region's feeds") as status:
+            result = write_feeds(
+                population, target, seed=seed,
+                progress=lambda label: status.update(f"writing feeds: {label}"),
+            )  # fmt: skip
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        shutil.rmtree(population, ignore_errors=True)
+    console.print(f"[green]wrote[/] {result.out} ({result.records:,} feed records)")
+    for feed in result.feeds:
+        console.print(f"  {feed['name']:<16} {feed['organisation']}")
+    console.print(
+        "  truth/           which person each record belongs to: for tests and benchmarks, "
+        "never ingest"
+    )
+    console.print(f"next: hub ingest {result.out} --format feeds")
 
 
 @app.command()
@@ -103,11 +145,22 @@ def demo(
 def ingest(
     src: Annotated[Path, typer.Argument(help="A file or folder to load.")],
     format: Annotated[
-        str, typer.Option("--format", help="native (hub synth output), synthea (CSV) or fhir.")
+        str,
+        typer.Option(
+            "--format",
+            help="native (hub synth output), synthea (CSV), fhir, or feeds (a region's "
+            "separate extracts with a feeds.json, linked to persons).",
+        ),
     ] = "native",
     dummy: Annotated[
         bool, typer.Option("--dummy", help="Publish as the dummy release researchers develop on.")
     ] = False,
+    linkage_engine: Annotated[
+        str,
+        typer.Option(
+            help="feeds only: duckdb (this machine) or spark (score pairs on local Spark)."
+        ),
+    ] = "duckdb",
 ) -> None:
     """Load a source into a new release and publish it if every step succeeds."""
     from connectors.ingest import GateFailed
@@ -128,6 +181,7 @@ def ingest(
                 keys=keys,
                 progress=lambda label: status.update(f"ingesting: {label}"),
                 gate=ingest_gate,
+                linkage_engine=linkage_engine,
             )
     except GateFailed as exc:
         _print_quality(exc.report, only_failed=True)
@@ -151,6 +205,7 @@ def ingest(
             f"  [yellow]not read[/] {columns:,} unknown column(s), {files:,} unknown file(s) "
             f"(listed in the manifest)"
         )
+    print_linkage(release.manifest.get("linkage"))
     scan = release.manifest.get("identifier_scan")
     if scan:
         console.print(
@@ -164,6 +219,43 @@ def ingest(
             f"quality gate passed: {s['checks']} checks, {s['failed_warnings']} warning(s); "
             f"`hub quality report {release.id}` for details"
         )
+
+
+def print_linkage(linkage: dict[str, Any] | None) -> None:
+    """The linkage summary of a release built from feeds (nothing for other sources)."""
+    if not linkage:
+        return
+    model = linkage.get("model", {})
+    console.print(
+        f"linked {sum(r['records'] for r in linkage['match_rates'].values()):,} feed records "
+        f"to {linkage['people_in_index']:,} people ({linkage['people_before']:,} known before) "
+        f"with {model.get('engine', 'splink')}, match probability ≥ {model.get('threshold')}"
+    )
+    table = Table("feed", "records", "known", "NHS no.", "probabilistic", "new person",
+                  "data controller", box=None)  # fmt: skip
+    for feed in linkage["feeds"]:
+        rates = linkage["match_rates"].get(feed["name"], {"records": 0, "share": {}})
+        share = rates["share"]
+        table.add_row(
+            feed["name"], f"{rates['records']:,}",
+            *(f"{share.get(m, 0):.1%}" for m in ("known", "nhs", "probabilistic", "new person")),
+            feed["controller"],
+        )  # fmt: skip
+    console.print(table)
+    truth = linkage.get("against_truth")
+    if truth:
+        worst: tuple[str, dict[str, Any]] = min(
+            truth["by_group"].get("ethnic_group", {}).items(),
+            key=lambda kv: float(kv[1]["recall"]),
+            default=("", {}),
+        )
+        line = (
+            f"against the generator's truth: precision {truth['precision']:.4f}, "
+            f"recall {truth['recall']:.4f}, F1 {truth['f1']:.4f}"
+        )
+        if worst[0]:
+            line += f"; lowest recall by ethnic group {worst[1]['recall']:.4f} ({worst[0]})"
+        console.print(line)
 
 
 @releases_app.command("list")
