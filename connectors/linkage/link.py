@@ -36,6 +36,8 @@ from connectors.linkage.index import IDENTITIES_SCHEMA, RECORDS_SCHEMA, PersonIn
 THRESHOLD: Final = 0.99  # match probability at which a probabilistic link is accepted
 TRAINING_ROWS: Final = 200_000  # labelled identities sampled to estimate m
 U_PAIRS: Final = 2_000_000  # random pairs to estimate u
+TF_COLUMNS: Final = ("given_name", "family_name")  # term-frequency adjusted
+MIN_LABELLED_PAIRS: Final = 200  # NHS-number pairs needed to estimate m from them
 IDENTITY_COLUMNS: Final = (
     "nhs_number", "given_name", "family_name", "birth_date", "sex", "postcode",
 )  # fmt: skip
@@ -51,13 +53,15 @@ class LinkResult:
     model: dict[str, Any] = field(default_factory=dict)
 
 
-def settings() -> Any:
-    """The Splink model: comparisons and blocking rules (the same on DuckDB and Spark)."""
+def settings(prior: float = 1e-4) -> Any:
+    """The Splink model: comparisons and blocking rules (the same on DuckDB and Spark);
+    ``prior`` is the probability that two random records match."""
     import splink.comparison_library as cl
     from splink import SettingsCreator, block_on
 
     return SettingsCreator(
         link_type="dedupe_only",
+        probability_two_random_records_match=prior,
         unique_id_column_name="uid",
         comparisons=[
             cl.NameComparison("given_name"),
@@ -115,17 +119,21 @@ def link(
                                       match_probability DOUBLE)"""
         )
         start = index.next_person
-        step("linkage: records already known")
-        con.execute(
-            """INSERT INTO assigned SELECT b.record_key, k.person, 'known', NULL
-               FROM batch b JOIN known_records k USING (record_key)"""
-        )
-        step("linkage: NHS numbers")
         con.execute(
             """CREATE TABLE nhs_person AS
                SELECT nhs_number, min(person) AS person FROM identities
                WHERE nhs_number IS NOT NULL GROUP BY nhs_number"""
         )
+        step("linkage: records already known")
+        # a known local id keeps its person unless its valid NHS number now belongs to
+        # someone else (an organisation that reissued an id): then the number decides
+        con.execute(
+            """INSERT INTO assigned SELECT b.record_key, k.person, 'known', NULL
+               FROM batch b JOIN known_records k USING (record_key)
+               LEFT JOIN nhs_person n ON b.nhs_valid AND n.nhs_number = b.nhs_number
+               WHERE n.person IS NULL OR n.person = k.person"""
+        )
+        step("linkage: NHS numbers")
         con.execute(
             f"""
             CREATE TABLE new_nhs AS
@@ -204,13 +212,22 @@ def _add_identities(con: duckdb.DuckDBPyConnection) -> None:
 class _SparkScorer:
     """Scores candidate pairs with the trained model on Spark; results back as Arrow."""
 
-    def __init__(self, spark: Any, model: dict[str, Any]) -> None:
+    def __init__(self, spark: Any, model: dict[str, Any], tf: dict[str, pa.Table]) -> None:
         from splink import SparkAPI
 
         self.spark = spark
         self.model = model
+        self.tf = tf
         self.db = SparkAPI(spark_session=spark)
         self.n = 0
+
+    def _linker(self, table: pa.Table) -> Any:
+        from splink import Linker
+
+        linker = Linker(self._frame(table), self.model, log_level=logging.WARNING)
+        for col, lookup in self.tf.items():
+            linker.table_management.register_term_frequency_lookup(self._frame(lookup), col)
+        return linker
 
     def _frame(self, table: pa.Table) -> Any:
         self.n += 1
@@ -219,9 +236,7 @@ class _SparkScorer:
         )
 
     def between(self, left: pa.Table, right: pa.Table, threshold: float) -> pa.Table:
-        from splink import Linker
-
-        linker = Linker(self._frame(left), self.model, log_level=logging.WARNING)
+        linker = self._linker(left)
         frame = linker.inference.predict_between(
             self._frame(left), self._frame(right), threshold_match_probability=threshold,
             warning_mode="never",
@@ -232,9 +247,7 @@ class _SparkScorer:
         )
 
     def within(self, records: pa.Table, threshold: float) -> pa.Table:
-        from splink import Linker
-
-        linker = Linker(self._frame(records), self.model, log_level=logging.WARNING)
+        linker = self._linker(records)
         frame = linker.inference.predict_within(
             self._frame(records), threshold_match_probability=threshold, warning_mode="never"
         )
@@ -267,7 +280,7 @@ def spark_session(cores: int = 2, memory: str = "2g") -> Any:
 def _probabilistic(
     con: duckdb.DuckDBPyConnection, threshold: float, spark: Any = None
 ) -> dict[str, Any]:
-    from splink import DuckDBAPI, Linker, block_on
+    from splink import DuckDBAPI, Linker
 
     db = DuckDBAPI(con)
     cols = ", ".join(c for c in IDENTITY_COLUMNS)
@@ -278,12 +291,38 @@ def _probabilistic(
                 SELECT {cols} FROM identities WHERE nhs_number IS NOT NULL
                 USING SAMPLE reservoir({TRAINING_ROWS} ROWS) REPEATABLE (7))"""
     )
-    linker = Linker(db.register("training"), settings(), log_level=logging.WARNING)
-    linker.training.estimate_probability_two_random_records_match(
-        [block_on("nhs_number")], recall=0.98
-    )
+    # the prior: pairs sharing an NHS number among all pairs, over the assumed recall of
+    # the NHS number (0.98); at least one pair, so that a region with no repeat records
+    # still gets a finite prior
+    labelled, rows = con.execute(
+        """SELECT coalesce(sum(n * (n - 1) / 2), 0), coalesce(sum(n), 0) FROM (
+               SELECT count(*) AS n FROM training GROUP BY nhs_number)"""
+    ).fetchall()[0]
+    all_pairs = max(rows * (rows - 1) / 2, 1)
+    prior = min(max(float(labelled), 1.0) / all_pairs / 0.98, 0.5)
+    linker = Linker(db.register("training"), settings(prior), log_level=logging.WARNING)
+    # name frequencies over every known identity: agreeing on a rare surname is stronger
+    # evidence than agreeing on "SMITH"
+    tf_tables = {}
+    for col in TF_COLUMNS:
+        con.execute(
+            f"""CREATE TABLE tf_{col} AS
+                SELECT {col}, count(*) / sum(count(*)) OVER () AS tf_{col}
+                FROM identities WHERE {col} IS NOT NULL GROUP BY {col}"""
+        )
+        linker.table_management.register_term_frequency_lookup(
+            db.register(f"tf_{col}", table_name=f"tf_lookup_{col}"), col
+        )
+        tf_tables[col] = con.sql(f"SELECT * FROM tf_{col}").to_arrow_table()
     linker.training.estimate_u_using_random_sampling(max_pairs=U_PAIRS, seed=11)
-    linker.training.estimate_m_from_label_column("nhs_number")
+    if labelled >= MIN_LABELLED_PAIRS:
+        linker.training.estimate_m_from_label_column("nhs_number")
+        m_source = f"{int(labelled):,} record pairs sharing a valid NHS number"
+    else:
+        m_source = (
+            f"Splink's default m probabilities: only {int(labelled):,} record pairs share "
+            f"a valid NHS number (at least {MIN_LABELLED_PAIRS:,} are needed to train)"
+        )
     # the records to link, and every known identity, with numeric ids for Splink
     con.execute(
         f"""CREATE TABLE left_records AS
@@ -296,7 +335,7 @@ def _probabilistic(
     )
     scorer = None
     if spark is not None:
-        scorer = _SparkScorer(spark, linker.misc.save_model_to_json())
+        scorer = _SparkScorer(spark, linker.misc.save_model_to_json(), tf_tables)
         con.register(
             "between_scores",
             scorer.between(
@@ -370,6 +409,7 @@ def _probabilistic(
         )
     return {
         "trained_on_labelled_identities": _count(con, "SELECT count(*) FROM training"),
+        "m_probabilities_from": m_source,
         "u_pairs": U_PAIRS,
         "blocking_rules": [
             "birth_date",
@@ -377,9 +417,7 @@ def _probabilistic(
             "postcode and sex",
             "family_name and year of birth",
         ],
-        "probability_two_random_records_match": float(
-            linker._settings_obj._probability_two_random_records_match
-        ),
+        "probability_two_random_records_match": prior,
         "new_people_without_nhs_number": new_people,
     }
 

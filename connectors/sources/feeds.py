@@ -25,7 +25,7 @@ from typing import Any, Final
 import duckdb
 import pyarrow as pa
 
-from connectors.errors import SourceError
+from connectors.errors import IngestError, SourceError
 from connectors.linkage import index as person_index
 from connectors.linkage import layouts, link, quality
 from connectors.staging import SourceFiles, quote
@@ -120,10 +120,16 @@ def stage_linked(
         raise SourceError(f"{duplicates[0]} feed records repeat a local id within their feed")
     batch = con.sql("SELECT * FROM feed_identities").to_arrow_table()
     batch_table = batch.read_all() if isinstance(batch, pa.RecordBatchReader) else batch
-    result = link.link(
-        batch_table, index, threads=threads, memory_limit=memory_limit, progress=step,
-        spark=spark,
-    )  # fmt: skip
+    try:
+        result = link.link(
+            batch_table, index, threads=threads, memory_limit=memory_limit, progress=step,
+            spark=spark,
+        )  # fmt: skip
+    except Exception as exc:  # any engine failure: one clear line
+        # the linkage engine's own message may quote identifiers: only its kind is named
+        raise IngestError(
+            f"record linkage failed ({type(exc).__name__}); nothing was published"
+        ) from None
     con.register("linked_in", result.assignments)
     con.execute(
         "CREATE TEMP TABLE record_person AS SELECT record_key, 'p' || person AS pid FROM linked_in"
