@@ -53,23 +53,34 @@ class LinkResult:
     model: dict[str, Any] = field(default_factory=dict)
 
 
-def settings(prior: float = 1e-4) -> Any:
+def settings(prior: float = 1e-4, trained: dict[str, Any] | None = None) -> Any:
     """The Splink model: comparisons and blocking rules (the same on DuckDB and Spark);
-    ``prior`` is the probability that two random records match."""
+    ``prior`` is the probability that two random records match. ``trained`` (a model
+    saved by Splink) sets every level's m and u: how a model trained on DuckDB is carried
+    to Spark in Splink's dialect-neutral form."""
     import splink.comparison_library as cl
     from splink import SettingsCreator, block_on
 
+    comparisons = [
+        cl.NameComparison("given_name"),
+        cl.NameComparison("family_name"),
+        cl.DateOfBirthComparison("birth_date", input_is_string=False),
+        cl.ExactMatch("sex").configure(m_probabilities=[0.998, 0.002]),
+        cl.PostcodeComparison("postcode"),
+    ]
+    if trained is not None:
+        prior = float(trained["probability_two_random_records_match"])
+        for comparison, saved in zip(comparisons, trained["comparisons"], strict=True):
+            levels = [lv for lv in saved["comparison_levels"] if not lv.get("is_null_level")]
+            comparison.configure(
+                m_probabilities=[lv.get("m_probability") for lv in levels],
+                u_probabilities=[lv.get("u_probability") for lv in levels],
+            )
     return SettingsCreator(
         link_type="dedupe_only",
         probability_two_random_records_match=prior,
         unique_id_column_name="uid",
-        comparisons=[
-            cl.NameComparison("given_name"),
-            cl.NameComparison("family_name"),
-            cl.DateOfBirthComparison("birth_date", input_is_string=False),
-            cl.ExactMatch("sex").configure(m_probabilities=[0.998, 0.002]),
-            cl.PostcodeComparison("postcode"),
-        ],
+        comparisons=comparisons,
         blocking_rules_to_generate_predictions=[
             block_on("birth_date"),
             block_on("family_name", "given_name"),
@@ -224,7 +235,7 @@ class _SparkScorer:
     def _linker(self, table: pa.Table) -> Any:
         from splink import Linker
 
-        linker = Linker(self._frame(table), self.model, log_level=logging.WARNING)
+        linker = Linker(self._frame(table), settings(trained=self.model), log_level=logging.WARNING)
         for col, lookup in self.tf.items():
             linker.table_management.register_term_frequency_lookup(self._frame(lookup), col)
         return linker
@@ -258,6 +269,9 @@ class _SparkScorer:
 
 def spark_session(cores: int = 2, memory: str = "2g") -> Any:
     """A local Spark session with Splink's similarity functions (jaro_winkler, ...)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
     from pyspark.sql import SparkSession
     from splink.backends.spark import similarity_jar_location
 
