@@ -29,6 +29,7 @@ from benchmarks import (
     fuzz,
     generator,
     ingest,
+    linkage,
     load,
     models,
     outputs,
@@ -58,6 +59,7 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("dp_accuracy", dp_accuracy),
     Benchmark("outputs", outputs),
     Benchmark("models", models, lambda: {"plots": PLOTS}),
+    Benchmark("linkage", linkage),
 ]
 
 

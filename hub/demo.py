@@ -18,6 +18,7 @@ from rich.table import Table
 
 from governance.settings import HubSettings, get_settings
 from hub.console import console, counting
+from hub.linkage_summary import print_linkage
 from synthetic_data import summary
 from synthetic_data.generator import SynthConfig, generate
 
@@ -147,22 +148,42 @@ def _releases(home: Path) -> None:
     from connectors.ingest import ingest
     from connectors.quality import ingest_gate
     from connectors.secrets import resolve_keys
+    from synthetic_data.feeds import write_feeds
 
     out.rule("Releases")
-    for name, target in (("real", home), ("dummy", home / "dummy")):
+    # the real release comes the way a region's does: separate feeds, linked to persons
+    feeds = home / "synthetic" / "real-feeds"
+    shutil.rmtree(feeds, ignore_errors=True)  # the demo's own, from an earlier run
+    with console.status("writing the region's feeds") as status:
+        written = write_feeds(
+            home / "synthetic" / "real", feeds,
+            progress=lambda label: status.update(f"writing the region's feeds: {label}"),
+        )  # fmt: skip
+    out.print(
+        f"the real population as {len(written.feeds)} feeds ({written.records:,} records): "
+        "two GP suppliers, six acute trusts, A&E and the death register, each with its own "
+        f"ids, conventions and typing errors ({feeds})"
+    )
+    sources = (
+        ("real", home, feeds, "feeds"),
+        ("dummy", home / "dummy", home / "synthetic" / "dummy", "native"),
+    )
+    for name, target, src, fmt in sources:
         with console.status(f"ingesting the {name} population") as status:
 
             def step(label: str, status: Any = status, name: str = name) -> None:
                 status.update(f"ingesting the {name} population: {label}")
 
             result = ingest(
-                home / "synthetic" / name,
-                fmt="native",
+                src,
+                fmt=fmt,
                 home=target,
                 keys=resolve_keys(target, create=True),
                 gate=ingest_gate,
                 progress=step,
             )
+        if fmt == "feeds":
+            print_linkage(result.release.manifest.get("linkage"), to=out)
         q = result.release.manifest["quality"]["summary"]
         out.print(
             f"{name:5} release {result.release.id}: "

@@ -7,12 +7,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from connectors.releases import Release
 from governance.settings import get_settings
 from hub.console import console, counting
 from hub.console import fail as _fail
+from hub.linkage_summary import print_linkage
 from synthetic_data.generator import SynthConfig, generate
 from synthetic_data.nhs import NhsRange
 from synthetic_data.writers import OutputFormat
@@ -219,43 +219,6 @@ def ingest(
             f"quality gate passed: {s['checks']} checks, {s['failed_warnings']} warning(s); "
             f"`hub quality report {release.id}` for details"
         )
-
-
-def print_linkage(linkage: dict[str, Any] | None) -> None:
-    """The linkage summary of a release built from feeds (nothing for other sources)."""
-    if not linkage:
-        return
-    model = linkage.get("model", {})
-    console.print(
-        f"linked {sum(r['records'] for r in linkage['match_rates'].values()):,} feed records "
-        f"to {linkage['people_in_index']:,} people ({linkage['people_before']:,} known before) "
-        f"with {model.get('engine', 'splink')}, match probability ≥ {model.get('threshold')}"
-    )
-    table = Table("feed", "records", "known", "NHS no.", "probabilistic", "new person",
-                  "data controller", box=None)  # fmt: skip
-    for feed in linkage["feeds"]:
-        rates = linkage["match_rates"].get(feed["name"], {"records": 0, "share": {}})
-        share = rates["share"]
-        table.add_row(
-            feed["name"], f"{rates['records']:,}",
-            *(f"{share.get(m, 0):.1%}" for m in ("known", "nhs", "probabilistic", "new person")),
-            feed["controller"],
-        )  # fmt: skip
-    console.print(table)
-    truth = linkage.get("against_truth")
-    if truth:
-        worst: tuple[str, dict[str, Any]] = min(
-            truth["by_group"].get("ethnic_group", {}).items(),
-            key=lambda kv: float(kv[1]["recall"]),
-            default=("", {}),
-        )
-        line = (
-            f"against the generator's truth: precision {truth['precision']:.4f}, "
-            f"recall {truth['recall']:.4f}, F1 {truth['f1']:.4f}"
-        )
-        if worst[0]:
-            line += f"; lowest recall by ethnic group {worst[1]['recall']:.4f} ({worst[0]})"
-        console.print(line)
 
 
 @releases_app.command("list")
