@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from connectors import releases
-from governance import codelists, dictionary
+from governance import codelists, dictionary, linkage_report
 from governance.access import roles
 from governance.access.people import Principal
 from governance.access.projects import Project, authorize
@@ -133,6 +133,7 @@ class QueryService:
             "release": release.id,
             "tables": dictionary.annotate(described, dictionary.codes_in_use(self, release)),
             "codelists": codelists.describe(),
+            "linkage": linkage_report.public_summary(release.manifest),
         }
 
     def audit(self, principal: Principal, **fields: Any) -> None:

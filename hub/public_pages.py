@@ -33,6 +33,7 @@ def dictionary_page(request: Request, service: Service) -> HTMLResponse:
         release=data["release"],
         tables=data["tables"],
         codelists=data["codelists"],
+        linkage=data.get("linkage"),
         threshold=REDACTION_THRESHOLD,
     )
     return HTMLResponse(html)

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse
 
 from connectors import releases
+from governance import linkage_report
 from governance.errors import NotFound
 from hub.steward.web import PREFIX, HtmlRoute, SignedIn
 
@@ -64,6 +65,7 @@ def quality(desk: SignedIn) -> Response:
                     "report": report,
                     "failed": [c for c in (report or {}).get("checks", []) if not c["passed"]],
                     "docs": (_docs(release) / "index.html").is_file(),
+                    "linkage": linkage_report.public_summary(release.manifest),
                 }
             )
         populations.append((population, found))
@@ -94,6 +96,7 @@ def release_checks(desk: SignedIn, population: Population, release_id: str) -> R
         report=report,
         by_category=sorted(by_category.items()),
         docs=(_docs(release) / "index.html").is_file(),
+        linkage=linkage_report.public_summary(release.manifest),
     )
 
 

@@ -93,7 +93,13 @@ def pretty(value: Any) -> str:
 
 
 ENV: Final = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(HERE / "templates"),
+    # the steward's own templates, then the public pages' shared parts (_linkage.html)
+    loader=jinja2.ChoiceLoader(
+        [
+            jinja2.FileSystemLoader(HERE / "templates"),
+            jinja2.FileSystemLoader(HERE.parent / "templates"),
+        ]
+    ),
     autoescape=True,  # every template, whatever its name: nothing reaches a page unescaped
     undefined=jinja2.StrictUndefined,
     extensions=["jinja2.ext.do"],

@@ -234,3 +234,57 @@ def test_a_broken_feeds_manifest_is_refused_in_one_line(region, tmp_path):
     result = hub(tmp_path / "home", "ingest", str(copy), "--format", "feeds")
     assert result.returncode == 2 and "not inside the feeds folder" in result.stderr
     assert not list((tmp_path / "home" / "releases").glob("release-*.duckdb"))
+
+
+def test_researchers_stewards_and_the_public_read_the_linkage(region):
+    """The data dictionary, `GET /v1/datasets` and the steward's quality page show the
+    feeds, their data controllers and the linkage quality of the release."""
+    from governance.facade import Governance
+    from tests.e2e.steward_fixtures import _serve, csrf_of
+
+    home = region["home"]
+    gov = Governance.open(home, create_keys=True)
+    import datetime as dt
+
+    until = dt.date.today() + dt.timedelta(days=90)
+    users, keys = {}, {}
+    for user_id, role in (("ana", "researcher"), ("sam", "steward")):
+        users[user_id], keys[user_id] = gov.people.add(
+            user_id=user_id, name=user_id.title(), role=role, organisation="UoB",
+            organisation_type="university", accreditation_expires=until, actor="cli:test",
+        )  # fmt: skip
+    project = gov.projects.request(
+        requester=users["ana"], title="Linked care", purpose="Admissions after diagnosis",
+        lay_summary="Hospital care", grants={"encounters": ["person_id", "encounter_type"]},
+        days=30,
+    )  # fmt: skip
+    gov.projects.approve(project.project_id, steward=users["sam"], epsilon=1.0, delta=1e-6)
+    proc, url = _serve(home)
+    try:
+        import httpx
+
+        page = httpx.get(url + "/dictionary", timeout=60).text
+        assert "How the records were linked" in page
+        assert "Walsall Healthcare NHS Trust" in page and "the registration service" in page
+        assert "precision" in page and "by ethnic group" in page
+        body = httpx.get(
+            url + "/v1/datasets", params={"project_id": project.project_id},
+            headers={"Authorization": f"Bearer {keys['ana']}"}, timeout=60,
+        ).json()  # fmt: skip
+        linkage = body["linkage"]
+        assert {f["name"] for f in linkage["feeds"]} >= {"gp-supplier-a", "ae", "deaths"}
+        assert linkage["against_truth"]["precision"] >= 0.999
+        assert "people" not in linkage["against_truth"]  # rates only, no counts
+        with httpx.Client(base_url=url, timeout=60) as browser:
+            sign_in = browser.get("/steward/sign-in")
+            browser.post("/steward/sign-in",
+                         data={"key": keys["sam"], "csrf_token": csrf_of(sign_in.text)})  # fmt: skip
+            listing = browser.get("/steward/quality").text
+            assert "10 feeds from" in listing and "linkage precision" in listing
+            release_id = region["db"].stem
+            detail = browser.get(f"/steward/quality/real/{release_id}").text
+            assert "Feeds, data controllers and linkage" in detail
+            assert "The Royal Wolverhampton NHS Trust" in detail
+    finally:
+        proc.terminate()
+        proc.wait(10)
