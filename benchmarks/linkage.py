@@ -67,7 +67,8 @@ def _nhs_only(batch: pa.Table) -> pa.Table:
 
 def _population(patients: int, work: Path) -> tuple[Path, Path]:
     pop = work / f"pop-{patients}"
-    generate(SynthConfig(patients=patients, seed=17), pop)
+    big = patients > 450_000  # the test NHS number range holds 450,000 people
+    generate(SynthConfig(patients=patients, seed=17, nhs_range="synthetic" if big else "test"), pop)
     feeds = work / f"feeds-{patients}"
     write_feeds(pop, feeds, seed=17)
     return pop, feeds

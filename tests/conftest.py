@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import duckdb
@@ -9,6 +10,13 @@ import pytest
 
 from synthetic_data import summary
 from synthetic_data.generator import SynthConfig, generate
+
+# A pytest-xdist worker's __main__ has neither a spec nor a file. pyspark (imported by
+# Great Expectations when it is installed, for the linkage's Spark engine) takes that to
+# mean "running pyspark's own doctests" and exits the process. Name the worker's main.
+_main = sys.modules["__main__"]
+if getattr(_main, "__spec__", None) is None and not hasattr(_main, "__file__"):
+    _main.__file__ = "<pytest worker>"
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
