@@ -97,7 +97,7 @@ def _runnable(con: duckdb.DuckDBPyConnection, sql: str) -> str | None:
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     source=st.sampled_from(PIECES["source"]),
