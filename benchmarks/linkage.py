@@ -30,9 +30,9 @@ import duckdb
 import pyarrow as pa
 
 from benchmarks._measure import run_measured
-from connectors import build
-from connectors.linkage import layouts, link, quality
+from connectors.linkage import link, quality
 from connectors.linkage.index import PersonIndex
+from connectors.sources.feeds import read_identities
 from synthetic_data.feeds import write_feeds
 from synthetic_data.generator import SynthConfig, generate
 
@@ -40,16 +40,7 @@ HUB = [sys.executable, "-m", "hub.cli"]
 
 
 def _batch(feeds: Path) -> pa.Table:
-    manifest = json.loads((feeds / "feeds.json").read_text())
-    con = duckdb.connect()
-    build.install_macros(con)
-    union = " UNION ALL ".join(
-        layouts.identity_sql(f["name"], layouts.layout(f["layout"]), feeds / f["path"])
-        for f in manifest["feeds"]
-    )
-    return con.sql(
-        f"SELECT *, coalesce(hub_nhs_valid(nhs_number), false) AS nhs_valid FROM ({union})"
-    ).to_arrow_table()
+    return read_identities(feeds)
 
 
 def _nhs_only(batch: pa.Table) -> pa.Table:

@@ -74,6 +74,27 @@ def read_manifest(src: Path) -> dict[str, Any]:
     return manifest
 
 
+def identities_sql(src: Path, feeds: list[dict[str, Any]]) -> str:
+    """Every feed record's key and identifiers, with ``nhs_valid`` (needs the hub's
+    macros on the connection: ``connectors.build.install_macros``)."""
+    union = " UNION ALL ".join(
+        layouts.identity_sql(f["name"], layouts.layout(f["layout"]), src / f["path"]) for f in feeds
+    )
+    return f"SELECT *, coalesce(hub_nhs_valid(nhs_number), false) AS nhs_valid FROM ({union})"
+
+
+def read_identities(src: Path) -> pa.Table:
+    """The identity records of the feeds in ``src`` (for benchmarks and tests of linkage)."""
+    from connectors import build
+
+    con = duckdb.connect()
+    try:
+        build.install_macros(con)
+        return con.sql(identities_sql(src, read_manifest(src)["feeds"])).to_arrow_table()
+    finally:
+        con.close()
+
+
 def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
     raise SourceError(
         "feeds are linked against the person index: ingest them with `hub ingest "

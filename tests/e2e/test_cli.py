@@ -11,9 +11,11 @@ from pathlib import Path
 HUB = [sys.executable, "-m", "hub.cli"]
 
 
-def run(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, home: Path, check: bool = True, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HUB_HOME": str(home), "COLUMNS": "160"}
-    result = subprocess.run([*HUB, *args], capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run([*HUB, *args], capture_output=True, text=True, env=env, timeout=timeout)
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -63,7 +65,7 @@ def test_synth_fhir_with_defects_to_a_chosen_folder(tmp_path):
 def test_bad_arguments_fail_with_a_clear_message_and_nothing_written(tmp_path):
     for args, message in (
         (("--patients", "0"), "at least 1"),
-        (("--format", "xml"), "parquet, csv or fhir"),
+        (("--format", "xml"), "parquet, csv, fhir or feeds"),
         (("--patients", "600000"), "450,000"),
         (("--defects", "2"), "between 0 and 0.5"),
     ):
@@ -76,9 +78,13 @@ def test_bad_arguments_fail_with_a_clear_message_and_nothing_written(tmp_path):
 
 def test_demo_runs_the_whole_story_and_can_run_again(tmp_path):
     result = run(
-        "demo", "--patients", "30000", "--dummy-patients", "1000", "--no-serve", home=tmp_path
-    )
+        "demo", "--patients", "30000", "--dummy-patients", "1000", "--no-serve", home=tmp_path,
+        timeout=900,
+    )  # fmt: skip
     out = result.stdout
+    # the real release is built from the region's feeds, linked, with a summary
+    assert "the real population as 10 feeds" in out and "linked" in out
+    assert "against the generator's truth: precision" in out and "data controller" in out
     assert "Rows per table" in out and "type2_diabetes" in out and "IMD decile" in out
     assert "Diabetes Prevention Programme" in out and "referred" in out
     assert "quality gate passed" in out and "approved" in out
@@ -94,8 +100,9 @@ def test_demo_runs_the_whole_story_and_can_run_again(tmp_path):
         tmp_path / "dummy" / "releases" / "CURRENT"
     ).exists()
     again = run(
-        "demo", "--patients", "3000", "--dummy-patients", "500", "--no-serve", home=tmp_path
-    )
+        "demo", "--patients", "3000", "--dummy-patients", "500", "--no-serve", home=tmp_path,
+        timeout=600,
+    )  # fmt: skip
     assert "setup finished" in again.stdout
     # too few people for the study's models: said plainly, the rest still runs
     assert "DP models skipped: too few training rows" in again.stdout

@@ -264,7 +264,9 @@ def test_researchers_stewards_and_the_public_read_the_linkage(region):
         import httpx
 
         page = httpx.get(url + "/dictionary", timeout=60).text
-        assert "How the records were linked" in page
+        assert page.count("How the records were linked") == 1
+        title = page.split("<title>", 1)[1].split("</title>", 1)[0]
+        assert title.startswith("Data dictionary") and "<" not in title
         assert "Walsall Healthcare NHS Trust" in page and "the registration service" in page
         assert "precision" in page and "by ethnic group" in page
         body = httpx.get(

@@ -6,16 +6,15 @@ region, are scored on Spark. Both engines must put the same records together.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
-import duckdb
+import pyarrow as pa
 import pytest
 
-from connectors import build
-from connectors.linkage import layouts, link
+from connectors.linkage import link
 from connectors.linkage.index import PersonIndex
+from connectors.sources.feeds import read_identities
 from synthetic_data.feeds import write_feeds
 from synthetic_data.generator import SynthConfig, generate
 
@@ -24,17 +23,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _batch(feeds: Path):
-    manifest = json.loads((feeds / "feeds.json").read_text())
-    con = duckdb.connect()
-    build.install_macros(con)
-    union = " UNION ALL ".join(
-        layouts.identity_sql(f["name"], layouts.layout(f["layout"]), feeds / f["path"])
-        for f in manifest["feeds"]
-    )
-    return con.sql(
-        f"SELECT *, coalesce(hub_nhs_valid(nhs_number), false) AS nhs_valid FROM ({union})"
-    ).to_arrow_table()
+def _batch(feeds: Path) -> pa.Table:
+    return read_identities(feeds)
 
 
 def _groups(result: link.LinkResult) -> set[frozenset[str]]:
