@@ -208,12 +208,17 @@ def _stage_people(con: duckdb.DuckDBPyConnection, src: Path, feeds: list[dict[st
                    d.practice_code IS NOT NULL AS from_gp
             FROM feed_identities i JOIN record_person m USING (record_key)
             LEFT JOIN feed_details d USING (record_key)
-        )
+        ), dob AS (
+            SELECT pid, birth_date, count(*) AS n, bool_or(from_gp) AS gp
+            FROM r WHERE birth_date IS NOT NULL GROUP BY pid, birth_date
+        ), votes AS (
+            -- the date most records agree on (the GP's on a tie), and the earliest
+            SELECT pid, arg_max(birth_date, (n, gp)) AS voted, min(birth_date) AS earliest
+            FROM dob GROUP BY pid
+        ), people AS (
         SELECT pid AS source_patient_id,
                arg_max(nhs_number, (nhs_valid, from_gp)) FILTER (WHERE nhs_valid)
                    AS nhs_number,
-               coalesce(arg_max(birth_date, registration_start) FILTER (WHERE from_gp),
-                        mode(birth_date)) AS birth_date,
                coalesce(arg_max(sex, registration_start) FILTER (WHERE from_gp), mode(sex))
                    AS sex,
                arg_max(ethnicity, registration_start) FILTER (WHERE from_gp) AS ethnicity,
@@ -232,6 +237,11 @@ def _stage_people(con: duckdb.DuckDBPyConnection, src: Path, feeds: list[dict[st
                    AS postcode,
                min(record_key) AS first_record
         FROM r GROUP BY pid
+        )
+        -- a typed date of birth after the registered death yields to the earliest one
+        SELECT p.*, CASE WHEN v.voted > p.death_date THEN v.earliest ELSE v.voted END
+                        AS birth_date
+        FROM people p LEFT JOIN votes v ON v.pid = p.source_patient_id
         """
     )
     con.execute(

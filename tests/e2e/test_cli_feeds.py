@@ -290,3 +290,35 @@ def test_researchers_stewards_and_the_public_read_the_linkage(region):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_date_of_birth_typed_after_the_death_yields_to_the_other_records(region, tmp_path):
+    """The GP record of someone who died says they were born after their death (a typing
+    error): the person's date of birth comes from what the other records agree on, and
+    the gate's death-after-birth check passes."""
+    import csv
+
+    feeds = tmp_path / "feeds"
+    shutil.copytree(region["feeds"], feeds)
+    truth = duckdb.sql(
+        f"""SELECT g.local_id, d.date_of_death
+            FROM '{feeds}/truth/records.parquet' g
+            JOIN '{feeds}/truth/records.parquet' r USING (patient_id)
+            JOIN read_csv('{feeds}/deaths/deaths.csv', all_varchar=true) d
+              ON d.registration_id = r.local_id
+            WHERE g.feed = 'gp-supplier-a' AND r.feed = 'deaths' LIMIT 1"""
+    ).fetchall()
+    local_id, died = truth[0]
+    path = feeds / "gp-supplier-a" / "patients.csv"
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    year, month, day = (int(x) for x in died.split("-"))
+    for row in rows:
+        if row["PatientGuid"] == local_id:
+            row["DateOfBirth"] = f"{min(day, 28):02d}/{month:02d}/{year + 1}"
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = ok(hub(tmp_path / "home", "ingest", str(feeds), "--format", "feeds"))
+    assert "quality gate passed" in out
