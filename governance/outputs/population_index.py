@@ -66,6 +66,7 @@ class PopulationIndex:
     """
 
     BLOCK = 64  # first outputs of pairs screened at once
+    CHUNK = 256  # candidate pairs whose three-way intersection is counted at once
 
     def __init__(self) -> None:
         self.ids: list[str] = []
@@ -108,7 +109,8 @@ class PopulationIndex:
         n = len(order)
         if not n:
             return flags
-        ab = np.array([(new & self.maps[i]).bit_count() for i in order.tolist()], dtype=np.int64)
+        within = [new & self.maps[i] for i in order.tolist()]  # A ∩ each, in id order
+        ab = np.array([x.bit_count() for x in within], dtype=np.int64)
         b = np.array(self.sizes, dtype=np.int64)[order]
         # pairs: A − B, else B − A, holding 1 to threshold people (ab = 0: a whole output)
         a_only, b_only = a - ab, b - ab
@@ -139,38 +141,60 @@ class PopulationIndex:
             if not len(first):
                 continue
             bc = self._inter[order[first], order[second]]
-            maybe = self._candidates(a, b, ab, bc, first, second, threshold)
-            first, second, bc = first[maybe], second[maybe], bc[maybe]
-            if not len(first):
-                continue
-            i, j = order[first], order[second]
-            abc = np.array(
-                [
-                    (new & self.maps[x] & self.maps[y]).bit_count()
-                    for x, y in zip(i.tolist(), j.tolist(), strict=True)
-                ],
-                dtype=np.int64,
-            )
-            values = [np.ones_like(first), np.full_like(first, a), b[first], b[second], ab[first],
-                      ab[second], bc]  # fmt: skip
-            whole = (np.full_like(first, a), b[first], b[second])
-            found = np.full(len(first), -1, dtype=np.int64)  # the first flaggable region
-            sizes = np.zeros(len(first), dtype=np.int64)
-            for r, (membership, coef, sign) in enumerate(REGIONS):
-                size = sum(c * v for c, v in zip(coef, values, strict=True)) + sign * abc
-                ok = (size > 0) & (size <= threshold) & (found < 0)
-                for w, inside in zip(whole, membership, strict=True):
-                    if inside:
-                        ok &= size != w
-                found[ok] = r
-                sizes[ok] = size[ok]
-            for k in np.flatnonzero(found >= 0).tolist():
-                region = REGIONS[int(found[k])][0]
-                others = [self.ids[int(i[k])], self.ids[int(j[k])]]
-                flags.append(flag("tracker", others, region, int(sizes[k]), threshold))
-                if len(flags) >= limit:
-                    return flags
+            maybe = np.flatnonzero(self._candidates(a, b, ab, bc, first, second, threshold))
+            # the exact three-way intersections, a chunk at a time in the rule's order:
+            # the check stops as soon as it has its flags
+            for lo in range(0, len(maybe), self.CHUNK):
+                pick = maybe[lo : lo + self.CHUNK]
+                done = self._exact(
+                    new, within, order, a, b, ab, bc[pick], first[pick], second[pick], threshold
+                )
+                for region, f, s, size in done:
+                    others = [self.ids[int(order[f])], self.ids[int(order[s])]]
+                    flags.append(flag("tracker", others, region, size, threshold))
+                    if len(flags) >= limit:
+                        return flags
         return flags
+
+    def _exact(
+        self,
+        new: int,
+        within: list[int],
+        order: np.ndarray,
+        a: int,
+        b: np.ndarray,
+        ab: np.ndarray,
+        bc: np.ndarray,
+        first: np.ndarray,
+        second: np.ndarray,
+        threshold: int,
+    ) -> list[tuple[tuple[bool, ...], int, int, int]]:
+        """(region, first, second, size) of the first flaggable region of each pair, in
+        order, for the pairs that have one (``tracker_flags``' rule, by arithmetic)."""
+        abc = np.array(
+            [
+                (within[f] & self.maps[int(order[s])]).bit_count()
+                for f, s in zip(first.tolist(), second.tolist(), strict=True)
+            ],
+            dtype=np.int64,
+        )
+        values = [np.ones_like(first), np.full_like(first, a), b[first], b[second], ab[first],
+                  ab[second], bc]  # fmt: skip
+        whole = (np.full_like(first, a), b[first], b[second])
+        found = np.full(len(first), -1, dtype=np.int64)  # the first flaggable region
+        sizes = np.zeros(len(first), dtype=np.int64)
+        for r, (membership, coef, sign) in enumerate(REGIONS):
+            size = sum(c * v for c, v in zip(coef, values, strict=True)) + sign * abc
+            ok = (size > 0) & (size <= threshold) & (found < 0)
+            for w, inside in zip(whole, membership, strict=True):
+                if inside:
+                    ok &= size != w
+            found[ok] = r
+            sizes[ok] = size[ok]
+        return [
+            (REGIONS[int(found[k])][0], int(first[k]), int(second[k]), int(sizes[k]))
+            for k in np.flatnonzero(found >= 0).tolist()
+        ]
 
     @staticmethod
     def _candidates(

@@ -186,6 +186,7 @@ def test_the_index_screens_pairs_in_blocks_and_still_finds_the_rules_flags_in_or
     maps = {f"o-{(7 * i) % 31:02d}-{i}": _bits(s) for i, s in enumerate(earlier)}
     index = PopulationIndex()
     index.BLOCK = block
+    index.CHUNK = max(1, block // 2)
     for output_id, bitmap in maps.items():
         index.add(output_id, bitmap)
     assert len(index) == len(maps) and all(i in index for i in maps)
