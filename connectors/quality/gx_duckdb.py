@@ -21,26 +21,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-import sys
 from pathlib import Path
 from typing import Any, Final
 
-# GX probes for optional engines as it is imported; the gate runs on SQL (DuckDB through
-# SQLAlchemy) only, so an installed PySpark (and the SciPy it pulls in, about a third
-# of GX's import time) is hidden from that probe: GX records it as not installed
-_HIDDEN: Final = ("pyspark",)
-_hidden_now = [m for m in _HIDDEN if m not in sys.modules]
-for _m in _hidden_now:
-    sys.modules[_m] = None  # type: ignore[assignment]  # `import pyspark` -> ImportError
-try:
-    import great_expectations as gx
-    import sqlalchemy as sa
-    from great_expectations.execution_engine import sqlalchemy_execution_engine as sa_engine
-    from great_expectations.expectations.metrics import util as metric_util
-finally:
-    for _m in _hidden_now:  # the rest of the process may import it as usual
-        if sys.modules.get(_m, False) is None:
-            del sys.modules[_m]
+import great_expectations as gx
+import sqlalchemy as sa
+from great_expectations.execution_engine import sqlalchemy_execution_engine as sa_engine
+from great_expectations.expectations.metrics import util as metric_util
 
 TESTED_GX_VERSIONS: Final = ("1.24.1",)
 _REGEX_MODULES: Final = (

@@ -51,7 +51,7 @@ def test_repeated_sql_is_checked_once_per_release_and_grants(hub):
 
 
 def test_a_cached_check_hands_each_caller_its_own_parse_tree(hub):
-    gov, who, wide, _, _ = hub
+    gov = hub[0]
     service = gov.queries
     engine = service.engine(service.release_for("real"))
     cur = engine.cursor()

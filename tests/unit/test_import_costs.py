@@ -1,9 +1,8 @@
 """What `hub` imports before it needs it: nothing heavy that the command does not use.
 
 Great Expectations (with pandas) is imported only when a quality gate runs, the
-synthetic-data generator (numpy, scipy, pyarrow) only by `hub synth` and `hub demo`, and
-the gate's import of GX never pulls in PySpark. Checked on the modules a fresh process
-has loaded, never on a clock.
+synthetic-data generator (numpy, scipy, pyarrow) only by `hub synth` and `hub demo`.
+Checked on the modules a fresh process has loaded, never on a clock.
 """
 
 from __future__ import annotations
@@ -51,16 +50,3 @@ def test_an_ingest_that_fails_before_its_gate_never_imports_great_expectations(t
         "    assert e.code != 0\n"
     )
     assert "great_expectations" not in _top(_loaded(code, tmp_path))
-
-
-def test_the_gate_imports_great_expectations_without_pyspark(tmp_path):
-    loaded = _top(_loaded("import connectors.quality.gate", tmp_path))
-    assert "great_expectations" in loaded and "pyspark" not in loaded
-    # and the rest of the process may still import PySpark where it is installed
-    after = _loaded(
-        "import connectors.quality.gate, importlib.util\n"
-        "if importlib.util.find_spec('pyspark'):\n"
-        "    import pyspark\n",
-        tmp_path,
-    )
-    assert "connectors.quality.gate" in after
