@@ -192,7 +192,11 @@ def run(patients: int = 1_000_000, repeats: int = 25, seconds: float = 10.0) -> 
             r = client.post(path, json={"sql": sql, "target": "dummy", **extra})
             r.raise_for_status()
 
-        raw = duckdb.connect(str(release_path), read_only=True)
+        # raw DuckDB on a copy of the file: this process already reads the release through
+        # the governance engine (grant checks), and DuckDB refuses a second configuration
+        raw_path = work / "raw.duckdb"
+        shutil.copy(release_path, raw_path)
+        raw = duckdb.connect(str(raw_path), read_only=True)
 
         def direct(sql: str) -> None:
             raw.execute(sql).fetchall()

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -79,15 +80,44 @@ def list_releases(home: Path) -> list[Release]:
     return out
 
 
+# published releases already read, per file: (inode, mtime) of the release file -> its
+# manifest; a published file is never rewritten (publish moves a new file in), so a
+# changed inode or mtime can only be a different file and is read afresh
+_PUBLISHED: dict[Path, tuple[tuple[int, int], int, dict[str, Any]]] = {}
+_PUBLISHED_MAX = 256
+_published_lock = threading.Lock()
+
+
 def get_release(home: Path, rid: str | None = None) -> Release:
-    """A release by id, or the current one."""
-    wanted = rid or current_id(home)
+    """A release by id, or the current one.
+
+    Reads the ``CURRENT`` pointer (so a release published by another process is seen at
+    once) and only the wanted release's own files; its manifest is read once per process.
+    """
+    current = current_id(home)
+    wanted = rid or current
     if wanted is None:
         raise ReleaseError("no release has been published yet: run `hub ingest` first")
-    for release in list_releases(home):
-        if release.id == wanted:
-            return release
-    raise ReleaseError(f"unknown release {wanted!r}")
+    match = _NAME.fullmatch(f"{wanted}.duckdb") if isinstance(wanted, str) else None
+    if match is None:
+        raise ReleaseError(f"unknown release {wanted!r}")
+    path = releases_dir(home) / f"{wanted}.duckdb"
+    try:
+        st = path.stat()
+    except OSError:
+        raise ReleaseError(f"unknown release {wanted!r}") from None
+    stamp = (st.st_ino, st.st_mtime_ns)
+    with _published_lock:
+        known = _PUBLISHED.get(path)
+    if known is None or known[0] != stamp:
+        manifest_path = path.with_suffix(".json")
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+        known = (stamp, int(match.group(1)), manifest)
+        with _published_lock:
+            if len(_PUBLISHED) >= _PUBLISHED_MAX:
+                _PUBLISHED.clear()
+            _PUBLISHED[path] = known
+    return Release(wanted, known[1], path, known[2], wanted == current)
 
 
 def next_number(home: Path) -> int:

@@ -102,7 +102,7 @@ class Cohorts:
             engine = service.engine(release)
             cur = engine.cursor()
             try:
-                checked = sql_policy.check(cur, sql, granted=project.granted or {}, real=False)
+                checked = engine.check(cur, sql, granted=project.granted or {}, real=False)
                 cohort_query.check(checked.node, engine.catalogue(cur))
                 tree = cohort_sql.hardened_tree(checked.node)
                 inner = cur.execute(

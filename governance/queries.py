@@ -42,8 +42,8 @@ from governance.facade import Governance
 from governance.outputs import submissions
 from governance.outputs.review import Decision, sha256_json
 from governance.privacy import accounting, domains, dp_answer
-from governance.sql import policy as sql_policy
-from governance.sql.engine import Engine
+from governance.sql.cache import Bounded
+from governance.sql.engine import Engine, grants_key
 
 Target = Literal["dummy", "real"]
 Mode = Literal["dp", "exact"]
@@ -74,6 +74,9 @@ class QueryService:
         # (disclosure_ledger.sweep_partials), never here: another process may be writing
         self._engines: dict[Path, Engine] = {}
         self._lock = threading.Lock()
+        # the column catalogue per release and grants (kept as JSON text: each caller
+        # gets its own copy); a new release or a grant change is a new key
+        self._catalogues: Bounded[tuple[str, str, Any], str] = Bounded(256)
 
     # ------------------------------------------------------------------ helpers
     def release_for(self, target: Target) -> releases.Release:
@@ -115,6 +118,16 @@ class QueryService:
 
     def _catalogue(self, granted: dict[str, list[str]] | None) -> dict[str, Any]:
         release = self.release_for("real")
+        key = (release.id, str(release.path), None if granted is None else grants_key(granted))
+        text = self._catalogues.get_or_make(
+            key, lambda: json.dumps(self._read_catalogue(release, granted))
+        )
+        described: dict[str, Any] = json.loads(text)
+        return described
+
+    def _read_catalogue(
+        self, release: releases.Release, granted: dict[str, list[str]] | None
+    ) -> dict[str, Any]:
         cur = self.engine(release).cursor()
         try:
             rows = cur.execute(
@@ -182,7 +195,8 @@ class QueryService:
             engine = self.engine(release)
             cur = engine.cursor()
             try:
-                checked = sql_policy.check(
+                # checked once per release, text and grants (a release never changes)
+                checked = engine.check(
                     cur, sql, granted=project.granted or {}, real=target == "real"
                 )
             finally:

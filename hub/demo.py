@@ -146,7 +146,7 @@ def _populations(home: Path, *, patients: int, dummy_patients: int, seed: int) -
 def _releases(home: Path) -> None:
     """Both populations through the connectors and the quality gate."""
     from connectors.ingest import ingest
-    from connectors.quality import ingest_gate
+    from connectors.quality import gate_when_it_runs
     from connectors.secrets import resolve_keys
     from synthetic_data.feeds import write_feeds
 
@@ -179,7 +179,7 @@ def _releases(home: Path) -> None:
                 fmt=fmt,
                 home=target,
                 keys=resolve_keys(target, create=True),
-                gate=ingest_gate,
+                gate=gate_when_it_runs,
                 progress=step,
             )
         if fmt == "feeds":

@@ -33,16 +33,13 @@ import pyarrow as pa
 
 from synthetic_data import defects as defect_injection
 from synthetic_data import nhs, writers
+from synthetic_data.errors import GenerationError
 from synthetic_data.simulate import ChunkSpec, simulate_chunk
 from synthetic_data.world import World, build_world
 
 CHUNK_SIZE: Final = 20_000
 GENERATOR_VERSION: Final = "1.0"
 MANIFEST: Final = "manifest.json"
-
-
-class GenerationError(Exception):
-    """The arguments or the output folder do not allow a population to be generated."""
 
 
 @dataclass(frozen=True)

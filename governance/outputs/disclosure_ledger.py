@@ -115,6 +115,7 @@ class DisclosureLedger:
         self._lock = threading.Lock()
         self._bits: dict[str, dict[int, int]] = {}  # project -> person key -> bit
         self._index: dict[str, PopulationIndex] = {}  # project -> earlier populations
+        self._absent: dict[str, set[str]] = {}  # project -> stored outputs with no file
 
     def index(self, project_id: str) -> PopulationIndex:
         """The project's populations as checked so far in this process."""
@@ -160,9 +161,16 @@ class DisclosureLedger:
         """Flags for a new output against the project's stored outputs."""
         with self._lock:
             index = self._index.setdefault(project_id, PopulationIndex())
-            for other in sorted((self.outputs_dir / project_id).glob(f"*{SUFFIX}")):
-                other_id = other.name.removesuffix(SUFFIX)
-                if other_id in index or other_id not in stored or other_id == output_id:
+            absent = self._absent.setdefault(project_id, set())
+            # only outputs this process has not seen yet (another worker's, or a
+            # restart's) are read: their population files are written before their
+            # rows, so a stored output without a file never gets one (failed, a model)
+            for other_id in sorted(stored - absent):
+                if other_id in index or other_id == output_id:
+                    continue
+                other = self.path(project_id, other_id)
+                if not other.exists():
+                    absent.add(other_id)
                     continue
                 people = pq.read_table(other).column("person_id").to_pylist()
                 index.add(other_id, self._bitmap(project_id, people))

@@ -19,6 +19,7 @@ The candidates are found for all pairs at once with numpy.
 
 from __future__ import annotations
 
+import bisect
 from typing import Any, Final
 
 import numpy as np
@@ -55,26 +56,46 @@ def flag(
 
 
 class PopulationIndex:
-    """Earlier outputs' populations (bitmaps), their sizes and pairwise intersections."""
+    """Earlier outputs' populations (bitmaps), their sizes and pairwise intersections.
+
+    What a check costs does not grow with what the project stored beyond what the rule
+    needs: outputs are found by id in a map, the intersection matrix grows by doubling
+    (not a copy per output), the outputs' order by id is kept as they arrive, and pairs
+    of earlier outputs are screened in blocks, in the rule's order, stopping at the
+    ``limit``-th flag (one flag holds an output; more only fill the steward's list).
+    """
+
+    BLOCK = 64  # first outputs of pairs screened at once
+    CHUNK = 256  # candidate pairs whose three-way intersection is counted at once
 
     def __init__(self) -> None:
         self.ids: list[str] = []
         self.maps: list[int] = []
         self.sizes: list[int] = []
-        self._inter = np.zeros((0, 0), dtype=np.int64)
+        self._at: dict[str, int] = {}  # output id -> its position in ids
+        self._sorted: list[str] = []  # ids in order
+        self._inter = np.zeros((0, 0), dtype=np.int64)  # capacity >= len(ids)
 
     def __contains__(self, output_id: str) -> bool:
-        return output_id in self.ids
+        return output_id in self._at
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
     def add(self, output_id: str, bitmap: int) -> None:
-        row = np.array([(bitmap & m).bit_count() for m in self.maps], dtype=np.int64)
+        if output_id in self._at:
+            raise ValueError(f"{output_id} is already in the index")
         n = len(self.ids)
-        grown = np.zeros((n + 1, n + 1), dtype=np.int64)
-        grown[:n, :n] = self._inter
-        grown[n, :n] = row
-        grown[:n, n] = row
-        grown[n, n] = bitmap.bit_count()
-        self._inter = grown
+        if n + 1 > len(self._inter):  # grow by doubling: amortised O(n) per output
+            grown = np.zeros((max(8, 2 * (n + 1)),) * 2, dtype=np.int64)
+            grown[:n, :n] = self._inter[:n, :n]
+            self._inter = grown
+        row = np.array([(bitmap & m).bit_count() for m in self.maps], dtype=np.int64)
+        self._inter[n, :n] = row
+        self._inter[:n, n] = row
+        self._inter[n, n] = bitmap.bit_count()
+        self._at[output_id] = n
+        bisect.insort(self._sorted, output_id)
         self.ids.append(output_id)
         self.maps.append(bitmap)
         self.sizes.append(bitmap.bit_count())
@@ -84,30 +105,111 @@ class PopulationIndex:
         gives (the same ones, in the same order)."""
         flags: list[dict[str, Any]] = []
         a = new.bit_count()
-        order = sorted(range(len(self.ids)), key=lambda i: self.ids[i])
-        if not order:
+        order = np.array([self._at[i] for i in self._sorted], dtype=np.int64)
+        n = len(order)
+        if not n:
             return flags
-        ab = np.array([(new & self.maps[i]).bit_count() for i in order], dtype=np.int64)
-        b = np.array([self.sizes[i] for i in order], dtype=np.int64)
-        paired = np.zeros(len(order), dtype=bool)
-        for k, i in enumerate(order):
-            pairs: tuple[tuple[tuple[bool, ...], int], ...] = (
-                ((True, False), int(a - ab[k])),
-                ((False, True), int(b[k] - ab[k])),
+        within = [new & self.maps[i] for i in order.tolist()]  # A ∩ each, in id order
+        ab = np.array([x.bit_count() for x in within], dtype=np.int64)
+        b = np.array(self.sizes, dtype=np.int64)[order]
+        # pairs: A − B, else B − A, holding 1 to threshold people (ab = 0: a whole output)
+        a_only, b_only = a - ab, b - ab
+        first_small = (a_only > 0) & (a_only <= threshold) & (ab > 0)
+        second_small = (b_only > 0) & (b_only <= threshold) & (ab > 0)
+        paired = first_small | second_small
+        for k in np.flatnonzero(paired).tolist():
+            pattern, size = (
+                ((True, False), int(a_only[k]))
+                if first_small[k]
+                else ((False, True), int(b_only[k]))
             )
-            for pair, size in pairs:
-                if 0 < size <= threshold and ab[k] > 0:  # ab = 0: the region is a whole output
-                    flags.append(flag("differencing", [self.ids[i]], pair, size, threshold))
-                    paired[k] = True
-                    break
-        if len(flags) >= limit:
-            return flags[:limit]
-        inter = self._inter[np.ix_(order, order)]
-        first, second = np.triu_indices(len(order), k=1)
-        keep = ~paired[first] & ~paired[second] & ((ab[first] > 0) | (ab[second] > 0))
-        first, second = first[keep], second[keep]
+            flags.append(flag("differencing", [self.ids[order[k]]], pattern, size, threshold))
+            if len(flags) >= limit:
+                return flags
+        # triples: pairs (f, s), f < s in id order, in blocks of first outputs
+        useful = ~paired
+        touches = ab > 0
+        for start in range(0, n - 1, self.BLOCK):
+            firsts = np.arange(start, min(start + self.BLOCK, n - 1))
+            firsts = firsts[useful[firsts]]
+            if not len(firsts):
+                continue
+            first = np.repeat(firsts, n - 1 - firsts)
+            second = np.concatenate([np.arange(f + 1, n) for f in firsts.tolist()])
+            keep = useful[second] & (touches[first] | touches[second])
+            first, second = first[keep], second[keep]
+            if not len(first):
+                continue
+            bc = self._inter[order[first], order[second]]
+            maybe = np.flatnonzero(self._candidates(a, b, ab, bc, first, second, threshold))
+            # the exact three-way intersections, a chunk at a time in the rule's order:
+            # the check stops as soon as it has its flags
+            for lo in range(0, len(maybe), self.CHUNK):
+                pick = maybe[lo : lo + self.CHUNK]
+                done = self._exact(
+                    new, within, order, a, b, ab, bc[pick], first[pick], second[pick], threshold
+                )
+                for region, f, s, size in done:
+                    others = [self.ids[int(order[f])], self.ids[int(order[s])]]
+                    flags.append(flag("tracker", others, region, size, threshold))
+                    if len(flags) >= limit:
+                        return flags
+        return flags
+
+    def _exact(
+        self,
+        new: int,
+        within: list[int],
+        order: np.ndarray,
+        a: int,
+        b: np.ndarray,
+        ab: np.ndarray,
+        bc: np.ndarray,
+        first: np.ndarray,
+        second: np.ndarray,
+        threshold: int,
+    ) -> list[tuple[tuple[bool, ...], int, int, int]]:
+        """(region, first, second, size) of the first flaggable region of each pair, in
+        order, for the pairs that have one (``tracker_flags``' rule, by arithmetic)."""
+        abc = np.array(
+            [
+                (within[f] & self.maps[int(order[s])]).bit_count()
+                for f, s in zip(first.tolist(), second.tolist(), strict=True)
+            ],
+            dtype=np.int64,
+        )
+        values = [np.ones_like(first), np.full_like(first, a), b[first], b[second], ab[first],
+                  ab[second], bc]  # fmt: skip
+        whole = (np.full_like(first, a), b[first], b[second])
+        found = np.full(len(first), -1, dtype=np.int64)  # the first flaggable region
+        sizes = np.zeros(len(first), dtype=np.int64)
+        for r, (membership, coef, sign) in enumerate(REGIONS):
+            size = sum(c * v for c, v in zip(coef, values, strict=True)) + sign * abc
+            ok = (size > 0) & (size <= threshold) & (found < 0)
+            for w, inside in zip(whole, membership, strict=True):
+                if inside:
+                    ok &= size != w
+            found[ok] = r
+            sizes[ok] = size[ok]
+        return [
+            (REGIONS[int(found[k])][0], int(first[k]), int(second[k]), int(sizes[k]))
+            for k in np.flatnonzero(found >= 0).tolist()
+        ]
+
+    @staticmethod
+    def _candidates(
+        a: int,
+        b: np.ndarray,
+        ab: np.ndarray,
+        bc: np.ndarray,
+        first: np.ndarray,
+        second: np.ndarray,
+        threshold: int,
+    ) -> np.ndarray:
+        """Which pairs some region's size interval (``abc`` unknown) meets
+        ``[1, threshold]``: only these need the exact three-way intersection."""
         terms = [np.ones_like(first), np.full_like(first, a), b[first], b[second], ab[first],
-                 ab[second], inter[first, second]]  # fmt: skip
+                 ab[second], bc]  # fmt: skip
         lo = np.maximum.reduce(
             [
                 np.zeros_like(first),
@@ -122,20 +224,4 @@ class PopulationIndex:
             base = sum(c * t for c, t in zip(coef, terms, strict=True))
             low, high = (base + lo, base + hi) if sign > 0 else (base - hi, base - lo)
             maybe |= (high >= 1) & (low <= threshold)
-        for f, s in zip(first[maybe].tolist(), second[maybe].tolist(), strict=True):
-            i, j = order[f], order[s]
-            abc = (new & self.maps[i] & self.maps[j]).bit_count()
-            values = [1, a, self.sizes[i], self.sizes[j], int(ab[f]), int(ab[s]),
-                      int(inter[f, s])]  # fmt: skip
-            whole = (a, self.sizes[i], self.sizes[j])
-            for pattern, coef, sign in REGIONS:
-                size = sum(c * v for c, v in zip(coef, values, strict=True)) + sign * abc
-                inside = [w for w, p in zip(whole, pattern, strict=True) if p]
-                if 0 < size <= threshold and size not in inside:
-                    flags.append(
-                        flag("tracker", [self.ids[i], self.ids[j]], pattern, size, threshold)
-                    )
-                    break
-            if len(flags) >= limit:
-                break
-        return flags
+        return maybe

@@ -158,12 +158,19 @@ def _rows_stream(plan: Plan, flt: str | None, indices: list[int], salt: str) -> 
 
 
 def _persons_stream(plan: Plan, flt: str | None, indices: list[int], salt: str) -> Stream:
+    """Person counts: (person, group) pairs, de-duplicated, at most ``min(k, G)`` a person.
+
+    A source declared one row per person (``person_level``) already has one pair per
+    person at most, so neither the de-duplication nor the per-person bound can change
+    anything there, and neither runs (the rows stream skips its bound the same way).
+    """
+    distinct = "" if plan.person_level else "DISTINCT "
     pairs = (  # quoted catalogue names and hub-written predicates only
-        f"SELECT DISTINCT src.{quote(PERSON)} AS pid, {_group_expr(plan)} AS g "  # noqa: S608
+        f"SELECT {distinct}src.{quote(PERSON)} AS pid, {_group_expr(plan)} AS g "  # noqa: S608
         f"FROM {quote(plan.source)} AS src WHERE {_base_where(plan, flt)}"
     )
     cap = min(plan.rows_per_person, len(plan.groups))
-    if plan.group and cap < len(plan.groups):
+    if plan.group and cap < len(plan.groups) and not plan.person_level:
         # de-duplicate (person, group) first, then keep at most k pairs per person
         pairs = (  # quoted catalogue names and hub-written predicates only
             f"SELECT pid, g FROM ({pairs}) AS pairs QUALIFY row_number() OVER "  # noqa: S608

@@ -13,6 +13,7 @@ then ``lock_configuration=true`` so that nothing later can change them.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +22,48 @@ from typing import Any, Final
 import duckdb
 
 from governance.errors import InvalidRequest
+from governance.sql import policy
+from governance.sql.cache import Bounded
 
 DEFAULT_TIMEOUT_S: Final = 30.0
 DEFAULT_MEMORY: Final = "2GB"
 DEFAULT_THREADS: Final = 2
 MAX_ROWS: Final = 10_000
+CHECKED_QUERIES: Final = 512  # checked parses kept per release (least recently used dropped)
+
+Grants = dict[str, list[str]]
+
+
+def grants_key(granted: Grants) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """A project's grants as a hashable key (the order of columns does not matter).
+
+    >>> grants_key({"patients": ["sex", "age"]}) == grants_key({"patients": ["age", "sex"]})
+    True
+    >>> grants_key({"patients": ["sex"]}) == grants_key({"patients": ["sex", "age"]})
+    False
+    """
+    return tuple(sorted((t, tuple(sorted(set(cols)))) for t, cols in granted.items()))
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A checked query as cached: the parse tree kept as text, so every caller gets its own
+    copy (the DP and exact compilers read the tree; none may change another's)."""
+
+    sql: str
+    tables: frozenset[str]
+    columns: dict[str, frozenset[str]]
+    aggregate: bool
+    node_json: str
+
+    def fresh(self) -> policy.CheckedQuery:
+        return policy.CheckedQuery(
+            sql=self.sql,
+            tables=self.tables,
+            columns=dict(self.columns),
+            aggregate=self.aggregate,
+            node=json.loads(self.node_json),
+        )
 
 
 class QueryFailed(InvalidRequest):
@@ -76,6 +114,25 @@ class Engine:
             # locked (the connect above proved the configuration is the same)
             if "configuration has been locked" not in str(exc):
                 raise
+        # what never changes while this release file is read (it is immutable once
+        # published): its catalogue, and the checked parse of repeated SQL per grants
+        self._catalogue: dict[str, dict[str, str]] | None = None
+        self._checks: Bounded[tuple[str, tuple[Any, ...], bool], _Checked] = Bounded(
+            CHECKED_QUERIES
+        )
+
+    def check(
+        self, cur: duckdb.DuckDBPyConnection, sql: str, *, granted: Grants, real: bool
+    ) -> policy.CheckedQuery:
+        """The SQL policy's verdict on ``sql`` for these grants (``policy.check``), cached
+        per release, query text, grants and target: a refusal is raised again each time
+        (and not cached), an accepted query is checked once."""
+
+        def make() -> _Checked:
+            c = policy.check(cur, sql, granted=granted, real=real)
+            return _Checked(c.sql, c.tables, dict(c.columns), c.aggregate, json.dumps(c.node))
+
+        return self._checks.get_or_make((sql, grants_key(granted), real), make).fresh()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A fresh cursor (policy checks use one too: they must see the same catalogue)."""
@@ -109,15 +166,20 @@ class Engine:
             raise self.failure(exc) from None
 
     def catalogue(self, cur: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
-        """Every table and view of the release: column name → type (no row is read)."""
-        out: dict[str, dict[str, str]] = {}
-        rows = cur.execute(
-            "SELECT table_name, column_name, data_type FROM duckdb_columns() "
-            "WHERE NOT internal AND schema_name = 'main'"
-        ).fetchall()
-        for table, column, dtype in rows:
-            out.setdefault(str(table).lower(), {})[str(column).lower()] = str(dtype)
-        return out
+        """Every table and view of the release: column name → type (no row is read).
+
+        Read once per release (it never changes once published); each caller gets a copy.
+        """
+        if self._catalogue is None:
+            out: dict[str, dict[str, str]] = {}
+            rows = cur.execute(
+                "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+                "WHERE NOT internal AND schema_name = 'main'"
+            ).fetchall()
+            for table, column, dtype in rows:
+                out.setdefault(str(table).lower(), {})[str(column).lower()] = str(dtype)
+            self._catalogue = out
+        return {table: dict(columns) for table, columns in self._catalogue.items()}
 
     def explain(self, cur: duckdb.DuckDBPyConnection, sql: str) -> bool:
         """Whether DuckDB can bind and plan ``sql`` (reads no table data)."""

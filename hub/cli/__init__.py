@@ -19,7 +19,7 @@ from hub.cli.models import audit_model as audit_model_command
 from hub.cli.models import models_app
 from hub.cli.models import train as train_command
 from hub.console import fail
-from synthetic_data.generator import GenerationError
+from synthetic_data.errors import GenerationError
 
 
 class HubTyper(typer.Typer):

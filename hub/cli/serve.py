@@ -15,6 +15,15 @@ from hub.console import fail as _fail
 app = typer.Typer()
 
 
+def default_workers() -> int:
+    """Worker processes when ``--workers`` is not given: the cores this process may run on
+    (its CPU affinity, which a container or ``taskset`` narrows), else the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
 @app.command()
 def serve(
     host: Annotated[
@@ -24,7 +33,7 @@ def serve(
     query_timeout: Annotated[float, typer.Option(help="Seconds a query may run.")] = 30.0,
     workers: Annotated[
         int | None,
-        typer.Option(min=1, max=64, help="Worker processes (default: the machine's cores)."),
+        typer.Option(min=1, max=64, help="Worker processes (default: the cores the hub may use)."),
     ] = None,
 ) -> None:
     """Serve the HTTP API (docs at /docs). Refuses to start without its keys and a release."""
@@ -50,7 +59,7 @@ def serve(
     swept = sweep_partials(gov.outputs.outputs_dir, older_than_s=query_timeout)
     if swept:
         console.print(f"removed {swept} half-written output file(s) left by a stopped process")
-    n = workers or os.cpu_count() or 1
+    n = workers or default_workers()
     # the workers share one secret for the steward sessions, drawn now: a restart draws a
     # new one, so it signs everyone out; the sessions of an earlier run are cleared too
     secret = secrets.token_bytes(32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -241,3 +242,39 @@ def test_the_semi_join_is_person_local_and_rows_per_person_is_capped():
 
 def test_accuracy_is_opendps_discrete_laplace_accuracy():
     assert dp._accuracy(1.0, 0.05) == math.floor(3.3756177665957137)
+
+
+def _one_row_per_person(con, people):
+    con.execute("CREATE OR REPLACE TABLE patients (person_id BIGINT, sex VARCHAR, imd_decile INT)")
+    if people:
+        con.executemany("INSERT INTO patients VALUES (?, ?, ?)", people)
+
+
+one_person = st.tuples(st.sampled_from(["F", "M", "X"]), st.integers(1, 10))
+persons = st.lists(
+    st.tuples(st.integers(1, 10**6), one_person), max_size=20, unique_by=lambda p: p[0]
+).map(lambda ps: [(pid, sex, imd) for pid, (sex, imd) in ps])
+
+
+@settings(max_examples=60, deadline=None)
+@given(persons, st.sampled_from(["s1", "s2"]))
+def test_one_row_per_person_sources_run_no_per_person_bound_and_answer_the_same(people, salt):
+    """patients is declared one row per person: no window, no de-duplication runs there,
+    and the answer is what the bounded SQL (the same plan read as an event table) gives."""
+    con = duckdb.connect()
+    _one_row_per_person(con, people)
+    sql = (
+        "SELECT sex, count(*) AS n, count(DISTINCT person_id) AS p, sum(imd_decile) AS s "
+        "FROM patients GROUP BY sex"
+    )
+    p = plan(con, sql)
+    assert p.person_level and p.rows_per_person == 1
+    written = " ".join(s.sql for s in dp_sql.statements(p, salt=salt))
+    assert "row_number" not in written and "DISTINCT" not in written
+    bounded = dataclasses.replace(p, person_level=False)  # the bound and de-duplication run
+    assert "row_number" in " ".join(s.sql for s in dp_sql.statements(bounded, salt=salt))
+    assert dp.bounded_answers(con, p, salt=salt) == dp.bounded_answers(con, bounded, salt=salt)
+    for c in dp_sql.components(p):  # the same sensitivities as before: k = 1, pairs = 1
+        assert c.sensitivity == next(
+            b.sensitivity for b in dp_sql.components(bounded) if b.name == c.name
+        )

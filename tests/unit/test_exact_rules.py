@@ -166,3 +166,34 @@ def test_the_ledgers_index_finds_exactly_the_flags_the_set_rule_states(earlier, 
     assert key(index.flags(_bits(new), threshold=t, limit=limit)) == key(
         tracker_flags(_bits(new), maps, threshold=t, limit=limit)
     )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.sets(st.integers(0, 30), max_size=30), min_size=0, max_size=30),
+    st.sets(st.integers(0, 30), max_size=30),
+    st.integers(1, 6),
+    st.integers(1, 25),
+    st.sampled_from([1, 3, 64]),
+)
+def test_the_index_screens_pairs_in_blocks_and_still_finds_the_rules_flags_in_order(
+    earlier, new, t, limit, block
+):
+    """Many outputs, added in any order of ids: the index's flags are the set rule's, in
+    its order, however many pairs of earlier outputs it screens at once."""
+    from governance.outputs.population_index import PopulationIndex
+
+    maps = {f"o-{(7 * i) % 31:02d}-{i}": _bits(s) for i, s in enumerate(earlier)}
+    index = PopulationIndex()
+    index.BLOCK = block
+    index.CHUNK = max(1, block // 2)
+    for output_id, bitmap in maps.items():
+        index.add(output_id, bitmap)
+    assert len(index) == len(maps) and all(i in index for i in maps)
+
+    def key(flags):
+        return [(f["rule"], tuple(f["with_outputs"]), f["region"]) for f in flags]
+
+    assert key(index.flags(_bits(new), threshold=t, limit=limit)) == key(
+        tracker_flags(_bits(new), maps, threshold=t, limit=limit)
+    )

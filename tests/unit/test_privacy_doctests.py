@@ -25,12 +25,12 @@ from governance.privacy import (
     dp_sql,
     mechanism,
 )
-from governance.sql import mistakes, policy
+from governance.sql import cache, engine, mistakes, policy
 from models import cohort, dpsgd, features, mia, spec
 
 MODULES = [accounting, domains, dp_query, dp_sql, dp_expressions, mechanism, policy]
 MODULES += [disclosure, disclosure_ledger, exact_plan, person_keys, population_index]
-MODULES += [codelists, grants, mistakes]
+MODULES += [codelists, grants, mistakes, cache, engine]
 
 
 MODULES += [cohort_query, cohort_sql, cohort, dpsgd, features, mia, spec]

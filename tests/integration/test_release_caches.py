@@ -1,0 +1,91 @@
+"""Per-release caches: repeated SQL is checked once, and no answer is ever stale.
+
+A published release never changes, so the hub keeps the checked parse of repeated SQL,
+the column catalogue and the release it read. What a researcher would notice if a cache
+were keyed wrongly: another project's grants letting a query through, a catalogue or an
+answer naming the old release after a new one is published.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors import releases
+from governance.errors import PolicyViolation
+from governance.facade import Governance
+from tests.homes import add_people, approved_project, publish
+
+WIDE = {"patients": ["person_id", "sex", "year_of_birth"]}
+NARROW = {"patients": ["person_id", "sex"]}
+SQL = "SELECT year_of_birth, count(*) AS n FROM patients GROUP BY year_of_birth"
+
+
+@pytest.fixture
+def hub(population_3k, tmp_path):
+    home = tmp_path / "hub"
+    publish(population_3k, home)
+    publish(population_3k, home / "dummy")
+    gov = Governance.open(home, create_keys=True, query_timeout_s=10)
+    who = add_people(gov, ana="researcher", sam="steward")
+    wide = approved_project(gov, who["ana"], who["sam"], WIDE)
+    narrow = approved_project(gov, who["ana"], who["sam"], NARROW)
+    return gov, who, wide, narrow, population_3k
+
+
+def test_repeated_sql_is_checked_once_per_release_and_grants(hub):
+    gov, who, wide, narrow, _ = hub
+    service = gov.queries
+    first = service.run(who["ana"], wide, sql=SQL, target="dummy")
+    engine = service.engine(service.release_for("dummy"))
+    misses = engine._checks.misses
+    again = service.run(who["ana"], wide, sql=SQL, target="dummy")
+    assert engine._checks.misses == misses and engine._checks.hits >= 1
+    assert again["rows"] == first["rows"] and again["columns"] == first["columns"]
+    # the same text under another project's (narrower) grants is checked afresh: refused
+    with pytest.raises(PolicyViolation, match="year_of_birth"):
+        service.run(who["ana"], narrow, sql=SQL, target="dummy")
+    # and a refusal is never cached as an acceptance, nor the other way round
+    with pytest.raises(PolicyViolation, match="year_of_birth"):
+        service.run(who["ana"], narrow, sql=SQL, target="dummy")
+    assert service.run(who["ana"], wide, sql=SQL, target="dummy")["rows"] == first["rows"]
+
+
+def test_a_cached_check_hands_each_caller_its_own_parse_tree(hub):
+    gov = hub[0]
+    service = gov.queries
+    engine = service.engine(service.release_for("real"))
+    cur = engine.cursor()
+    try:
+        one = engine.check(cur, SQL, granted=WIDE, real=True)
+        one.node["select_list"].clear()  # a compiler that changed its tree...
+        two = engine.check(cur, SQL, granted=WIDE, real=True)
+    finally:
+        cur.close()
+    assert two.node["select_list"]  # ...changes nobody else's
+    assert two.tables == frozenset({"patients"})
+
+
+def test_a_new_release_is_served_at_once_never_a_stale_catalogue_or_answer(hub):
+    gov, who, wide, narrow, population = hub
+    service = gov.queries
+    before = service.catalogue(who["ana"], wide)
+    assert before["release"] == "release-0001"
+    assert service.catalogue(who["ana"], wide) == before  # served again, the same
+    names = [c["name"] for c in before["tables"]["patients"]["columns"]]
+    assert "year_of_birth" in names
+    shown = service.catalogue(who["ana"], narrow)["tables"]["patients"]["columns"]
+    narrow_names = [c["name"] for c in shown]
+    assert "year_of_birth" not in narrow_names  # the grants are part of the key
+    dp = {"target": "real", "mode": "dp", "epsilon": 0.1}
+    light = "SELECT sex, count(*) AS n FROM patients GROUP BY sex"
+    assert service.run(who["ana"], wide, sql=light, **dp)["release"] == "release-0001"
+
+    publish(population, gov.home)  # release-0002 becomes current
+    assert releases.get_release(gov.home).id == "release-0002"
+    assert service.catalogue(who["ana"], wide)["release"] == "release-0002"
+    assert service.run(who["ana"], wide, sql=light, **dp)["release"] == "release-0002"
+    # an earlier release is still read by id, and says which it is
+    old = releases.get_release(gov.home, "release-0001")
+    assert old.id == "release-0001" and not old.current and old.number == 1
+    with pytest.raises(releases.ReleaseError):
+        releases.get_release(gov.home, "../release-0001")
