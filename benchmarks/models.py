@@ -65,7 +65,8 @@ def _setup(patients: int, work: Path) -> tuple[QueryService, Any, str, Path]:
     src = generate(SynthConfig(patients=patients), work / "src").out
     home = work / "hub"
     ingest(src, fmt="native", home=home, keys=resolve_keys(home, create=True))
-    gov = Governance.open(home, create_keys=True)
+    # a generous query time limit: the benchmark machine may be shared and slow
+    gov = Governance.open(home, create_keys=True, query_timeout_s=300.0)
     import datetime as dt
 
     until = dt.date.today() + dt.timedelta(days=30)
@@ -531,8 +532,66 @@ def speed_only(rows: int = 100_000, features: int = 24) -> dict[str, Any]:
     return out
 
 
+EFFECT_LEARNERS: dict[str, Callable[[spec.Spec], spec.Spec]] = {
+    "S-learner (linear), DP-SGD": lambda s: dataclasses.replace(s, method="dp-sgd"),
+    "S-learner (linear), AdaSSP": lambda s: dataclasses.replace(s, method="adassp"),
+    "T-learner (linear), AdaSSP": lambda s: dataclasses.replace(
+        s, method="adassp", learner="t", modifiers=None
+    ),
+}
+
+
+def effect_only(patients: int = 100_000, epsilons: tuple[float, ...] = (1.0, 3.0, 8.0, math.inf)
+                ) -> dict[str, Any]:  # fmt: skip
+    """Only the who-benefits rows: `python -m benchmarks.models effect [patients]`. The
+    example spec's linear S-learner with each private learner (DP-SGD, AdaSSP) and the
+    T-learner with AdaSSP, at ``epsilons`` (∞: the same learner without privacy: plain
+    least squares for AdaSSP), 5 seeds each, against the generator's ground truth."""
+    work = Path(tempfile.mkdtemp(prefix="bench-models-effect-"))
+    try:
+        service, people, project_id, src = _setup(patients, work)
+        truth = _truth(src, work / "hub")
+        effect_spec = spec.load(EXAMPLES / "who_benefits.toml")
+        cohort = _extract(service, people["mo"], project_id, effect_spec)
+        return {
+            "patients": patients,
+            "effect_cohort": int(cohort.present.sum()),
+            "effect": {
+                name: _effect(cohort, make(effect_spec), truth, epsilons)
+                for name, make in EFFECT_LEARNERS.items()
+            },
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def effect_markdown(r: dict[str, Any]) -> str:
+    lines = [
+        f"Who benefits, {r['patients']:,} generated patients (effect cohort "
+        f"{r['effect_cohort']:,}); means over {len(SEEDS)} seeds (± sd):",
+        "",
+        "| learner | ε | top-decile found | Qini | RMSE (mmol/mol) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, series in r["effect"].items():
+        for key, v in series.items():
+            if not isinstance(v, dict):
+                continue
+            lines.append(
+                f"| {name} | {key} | {v['top_decile']:.2f} ± {v.get('top_decile_sd', 0):.2f} "
+                f"| {v['qini']:.2f} ± {v.get('qini_sd', 0):.2f} "
+                f"| {v['rmse']:.2f} ± {v.get('rmse_sd', 0):.2f} |"
+            )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["speed"]:
     print(json.dumps(speed_only(), indent=2))
+elif __name__ == "__main__" and sys.argv[1:2] == ["effect"]:
+    res = effect_only(int(sys.argv[2]) if len(sys.argv) > 2 else 100_000)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"models_effect_{res['patients']}.json").write_text(json.dumps(res, indent=2))
+    print(effect_markdown(res))
 elif __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     res = run(n)
