@@ -335,6 +335,10 @@ def test_an_adassp_effect_model_is_accounted_charged_audited_and_carded(setup):
     people = np.array([[0.2, 0.0, 1.0, 0.0], [0.9, 0.0, 0.0, 0.0]], np.float32)
     reloaded = training.load(service, pid, model.model_id)
     assert np.allclose(reloaded.predict(people), model.predict(people), atol=1e-5)
+    # the steward's membership audit replays the model's own recipe (AdaSSP at its ε, δ)
+    report = audits.audit_model(service, who["sam"], pid, model.model_id)
+    assert report["canary"]["accountant_epsilon"] == pytest.approx(card["epsilon"], rel=1e-12)
+    assert 0.3 < report["attack_auc"] < 0.7
     # the T-learner: one fit per disjoint arm, parallel composition, the ε of one
     t_model = training.train(service, who["mo"], pid, dataclasses.replace(spec, learner="t"))
     assert t_model.card["composition"].startswith("parallel")
