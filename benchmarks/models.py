@@ -560,8 +560,10 @@ def _reference(cohort: cohorts.Cohort, s: spec.Spec, truth: dict[int, float]) ->
         est = LinearDML(discrete_treatment=True, cv=3, random_state=seed)
         with warnings.catch_warnings():
             # never-missing features give all-zero indicator columns: EconML warns that
-            # its own intervals are invalid, which the benchmark does not use
+            # its own intervals are invalid, which the benchmark does not use; scikit-learn
+            # announces changes of its defaults
             warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", FutureWarning)
             est.fit(
                 cohort.y[rows], cohort.treatment[rows], X=cohort.x[rows][:, mods],
                 W=cohort.x[rows][:, others] if others else None,
