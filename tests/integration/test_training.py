@@ -295,7 +295,17 @@ def test_an_adassp_effect_model_is_accounted_charged_audited_and_carded(setup):
     governed path as DP-SGD: the ε on the card is the zCDP conversion of the ρ its three
     Gaussian releases spend, the ledger is charged that plus the DP metrics, the audit
     entry names the method, and the noise on the card follows the declared bounds."""
-    gov, service, pid, who = setup
+    gov, service, _, who = setup
+    # a project of its own: the module's project budget is for the DP-SGD tests
+    project = gov.projects.request(
+        requester=who["ana"].user, title="effects", purpose="who benefits",
+        lay_summary="Who benefits", grants={"patients": ["person_id", "year_of_birth",
+        "imd_decile", "sex"], "conditions": ["person_id", "code"]}, days=30, members=["mo"],
+    )  # fmt: skip
+    gov.projects.approve(
+        project.project_id, steward=who["sam"].user, epsilon=20.0, delta=1e-5, trainers=["mo"]
+    )
+    pid = project.project_id
     spec = parse(ADASSP)
     assert spec.learning_method == "adassp"
     before = gov.ledger.state(pid).epsilon_spent
