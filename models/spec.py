@@ -206,17 +206,20 @@ def parse(
     base: Path | None = None,
     name: str = "model",
     files: bool = True,
+    sections: frozenset[str] = frozenset(),
 ) -> Spec:
     """A spec from TOML text; ``sql_file`` is read relative to ``base``.
 
     ``files=False`` (a spec sent over HTTP): ``sql_file`` is refused, so that a spec
     can never make the hub read a file of its own choosing; the client inlines the SQL.
+    ``sections``: further top-level sections the caller reads itself (a study's
+    ``[protocol]``, :mod:`models.trial`).
     """
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidRequest(f"the spec is not valid TOML: {exc}") from None
-    known = {"cohort", "features", "model", "privacy", "training", "name"}
+    known = {"cohort", "features", "model", "privacy", "training", "name", *sections}
     unknown = set(doc) - known
     if unknown:
         raise InvalidRequest(f"unknown section(s) in the spec: {', '.join(sorted(unknown))}")
