@@ -27,15 +27,21 @@ import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
+from governance.access.people import Principal
+from governance.audit.events import AuditEvent
 from governance.errors import InvalidRequest
 from governance.privacy import accounting
-from models import adassp, dpsgd
+from governance.privacy.accounting import DEFAULT_TRAINING_DELTA
+from models import adassp, cohort, dpsgd
 from models import spec as specs
 from models.spec import Spec
+
+if TYPE_CHECKING:
+    from governance.queries import QueryService
 
 CLIP: Final = 0.1  # propensities are clipped to [0.1, 0.9]
 BOUND: Final = 1.0 + 1.0 / CLIP  # |ψ| ≤ B
@@ -210,3 +216,63 @@ architecture = "linear"
 outcome = "continuous"
 outcome_bounds = [-15, 15]
 """
+
+
+def run(
+    service: QueryService, principal: Principal, project_id: str, study: Study
+) -> dict[str, Any]:
+    """Estimate a study's average effect in the hub, as training does: plan (cohort
+    checked, δ checked, nothing spent), reserve ε and δ in the project's ledger, read the
+    cohort through governance (audited), estimate, commit (never refunded once data was
+    read), and record one ``trial.estimate`` audit entry. The result holds only DP
+    quantities (the estimate, its interval, the naive difference) in outcome units,
+    beside the protocol; no count, no row."""
+    spec = study.spec
+    gov = service.gov
+    user = principal.user
+    prepared = gov.cohorts.prepare(principal, project_id, spec.sql)
+    population = prepared.population
+    delta = spec.delta if spec.delta is not None else DEFAULT_TRAINING_DELTA
+    if delta > 0.1 / max(population, 1):
+        raise InvalidRequest(
+            f"δ = {delta:g} is too large for a release of {population:,} people: at most "
+            f"{0.1 / population:.2g} (leave it out for the default)"
+        )
+    spend = gov.ledger.reserve(
+        project_id, epsilon=spec.epsilon, delta=delta, purpose=f"trial aipw {spec.name}",
+        actor=user.user_id, key_id=principal.key_id, role=user.role,
+    )  # fmt: skip
+    try:
+        rows = gov.cohorts.read(principal, prepared)
+        data = cohort.encode(spec, rows)
+        assert data.treatment is not None
+        keep = data.present
+        est = aipw(data.x[keep], data.treatment[keep], data.y[keep], epsilon=spec.epsilon,
+                   delta=delta)  # fmt: skip
+    except BaseException:
+        gov.ledger.commit(spend, actor=user.user_id)  # data was read: no refund
+        raise
+    gov.ledger.commit(spend, epsilon=est.epsilon, delta=delta, actor=user.user_id)
+    lo, hi = spec.outcome_bounds or (0.0, 1.0)
+    scale = hi - lo
+    result = {
+        "study": spec.name,
+        "protocol": study.protocol,
+        "release": rows.release,
+        "estimator": "AIPW (AdaSSP nuisances; propensity clipped to "
+        f"[{CLIP}, {1 - CLIP}]), differentially private",
+        "average_effect": est.ate * scale,
+        "ci95": [est.ci95[0] * scale, est.ci95[1] * scale],
+        "naive_difference": est.naive * scale,
+        "outcome_units": f"{spec.outcome} ({lo:g} to {hi:g})",
+        "epsilon": est.epsilon,
+        "delta": delta,
+        "accountant": "zCDP (Gaussian mechanisms; Canonne-Kamath-Steinke conversion)",
+        "rho": est.rho,
+    }
+    gov.audit.record(AuditEvent(
+        action="trial.estimate", actor=user.user_id, key_id=principal.key_id, role=user.role,
+        project=project_id, release=rows.release, epsilon=est.epsilon, delta=delta,
+        target=spec.name, details={"estimator": "aipw", "rho": est.rho},
+    ))  # fmt: skip
+    return result

@@ -25,7 +25,7 @@ from governance.errors import (
 )
 from governance.facade import Governance
 from governance.queries import QueryService
-from models import audits, cohort, dpsgd, training
+from models import audits, cohort, dpsgd, training, trial
 from models.spec import parse
 
 dp.enable_features("contrib")
@@ -416,3 +416,49 @@ def test_two_trainings_with_and_without_one_person_no_longer_reveal_the_label(se
     # ...but the modeller's numbers differ by noise far wider than one person
     gap = with_p.card["metrics"]["held_out_people"] - without_p.card["metrics"]["held_out_people"]
     assert gap != 1 or with_p.card["metrics"]["held_out_people"] != exact_ns[0]
+
+
+STUDY = (
+    """
+[protocol]
+eligibility = "everyone in the release"
+treatment_strategies = ["female", "not female"]
+assignment = { time_zero = "registration", grace_period_days = 0 }
+follow_up = "none (a stand-in: the machinery, not the science, is under test)"
+outcome = "IMD decile"
+causal_contrast = "average effect"
+confounders = ["year_of_birth", "t2d"]
+"""
+    + ADASSP
+)
+
+
+def test_an_emulated_trial_estimates_its_average_effect_charged_and_audited(setup):
+    """The study's DP AIPW estimate through the governed path: ε and δ reserved and
+    charged to the ledger, one ``trial.estimate`` audit entry without values, and a
+    result that holds only DP quantities and the protocol."""
+    gov, service, _, who = setup
+    project = gov.projects.request(
+        requester=who["ana"].user, title="trial", purpose="emulated trial",
+        lay_summary="A trial", grants={"patients": ["person_id", "year_of_birth",
+        "imd_decile", "sex"], "conditions": ["person_id", "code"]}, days=30, members=["mo"],
+    )  # fmt: skip
+    gov.projects.approve(
+        project.project_id, steward=who["sam"].user, epsilon=5.0, delta=1e-5, trainers=["mo"]
+    )
+    pid = project.project_id
+    study = trial.parse_study(STUDY)
+    result = trial.run(service, who["mo"], pid, study)
+    assert result["ci95"][0] <= result["average_effect"] <= result["ci95"][1]
+    assert -9 <= result["average_effect"] <= 9 and result["protocol"]["outcome"] == "IMD decile"
+    assert 2.99 < result["epsilon"] <= 3.0 and result["delta"] == 1e-7
+    assert gov.ledger.state(pid).epsilon_spent == pytest.approx(result["epsilon"])
+    [entry] = gov.audit.entries(project=pid, action="trial.estimate", limit=5)
+    assert entry["epsilon"] == pytest.approx(result["epsilon"]) and entry["actor"] == "mo"
+    # no count and no row in what comes back or in the audit entry
+    assert not {"rows", "people", "n", "held_out_rows"} & set(result)
+    assert "row_count" not in entry or entry["row_count"] is None
+    # a second study does not fit the remaining budget: refused before reading
+    with pytest.raises(BudgetExhausted):
+        trial.run(service, who["mo"], pid, study)
+    assert gov.ledger.state(pid).epsilon_spent == pytest.approx(result["epsilon"])
