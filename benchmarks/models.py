@@ -620,7 +620,7 @@ def effect_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-TRIAL_REPEATS = 20
+TRIAL_REPEATS = 200
 
 
 def trial_only(patients: int = 100_000, plots: Path = PLOTS) -> dict[str, Any]:
