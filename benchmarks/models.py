@@ -92,7 +92,7 @@ def _setup(patients: int, work: Path) -> tuple[QueryService, Any, str, Path]:
         project.project_id, steward=people["sam"].user, epsilon=100.0, delta=1e-3,
         trainers=["mo"],
     )  # fmt: skip
-    return QueryService(gov), people, project.project_id, src
+    return QueryService(gov, timeout_s=gov.query_timeout_s), people, project.project_id, src
 
 
 def _extract(service: QueryService, who: Any, project_id: str, s: spec.Spec) -> cohorts.Cohort:
