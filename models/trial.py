@@ -1,5 +1,8 @@
-"""The average effect of a treatment under DP: a doubly robust (AIPW) estimate with an
-interval that accounts for the noise (issue 18, emulated trials; the estimator only).
+"""Emulated trials: a study spec in target-trial terms (:func:`parse_study`) and the
+average effect of its treatment under DP, a doubly robust (AIPW) estimate with an
+interval that accounts for the noise (:func:`aipw`), run through the governed cohort
+path and the project's ledger (:func:`run`, ``hub trial``). Not yet: steward review of
+the estimate as an output, an HTTP route, the cohort SQL generated from the protocol.
 
 Given a person-level cohort with features ``x`` in [0, 1] (the declared confounders),
 a 0/1 treatment ``t`` and an outcome ``y`` scaled to [0, 1] by declared bounds:
