@@ -90,10 +90,10 @@ def membership(
     result = mia.audit(
         module, fresh=fresh, members=(x[members], y[members]),
         non_members=(x[non_members], y[non_members]), loss=loss, config=config,
-        epsilon=card["epsilon_target"], delta=card["delta"],
+        epsilon=card["epsilon_target"], delta=card["delta"], method=spec.learning_method,
     )  # fmt: skip
     canary = mia.canary_audit(
         fresh, x[members], y[members], loss=loss, config=config,
-        epsilon=card["epsilon_target"], delta=card["delta"],
+        epsilon=card["epsilon_target"], delta=card["delta"], method=spec.learning_method,
     )  # fmt: skip
     return {**result.as_dict(), "canary": canary.as_dict()}

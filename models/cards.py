@@ -75,12 +75,51 @@ def build(
         "metrics_epsilon": dp_metrics["epsilon"],
         "epsilon_total": spent + dp_metrics["epsilon"],
         "delta": delta,
+        **_training_record(spec, fits),
+        "metrics": dp_metrics,
+        "audit_limits": AUDIT_LIMITS,
+        "intended_use": intended_use(spec, release),
+        "limitations": limitations(spec, spent),
+    }
+
+
+def _training_record(spec: Spec, fits: list[dpsgd.FitResult]) -> dict[str, Any]:
+    """How the model was trained and accounted, in one form for every learner: the
+    method, accountant, composition, noise multiplier (noise sd / sensitivity) and, for
+    each learner, its own parameters (DP-SGD's steps; AdaSSP's ρ, σ and Δ)."""
+    arms = (
+        "parallel (disjoint treatment arms)"
+        if spec.kind == "effect" and spec.learner == "t"
+        else None
+    )
+    common = {
+        "method": spec.learning_method,
+        "secure_rng": True,
+        "seed": spec.training.seed,  # initial weights only (DP-SGD); AdaSSP has none
+    }
+    if spec.learning_method == "adassp":
+        return {
+            **common,
+            "accountant": "zCDP (Gaussian mechanism; Canonne-Kamath-Steinke conversion to (ε, δ))",
+            "composition": (arms or "one AdaSSP fit")
+            + "; three Gaussian releases (λ_min, XᵀX, Xᵀy) composed in zCDP; DP held-out "
+            "metrics composed sequentially",
+            "noise_multiplier": fits[0].noise_multiplier,
+            "mechanism": [f.mechanism for f in fits],
+            "max_grad_norm": None,
+            "epochs": None,
+            "sample_rate": None,
+            "expected_batch_size": None,
+            "steps": None,
+            "optimizer": None,
+            "learning_rate": None,
+            "grad_sample_mode": None,
+            "rng": "OS CSPRNG (os.urandom) for the Gaussian noise",
+        }
+    return {
+        **common,
         "accountant": "rdp (Opacus RDPAccountant)",
-        "composition": (
-            "parallel (disjoint treatment arms)"
-            if spec.kind == "effect" and spec.learner == "t"
-            else "single DP-SGD run"
-        )
+        "composition": (arms or "single DP-SGD run")
         + "; DP held-out metrics composed sequentially",
         "noise_multiplier": fits[0].noise_multiplier,
         "max_grad_norm": spec.training.max_grad_norm,
@@ -91,13 +130,7 @@ def build(
         "optimizer": spec.training.optimizer,
         "learning_rate": spec.training.learning_rate,
         "grad_sample_mode": spec.training.grad_sample_mode,
-        "secure_rng": True,
         "rng": "OS CSPRNG (os.urandom) for Poisson masks and Gaussian noise",
-        "seed": spec.training.seed,  # initial weights only
-        "metrics": dp_metrics,
-        "audit_limits": AUDIT_LIMITS,
-        "intended_use": intended_use(spec, release),
-        "limitations": limitations(spec, spent),
     }
 
 
@@ -164,9 +197,7 @@ def markdown(card: dict[str, Any]) -> str:
         f"δ = {card['delta']:.3g}; held-out metrics ε = {card['metrics_epsilon']:.4g}; "
         f"total ε = {card['epsilon_total']:.4g}",
         f"- Accountant: {card['accountant']}; composition: {card['composition']}",
-        f"- Noise multiplier {card['noise_multiplier']:.4g}, clipping norm "
-        f"{card['max_grad_norm']}, sample rate {card['sample_rate']:.4g} (planned for "
-        f"{card['planned_rows']:,} people), {card['epochs']} epochs, {card['steps']} steps",
+        *_method_lines(card),
         f"- Randomness: {card['rng']}",
         "",
         "## Held-out metrics (differentially private)",
@@ -187,6 +218,27 @@ def markdown(card: dict[str, Any]) -> str:
     lines += ["", "## What an audit can and cannot show", "", card["audit_limits"], ""]
     lines += [f"Artifact sha256: {card.get('artifact_sha256', '')}", ""]
     return "\n".join(lines)
+
+
+def _method_lines(card: dict[str, Any]) -> list[str]:
+    if card.get("method") == "adassp":
+        lines = [
+            "- Learner: AdaSSP (sufficient-statistics perturbation, Wang 2018): Gaussian "
+            "noise on XᵀX and Xᵀy, ridge from a noisy smallest eigenvalue"
+        ]
+        for m in card.get("mechanism", []):
+            sigma, sens = m["sigma"], m["sensitivity"]
+            lines.append(
+                f"- ρ = {m['rho']:.4g}; noise sd (sensitivity): λ_min {sigma['lambda_min']:.4g} "
+                f"({sens['lambda_min']:.4g}), XᵀX {sigma['xtx']:.4g} ({sens['xtx']:.4g}), "
+                f"Xᵀy {sigma['xty']:.4g} ({sens['xty']:.4g}); ridge {m['ridge']:.4g}"
+            )
+        return lines
+    return [
+        f"- Noise multiplier {card['noise_multiplier']:.4g}, clipping norm "
+        f"{card['max_grad_norm']}, sample rate {card['sample_rate']:.4g} (planned for "
+        f"{card['planned_rows']:,} people), {card['epochs']} epochs, {card['steps']} steps"
+    ]
 
 
 def calibration_plot(

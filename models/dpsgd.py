@@ -80,6 +80,9 @@ class FitResult:
     steps: int
     accountant: str
     epoch_seconds: list[float] = field(default_factory=list)
+    method: str = "dp-sgd"  # or "adassp" (models.adassp)
+    # the mechanism's own record for the card (AdaSSP: ρ, σ and Δ of each release)
+    mechanism: dict[str, Any] = field(default_factory=dict)
 
 
 class PoissonBatches:

@@ -1,9 +1,11 @@
 """The model of a spec: risk models and the S- and T-learners of a treatment's effect.
 
 Model kinds: ``logistic`` and ``mlp`` risk models, and ``effect`` models of a treatment's
-individual effect built from DP models: an S-learner (one model on features, treatment
-and their interactions) or a T-learner (one model per arm; the arms are disjoint, so by
-parallel composition the pair costs the ε of one).
+individual effect built from DP models (trained with DP-SGD, or, for linear effect models
+of a continuous outcome, by sufficient-statistics perturbation, :mod:`models.adassp`): an
+S-learner (one model on features, treatment and their interactions) or a T-learner (one
+model per arm; the arms are disjoint, so by parallel composition the pair costs the ε of
+one).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import dpsgd, features
+from models import adassp, dpsgd, features
 from models.spec import Spec
 
 
@@ -107,6 +109,11 @@ def fit(
     loss = loss_of(spec.outcome_type)
 
     def one(xs: np.ndarray, ys: np.ndarray) -> dpsgd.FitResult:
+        if spec.learning_method == "adassp":
+            result = adassp.fit(xs, ys, epsilon=epsilon, delta=delta)
+            if on_step is not None:
+                on_step(1)
+            return result
         return dpsgd.fit(module(spec, xs.shape[1]), xs, ys, loss=loss, config=config,
                          epsilon=epsilon, delta=delta, on_step=on_step)  # fmt: skip
 
@@ -123,6 +130,8 @@ def fit(
 
 def steps(spec: Spec, planned_rows: int) -> int:
     """Optimiser steps a training run takes (known before any data is read)."""
-    config = fit_config(spec, planned_rows)
     runs = 2 if spec.kind == "effect" and spec.learner == "t" else 1
+    if spec.learning_method == "adassp":
+        return runs  # one release of the noisy statistics per model
+    config = fit_config(spec, planned_rows)
     return runs * config.steps_per_epoch(planned_rows) * config.epochs

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from scipy.stats import binom
 
-from models import dpsgd
+from models import adassp, dpsgd
 from models.metrics import auroc
 
 
@@ -91,6 +91,7 @@ def audit(
     references: int = 4,
     epsilon: float | None = None,
     delta: float | None = None,
+    method: str = "dp-sgd",
 ) -> AttackResult:
     """Run both attacks against ``model``; ``fresh`` makes untrained reference models.
 
@@ -125,8 +126,8 @@ def audit(
             inside = np.zeros(len(yn), dtype=bool)
             inside[rng.permutation(len(yn))[: len(yn) // 2]] = True
             torch.manual_seed(seed + 10 + r)
-            fitted = dpsgd.fit(
-                fresh(), xn[inside], yn[inside], loss=loss, config=config,
+            fitted = _fit(
+                method, fresh, xn[inside], yn[inside], loss=loss, config=config,
                 epsilon=epsilon, delta=delta,
             ).model  # fmt: skip
             mine = member_half[r]
@@ -199,6 +200,23 @@ class CanaryResult:
         return {**asdict(self), "method": "one-run canary audit (Steinke, Nasr, Jagielski 2023)"}
 
 
+def _fit(
+    method: str,
+    fresh: Callable[[], torch.nn.Module],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    loss: dpsgd.Loss,
+    config: dpsgd.FitConfig,
+    epsilon: float | None,
+    delta: float | None,
+) -> dpsgd.FitResult:
+    """A model of the audited recipe: DP-SGD, or AdaSSP (:mod:`models.adassp`)."""
+    if method == "adassp":
+        return adassp.fit(x, y, epsilon=epsilon, delta=delta or dpsgd.default_delta(len(y)))
+    return dpsgd.fit(fresh(), x, y, loss=loss, config=config, epsilon=epsilon, delta=delta)
+
+
 def canary_audit(
     fresh: Callable[[], torch.nn.Module],
     x: np.ndarray,
@@ -210,6 +228,7 @@ def canary_audit(
     delta: float,
     canaries: int = 200,
     guess_fraction: float = 0.2,
+    method: str = "dp-sgd",
 ) -> CanaryResult:
     """One training run of the same recipe with ``canaries`` made-up people added, each
     with probability ½ (a fresh coin per canary, from the CSPRNG); the auditor guesses
@@ -228,8 +247,8 @@ def canary_audit(
     included = generator.random(canaries) < 0.5
     train_x = np.concatenate([x, cx[included]])
     train_y = np.concatenate([y, cy[included]])
-    fitted = dpsgd.fit(
-        fresh(), train_x, train_y, loss=loss, config=config, epsilon=epsilon, delta=delta
+    fitted = _fit(
+        method, fresh, train_x, train_y, loss=loss, config=config, epsilon=epsilon, delta=delta
     )
     score = -dpsgd.per_sample_loss(fitted.model, cx, cy, loss=loss)
     k = max(1, int(guess_fraction * canaries / 2))

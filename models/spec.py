@@ -18,6 +18,7 @@ model card (the spec is copied into the model's folder). See ``models/examples/`
 
     [model]
     kind = "logistic"             # logistic | mlp | effect
+    method = "dp-sgd"             # or "adassp" (linear effect models, continuous outcome)
     [privacy]
     epsilon = 1.0
     metrics_epsilon = 0.3         # the DP held-out metrics, charged beside the training
@@ -37,6 +38,7 @@ from governance.errors import InvalidRequest
 ModelKind = Literal["logistic", "mlp", "effect"]
 Learner = Literal["s", "t"]
 Outcome = Literal["binary", "continuous"]
+Method = Literal["dp-sgd", "adassp"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,11 @@ class Spec:
     # S-learner: the features whose effect on the outcome may depend on the treatment
     # (EconML's X); the others enter as controls only (its W). None: every feature.
     modifiers: list[str] | None = None
+    # the private learner: "dp-sgd" (Opacus) or "adassp" (sufficient-statistics
+    # perturbation, models.adassp: linear effect models of a continuous outcome only).
+    # None: dp-sgd, which found more of who benefits on the benchmark's cohort of ~4,000
+    # (docs/models.md has the measurements)
+    method: Method | None = None
     epsilon: float = 1.0
     delta: float | None = None
     # the held-out metrics the modeller sees are DP too, charged beside the training
@@ -118,6 +125,13 @@ class Spec:
                 raise InvalidRequest("[model] modifiers apply to the S-learner (kind = effect)")
         if self.effect_architecture not in ("linear", "mlp"):
             raise InvalidRequest("[model] architecture must be linear or mlp")
+        if self.method not in (None, "dp-sgd", "adassp"):
+            raise InvalidRequest("[model] method must be dp-sgd or adassp")
+        if self.method == "adassp" and not self.adassp_applies:
+            raise InvalidRequest(
+                "[model] method = adassp fits linear regression: it needs kind = effect, "
+                "architecture = linear and outcome = continuous (use dp-sgd otherwise)"
+            )
         if not 1 <= self.hidden <= 1024:
             raise InvalidRequest("[model] hidden must be 1-1024")
         if not self.numeric and not self.categorical:
@@ -161,6 +175,16 @@ class Spec:
         )
 
     @property
+    def adassp_applies(self) -> bool:
+        """Least squares fits this model: a linear effect model of a continuous outcome."""
+        return self.kind == "effect" and self.linear and self.outcome_type == "continuous"
+
+    @property
+    def learning_method(self) -> Method:
+        """The private learner this spec trains with (``method``, or dp-sgd)."""
+        return self.method if self.method is not None else "dp-sgd"
+
+    @property
     def columns(self) -> list[str]:
         """The columns the cohort query must return."""
         out = [self.key, self.outcome, *self.numeric, *self.categorical]
@@ -182,17 +206,20 @@ def parse(
     base: Path | None = None,
     name: str = "model",
     files: bool = True,
+    sections: frozenset[str] = frozenset(),
 ) -> Spec:
     """A spec from TOML text; ``sql_file`` is read relative to ``base``.
 
     ``files=False`` (a spec sent over HTTP): ``sql_file`` is refused, so that a spec
     can never make the hub read a file of its own choosing; the client inlines the SQL.
+    ``sections``: further top-level sections the caller reads itself (a study's
+    ``[protocol]``, :mod:`models.trial`).
     """
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidRequest(f"the spec is not valid TOML: {exc}") from None
-    known = {"cohort", "features", "model", "privacy", "training", "name"}
+    known = {"cohort", "features", "model", "privacy", "training", "name", *sections}
     unknown = set(doc) - known
     if unknown:
         raise InvalidRequest(f"unknown section(s) in the spec: {', '.join(sorted(unknown))}")
@@ -243,6 +270,7 @@ def parse(
             hidden=int(model.get("hidden", 32)),
             effect_architecture=cast(Literal["linear", "mlp"], model.get("architecture", "mlp")),
             modifiers=[str(m) for m in model["modifiers"]] if "modifiers" in model else None,
+            method=cast(Method | None, model.get("method")),
             epsilon=float(privacy.get("epsilon", 1.0)),
             delta=float(privacy["delta"]) if "delta" in privacy else None,
             metrics_epsilon=float(privacy.get("metrics_epsilon", 0.3)),
@@ -292,6 +320,8 @@ def dumps(spec: Spec) -> str:
         model["outcome_bounds"] = list(spec.outcome_bounds)
     if spec.modifiers is not None:
         model["modifiers"] = spec.modifiers
+    if spec.method is not None:
+        model["method"] = spec.method
     privacy: dict[str, Any] = {"epsilon": spec.epsilon, "metrics_epsilon": spec.metrics_epsilon}
     if spec.delta is not None:
         privacy["delta"] = spec.delta

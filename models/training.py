@@ -1,4 +1,4 @@
-"""Governed DP-SGD training inside the hub: spec in, card out, rows never leave.
+"""Governed DP training inside the hub: spec in, card out, rows never leave.
 
 Only the hub's process runs this (``hub train``, ``POST /v1/projects/{id}/models``); a
 modeller's script talks to the hub over HTTP (:mod:`models.workbench`). The order makes
@@ -7,15 +7,16 @@ every refusal free and every failure after data is read data-independent:
 1. **Plan, no data**: the cohort SQL is checked person-local with one row per person
    (``Governance.cohorts.prepare``); the sample rate comes from the planned number of
    people (``[training] expected_rows``, default the release's people), never the
-   cohort's size; Opacus' accountant must reach ε for exactly those steps, and OpenDP
-   must certify the held-out metrics' ε. δ is the spec's or ``DEFAULT_TRAINING_DELTA``.
+   cohort's size; Opacus' accountant must reach ε for exactly those steps (or, for
+   ``method = "adassp"``, the zCDP plan of its noisy statistics, :mod:`models.adassp`),
+   and OpenDP must certify the held-out metrics' ε. δ is the spec's or ``DEFAULT_TRAINING_DELTA``.
 2. **Reserve** training ε + metrics ε and δ in the project's ledger (atomic; a refusal
    says which of ε or δ ran out and by how much).
 3. **Read, train, evaluate**: the rows are read through governance (audited), encoded
    (totally: an odd value is missing, never an error), split by a keyed hash, trained
-   with DP-SGD (CSPRNG noise and Poisson masks), evaluated with DP metrics for the card
-   and exact metrics for the steward's file. Whatever happens, the reservation is
-   committed: nothing is refunded once data was read.
+   with DP-SGD (CSPRNG noise and Poisson masks) or AdaSSP (CSPRNG noise), evaluated
+   with DP metrics for the card and exact metrics for the steward's file. Whatever
+   happens, the reservation is committed: nothing is refunded once data was read.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from opacus.accountants.utils import get_noise_multiplier
 from governance.access.people import Principal
 from governance.audit.events import AuditEvent
 from governance.errors import AccessDenied, InvalidRequest
+from governance.privacy import accounting
 from governance.privacy.accounting import DEFAULT_TRAINING_DELTA
-from models import artifacts, cards, cohort, evaluation, learners
+from models import adassp, artifacts, cards, cohort, evaluation, features, learners
 from models.artifacts import TrainedModel
 from models.spec import Spec
 
@@ -43,7 +45,16 @@ __all__ = ["TrainedModel", "load", "submit", "train"]
 
 
 def _check_accountant(spec: Spec, planned_rows: int, delta: float) -> None:
-    """Opacus' RDP accountant must reach ε for the planned steps (before any spend)."""
+    """The learner's accountant must reach ε (before any spend): Opacus' RDP accountant
+    for the planned DP-SGD steps; for AdaSSP, the zCDP plan of its three releases."""
+    if spec.learning_method == "adassp":
+        width = learners.inputs(spec, len(features.Encoder(spec.numeric, spec.categorical).columns))
+        planned = adassp.plan(spec.epsilon, delta, width)
+        if not accounting.reachable(requested=spec.epsilon, certified=planned.epsilon):
+            raise InvalidRequest(
+                f"AdaSSP cannot reach ε = {spec.epsilon:g} at δ = {delta:g} (nothing was spent)"
+            )
+        return
     config = learners.fit_config(spec, planned_rows)
     steps = config.steps_per_epoch(planned_rows) * config.epochs
     try:
@@ -86,7 +97,7 @@ def train(
     dp_plan = evaluation.plan(spec)
     spend = gov.ledger.reserve(
         project_id, epsilon=spec.epsilon + dp_plan.epsilon, delta=delta,
-        purpose=f"dp-sgd {spec.kind} {spec.name}", actor=user.user_id,
+        purpose=f"{spec.learning_method} {spec.kind} {spec.name}", actor=user.user_id,
         key_id=principal.key_id, role=user.role,
     )  # fmt: skip
     if on_start is not None:
@@ -147,8 +158,8 @@ def train(
         action="train.model", actor=user.user_id, key_id=principal.key_id, role=user.role,
         project=project_id, release=rows.release, epsilon=spent, delta=delta,
         target=model_id, result_sha256=card["artifact_sha256"],
-        details={"kind": spec.kind, "noise_multiplier": card["noise_multiplier"],
-                 "epochs": spec.training.epochs},
+        details={"kind": spec.kind, "method": card["method"],
+                 "noise_multiplier": card["noise_multiplier"], "epochs": card["epochs"]},
     ))  # fmt: skip
     return trained
 

@@ -145,3 +145,71 @@ def shortfall(*, total: Budget, spent: Budget, request: Budget) -> str:
         else:
             parts_ok.append(f"{name} is enough (asked {asked:.6g}, {have:.6g} left)")
     return "; ".join(parts_short + parts_ok)
+
+
+def zcdp_epsilon(rho: float, delta: float) -> float:
+    """The ε of (ε, δ)-DP implied by ρ-zCDP (the Gaussian mechanism's natural currency).
+
+    The conversion of Canonne, Kamath and Steinke (2020, "The discrete Gaussian for
+    differential privacy", Proposition 12 / Corollary 13), the one OpenDP's
+    ``make_zCDP_to_approxDP`` implements: ρ-zCDP implies (ε, δ)-DP for every α > 1 with
+    ``ε = αρ + (log(1/δ) + α log(1 − 1/α) − log(α − 1)) / (α − 1)``; the smallest over α
+    (a golden-section search on the convex objective, then a grid check). It never
+    exceeds the classic ``ρ + 2 √(ρ log(1/δ))`` (Bun and Steinke 2016).
+
+    A Gaussian mechanism with L2 sensitivity Δ and noise standard deviation σ is
+    ``Δ² / (2σ²)``-zCDP; zCDP composes by adding ρ.
+
+    >>> round(zcdp_epsilon(0.5, 1e-6), 3)
+    5.222
+    >>> zcdp_epsilon(0.5, 1e-6) <= 0.5 + 2 * math.sqrt(0.5 * math.log(1e6))
+    True
+    """
+    if not (rho >= 0 and math.isfinite(rho)):
+        raise ValueError("rho must be finite and non-negative")
+    if not 0 < delta < 1:
+        raise ValueError("delta must be in (0, 1)")
+    if rho == 0:
+        return 0.0
+
+    def eps(alpha: float) -> float:
+        return alpha * rho + (
+            math.log(1 / delta) + alpha * math.log1p(-1 / alpha) - math.log(alpha - 1)
+        ) / (alpha - 1)
+
+    # the optimum lies near 1 + √(log(1/δ) / ρ); search a generous bracket around it
+    lo, hi = 1.0 + 1e-9, 2.0 + 4.0 * math.sqrt(math.log(1 / delta) / rho) + 1e3
+    golden = (math.sqrt(5) - 1) / 2
+    a, b = lo, hi
+    for _ in range(300):
+        c, d = b - golden * (b - a), a + golden * (b - a)
+        if eps(c) <= eps(d):
+            b = d
+        else:
+            a = c
+    best = eps((a + b) / 2)
+    simple = rho + 2 * math.sqrt(rho * math.log(1 / delta))
+    return max(0.0, min(best, simple))
+
+
+def zcdp_rho(epsilon: float, delta: float) -> float:
+    """The largest ρ whose zCDP guarantee converts to (``epsilon``, ``delta``)-DP
+    (:func:`zcdp_epsilon` inverted by bisection; the answer errs low, never high).
+
+    >>> rho = zcdp_rho(3.0, 1e-7)
+    >>> zcdp_epsilon(rho, 1e-7) <= 3.0
+    True
+    >>> round(rho, 4)
+    0.1573
+    """
+    validate_epsilon(epsilon)
+    if not 0 < delta < 1:
+        raise ValueError("delta must be in (0, 1)")
+    lo, hi = 0.0, epsilon  # zcdp_epsilon(ρ, δ) ≥ ρ, so ρ = ε is always too much
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if zcdp_epsilon(mid, delta) <= epsilon:
+            lo = mid
+        else:
+            hi = mid
+    return lo

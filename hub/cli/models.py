@@ -1,4 +1,5 @@
-"""`hub train`, `hub audit-model` and `hub models`: DP models from the command line.
+"""`hub train`, `hub trial`, `hub audit-model` and `hub models`: DP models and emulated
+trials from the command line.
 
 These run on the hub's machine as the user whose API key is in ``$HUB_API_KEY`` (or
 ``--key-file``): a modeller trains, a steward audits. Everything goes through the same
@@ -79,6 +80,31 @@ def train(
             console.print(f"  submitted for release as output {output_id} (pending review)")
     except HubError as exc:
         raise _fail(str(exc)) from None
+
+
+def trial(
+    project: Annotated[str, typer.Option("--project", help="The approved project.")],
+    study: Annotated[Path, typer.Option("--study", help="The study spec (TOML, [protocol]).")],
+    key_file: KeyFile = None,
+) -> None:
+    """Estimate an emulated trial's average effect under DP (AIPW); ε is charged to the
+    project's ledger."""
+    from models import trial as trials
+
+    try:
+        bench = _workbench(key_file)
+        resolved = trials.load_study(study)
+        result = trials.run(bench.service, bench.principal, project, resolved)
+    except HubError as exc:
+        raise _fail(str(exc)) from None
+    lo, hi = result["ci95"]
+    console.print(
+        f"{escape(result['study'])} on release {result['release']}: average effect "
+        f"{result['average_effect']:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}; naive difference "
+        f"{result['naive_difference']:+.3f}) in {escape(result['outcome_units'])}; "
+        f"ε = {result['epsilon']:.3f}, δ = {result['delta']:.2g} (DP AIPW)"
+    )
+    console.print(f"  contrast: {escape(str(result['protocol']['causal_contrast']))}")
 
 
 def audit_model(

@@ -9,6 +9,7 @@ import hashlib
 import json
 
 import numpy as np
+import opendp.prelude as dp
 import pytest
 from opacus.accountants import RDPAccountant
 
@@ -24,8 +25,10 @@ from governance.errors import (
 )
 from governance.facade import Governance
 from governance.queries import QueryService
-from models import audits, cohort, dpsgd, training
+from models import audits, cohort, dpsgd, training, trial
 from models.spec import parse
+
+dp.enable_features("contrib")
 
 SPEC = """
 name = "t2d-by-age"
@@ -274,6 +277,84 @@ def test_effect_models_estimate_who_benefits_with_either_learner(setup):
         assert np.allclose(reloaded.predict(people), benefit, atol=1e-6)
 
 
+ADASSP = (
+    SPEC.replace("max(p.sex) AS sex,", "max(p.sex) = 'F' AS female,")
+    .replace('[features.categorical]\nsex = ["F", "M"]\n', "")
+    .replace("imd_decile = [1, 10]", "t2d = [0, 1]")
+    .replace('outcome = "t2d"', 'outcome = "imd_decile"\ntreatment = "female"')
+    .replace(
+        'kind = "logistic"',
+        'kind = "effect"\narchitecture = "linear"\noutcome = "continuous"\n'
+        'outcome_bounds = [1, 10]\nmethod = "adassp"',
+    )
+)
+
+
+def test_an_adassp_effect_model_is_accounted_charged_audited_and_carded(setup):
+    """A linear effect model by sufficient-statistics perturbation, through the same
+    governed path as DP-SGD: the ε on the card is the zCDP conversion of the ρ its three
+    Gaussian releases spend, the ledger is charged that plus the DP metrics, the audit
+    entry names the method, and the noise on the card follows the declared bounds."""
+    gov, service, _, who = setup
+    # a project of its own: the module's project budget is for the DP-SGD tests
+    project = gov.projects.request(
+        requester=who["ana"].user, title="effects", purpose="who benefits",
+        lay_summary="Who benefits", grants={"patients": ["person_id", "year_of_birth",
+        "imd_decile", "sex"], "conditions": ["person_id", "code"]}, days=30, members=["mo"],
+    )  # fmt: skip
+    gov.projects.approve(
+        project.project_id, steward=who["sam"].user, epsilon=20.0, delta=1e-5, trainers=["mo"]
+    )
+    pid = project.project_id
+    spec = parse(ADASSP)
+    assert spec.learning_method == "adassp"
+    before = gov.ledger.state(pid).epsilon_spent
+    model = training.train(service, who["mo"], pid, spec)
+    card = model.card
+    assert card["method"] == "adassp" and card["accountant"].startswith("zCDP")
+    [mech] = card["mechanism"]
+    # ε derived independently with OpenDP's zCDP → (ε, δ) conversion of the card's ρ
+    gaussian = dp.m.make_gaussian(
+        dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float), scale=1.0
+    )
+    opendp_eps = dp.c.make_zCDP_to_approxDP(gaussian).map((2 * mech["rho"]) ** 0.5)
+    assert card["epsilon"] == pytest.approx(opendp_eps.epsilon(card["delta"]), rel=1e-7)
+    assert 2.99 < card["epsilon"] <= 3.0
+    # each release is Δ²/(2σ²)-zCDP and they add up to ρ
+    parts = [mech["sensitivity"][k] ** 2 / (2 * mech["sigma"][k] ** 2) for k in mech["sigma"]]
+    assert sum(parts) == pytest.approx(mech["rho"])
+    # the bounds set the sensitivity: 4 encoded columns + t + 4 products + intercept,
+    # every centred entry in [-1/2, 1/2]: ‖x‖² ≤ 10/4; the outcome's |y| ≤ 1/2
+    assert mech["width"] == 10 and mech["sensitivity"]["xtx"] == pytest.approx(2.5)
+    assert mech["sensitivity"]["xty"] == pytest.approx(2.5**0.5 * 0.5)
+    # no DP-SGD parameter pretends to describe this model
+    assert card["steps"] is None and card["epochs"] is None and card["sample_rate"] is None
+    # charged exactly: training + DP held-out metrics, in the same ledger
+    assert card["epsilon_total"] == pytest.approx(card["epsilon"] + card["metrics_epsilon"])
+    assert gov.ledger.state(pid).epsilon_spent == pytest.approx(before + card["epsilon_total"])
+    [entry] = gov.audit.entries(project=pid, action="train.model", limit=1)
+    details = entry["details"]
+    details = json.loads(details) if isinstance(details, str) else details
+    assert entry["target"] == model.model_id and details["method"] == "adassp"
+    assert entry["epsilon"] == pytest.approx(card["epsilon_total"])
+    # the DP held-out metrics of an effect model, as for DP-SGD
+    assert card["metrics"]["kind"].startswith("differentially private")
+    assert {"mean_predicted_benefit", "outcome_rmse"} <= set(card["metrics"])
+    text = (model.folder / "card.md").read_text()
+    assert "AdaSSP" in text and "ρ = " in text and "zCDP" in text
+    people = np.array([[0.2, 0.0, 1.0, 0.0], [0.9, 0.0, 0.0, 0.0]], np.float32)
+    reloaded = training.load(service, pid, model.model_id)
+    assert np.allclose(reloaded.predict(people), model.predict(people), atol=1e-5)
+    # the steward's membership audit replays the model's own recipe (AdaSSP at its ε, δ)
+    report = audits.audit_model(service, who["sam"], pid, model.model_id)
+    assert report["canary"]["accountant_epsilon"] == pytest.approx(card["epsilon"], rel=1e-12)
+    assert 0.3 < report["attack_auc"] < 0.7
+    # the T-learner: one fit per disjoint arm, parallel composition, the ε of one
+    t_model = training.train(service, who["mo"], pid, dataclasses.replace(spec, learner="t"))
+    assert t_model.card["composition"].startswith("parallel")
+    assert len(t_model.card["mechanism"]) == 2 and t_model.card["epsilon"] <= 3.0
+
+
 def test_specs_are_checked_with_clear_errors():
     with pytest.raises(InvalidRequest, match="outcome_bounds"):
         parse(SPEC.replace('kind = "logistic"', 'kind = "effect"\noutcome = "continuous"')
@@ -335,3 +416,49 @@ def test_two_trainings_with_and_without_one_person_no_longer_reveal_the_label(se
     # ...but the modeller's numbers differ by noise far wider than one person
     gap = with_p.card["metrics"]["held_out_people"] - without_p.card["metrics"]["held_out_people"]
     assert gap != 1 or with_p.card["metrics"]["held_out_people"] != exact_ns[0]
+
+
+STUDY = (
+    """
+[protocol]
+eligibility = "everyone in the release"
+treatment_strategies = ["female", "not female"]
+assignment = { time_zero = "registration", grace_period_days = 0 }
+follow_up = "none (a stand-in: the machinery, not the science, is under test)"
+outcome = "IMD decile"
+causal_contrast = "average effect"
+confounders = ["year_of_birth", "t2d"]
+"""
+    + ADASSP
+)
+
+
+def test_an_emulated_trial_estimates_its_average_effect_charged_and_audited(setup):
+    """The study's DP AIPW estimate through the governed path: ε and δ reserved and
+    charged to the ledger, one ``trial.estimate`` audit entry without values, and a
+    result that holds only DP quantities and the protocol."""
+    gov, service, _, who = setup
+    project = gov.projects.request(
+        requester=who["ana"].user, title="trial", purpose="emulated trial",
+        lay_summary="A trial", grants={"patients": ["person_id", "year_of_birth",
+        "imd_decile", "sex"], "conditions": ["person_id", "code"]}, days=30, members=["mo"],
+    )  # fmt: skip
+    gov.projects.approve(
+        project.project_id, steward=who["sam"].user, epsilon=5.0, delta=1e-5, trainers=["mo"]
+    )
+    pid = project.project_id
+    study = trial.parse_study(STUDY)
+    result = trial.run(service, who["mo"], pid, study)
+    assert result["ci95"][0] <= result["average_effect"] <= result["ci95"][1]
+    assert -9 <= result["average_effect"] <= 9 and result["protocol"]["outcome"] == "IMD decile"
+    assert 2.99 < result["epsilon"] <= 3.0 and result["delta"] == 1e-7
+    assert gov.ledger.state(pid).epsilon_spent == pytest.approx(result["epsilon"])
+    [entry] = gov.audit.entries(project=pid, action="trial.estimate", limit=5)
+    assert entry["epsilon"] == pytest.approx(result["epsilon"]) and entry["actor"] == "mo"
+    # no count and no row in what comes back or in the audit entry
+    assert not {"rows", "people", "n", "held_out_rows"} & set(result)
+    assert "row_count" not in entry or entry["row_count"] is None
+    # a second study does not fit the remaining budget: refused before reading
+    with pytest.raises(BudgetExhausted):
+        trial.run(service, who["mo"], pid, study)
+    assert gov.ledger.state(pid).epsilon_spent == pytest.approx(result["epsilon"])

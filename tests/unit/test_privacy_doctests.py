@@ -26,14 +26,14 @@ from governance.privacy import (
     mechanism,
 )
 from governance.sql import cache, engine, mistakes, policy
-from models import cohort, dpsgd, features, mia, spec
+from models import adassp, cohort, dpsgd, features, mia, spec, trial
 
 MODULES = [accounting, domains, dp_query, dp_sql, dp_expressions, mechanism, policy]
 MODULES += [disclosure, disclosure_ledger, exact_plan, person_keys, population_index]
 MODULES += [codelists, grants, mistakes, cache, engine]
 
 
-MODULES += [cohort_query, cohort_sql, cohort, dpsgd, features, mia, spec]
+MODULES += [cohort_query, cohort_sql, cohort, dpsgd, features, mia, spec, adassp, trial]
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -1,0 +1,281 @@
+"""Emulated trials: a study spec in target-trial terms (:func:`parse_study`) and the
+average effect of its treatment under DP, a doubly robust (AIPW) estimate with an
+interval that accounts for the noise (:func:`aipw`), run through the governed cohort
+path and the project's ledger (:func:`run`, ``hub trial``). Not yet: steward review of
+the estimate as an output, an HTTP route, the cohort SQL generated from the protocol.
+
+Given a person-level cohort with features ``x`` in [0, 1] (the declared confounders),
+a 0/1 treatment ``t`` and an outcome ``y`` scaled to [0, 1] by declared bounds:
+
+1. **Nuisances, by AdaSSP** (:mod:`models.adassp`): the outcome in each arm on ``x``
+   (the arms are disjoint: parallel composition) and the propensity ``e(x)`` as a linear
+   probability model of ``t`` on ``x``, clipped to ``[CLIP, 1 − CLIP]``.
+2. **AIPW pseudo-outcomes** ``ψ = m₁ − m₀ + t (y − m₁)/e − (1 − t)(y − m₀)/(1 − e)``,
+   each in ``[−B, B]`` with ``B = 1 + 1/CLIP`` whatever the data (the nuisances are
+   post-processing of DP releases, so one person moves one ψ, by at most ``2B`` in value
+   and ``B`` in the add/remove sense used here). The sum of ψ, the sum of ψ² and the
+   count are released with Gaussian noise (L2 sensitivities ``B``, ``B²`` and 1).
+3. **The naive difference in means** (what a table of outcomes by arm would show): the
+   sum of y and the count in each arm (disjoint arms: parallel), Gaussian noise.
+
+All releases are Gaussian mechanisms accounted in zCDP (ρ adds) and converted to
+(ε, δ) once (:func:`governance.privacy.accounting.zcdp_epsilon`). The interval is
+``τ̂ ± 1.96 √(V/n + σ_S²/n²)``: the sampling variance of the mean ψ (from the noisy
+sums) plus the variance of the noise on the sum, divided by the (noisy) count.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+
+from governance.access.people import Principal
+from governance.audit.events import AuditEvent
+from governance.errors import InvalidRequest
+from governance.privacy import accounting
+from governance.privacy.accounting import DEFAULT_TRAINING_DELTA
+from models import adassp, cohort, dpsgd
+from models import spec as specs
+from models.spec import Spec
+
+if TYPE_CHECKING:
+    from governance.queries import QueryService
+
+CLIP: Final = 0.1  # propensities are clipped to [0.1, 0.9]
+BOUND: Final = 1.0 + 1.0 / CLIP  # |ψ| ≤ B
+# ρ shares: outcome models, propensity, Σψ, Σψ², count, naive sums and counts
+SHARES: Final = {
+    "outcome": 0.25, "propensity": 0.15, "psi_sum": 0.35, "psi_square_sum": 0.1,
+    "count": 0.05, "naive": 0.1,
+}  # fmt: skip
+Z95: Final = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class Estimate:
+    ate: float  # on the outcome's [0, 1] scale (multiply by its range for units)
+    ci95: tuple[float, float]
+    se: float
+    naive: float  # the noisy difference in means, same scale
+    epsilon: float
+    delta: float
+    rho: float
+
+
+def _gaussian(value: float, sensitivity: float, rho: float) -> tuple[float, float]:
+    """``value`` plus N(0, σ²) from the CSPRNG with σ = Δ/√(2ρ); returns (noisy, σ)."""
+    sigma = sensitivity / math.sqrt(2 * rho)
+    return value + float(dpsgd.secure_normal((1,), sigma)[0]), sigma
+
+
+def pseudo_outcomes(
+    m1: np.ndarray, m0: np.ndarray, e: np.ndarray, t: np.ndarray, y: np.ndarray
+) -> np.ndarray:
+    """AIPW's per-person ψ, with every input clipped to its declared range first, so
+    that ``|ψ| ≤ BOUND`` whatever the data (the sensitivity the noise is scaled to).
+
+    >>> pseudo_outcomes(*(np.array([v]) for v in (1.0, 0.0, 0.0, 1.0, 0.0))).tolist()
+    [-9.0]
+    """
+    m1, m0, y = (np.clip(np.asarray(v, dtype=np.float64), 0.0, 1.0) for v in (m1, m0, y))
+    e = np.clip(np.asarray(e, dtype=np.float64), CLIP, 1 - CLIP)
+    t = (np.asarray(t) == 1).astype(np.float64)
+    return np.asarray(m1 - m0 + t * (y - m1) / e - (1 - t) * (y - m0) / (1 - e))
+
+
+def aipw(
+    x: np.ndarray, t: np.ndarray, y: np.ndarray, *, epsilon: float | None, delta: float
+) -> Estimate:
+    """The DP AIPW average effect of ``t`` on ``y`` (``epsilon=None``: no noise)."""
+    private = epsilon is not None and math.isfinite(epsilon)
+    rho = accounting.zcdp_rho(float(epsilon), delta) if private else math.inf  # type: ignore[arg-type]
+    share = {k: v * rho for k, v in SHARES.items()}
+    x = np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0)
+    t = (np.asarray(t) == 1).astype(np.float64)
+    y = np.clip(np.asarray(y, dtype=np.float64), 0.0, 1.0)
+
+    def fit(xs: np.ndarray, ys: np.ndarray, part: float) -> np.ndarray:
+        # AdaSSP at ρ = part, i.e. at the (ε, δ) that ρ converts to
+        eps = accounting.zcdp_epsilon(part, delta) if private else None
+        model = adassp.fit(xs, ys, epsilon=eps, delta=delta).model
+        return dpsgd.predict(model, x, loss="mse")
+
+    treated = t == 1
+    m1 = np.clip(fit(x[treated], y[treated], share["outcome"]), 0, 1)
+    m0 = np.clip(fit(x[~treated], y[~treated], share["outcome"]), 0, 1)
+    e = np.clip(fit(x, t, share["propensity"]), CLIP, 1 - CLIP)
+    psi = pseudo_outcomes(m1, m0, e, t, y)
+    if not private:
+        mean = float(np.mean(psi)) if len(psi) else 0.0
+        se = float(np.std(psi) / math.sqrt(max(len(psi), 1)))
+        naive = float(np.mean(y[treated]) - np.mean(y[~treated])) if treated.any() else 0.0
+        return Estimate(mean, (mean - Z95 * se, mean + Z95 * se), se, naive, math.inf, 0.0, 0.0)
+    s, sigma_s = _gaussian(float(np.sum(psi)), BOUND, share["psi_sum"])
+    q, _ = _gaussian(float(np.sum(psi**2)), BOUND**2, share["psi_square_sum"])
+    n_noisy, _ = _gaussian(float(len(psi)), 1.0, share["count"])
+    n = max(n_noisy, 1.0)
+    mean = min(BOUND, max(-BOUND, s / n))
+    variance = max(q / n - mean**2, 0.0)
+    se = math.sqrt(variance / n + sigma_s**2 / n**2)
+    naive_arms = []
+    for arm in (treated, ~treated):  # disjoint: parallel composition, one share
+        total, _ = _gaussian(float(np.sum(y[arm])), 1.0, share["naive"] / 2)
+        count, _ = _gaussian(float(np.sum(arm)), 1.0, share["naive"] / 2)
+        naive_arms.append(min(1.0, max(0.0, total / max(count, 1.0))))
+    return Estimate(
+        ate=mean, ci95=(mean - Z95 * se, mean + Z95 * se), se=se,
+        naive=naive_arms[0] - naive_arms[1], epsilon=accounting.zcdp_epsilon(rho, delta),
+        delta=delta, rho=rho,
+    )  # fmt: skip
+
+
+PROTOCOL: Final = (
+    "eligibility", "treatment_strategies", "assignment", "follow_up", "outcome",
+    "causal_contrast", "confounders",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Study:
+    """A target trial (Hernán and Robins) and the cohort that emulates it."""
+
+    protocol: dict[str, Any]
+    spec: Spec  # the cohort SQL, treatment, outcome and declared confounders
+
+
+def parse_study(text: str, *, base: Path | None = None, name: str = "study") -> Study:
+    """A study spec: ``[protocol]`` in the standard terms, and the cohort, features
+    (the confounders, with declared bounds), outcome bounds and privacy of a model spec.
+
+    >>> s = parse_study(EXAMPLE)
+    >>> s.protocol["causal_contrast"], s.spec.treatment, sorted(s.spec.numeric)
+    ('intention to treat', 'referred', ['age'])
+    """
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidRequest(f"the study is not valid TOML: {exc}") from None
+    protocol = doc.get("protocol")
+    if not isinstance(protocol, dict):
+        raise InvalidRequest("a study needs a [protocol] section")
+    missing = [k for k in PROTOCOL if k not in protocol]
+    if missing:
+        raise InvalidRequest(f"[protocol] needs {', '.join(missing)}")
+    assignment = protocol["assignment"]
+    if not isinstance(assignment, dict) or not {"time_zero", "grace_period_days"} <= set(
+        assignment
+    ):
+        raise InvalidRequest("[protocol.assignment] needs time_zero and grace_period_days")
+    spec = specs.parse(text, base=base, name=name, sections=frozenset({"protocol"}))
+    if spec.kind != "effect" or spec.outcome_type != "continuous" or not spec.treatment:
+        raise InvalidRequest(
+            'a study estimates an effect: [model] kind = "effect", outcome = "continuous" '
+            "with outcome_bounds, and [cohort] treatment"
+        )
+    declared = set(spec.numeric) | set(spec.categorical)
+    confounders = [str(c) for c in protocol["confounders"]]
+    if set(confounders) != declared:
+        raise InvalidRequest(
+            "[protocol] confounders must be exactly the declared features "
+            f"(declared: {', '.join(sorted(declared))})"
+        )
+    return Study(dict(protocol), spec)
+
+
+def load_study(path: Path) -> Study:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read the study {path}: {exc.strerror}") from None
+    return parse_study(text, base=path.parent, name=path.stem)
+
+
+EXAMPLE: Final = """
+[protocol]
+eligibility = "adults with a first prediabetes diagnosis"
+treatment_strategies = ["referral within 90 days", "no referral within 90 days"]
+assignment = { time_zero = "first diagnosis", grace_period_days = 90 }
+follow_up = "12 months"
+outcome = "HbA1c change at 12 months"
+causal_contrast = "intention to treat"
+confounders = ["age"]
+
+[cohort]
+sql = "SELECT person_id, age, referred, change FROM t"
+outcome = "change"
+treatment = "referred"
+
+[features.numeric]
+age = [18, 100]
+
+[model]
+kind = "effect"
+architecture = "linear"
+outcome = "continuous"
+outcome_bounds = [-15, 15]
+"""
+
+
+def run(
+    service: QueryService, principal: Principal, project_id: str, study: Study
+) -> dict[str, Any]:
+    """Estimate a study's average effect in the hub, as training does: plan (cohort
+    checked, δ checked, nothing spent), reserve ε and δ in the project's ledger, read the
+    cohort through governance (audited), estimate, commit (never refunded once data was
+    read), and record one ``trial.estimate`` audit entry. The result holds only DP
+    quantities (the estimate, its interval, the naive difference) in outcome units,
+    beside the protocol; no count, no row."""
+    spec = study.spec
+    gov = service.gov
+    user = principal.user
+    prepared = gov.cohorts.prepare(principal, project_id, spec.sql)
+    population = prepared.population
+    delta = spec.delta if spec.delta is not None else DEFAULT_TRAINING_DELTA
+    if delta > 0.1 / max(population, 1):
+        raise InvalidRequest(
+            f"δ = {delta:g} is too large for a release of {population:,} people: at most "
+            f"{0.1 / population:.2g} (leave it out for the default)"
+        )
+    spend = gov.ledger.reserve(
+        project_id, epsilon=spec.epsilon, delta=delta, purpose=f"trial aipw {spec.name}",
+        actor=user.user_id, key_id=principal.key_id, role=user.role,
+    )  # fmt: skip
+    try:
+        rows = gov.cohorts.read(principal, prepared)
+        data = cohort.encode(spec, rows)
+        assert data.treatment is not None
+        keep = data.present
+        est = aipw(data.x[keep], data.treatment[keep], data.y[keep], epsilon=spec.epsilon,
+                   delta=delta)  # fmt: skip
+    except BaseException:
+        gov.ledger.commit(spend, actor=user.user_id)  # data was read: no refund
+        raise
+    gov.ledger.commit(spend, epsilon=est.epsilon, delta=delta, actor=user.user_id)
+    lo, hi = spec.outcome_bounds or (0.0, 1.0)
+    scale = hi - lo
+    result = {
+        "study": spec.name,
+        "protocol": study.protocol,
+        "release": rows.release,
+        "estimator": "AIPW (AdaSSP nuisances; propensity clipped to "
+        f"[{CLIP}, {1 - CLIP}]), differentially private",
+        "average_effect": est.ate * scale,
+        "ci95": [est.ci95[0] * scale, est.ci95[1] * scale],
+        "naive_difference": est.naive * scale,
+        "outcome_units": f"{spec.outcome} ({lo:g} to {hi:g})",
+        "epsilon": est.epsilon,
+        "delta": delta,
+        "accountant": "zCDP (Gaussian mechanisms; Canonne-Kamath-Steinke conversion)",
+        "rho": est.rho,
+    }
+    gov.audit.record(AuditEvent(
+        action="trial.estimate", actor=user.user_id, key_id=principal.key_id, role=user.role,
+        project=project_id, release=rows.release, epsilon=est.epsilon, delta=delta,
+        target=spec.name, details={"estimator": "aipw", "rho": est.rho},
+    ))  # fmt: skip
+    return result
