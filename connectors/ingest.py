@@ -157,10 +157,15 @@ def _run(
 
                     step("starting Spark (local)")
                     spark = spark_session(cores=int(threads or os.cpu_count() or 1))
-                files, linked = feeds.stage_linked(
-                    con, src, index=person_index.load(vdir, keys.vault), threads=threads,
-                    memory_limit=memory_limit, progress=step, spark=spark,
-                )  # fmt: skip
+                try:
+                    files, linked = feeds.stage_linked(
+                        con, src, index=person_index.load(vdir, keys.vault),
+                        threads=threads, memory_limit=memory_limit, progress=step,
+                        spark=spark,
+                    )  # fmt: skip
+                finally:
+                    if spark is not None:
+                        spark.stop()
             else:
                 files = connector.stage(con, src)
             counts = build.build(

@@ -13,10 +13,11 @@ from synthetic_data.generator import SynthConfig, generate
 
 # A pytest-xdist worker's __main__ has neither a spec nor a file. pyspark (imported by
 # Great Expectations when it is installed, for the linkage's Spark engine) takes that to
-# mean "running pyspark's own doctests" and exits the process. Name the worker's main.
+# mean "running pyspark's own doctests" and exits the process. Give the worker's main an
+# empty file (multiprocessing's spawned children re-run it as theirs).
 _main = sys.modules["__main__"]
 if getattr(_main, "__spec__", None) is None and not hasattr(_main, "__file__"):
-    _main.__file__ = "<pytest worker>"
+    _main.__file__ = str(Path(__file__).with_name("worker_main.py"))
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

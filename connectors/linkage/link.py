@@ -279,6 +279,7 @@ def spark_session(cores: int = 2, memory: str = "2g") -> Any:
         SparkSession.builder.master(f"local[{cores}]")
         .appName("hub-linkage")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.jars", similarity_jar_location())
         .config("spark.sql.shuffle.partitions", str(max(4, 2 * cores)))
         .config("spark.driver.memory", memory)
