@@ -39,10 +39,6 @@ from synthetic_data.generator import SynthConfig, generate
 HUB = [sys.executable, "-m", "hub.cli"]
 
 
-def _batch(feeds: Path) -> pa.Table:
-    return read_identities(feeds)
-
-
 def _nhs_only(batch: pa.Table) -> pa.Table:
     """Deterministic linkage on a valid NHS number alone; every other record alone."""
     con = duckdb.connect()
@@ -66,7 +62,7 @@ def _population(patients: int, work: Path) -> tuple[Path, Path]:
 
 
 def _quality(feeds: Path) -> dict[str, Any]:
-    batch = _batch(feeds)
+    batch = read_identities(feeds)
     started = time.perf_counter()
     linked = link.link(batch, PersonIndex.empty())
     seconds = time.perf_counter() - started
@@ -95,7 +91,7 @@ def _ingest_pair(pop: Path, feeds: Path, work: Path) -> dict[str, Any]:
 
 
 def _spark(feeds: Path) -> dict[str, Any]:
-    batch = _batch(feeds)
+    batch = read_identities(feeds)
     started = time.perf_counter()
     on_duckdb = link.link(batch, PersonIndex.empty())
     duck = time.perf_counter() - started

@@ -282,12 +282,16 @@ def parse(
         raise InvalidRequest(f"the spec has a value of the wrong type: {exc}") from None
 
 
-def load(path: Path) -> Spec:
+def read_text(path: Path, what: str = "spec") -> str:
+    """A spec or study file's text, or a clear refusal naming it."""
     try:
-        text = path.read_text()
+        return path.read_text()
     except OSError as exc:
-        raise InvalidRequest(f"cannot read the spec {path}: {exc.strerror}") from None
-    return parse(text, base=path.parent, name=path.stem)
+        raise InvalidRequest(f"cannot read the {what} {path}: {exc.strerror}") from None
+
+
+def load(path: Path) -> Spec:
+    return parse(read_text(path), base=path.parent, name=path.stem)
 
 
 def _toml(value: Any) -> str:

@@ -188,11 +188,7 @@ def parse_study(text: str, *, base: Path | None = None, name: str = "study") -> 
 
 
 def load_study(path: Path) -> Study:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InvalidRequest(f"cannot read the study {path}: {exc.strerror}") from None
-    return parse_study(text, base=path.parent, name=path.stem)
+    return parse_study(specs.read_text(path, "study"), base=path.parent, name=path.stem)
 
 
 EXAMPLE: Final = """

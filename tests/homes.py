@@ -25,9 +25,16 @@ def publish(source: Path, home: Path, *, fmt: str = "native") -> IngestResult:
 
 
 def add_people(
-    gov: Governance, *, days: int = 30, organisation: str = "UoB", **roles: str
+    gov: Governance,
+    *,
+    days: int = 30,
+    organisation: str = "UoB",
+    keys_to: Path | None = None,
+    **roles: str,
 ) -> dict[str, Principal]:
-    """Users with the given roles (``ana="researcher"``), authenticated by their keys."""
+    """Users with the given roles (``ana="researcher"``), authenticated by their keys;
+    with ``keys_to``, each key is also written to ``<keys_to>/<user>.key`` (for the CLI's
+    ``--key-file`` and HTTP clients)."""
     who = {}
     for user_id, role in roles.items():
         _, key = gov.people.add(
@@ -39,6 +46,8 @@ def add_people(
             accreditation_expires=dt.date.today() + dt.timedelta(days=days),
             actor="cli:test",
         )
+        if keys_to is not None:
+            (keys_to / f"{user_id}.key").write_text(key + "\n")
         who[user_id] = gov.people.authenticate(key)
     return who
 

@@ -161,7 +161,7 @@ def link(
                LEFT JOIN new_nhs n USING (nhs_number)
                WHERE b.nhs_valid AND b.record_key NOT IN (SELECT record_key FROM assigned)"""
         )
-        _add_identities(con)
+        _add_identities(con, ("known", "nhs"))
         unresolved = _count(
             con,
             "SELECT count(*) FROM batch WHERE record_key NOT IN (SELECT record_key FROM assigned)",
@@ -173,7 +173,7 @@ def link(
         if unresolved:
             step(f"linkage: {unresolved:,} records by name, date of birth, sex and postcode")
             model.update(_probabilistic(con, threshold, spark))
-        _add_identities(con)
+        _add_identities(con, ("probabilistic", "new person"))
         assignments = con.sql(
             "SELECT record_key, person, method, match_probability FROM assigned"
         ).to_arrow_table()
@@ -205,9 +205,10 @@ def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
     return int(rows[0][0]) if rows else 0
 
 
-def _add_identities(con: duckdb.DuckDBPyConnection) -> None:
-    """Every distinct identity of the people just assigned joins the index's identities
-    (NHS numbers only when valid: a mistyped one must never become a person's)."""
+def _add_identities(con: duckdb.DuckDBPyConnection, methods: tuple[str, ...]) -> None:
+    """Every distinct identity of the people just assigned by ``methods`` joins the
+    index's identities (NHS numbers only when valid: a mistyped one must never become a
+    person's)."""
     cols = ", ".join(IDENTITY_COLUMNS)
     con.execute(
         f"""
@@ -215,8 +216,10 @@ def _add_identities(con: duckdb.DuckDBPyConnection) -> None:
         SELECT DISTINCT a.person, CASE WHEN b.nhs_valid THEN b.nhs_number END,
                b.given_name, b.family_name, b.birth_date, b.sex, b.postcode
         FROM assigned a JOIN batch b USING (record_key)
+        WHERE a.method IN (SELECT unnest($methods))
         EXCEPT SELECT person, {cols} FROM identities
-        """
+        """,
+        {"methods": list(methods)},
     )
 
 

@@ -236,29 +236,21 @@ def test_a_broken_feeds_manifest_is_refused_in_one_line(region, tmp_path):
     assert not list((tmp_path / "home" / "releases").glob("release-*.duckdb"))
 
 
-def test_researchers_stewards_and_the_public_read_the_linkage(region):
+def test_researchers_stewards_and_the_public_read_the_linkage(region, tmp_path):
     """The data dictionary, `GET /v1/datasets` and the steward's quality page show the
     feeds, their data controllers and the linkage quality of the release."""
     from governance.facade import Governance
     from tests.e2e.steward_fixtures import _serve, csrf_of
+    from tests.homes import add_people, approved_project
 
     home = region["home"]
     gov = Governance.open(home, create_keys=True)
-    import datetime as dt
-
-    until = dt.date.today() + dt.timedelta(days=90)
-    users, keys = {}, {}
-    for user_id, role in (("ana", "researcher"), ("sam", "steward")):
-        users[user_id], keys[user_id] = gov.people.add(
-            user_id=user_id, name=user_id.title(), role=role, organisation="UoB",
-            organisation_type="university", accreditation_expires=until, actor="cli:test",
-        )  # fmt: skip
-    project = gov.projects.request(
-        requester=users["ana"], title="Linked care", purpose="Admissions after diagnosis",
-        lay_summary="Hospital care", grants={"encounters": ["person_id", "encounter_type"]},
-        days=30,
+    who = add_people(gov, keys_to=tmp_path, ana="researcher", sam="steward")
+    keys = {u: (tmp_path / f"{u}.key").read_text().strip() for u in who}
+    project_id = approved_project(
+        gov, who["ana"], who["sam"], {"encounters": ["person_id", "encounter_type"]},
+        title="Linked care", epsilon=1.0,
     )  # fmt: skip
-    gov.projects.approve(project.project_id, steward=users["sam"], epsilon=1.0, delta=1e-6)
     proc, url = _serve(home)
     try:
         import httpx
@@ -270,7 +262,7 @@ def test_researchers_stewards_and_the_public_read_the_linkage(region):
         assert "Walsall Healthcare NHS Trust" in page and "the registration service" in page
         assert "precision" in page and "by ethnic group" in page
         body = httpx.get(
-            url + "/v1/datasets", params={"project_id": project.project_id},
+            url + "/v1/datasets", params={"project_id": project_id},
             headers={"Authorization": f"Bearer {keys['ana']}"}, timeout=60,
         ).json()  # fmt: skip
         linkage = body["linkage"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import re
@@ -12,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.ingest import ingest
-from connectors.secrets import resolve_keys
 from governance.facade import Governance
+from tests.homes import add_people, approved_project, publish
 
 HUB = [sys.executable, "-m", "hub.cli"]
 
@@ -49,28 +47,17 @@ epochs = 5
 def hub_with_project(population_3k, tmp_path_factory):
     work = tmp_path_factory.mktemp("cli-models")
     home = work / "hub"
-    ingest(population_3k, fmt="native", home=home, keys=resolve_keys(home, create=True))
+    publish(population_3k, home)
     gov = Governance.open(home, create_keys=True)
-    until = dt.date.today() + dt.timedelta(days=30)
-    keys = {}
-    for user_id, role in (("ana", "researcher"), ("mo", "modeller"), ("sam", "steward")):
-        user, key = gov.people.add(
-            user_id=user_id, name=user_id, role=role, organisation="UoB",
-            organisation_type="university", accreditation_expires=until, actor="test",
-        )  # fmt: skip
-        (work / f"{user_id}.key").write_text(key + "\n")
-        keys[user_id] = user
-    project = gov.projects.request(
-        requester=keys["ana"], title="risk", purpose="T2D risk", lay_summary="diabetes",
-        grants={"patients": ["person_id", "year_of_birth", "imd_decile"],
-                "conditions": ["person_id", "code"]},
-        days=30, members=["mo"],
+    who = add_people(gov, keys_to=work, ana="researcher", mo="modeller", sam="steward")
+    grants = {"patients": ["person_id", "year_of_birth", "imd_decile"],
+              "conditions": ["person_id", "code"]}  # fmt: skip
+    pid = approved_project(
+        gov, who["ana"], who["sam"], grants, title="risk", members=["mo"], delta=1e-5,
+        trainers=["mo"],
     )  # fmt: skip
-    gov.projects.approve(
-        project.project_id, steward=keys["sam"], epsilon=3.0, delta=1e-5, trainers=["mo"]
-    )
     (work / "spec.toml").write_text(SPEC)
-    return work, home, project.project_id
+    return work, home, pid
 
 
 def hub(home: Path, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:

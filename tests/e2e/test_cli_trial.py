@@ -3,7 +3,6 @@ command line; the spend shows in the ledger, and an over-budget study is refused
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 import subprocess
@@ -12,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.ingest import ingest
-from connectors.secrets import resolve_keys
 from governance.facade import Governance
+from tests.homes import add_people, approved_project, publish
 
 STUDY = """
 name = "female-imd"
@@ -53,27 +51,16 @@ epsilon = 2.0
 def hub_with_project(population_3k, tmp_path_factory):
     work = tmp_path_factory.mktemp("cli-trial")
     home = work / "hub"
-    ingest(population_3k, fmt="native", home=home, keys=resolve_keys(home, create=True))
+    publish(population_3k, home)
     gov = Governance.open(home, create_keys=True)
-    until = dt.date.today() + dt.timedelta(days=30)
-    users = {}
-    for user_id, role in (("ana", "researcher"), ("mo", "modeller"), ("sam", "steward")):
-        user, key = gov.people.add(
-            user_id=user_id, name=user_id, role=role, organisation="UoB",
-            organisation_type="university", accreditation_expires=until, actor="test",
-        )  # fmt: skip
-        (work / f"{user_id}.key").write_text(key + "\n")
-        users[user_id] = user
-    project = gov.projects.request(
-        requester=users["ana"], title="trial", purpose="emulated trial", lay_summary="trial",
-        grants={"patients": ["person_id", "year_of_birth", "sex", "imd_decile"]},
-        days=30, members=["mo"],
+    who = add_people(gov, keys_to=work, ana="researcher", mo="modeller", sam="steward")
+    grants = {"patients": ["person_id", "year_of_birth", "sex", "imd_decile"]}
+    pid = approved_project(
+        gov, who["ana"], who["sam"], grants, title="trial", members=["mo"], delta=1e-5,
+        trainers=["mo"],
     )  # fmt: skip
-    gov.projects.approve(
-        project.project_id, steward=users["sam"], epsilon=3.0, delta=1e-5, trainers=["mo"]
-    )
     (work / "study.toml").write_text(STUDY)
-    return work, home, project.project_id, gov
+    return work, home, pid, gov
 
 
 def hub(home: Path, *args: str) -> subprocess.CompletedProcess[str]:

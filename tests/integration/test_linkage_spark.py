@@ -7,9 +7,7 @@ region, are scored on Spark. Both engines must put the same records together.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from connectors.linkage import link
@@ -21,10 +19,6 @@ from synthetic_data.generator import SynthConfig, generate
 pytestmark = pytest.mark.skipif(
     shutil.which("java") is None, reason="Spark needs a Java runtime (java not on PATH)"
 )
-
-
-def _batch(feeds: Path) -> pa.Table:
-    return read_identities(feeds)
 
 
 def _groups(result: link.LinkResult) -> set[frozenset[str]]:
@@ -41,7 +35,7 @@ def _groups(result: link.LinkResult) -> set[frozenset[str]]:
 def test_spark_scores_the_same_links_as_duckdb(tmp_path):
     generate(SynthConfig(patients=400, seed=8), tmp_path / "pop", workers=1)
     write_feeds(tmp_path / "pop", tmp_path / "feeds", seed=8)
-    batch = _batch(tmp_path / "feeds")
+    batch = read_identities(tmp_path / "feeds")
     on_duckdb = link.link(batch, PersonIndex.empty(), threads=1)
     spark = link.spark_session(cores=2, memory="1g")
     try:
