@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.e2e.steward_fixtures import StewardHub, steward_hub  # noqa: F401
 
@@ -116,8 +117,9 @@ def test_filter_the_audit_log_and_read_an_entry(page, steward_hub):  # noqa: F81
     page.get_by_label("Actor").fill("ana")
     page.get_by_label("Action").fill("query.real.exact")
     page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r".*action=query\.real\.exact.*"))
     rows = page.locator("table.log tbody tr")
-    assert rows.count() == 4
+    expect(rows).to_have_count(4)  # waits for the filtered page, unlike count()
     for i in range(rows.count()):
         cells = rows.nth(i).locator("td")
         assert cells.nth(2).inner_text() == "ana"
@@ -127,7 +129,7 @@ def test_filter_the_audit_log_and_read_an_entry(page, steward_hub):  # noqa: F81
     shot(page, "05-audit-filtered")
     page.get_by_label("Query text contains").fill("AND person_id <>")
     page.get_by_role("button", name="Filter").click()
-    assert page.locator("table.log tbody tr").count() == 1
+    expect(page.locator("table.log tbody tr")).to_have_count(1)
     # a time range that ends before anything happened selects nothing
     page.get_by_label("Query text contains").fill("")
     page.get_by_label("Until").fill("2020-01-01T00:00:00")
@@ -189,7 +191,7 @@ def test_approve_and_reject_outputs(page, steward_hub):  # noqa: F811
     assert f"Output {fine} rejected." in page.get_by_role("status").first.inner_text()
     page.locator(f"#output-{by_sex}").get_by_role("button", name="Approve release").click()
     assert f"Output {by_sex} approved" in page.get_by_role("status").first.inner_text()
-    assert page.locator(f"#output-{fine}").count() == 0
+    expect(page.locator(f"#output-{fine}")).to_have_count(0)
     shot(page, "10-outputs-reviewed")
     with steward_hub.api("ana") as ana:
         assert ana.get(f"/outputs/{by_sex}/download").status_code == 200
@@ -213,7 +215,7 @@ def test_models_budgets_and_quality_pages(page, steward_hub):  # noqa: F811
     shot(page, "11-models")
     nav(page, "Privacy budgets")
     budget = page.locator(f"#budget-{steward_hub.projects['study']}")
-    assert budget.locator("svg.chart").count() == 1
+    expect(budget.locator("svg.chart")).to_have_count(1)
     assert "ε remaining: 2.2 " in budget.inner_text()
     shot(page, "12-budgets")
     nav(page, "Data quality")
@@ -221,7 +223,7 @@ def test_models_budgets_and_quality_pages(page, steward_hub):  # noqa: F811
     shot(page, "13-quality")
     card = page.locator("#release-real-release-0001")
     card.get_by_role("link", name=re.compile("^All .* checks of release-0001")).click()
-    assert page.get_by_role("heading", name="Completeness").count() == 1
+    expect(page.get_by_role("heading", name="Completeness")).to_have_count(1)
     shot(page, "14-quality-checks")
     page.get_by_role("link", name="The same checks as Great Expectations Data Docs").click()
     assert page.url.endswith("/docs/index.html")
