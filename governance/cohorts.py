@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from governance.access import roles
 from governance.access.projects import authorize
+from governance.access.sources import Scope
 from governance.errors import AccessDenied, Conflict, HubError, PolicyViolation
 from governance.privacy import cohort_query, cohort_sql
 from governance.sql import policy as sql_policy
@@ -50,6 +51,9 @@ class PreparedCohort:
     sql: str  # hub-written from the checked tree
     user_sql: str
     purpose: Purpose
+    # a release built from feeds: the approved feeds' rows only (access.sources), fixed
+    # when the cohort was checked, and named in both audit entries
+    scope: Scope | None = None
 
     @property
     def population(self) -> int:
@@ -99,7 +103,10 @@ class Cohorts:
                 if release_id is None
                 else service.real_release(release_id)
             )
-            engine = service.engine(release)
+            scope = service.scope(project, release)
+            if scope is not None:
+                event.update(scope.audit_fields())
+            engine = service.engine(release, project)
             cur = engine.cursor()
             try:
                 checked = engine.check(cur, sql, granted=project.granted or {}, real=False)
@@ -119,7 +126,7 @@ class Cohorts:
         except (HubError, PolicyViolation) as exc:
             service.audit(principal, decision="denied", reason=str(exc), **event)
             raise
-        return PreparedCohort(project_id, release, runnable, sql, purpose)
+        return PreparedCohort(project_id, release, runnable, sql, purpose, scope)
 
     def read(self, principal: Principal, prepared: PreparedCohort) -> CohortRows:
         """Run a prepared cohort (reads data); audited before the rows are used."""
@@ -130,9 +137,13 @@ class Cohorts:
             "project": prepared.project_id,
             "query_text": prepared.user_sql,
             "release": prepared.release.id,
+            **(prepared.scope.audit_fields() if prepared.scope else {}),
         }
         try:
-            result = service.engine(prepared.release).run(prepared.sql, max_rows=MAX_COHORT_ROWS)
+            engine = service.engine(prepared.release)
+            if prepared.scope is not None:
+                engine = engine.scoped(prepared.scope.systems)
+            result = engine.run(prepared.sql, max_rows=MAX_COHORT_ROWS)
         except Exception:
             reason = "the cohort could not be read (no answer; the reservation is kept)"
             service.audit(principal, reason=reason, details={"outcome": "no_answer"}, **event)

@@ -18,6 +18,7 @@ from connectors.errors import ReleaseError
 from governance.access import roles
 from governance.access.people import People
 from governance.access.projects import Projects
+from governance.access.sources import Feed, Sources, release_feeds
 from governance.audit.log import AuditLog
 from governance.audit.signer import Signer
 from governance.errors import NotFound
@@ -58,8 +59,10 @@ class Governance:
         audit = AuditLog(store, Signer.load(home, seed_hex=signing_seed_hex, create=create_keys))
         people = People(store, audit)
         projects = Projects(store, audit, people)
+        projects.sources = Sources(store, audit)
         gov = cls(home, store, audit, people, projects, Ledger(store, audit), query_timeout_s)
         projects.schema = gov.release_schema  # grants are checked against the release
+        projects.feeds = gov.release_feeds  # and sources against its feeds
         return gov
 
     def release_schema(self) -> dict[str, frozenset[str]] | None:
@@ -77,6 +80,19 @@ class Governance:
         finally:
             cur.close()
         return {t: frozenset(c) for t, c in catalogue.items() if not t.startswith("_")}
+
+    def release_feeds(self) -> list[Feed]:
+        """The current real release's feeds and their controllers (empty: not from feeds)."""
+        try:
+            release = self.queries.release_for("real")
+        except ReleaseError:
+            return []
+        return release_feeds(release.manifest)
+
+    @property
+    def sources(self) -> Sources:
+        """Each project's sources and their data controllers' decisions."""
+        return self.projects.sources
 
     @cached_property
     def queries(self) -> QueryService:
@@ -138,6 +154,15 @@ class Governance:
                     "outputs_released": outputs,
                     "epsilon_used": round(state.epsilon_spent, 6),
                     "epsilon_total": state.epsilon_total,
+                    # which organisations' data the project uses, as their controllers decided
+                    "sources": [
+                        {
+                            k: getattr(s, k)
+                            for k in ("source", "organisation", "controller", "status")
+                        }
+                        for s in self.sources.for_project(p.project_id)
+                        if s.status != "removed"
+                    ],
                 }
             )
         return out

@@ -27,6 +27,7 @@ from governance import codelists, dictionary, linkage_report
 from governance.access import roles
 from governance.access.people import Principal
 from governance.access.projects import Project, authorize
+from governance.access.sources import Scope
 from governance.audit.events import AuditEvent
 from governance.clock import now
 from governance.errors import (
@@ -87,19 +88,38 @@ class QueryService:
         """A published real release by id (a model's audit re-reads the one it used)."""
         return releases.get_release(self.gov.home, release_id)
 
-    def engine(self, release: releases.Release) -> Engine:
+    def engine(self, release: releases.Release, project: Project | None = None) -> Engine:
+        """The release's engine; for a project, restricted to the rows of the feeds its
+        data controllers approved (``AccessDenied`` when none has, before any read)."""
         with self._lock:
             engine = self._engines.get(release.path)
             if engine is None:
                 engine = Engine(release.path, timeout_s=self.timeout_s)
                 self._engines[release.path] = engine
+        scope = None if project is None else self.scope(project, release)
+        if scope is None:
             return engine
+        try:
+            return engine.scoped(scope.systems)
+        except ValueError:
+            raise AccessDenied(
+                f"{release.id} was built before per-source access: its data controllers' "
+                "decisions cannot be enforced on it; ingest its feeds again"
+            ) from None
+
+    def scope(self, project: Project, release: releases.Release) -> Scope | None:
+        """What ``project`` may read of ``release`` (None: all of it; see access.sources)."""
+        return self.gov.sources.scope(project.project_id, release.manifest)
+
+    def scope_fields(self, project: Project, release: releases.Release) -> dict[str, Any]:
+        """The audit fields naming the feeds a request reads and those withheld, and why."""
+        scope = self.scope(project, release)
+        return {} if scope is None else scope.audit_fields()
 
     def project_for(self, principal: Principal, project_id: str) -> Project:
         """The project, or NotFound when the caller may not even know it exists."""
         project = self.gov.projects.get(project_id)
-        user = principal.user
-        if not roles.may(user.role, "project.view_any") and user.user_id not in project.members:
+        if not self.gov.projects.may_see(principal.user, project):
             raise NotFound(f"no project {project_id}")
         return project
 
@@ -192,7 +212,8 @@ class QueryService:
                     raise InvalidRequest(str(exc)) from None
             sql = codelists.expand(sql)  # codelist('name') → its codes; audited as written
             release = self.release_for(target)
-            engine = self.engine(release)
+            event.update(self.scope_fields(project, release))
+            engine = self.engine(release, project)
             cur = engine.cursor()
             try:
                 # checked once per release, text and grants (a release never changes)
@@ -294,7 +315,7 @@ class QueryService:
         event: dict[str, Any],
         offset: int = 0,
     ) -> dict[str, Any]:
-        result = self.engine(release).run(sql, offset=offset)
+        result = self.engine(release, project).run(sql, offset=offset)
         body = {
             "columns": result.columns,
             "rows": [list(r) for r in result.rows],

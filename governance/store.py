@@ -142,6 +142,37 @@ MIGRATIONS: Final = (
     ALTER TABLE projects ADD COLUMN output_reviewers INTEGER NOT NULL DEFAULT 1
         CHECK (output_reviewers IN (1, 2));
     """,
+    # data controllers: a role of its own (SQLite changes a CHECK by rebuilding the table,
+    # its documented ALTER procedure; _migrate turns foreign keys off around it), and each
+    # project's sources with the decision of the organisation that controls each
+    """
+    CREATE TABLE users_new (
+        user_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL
+            CHECK (role IN ('researcher', 'steward', 'modeller', 'admin', 'controller')),
+        organisation TEXT NOT NULL,
+        organisation_type TEXT NOT NULL,
+        accreditation_expires TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1
+    );
+    INSERT INTO users_new SELECT * FROM users;
+    DROP TABLE users;
+    ALTER TABLE users_new RENAME TO users;
+    CREATE TABLE project_sources (
+        project_id TEXT NOT NULL REFERENCES projects(project_id),
+        source TEXT NOT NULL,
+        organisation TEXT NOT NULL,
+        controller TEXT NOT NULL,
+        status TEXT NOT NULL
+            CHECK (status IN ('pending', 'approved', 'refused', 'withdrawn', 'removed')),
+        decided_by TEXT,
+        reason TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (project_id, source)
+    );
+    """,
 )
 
 
@@ -257,5 +288,21 @@ class Store:
 
     def _migrate(self, con: sqlite3.Connection) -> None:
         version = con.execute("PRAGMA user_version").fetchone()[0]
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            con.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")
+        if version >= len(MIGRATIONS):
+            return
+        # a table rebuild (SQLite's documented way to change a constraint) drops and
+        # renames a table others refer to: foreign keys are off while migrations run,
+        # and checked before they are turned back on
+        con.execute("PRAGMA foreign_keys = OFF")
+        try:
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                con.executescript(
+                    f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;"
+                )
+            broken = con.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise AuditUnavailable(
+                    f"the governance store's migration broke {len(broken)} references"
+                )
+        finally:
+            con.execute("PRAGMA foreign_keys = ON")

@@ -24,6 +24,7 @@ from synthetic_data.generator import SynthConfig, generate
 
 if TYPE_CHECKING:
     from governance.access.people import Principal
+    from governance.facade import Governance
     from governance.queries import QueryService
 
 # wide enough for the prevalence table when piped (rich assumes 80 columns then)
@@ -199,6 +200,35 @@ class Study:
     output_id: str
 
 
+def _controllers_decide(gov: Governance, project_id: str, until: dt.date) -> None:
+    """Each organisation whose feed is in the release approves its use in the project:
+    until its data controller does, the project sees none of that feed's rows."""
+    feeds = gov.release_feeds()
+    if not feeds:
+        return
+    controllers: dict[str, Principal] = {}
+    for n, controller in enumerate(sorted({f.controller for f in feeds}), start=1):
+        _, key = gov.people.add(
+            user_id=f"demo.controller{n}",
+            name=f"Controller {n}",
+            role="controller",
+            organisation=controller,
+            organisation_type="nhs_trust",
+            accreditation_expires=until,
+            actor="hub demo",
+        )
+        controllers[controller] = gov.people.authenticate(key)
+    for feed in feeds:
+        me = controllers[feed.controller]
+        gov.sources.decide(
+            project_id, feed.name, controller=me.user, decision="approve", key_id=me.key_id
+        )
+    out.print(
+        f"{len(controllers)} data controllers approved the use of their {len(feeds)} feeds "
+        "(each can withdraw later: `hub sources decide ... --decision withdraw`)"
+    )
+
+
 def _study(settings: HubSettings, *, train: bool) -> Study:
     """Demo users, an approved project and a first study through the governed layer."""
 
@@ -269,6 +299,7 @@ def _study(settings: HubSettings, *, train: bool) -> Study:
         trainers=["demo.modeller"],
     )
     out.print(f"project {project.project_id} approved: ε = 20, δ = 1e-5, 180 days")
+    _controllers_decide(gov, project.project_id, until)
     service = gov.queries
     researcher = gov.people.authenticate(keys["demo.researcher"])
     pid = project.project_id

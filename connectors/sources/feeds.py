@@ -244,6 +244,34 @@ def _stage_people(con: duckdb.DuckDBPyConnection, src: Path, feeds: list[dict[st
         FROM people p LEFT JOIN votes v ON v.pid = p.source_patient_id
         """
     )
+    # which feeds hold a record of each person, and which supplied the GP registration
+    # details and the date of death: the release's _person_sources, by which a project
+    # sees only the people and details of the feeds its data controllers approved
+    con.execute(
+        """
+        CREATE TEMP VIEW stage_extra__person_sources AS
+        WITH r AS (
+            SELECT m.pid, split_part(i.record_key, '|', 1) AS feed,
+                   d.practice_code IS NOT NULL AS from_gp, d.registration_start, d.death_date
+            FROM feed_identities i JOIN record_person m USING (record_key)
+            LEFT JOIN feed_details d USING (record_key)
+        ), supplied AS (
+            SELECT DISTINCT pid, feed, 'record' AS supplies FROM r
+            UNION
+            SELECT pid, arg_max(feed, registration_start) FILTER (WHERE from_gp),
+                   'registration'
+            FROM r GROUP BY pid HAVING bool_or(from_gp)
+            UNION
+            SELECT r.pid, r.feed, 'death'
+            FROM r JOIN feed_people p ON p.source_patient_id = r.pid
+            WHERE r.death_date IS NOT NULL AND r.death_date = p.death_date
+        )
+        SELECT pid AS source_patient_id, 'feeds:' || feed AS source_system, supplies,
+               'linked' AS source_file, row_number() OVER (ORDER BY pid, feed, supplies)
+                   AS source_row
+        FROM supplied
+        """
+    )
     con.execute(
         """
         CREATE TEMP VIEW stage_identifying_values AS

@@ -23,8 +23,8 @@ from governance.audit.log import AuditLog
 from governance.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
 from governance.store import Store
 
-Role = Literal["researcher", "steward", "modeller", "admin"]
-ROLES: Final = ("researcher", "steward", "modeller", "admin")
+Role = Literal["researcher", "steward", "modeller", "admin", "controller"]
+ROLES: Final = ("researcher", "steward", "modeller", "admin", "controller")
 ORGANISATION_TYPES: Final = ("nhs_trust", "university", "life_science_company", "other")
 _KEY = re.compile(r"hub_([a-z0-9]{12})_([A-Za-z0-9_-]{43})")
 _USER_ID = re.compile(r"[a-z][a-z0-9_.-]{1,39}")

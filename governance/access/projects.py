@@ -27,6 +27,7 @@ from governance import clock
 from governance.access import roles
 from governance.access.grants import Schema, validate_grants
 from governance.access.people import People, User
+from governance.access.sources import Feed, Sources, controls
 from governance.audit.events import AuditEvent
 from governance.audit.log import AuditLog
 from governance.errors import AccessDenied, Conflict, InvalidRequest, NotFound
@@ -90,6 +91,10 @@ class Projects:
         self.people = people
         # the current release's grantable tables and columns (None before the first)
         self.schema = schema
+        # the current release's feeds (empty unless built from feeds), and the decisions
+        # of their data controllers, project by project
+        self.feeds: Callable[[], list[Feed]] = list
+        self.sources = Sources(store, audit)
 
     def _load(self, con: sqlite3.Connection, project_id: str) -> Project:
         row = con.execute("SELECT * FROM projects WHERE project_id = ?", (project_id,)).fetchone()
@@ -144,7 +149,15 @@ class Projects:
         projects = self.find()
         if roles.may(user.role, "project.view_any"):
             return projects
-        return [p for p in projects if user.user_id in p.members]
+        return [p for p in projects if self.may_see(user, p)]
+
+    def may_see(self, user: User, project: Project) -> bool:
+        """Members see their project; a data controller, the projects using its data."""
+        if roles.may(user.role, "project.view_any") or user.user_id in project.members:
+            return True
+        return user.role == "controller" and any(
+            controls(user, s) for s in self.sources.for_project(project.project_id)
+        )
 
     def request(
         self,
@@ -219,8 +232,12 @@ class Projects:
         trainers: list[str] | None = None,
         key_id: str | None = None,
         output_reviewers: int = 1,
+        sources: list[str] | None = None,
     ) -> Project:
-        """Approve (or re-approve a suspended project), possibly narrowing the grants."""
+        """Approve (or re-approve a suspended project), possibly narrowing the grants.
+
+        On a release built from feeds, ``sources`` lists the feeds the project may use
+        (all by default); each then awaits its data controller (``access.sources``)."""
         self._steward(steward)
         try:
             epsilon = accounting.validate_epsilon(epsilon)
@@ -265,6 +282,14 @@ class Projects:
                 if trainer not in project.members:
                     raise InvalidRequest(f"{trainer} is not a member of {project_id}")
             expires = dt.date.today() + dt.timedelta(days=days or project.requested_days)
+            feeds = self.feeds()
+            listed = (
+                self.sources.list_for_approval(con, project_id, feeds, sources, steward=steward)
+                if feeds
+                else None
+            )
+            if sources is not None and not feeds:
+                raise InvalidRequest("the current release was not built from feeds")
             con.execute(
                 "UPDATE projects SET status = 'approved', granted = ?, "
                 "expires_at = ?, epsilon_total = ?, delta_total = ?, "
@@ -307,6 +332,7 @@ class Projects:
                         "sdc": [sdc_threshold, sdc_rounding],
                         "output_reviewers": output_reviewers,
                         "trainers": sorted(trainers or []),
+                        **({"sources": listed} if listed is not None else {}),
                     },
                 ),
             )

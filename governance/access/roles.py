@@ -57,6 +57,13 @@ ACTIONS: Final[dict[str, Rule]] = {
     # modellers
     "model.train": _rule("modeller", "only modellers train models"),
     "model.submit": _rule("modeller", "only modellers submit models for release"),
+    # data controllers: each organisation decides on its own data, project by project
+    "source.decide": _rule(
+        "controller", "only the organisation's data controller decides on the use of its data"
+    ),
+    "source.view": _rule(
+        "controller steward admin", "data controllers, stewards and admins see source decisions"
+    ),
     # admins
     "reidentify": _rule("admin", "only accredited admins may re-identify"),
 }

@@ -37,6 +37,7 @@ ACTIONS: Final = frozenset(
         "project.suspend",
         "query.dummy", "query.invalid", "query.real", "query.real.dp", "query.real.exact",
         "reidentify",
+        "source.approve", "source.refuse", "source.withdraw",
         "steward.form", "steward.sign_in", "steward.sign_out",
         "train.extract", "train.model", "trial.estimate",
         "user.add", "user.revoke", "user.rotate_key",
@@ -105,6 +106,10 @@ class AuditEvent:
     row_count: int | None = None
     result_sha256: str | None = None
     request_id: str | None = None
+    # a release built from feeds: the feeds this access could read, and those withheld
+    # from it by their data controllers, with why (governance.access.sources.Scope)
+    sources: tuple[str, ...] | None = None
+    withheld: tuple[str, ...] | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

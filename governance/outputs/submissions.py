@@ -97,7 +97,7 @@ def submit_exact(
     population_file = None
     try:
         done = compute(
-            service.engine(release),
+            service.engine(release, project),
             sql,
             prepared,
             threshold=threshold,

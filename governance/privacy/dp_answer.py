@@ -58,7 +58,7 @@ def answer(
     event: dict[str, Any],
     rows_per_person: int | None = None,
 ) -> dict[str, Any]:
-    engine = service.engine(release)
+    engine = service.engine(release, project)
     cur = engine.cursor()
     try:
         plan, prepared, salt = _spec(node, cur, engine, epsilon, rows_per_person)

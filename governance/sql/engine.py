@@ -13,6 +13,7 @@ then ``lock_configuration=true`` so that nothing later can change them.
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any, Final
 import duckdb
 
 from governance.errors import InvalidRequest
-from governance.sql import policy
+from governance.sql import policy, scope
 from governance.sql.cache import Bounded
 
 DEFAULT_TIMEOUT_S: Final = 30.0
@@ -120,6 +121,23 @@ class Engine:
         self._checks: Bounded[tuple[str, tuple[Any, ...], bool], _Checked] = Bounded(
             CHECKED_QUERIES
         )
+        self._views: tuple[str, ...] = ()  # a scoped engine's TEMP views (see ``scoped``)
+        self._catalog: str | None = None
+
+    def scoped(self, systems: frozenset[str]) -> Engine:
+        """This engine restricted to rows whose feeds carry ``systems`` (``sql.scope``):
+        every cursor it gives defines the filtering views first. It shares the
+        connection and the caches (a check does not depend on rows)."""
+        cur = self.cursor()
+        try:
+            if self._catalog is None:
+                self._catalog = str(cur.execute("SELECT current_database()").fetchall()[0][0])
+            views = scope.statements(self._catalog, self.catalogue(cur), systems)
+        finally:
+            cur.close()
+        restricted = copy.copy(self)
+        restricted._views = tuple(views)
+        return restricted
 
     def check(
         self, cur: duckdb.DuckDBPyConnection, sql: str, *, granted: Grants, real: bool
@@ -129,7 +147,15 @@ class Engine:
         (and not cached), an accepted query is checked once."""
 
         def make() -> _Checked:
-            c = policy.check(cur, sql, granted=granted, real=real)
+            if not self._views:
+                c = policy.check(cur, sql, granted=granted, real=real)
+            else:  # the verdict is on the release as granted, not on the filtering views
+                with self._lock:
+                    plain = self._con.cursor()
+                try:
+                    c = policy.check(plain, sql, granted=granted, real=real)
+                finally:
+                    plain.close()
             return _Checked(c.sql, c.tables, dict(c.columns), c.aggregate, json.dumps(c.node))
 
         return self._checks.get_or_make((sql, grants_key(granted), real), make).fresh()
@@ -137,7 +163,10 @@ class Engine:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A fresh cursor (policy checks use one too: they must see the same catalogue)."""
         with self._lock:
-            return self._con.cursor()
+            cur = self._con.cursor()
+        for statement in self._views:
+            cur.execute(statement)
+        return cur
 
     def run(self, sql: str, *, max_rows: int = MAX_ROWS, offset: int = 0) -> Result:
         """At most ``max_rows`` rows after the first ``offset`` (``truncated``: more remain)."""
@@ -174,7 +203,7 @@ class Engine:
             out: dict[str, dict[str, str]] = {}
             rows = cur.execute(
                 "SELECT table_name, column_name, data_type FROM duckdb_columns() "
-                "WHERE NOT internal AND schema_name = 'main'"
+                "WHERE NOT internal AND schema_name = 'main' AND database_name <> 'temp'"
             ).fetchall()
             for table, column, dtype in rows:
                 out.setdefault(str(table).lower(), {})[str(column).lower()] = str(dtype)

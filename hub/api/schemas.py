@@ -83,6 +83,19 @@ class Approval(Strict):
     output_reviewers: int = Field(
         default=1, ge=1, le=2, description="independent stewards who must approve each output"
     )
+    sources: list[str] | None = Field(
+        default=None,
+        max_length=200,
+        description="a release built from feeds: the feeds the project may use (default: "
+        "all); each then awaits its data controller's decision",
+    )
+
+
+class SourceDecision(Strict):
+    decision: Literal["approve", "refuse", "withdraw"]
+    reason: str = Field(
+        default="", max_length=2000, description="required to refuse or withdraw (5+ chars)"
+    )
 
 
 class Reason(Strict):

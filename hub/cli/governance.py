@@ -28,6 +28,10 @@ from hub.console import console
 users_app = typer.Typer(help="Users, roles and API keys.", no_args_is_help=True)
 projects_app = typer.Typer(help="Project requests, approvals and budgets.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+sources_app = typer.Typer(
+    help="Data controllers' decisions on the use of their feeds, project by project.",
+    no_args_is_help=True,
+)
 # wide enough for tables when piped (rich assumes 80 columns then)
 out = Console(width=None if sys.stdout.isatty() else 200)
 
@@ -57,7 +61,13 @@ def _grants(values: list[str]) -> Grants:
 def users_add(
     user_id: Annotated[str, typer.Argument(help="Short login, e.g. ana.smith")],
     name: Annotated[str, typer.Option(help="Full name.")],
-    role: Annotated[str, typer.Option(help="researcher, steward, modeller or admin.")],
+    role: Annotated[
+        str,
+        typer.Option(
+            help="researcher, steward, modeller, admin or controller (a data controller: "
+            "--organisation is the controller's name as the feeds manifest gives it)."
+        ),
+    ],
     organisation: Annotated[str, typer.Option(help="Employing organisation.")],
     organisation_type: Annotated[
         str, typer.Option(help="nhs_trust, university, life_science_company or other.")
@@ -169,6 +179,13 @@ def projects_approve(
     sdc_threshold: Annotated[int, typer.Option(help="Redact counts at or below.")] = 7,
     sdc_rounding: Annotated[int, typer.Option(help="Round other counts to.")] = 5,
     trainer: Annotated[list[str] | None, typer.Option(help="Member who may train models.")] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A release built from feeds: a feed the project may use (repeatable; "
+            "default all). Each waits for its data controller's decision."
+        ),
+    ] = None,
     as_user: Annotated[
         str | None, typer.Option("--as", help="The approving steward (checked against the key).")
     ] = None,
@@ -187,11 +204,18 @@ def projects_approve(
         sdc_threshold=sdc_threshold,
         sdc_rounding=sdc_rounding,
         trainers=trainer or [],
+        sources=source or None,
     )
     console.print(
         f"[green]approved[/] {project.project_id} until "
         f"{project.expires_at}, ε={epsilon:g}, δ={delta:g}"
     )
+    waiting = [s for s in gov.sources.for_project(project_id) if s.status == "pending"]
+    if waiting:
+        console.print(
+            f"{len(waiting)} feed(s) now await their data controllers "
+            f"(`hub sources list` as a controller): {', '.join(s.source for s in waiting)}"
+        )
 
 
 def _decide(
@@ -399,3 +423,38 @@ def reidentify(
         operator=operator(),
     )
     Console().print_json(data=record)
+
+
+# ---------------------------------------------------------------------- sources
+@sources_app.command("list")
+def sources_list(key_file: KeyFile = None) -> None:
+    """The projects using the feeds you control (a controller), or every project's
+    sources (a steward or admin): pending decisions first."""
+    gov = _gov()
+    me = acting_as(gov, None, key_file)
+    found = gov.sources.awaiting(me.user)
+    table = Table()
+    for col in ("project", "feed", "organisation", "status", "decided by", "reason"):
+        table.add_column(col)
+    for s in found:
+        table.add_row(
+            s.project_id, s.source, s.organisation, s.status, s.decided_by or "", s.reason or ""
+        )
+    console.print(table if found else "no project uses a feed you control")
+
+
+@sources_app.command("decide")
+def sources_decide(
+    project_id: Annotated[str, typer.Argument()],
+    feed: Annotated[str, typer.Argument(help="The feed's name in the release manifest.")],
+    decision: Annotated[str, typer.Option(help="approve, refuse or withdraw.")],
+    reason: Annotated[str, typer.Option(help="Required to refuse or withdraw.")] = "",
+    key_file: KeyFile = None,
+) -> None:
+    """Approve, refuse or withdraw the use of a feed you control (as its data controller)."""
+    gov = _gov()
+    me = acting_as(gov, None, key_file)
+    s = gov.sources.decide(
+        project_id, feed, controller=me.user, decision=decision, reason=reason, key_id=me.key_id
+    )
+    console.print(f"{s.source} is now {s.status} in {s.project_id}")

@@ -15,9 +15,12 @@ from hub.api.routes import (
     quality,
     queries,
     service,
+    sources,
 )
 from hub.api.schemas import ERRORS
 
 router = APIRouter(prefix="/v1", responses=ERRORS)
-for module in (service, datasets, projects, queries, outputs, models, audit, quality, public):
+for module in (
+    service, datasets, projects, sources, queries, outputs, models, audit, quality, public,
+):  # fmt: skip
     router.include_router(module.router)

@@ -7,16 +7,19 @@ from typing import Any
 from fastapi import APIRouter
 
 from governance.access.projects import Project
+from governance.facade import Governance
 from hub.api.deps import CurrentPrincipal, Gov, Researcher, Service, Steward
 from hub.api.schemas import Approval, ProjectRequest, Reason
 
 router = APIRouter()
 
 
-def _project_view(p: Project, *, full: bool) -> dict[str, Any]:
+def _project_view(p: Project, *, full: bool, gov: Governance | None = None) -> dict[str, Any]:
     data = p.as_dict()
     if not full:
         data.pop("members", None)
+    if gov is not None:  # a release built from feeds: each feed and its controller's decision
+        data["sources"] = [s.as_dict() for s in gov.sources.for_project(p.project_id)]
     return data
 
 
@@ -46,7 +49,7 @@ def list_projects(principal: CurrentPrincipal, gov: Gov) -> dict[str, Any]:
 @router.get("/projects/{project_id}", tags=["projects"])
 def get_project(project_id: str, principal: CurrentPrincipal, service: Service) -> dict[str, Any]:
     project = service.project_for(principal, project_id)
-    data = _project_view(project, full=True)
+    data = _project_view(project, full=True, gov=service.gov)
     if project.epsilon_total is not None:
         state = service.gov.ledger.state(project_id)
         data["budget"] = {
@@ -76,8 +79,9 @@ def approve_project(
         trainers=body.trainers,
         output_reviewers=body.output_reviewers,
         key_id=principal.key_id,
+        sources=body.sources,
     )
-    return _project_view(project, full=True)
+    return _project_view(project, full=True, gov=gov)
 
 
 @router.post("/projects/{project_id}/reject", tags=["projects"])
