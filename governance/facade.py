@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from connectors import releases
 from connectors.errors import ReleaseError
-from governance.access import roles
+from governance.access import commercial, roles
 from governance.access.people import People
 from governance.access.projects import Projects
 from governance.audit.log import AuditLog
@@ -27,6 +27,7 @@ from governance.store import Store
 if TYPE_CHECKING:
     from governance.access.people import Principal
     from governance.cohorts import Cohorts
+    from governance.feasibility import Feasibility
     from governance.outputs.review import OutputReview
     from governance.queries import QueryService
 
@@ -99,6 +100,13 @@ class Governance:
 
         return Cohorts(self.queries)
 
+    @cached_property
+    def feasibility(self) -> Feasibility:
+        """Trial feasibility specs answered by DP counts per site and area."""
+        from governance.feasibility import Feasibility
+
+        return Feasibility(self.queries)
+
     def quality_report(self, principal: Principal, release_id: str) -> dict[str, Any]:
         """A release's manifest and quality report, for stewards and admins."""
         roles.require(principal.user, "quality.read")
@@ -125,6 +133,9 @@ class Governance:
                 (p.project_id,),
             ).fetchone()[0]
             state = self.ledger.state(p.project_id)
+            feasibility = con.execute(
+                "SELECT count(*) FROM feasibility_runs WHERE project_id = ?", (p.project_id,)
+            ).fetchone()[0]
             out.append(
                 {
                     "project_id": p.project_id,
@@ -138,6 +149,8 @@ class Governance:
                     "outputs_released": outputs,
                     "epsilon_used": round(state.epsilon_spent, 6),
                     "epsilon_total": state.epsilon_total,
+                    "feasibility_runs": feasibility,
+                    **commercial.register_fields(p),
                 }
             )
         return out
