@@ -13,6 +13,7 @@ A spec is TOML or JSON with these keys and nothing else::
     [[include]]                   # every criterion must hold (AND); at most 6
     kind = "condition"            # condition | medication | lab
     codelist = "type2-diabetes-snomed"   # or codes = ["44054006", ...]
+                                  # (a stored spec has both: they must agree)
     within_days = 3650            # optional: recorded in the last N days before as_of
                                   # (or from = / to = dates, not both)
 
@@ -225,8 +226,8 @@ def _criterion(item: Any, where: str, as_of: dt.date) -> Criterion:
     kind = item.get("kind")
     if kind not in KINDS:
         raise SpecError(f"{where}.kind: one of {', '.join(KINDS)}")
-    if ("codes" in item) == ("codelist" in item):
-        raise SpecError(f"{where}: give codes or codelist (one of them)")
+    if "codes" not in item and "codelist" not in item:
+        raise SpecError(f"{where}: give codes or codelist")
     listname: str | None = None
     if "codelist" in item:
         listname = item["codelist"]
@@ -240,6 +241,12 @@ def _criterion(item: Any, where: str, as_of: dt.date) -> Criterion:
                 "(GET /v1/datasets lists them)"
             )
         codes = tuple(c for c, _ in lists[listname])
+        # a stored spec carries both (the codes as answered): they must still agree
+        if "codes" in item and item["codes"] != list(codes):
+            raise SpecError(
+                f"{where}: the codes given are not those of codelist {listname!r} "
+                "(give codes or codelist, not a mix)"
+            )
     else:
         raw = item["codes"]
         if isinstance(raw, str):

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from hub.api.routes import (
     audit,
     datasets,
+    feasibility,
     models,
     outputs,
     projects,
@@ -19,5 +20,7 @@ from hub.api.routes import (
 from hub.api.schemas import ERRORS
 
 router = APIRouter(prefix="/v1", responses=ERRORS)
-for module in (service, datasets, projects, queries, outputs, models, audit, quality, public):
+for module in (
+    service, datasets, projects, queries, feasibility, outputs, models, audit, quality, public,
+):  # fmt: skip
     router.include_router(module.router)
