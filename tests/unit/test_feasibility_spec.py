@@ -79,7 +79,7 @@ def test_a_toml_spec_and_its_json_twin_read_the_same():
                 ]
             },
             "from is after to",
-        ),  # fmt: skip
+        ),
         (
             {
                 "include": [
@@ -87,7 +87,7 @@ def test_a_toml_spec_and_its_json_twin_read_the_same():
                 ]
             },
             "within_days or from/to, not both",
-        ),  # fmt: skip
+        ),
         ({"as_of": "31/12/2024", "population": {"sex": "F"}}, "as_of: a date, YYYY-MM-DD"),
         ({"seen_within_days": 0, "population": {"sex": "F"}}, "seen_within_days: a whole"),
         ({"seen_within_days": True, "population": {"sex": "F"}}, "seen_within_days: a whole"),
