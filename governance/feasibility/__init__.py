@@ -228,11 +228,13 @@ def _rows(
         if names is not None:
             row["name"] = names.get(str(group))
         for label in (ELIGIBLE, SEEN):
-            # post-processing: a count below zero is shown as zero, and so is its interval
-            value = answer.values[label][n]
-            lo, hi = answer.ci95[label][n]
-            row[label] = max(0, int(value or 0))
-            row[f"{label}_ci95"] = [max(0, int(lo)), max(0, int(hi))]
+            # post-processing: a count below zero is shown as zero, with the interval
+            # around it (projecting onto counts ≥ 0 never moves a value away from the
+            # truth, so the interval keeps its 95% coverage)
+            value = max(0, int(answer.values[label][n] or 0))
+            half = int(answer.ci95_half_width[label] or 0)
+            row[label] = value
+            row[f"{label}_ci95"] = [max(0, value - half), value + half]
         out.append(row)
     return out
 

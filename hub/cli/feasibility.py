@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -90,16 +91,16 @@ def show_run(
     show(answer)
 
 
-def show(answer: dict[str, Any]) -> None:
+def show(answer: dict[str, Any], printer: Console = console) -> None:
     """Print a run's counts per site and per area, with their 95% intervals."""
     title = answer["spec"].get("title") or "feasibility"
-    console.print(
+    printer.print(
         f"{escape(title)} (run {answer['run_id']}, release {answer['release']}, as of "
         f"{answer['spec']['as_of']}): ε {answer['epsilon_spent']:g} spent, "
         f"{answer['epsilon_remaining']:g} left"
     )
     if answer.get("no_answer"):
-        console.print(escape(answer["reason"]))
+        printer.print(escape(answer["reason"]))
         return
     seen = answer["spec"]["seen_within_days"]
     for key, label in (("sites", "acute trust"), ("areas", "local authority")):
@@ -115,4 +116,4 @@ def show(answer: dict[str, Any]) -> None:
                 f"{row['seen_recently']:,}",
                 "{:,}–{:,}".format(*row["seen_recently_ci95"]),
             )
-        console.print(table)
+        printer.print(table)
