@@ -131,6 +131,9 @@ def run(patients: int = 100_000, repeats: int = 20) -> dict[str, Any]:
                 }
             )
         large = [s for s in sites if s["eligible"] >= LARGE]
+        pooled = sorted(
+            rel for code, rels in by_site.items() if truths[name][code] >= LARGE for rel in rels
+        )
         per_spec[name] = {
             "sites": sorted(sites, key=lambda s: -s["eligible"]),
             "large_sites": len(large),
@@ -140,6 +143,15 @@ def run(patients: int = 100_000, repeats: int = 20) -> dict[str, Any]:
                 else None
             ),
             "large_max_rel_error_pct": max((s["max_rel_error_pct"] for s in large), default=None),
+            # over every run at every large site: the share of answers within 5%
+            "large_p95_rel_error_pct": (
+                round(100 * pooled[min(len(pooled) - 1, int(0.95 * len(pooled)))], 2)
+                if pooled
+                else None
+            ),
+            "large_within_5pct": (
+                round(sum(r <= 0.05 for r in pooled) / len(pooled), 4) if pooled else None
+            ),
         }
     return {
         "patients": patients,
@@ -167,6 +179,15 @@ def markdown(r: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {site['site']} | {site['eligible']:,} | "
                 f"{site['mean_rel_error_pct']}% / {site['max_rel_error_pct']}% |"
+            )
+    lines += [""]
+    for name, s in r["specs"].items():
+        if s["large_sites"]:
+            lines.append(
+                f"- {name}: {s['large_sites']} sites with ≥ {LARGE:,} eligible; relative "
+                f"error mean {s['large_mean_rel_error_pct']}%, 95th centile "
+                f"{s['large_p95_rel_error_pct']}%, max {s['large_max_rel_error_pct']}%; "
+                f"{100 * s['large_within_5pct']:.1f}% of answers within 5%"
             )
     lines += [
         "",
