@@ -26,6 +26,7 @@ from benchmarks import (
     api,
     audit,
     dp_accuracy,
+    feasibility,
     fuzz,
     generator,
     ingest,
@@ -60,6 +61,7 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("outputs", outputs),
     Benchmark("models", models, lambda: {"plots": PLOTS}),
     Benchmark("linkage", linkage),
+    Benchmark("feasibility", feasibility),
 ]
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from connectors import releases
 from connectors.errors import ReleaseError
-from governance.access import roles
+from governance.access import commercial, roles
 from governance.access.people import People
 from governance.access.projects import Projects
 from governance.access.sources import Feed, Sources, release_feeds
@@ -28,6 +28,7 @@ from governance.store import Store
 if TYPE_CHECKING:
     from governance.access.people import Principal
     from governance.cohorts import Cohorts
+    from governance.feasibility import Feasibility
     from governance.outputs.review import OutputReview
     from governance.queries import QueryService
 
@@ -115,6 +116,13 @@ class Governance:
 
         return Cohorts(self.queries)
 
+    @cached_property
+    def feasibility(self) -> Feasibility:
+        """Trial feasibility specs answered by DP counts per site and area."""
+        from governance.feasibility import Feasibility
+
+        return Feasibility(self.queries)
+
     def quality_report(self, principal: Principal, release_id: str) -> dict[str, Any]:
         """A release's manifest and quality report, for stewards and admins."""
         roles.require(principal.user, "quality.read")
@@ -141,6 +149,9 @@ class Governance:
                 (p.project_id,),
             ).fetchone()[0]
             state = self.ledger.state(p.project_id)
+            feasibility = con.execute(
+                "SELECT count(*) FROM feasibility_runs WHERE project_id = ?", (p.project_id,)
+            ).fetchone()[0]
             out.append(
                 {
                     "project_id": p.project_id,
@@ -163,6 +174,8 @@ class Governance:
                         for s in self.sources.for_project(p.project_id)
                         if s.status != "removed"
                     ],
+                    "feasibility_runs": feasibility,
+                    **commercial.register_fields(p),
                 }
             )
         return out

@@ -198,7 +198,8 @@ class QueryService:
         }
         try:
             roles.require(principal.user, "query.run")
-            authorize(project, principal.user)
+            kind = "dummy" if target == "dummy" else mode if mode in ("dp", "exact") else None
+            authorize(project, principal.user, kind=kind)
             if target not in ("dummy", "real"):
                 raise InvalidRequest("target must be dummy or real")
             if target == "real" and mode not in ("dp", "exact"):

@@ -173,6 +173,22 @@ MIGRATIONS: Final = (
         PRIMARY KEY (project_id, source)
     );
     """,
+    # the access policy's terms of a project (governance/access/commercial.py), and
+    # feasibility runs with the spec they answered (governance/feasibility)
+    """
+    CREATE TABLE project_terms (
+        project_id TEXT PRIMARY KEY REFERENCES projects(project_id),
+        organisation_type TEXT NOT NULL, public_benefit TEXT, daa_reference TEXT,
+        daa_expires TEXT
+    );
+    CREATE TABLE feasibility_runs (
+        run_id TEXT PRIMARY KEY, project_id TEXT NOT NULL REFERENCES projects(project_id),
+        user_id TEXT NOT NULL, spec TEXT NOT NULL, spec_sha256 TEXT NOT NULL,
+        release TEXT NOT NULL, status TEXT NOT NULL, epsilon REAL NOT NULL,
+        result TEXT NOT NULL, created_at TEXT NOT NULL
+    );
+    CREATE INDEX feasibility_by_project ON feasibility_runs(project_id, created_at);
+    """,
 )
 
 

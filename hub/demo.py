@@ -23,7 +23,7 @@ from synthetic_data import summary
 from synthetic_data.generator import SynthConfig, generate
 
 if TYPE_CHECKING:
-    from governance.access.people import Principal
+    from governance.access.people import Principal, User
     from governance.facade import Governance
     from governance.queries import QueryService
 
@@ -336,6 +336,7 @@ def _study(settings: HubSettings, *, train: bool) -> Study:
         f"real release, exact: prediabetes by IMD decile sent for review as output "
         f"{exact['output_id']}; budget left ε = {state.epsilon_remaining:g}"
     )
+    _company(gov, users["demo.steward"], until)
     # decided from the population size the demo chose (public), never from the data:
     # the hub no longer refuses a training because of what a cohort turned out to hold
     if train:
@@ -347,6 +348,56 @@ def _study(settings: HubSettings, *, train: bool) -> Study:
             "(hub demo --patients N)."
         )
     return Study(keys, pid, exact["output_id"])
+
+
+def _company(gov: Governance, steward: User, until: dt.date) -> None:
+    """A life-science company's commercial project: terms stated, approved with a budget
+    of a few feasibility runs, and a trial feasibility spec answered at once."""
+    from governance.feasibility import EPSILON, FEASIBILITY_GRANTS, parse_spec
+    from hub.cli.feasibility import show
+
+    user, key = gov.people.add(
+        user_id="demo.company",
+        name="Company",
+        role="researcher",
+        organisation="Midlands Metabolic Therapeutics Ltd",
+        organisation_type="life_science_company",
+        accreditation_expires=until,
+        actor="hub demo",
+    )
+    project = gov.projects.request(
+        requester=user,
+        title="Feasibility of a phase III trial in type 2 diabetes",
+        purpose="Choose trial sites: how many adults with type 2 diabetes on metformin, "
+        "without CKD, each trust and local authority could recruit.",
+        lay_summary="A company counts, with privacy protection, where a diabetes trial "
+        "could find enough volunteers.",
+        grants=FEASIBILITY_GRANTS,
+        days=90,
+        public_benefit="New diabetes medicines are tested in the region's own hospitals, "
+        "so local patients can join trials sooner.",
+        daa_reference="DAA-2025/017",
+        daa_expires=until,
+    )
+    gov.projects.approve(project.project_id, steward=steward, epsilon=5 * EPSILON, delta=0.0)
+    spec = parse_spec(
+        {
+            "title": "T2D on metformin, 40-80, no CKD",
+            "as_of": "2024-12-31",  # the end of the demo population's records
+            "population": {"age": [40, 80]},
+            "include": [
+                {"kind": "condition", "codelist": "type2-diabetes-snomed"},
+                {"kind": "medication", "codes": ["0601022B0"]},
+            ],
+            "exclude": [{"kind": "condition", "codelist": "ckd-snomed"}],
+        }
+    )
+    answer = gov.feasibility.run(gov.people.authenticate(key), project.project_id, spec)
+    out.print(
+        f"commercial project {project.project_id} ({user.organisation}): approved with "
+        f"ε = {5 * EPSILON:g} (five feasibility runs); two stewards per exact output"
+    )
+    show(answer, out)
 
 
 def _models(service: QueryService, modeller: Principal, pid: str) -> None:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from governance.access import commercial
 from governance.outputs.disclosure import REDACTION_THRESHOLD
 from hub.api.deps import Service
 
@@ -42,7 +43,9 @@ def dictionary_page(request: Request, service: Service) -> HTMLResponse:
 @router.get("/register", response_class=HTMLResponse)
 def register_page(request: Request, service: Service) -> HTMLResponse:
     projects = service.gov.public_register()
-    html = _ENV.get_template("register.html").render(section="register", projects=projects)
+    html = _ENV.get_template("register.html").render(
+        section="register", projects=projects, policy=commercial.describe()
+    )
     return HTMLResponse(html)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Final, Literal, cast
 
 from governance import clock
+from governance.access import commercial
 from governance.audit.events import AuditEvent
 from governance.audit.log import AuditLog
 from governance.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
@@ -93,6 +94,7 @@ class People:
             raise InvalidRequest(
                 f"organisation type must be one of {', '.join(ORGANISATION_TYPES)}"
             )
+        commercial.check_role(role=role, organisation_type=organisation_type)
         if not name.strip() or not organisation.strip():
             raise InvalidRequest("name and organisation are required")
         with self.store.transaction() as con:

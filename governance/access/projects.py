@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from governance import clock
-from governance.access import roles
+from governance.access import commercial, roles
 from governance.access.grants import Schema, validate_grants
 from governance.access.people import People, User
 from governance.access.sources import Feed, Sources, controls
@@ -71,10 +71,21 @@ class Project:
     created_at: str
     members: dict[str, bool] = field(default_factory=dict)  # user_id -> may train models
     output_reviewers: int = 1  # stewards who must each approve an output
+    # the access policy's terms (governance/access/commercial.py)
+    organisation_type: str = "other"
+    public_benefit: str | None = None
+    daa_reference: str | None = None
+    daa_expires: dt.date | None = None
+
+    @property
+    def commercial(self) -> bool:
+        return commercial.policy_for(self.organisation_type).commercial
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["expires_at"] = self.expires_at.isoformat() if self.expires_at else None
+        d["daa_expires"] = self.daa_expires.isoformat() if self.daa_expires else None
+        d["commercial"] = self.commercial
         return d
 
 
@@ -106,6 +117,12 @@ class Projects:
                 "SELECT user_id, can_train FROM project_members WHERE project_id = ?", (project_id,)
             )
         }
+        terms = con.execute(
+            "SELECT u.organisation_type AS user_type, t.* FROM users u LEFT JOIN "
+            "project_terms t ON t.project_id = ? WHERE u.user_id = ?",
+            (project_id, row["requested_by"]),
+        ).fetchone()
+        org_type = (terms["organisation_type"] or terms["user_type"]) if terms else "other"
         return Project(
             project_id=row["project_id"],
             title=row["title"],
@@ -126,7 +143,15 @@ class Projects:
             decision_reason=row["decision_reason"],
             created_at=row["created_at"],
             members=members,
-            output_reviewers=row["output_reviewers"],
+            output_reviewers=commercial.reviewers(org_type, row["output_reviewers"]),
+            organisation_type=org_type,
+            public_benefit=terms["public_benefit"] if terms else None,
+            daa_reference=terms["daa_reference"] if terms else None,
+            daa_expires=(
+                dt.date.fromisoformat(terms["daa_expires"])
+                if terms and terms["daa_expires"]
+                else None
+            ),
         )
 
     def get(self, project_id: str) -> Project:
@@ -170,6 +195,9 @@ class Projects:
         days: int,
         members: list[str] | None = None,
         key_id: str | None = None,
+        public_benefit: str | None = None,
+        daa_reference: str | None = None,
+        daa_expires: dt.date | str | None = None,
     ) -> Project:
         roles.require(requester, "project.request")
         for label, text in (("title", title), ("purpose", purpose), ("lay summary", lay_summary)):
@@ -180,8 +208,14 @@ class Projects:
         grants = validate_grants(grants, self.schema())
         project_id = "p-" + secrets.token_hex(4)
         team = sorted({requester.user_id, *(members or [])})
-        for member in team:
-            self.people.get(member)  # NotFound for an unknown member
+        # NotFound for an unknown member; the policy's terms and membership rules
+        commercial.check_members(requester, [self.people.get(m) for m in team])
+        terms = commercial.terms_for_request(
+            requester,
+            public_benefit=public_benefit,
+            daa_reference=daa_reference,
+            daa_expires=daa_expires,
+        )
         with self.store.transaction() as con:
             now = clock.now()
             con.execute(
@@ -204,6 +238,16 @@ class Projects:
             )
             for member in team:
                 con.execute("INSERT INTO project_members VALUES (?, ?, 0)", (project_id, member))
+            con.execute(
+                "INSERT INTO project_terms VALUES (?, ?, ?, ?, ?)",
+                (
+                    project_id,
+                    terms.organisation_type,
+                    terms.public_benefit,
+                    terms.daa_reference,
+                    terms.daa_expires.isoformat() if terms.daa_expires else None,
+                ),
+            )
             self.audit.append(
                 con,
                 AuditEvent(
@@ -213,7 +257,15 @@ class Projects:
                     role=requester.role,
                     project=project_id,
                     target=title.strip(),
-                    details={"grants": grants, "members": team},
+                    details={
+                        "grants": grants,
+                        "members": team,
+                        "organisation_type": terms.organisation_type,
+                        "daa_reference": terms.daa_reference,
+                        "daa_expires": (
+                            terms.daa_expires.isoformat() if terms.daa_expires else None
+                        ),
+                    },
                 ),
             )
         return self.get(project_id)
@@ -415,9 +467,15 @@ class Projects:
 
 
 def authorize(
-    project: Project, user: User, *, train: bool = False, today: dt.date | None = None
+    project: Project,
+    user: User,
+    *,
+    train: bool = False,
+    today: dt.date | None = None,
+    kind: commercial.AccessKind | None = None,
 ) -> None:
-    """Raise AccessDenied with the reason unless ``user`` may use ``project`` now."""
+    """Raise AccessDenied with the reason unless ``user`` may use ``project`` now (for
+    ``kind`` of access, checked against the organisation type's policy)."""
     today = today or dt.date.today()
     if not user.active:
         raise AccessDenied("your account is revoked")
@@ -433,3 +491,4 @@ def authorize(
         raise AccessDenied(f"you are not a member of project {project.project_id}")
     if train and not project.members.get(user.user_id, False):
         raise AccessDenied(f"you may not train models in project {project.project_id}")
+    commercial.check_use(project, "train" if train else kind, today=today)

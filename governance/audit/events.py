@@ -31,6 +31,7 @@ ACTIONS: Final = frozenset(
         "audit.read", "audit.verify",
         "budget.commit", "budget.refund", "budget.reserve",
         "dictionary.build",
+        "feasibility.run",
         "model.audit", "model.audit.extract", "model.submit", "model.train",
         "output.approve", "output.download", "output.reject", "output.return",
         "project.approve", "project.close", "project.reject", "project.request",

@@ -40,6 +40,17 @@ LOCAL_AUTHORITIES: Final = (
     "Birmingham", "Coventry", "Dudley", "Sandwell", "Solihull", "Walsall", "Wolverhampton",
 )  # fmt: skip
 
+# the region's NHS acute trusts (ODS code: name), public reference data: the sites of
+# hospital encounters a DP query (and a feasibility spec) may count by
+ACUTE_TRUSTS: Final = {
+    "RRK": "University Hospitals Birmingham NHS Foundation Trust",
+    "RXK": "Sandwell and West Birmingham Hospitals NHS Trust",
+    "RKB": "University Hospitals Coventry and Warwickshire NHS Trust",
+    "RNA": "The Dudley Group NHS Foundation Trust",
+    "RBK": "Walsall Healthcare NHS Trust",
+    "RL4": "The Royal Wolverhampton NHS Trust",
+}
+
 DOMAINS: Final[dict[str, dict[str, tuple[Any, ...]]]] = {
     "patients": {
         "sex": ("F", "M"),
@@ -48,7 +59,10 @@ DOMAINS: Final[dict[str, dict[str, tuple[Any, ...]]]] = {
         "local_authority": LOCAL_AUTHORITIES,
     },
     "person": {"gender_concept_id": (8507, 8532, 0)},
-    "encounters": {"encounter_type": ("gp", "ae", "outpatient", "inpatient")},
+    "encounters": {
+        "encounter_type": ("gp", "ae", "outpatient", "inpatient"),
+        "organisation_code": tuple(ACUTE_TRUSTS),
+    },
 }
 
 BOUNDS: Final[dict[str, dict[str, tuple[float, float]]]] = {

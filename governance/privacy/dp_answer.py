@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from governance.queries import QueryService
 
 
-def _spec(
+def prepare_plan(
     node: dict[str, Any],
     cur: duckdb.DuckDBPyConnection,
     engine: Engine,
@@ -61,7 +61,7 @@ def answer(
     engine = service.engine(release, project)
     cur = engine.cursor()
     try:
-        plan, prepared, salt = _spec(node, cur, engine, epsilon, rows_per_person)
+        plan, prepared, salt = prepare_plan(node, cur, engine, epsilon, rows_per_person)
     except BaseException:
         cur.close()
         raise

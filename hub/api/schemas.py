@@ -70,6 +70,19 @@ class ProjectRequest(Strict):
     grants: dict[str, list[str]]
     days: int = Field(ge=1, le=3650)
     members: list[str] = Field(default_factory=list, max_length=50)
+    # the access policy's terms (required of a life-science company's project)
+    public_benefit: str | None = Field(default=None, max_length=5000)
+    daa_reference: str | None = Field(default=None, max_length=64)
+    daa_expires: str | None = Field(
+        default=None, max_length=10, description="the data access agreement's expiry, YYYY-MM-DD"
+    )
+
+
+class FeasibilityRequest(Strict):
+    spec: dict[str, Any] | None = Field(
+        default=None, description="the feasibility spec as a JSON object (dates as text)"
+    )
+    spec_toml: str | None = Field(default=None, max_length=20_000, description="or as TOML")
 
 
 class Approval(Strict):

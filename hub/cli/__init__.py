@@ -14,6 +14,7 @@ import typer
 from connectors.errors import IngestError
 from governance.errors import HubError
 from hub.cli import data, serve
+from hub.cli.feasibility import feasibility_app
 from hub.cli.governance import audit_app, projects_app, reidentify, sources_app, users_app
 from hub.cli.models import audit_model as audit_model_command
 from hub.cli.models import models_app
@@ -51,6 +52,7 @@ app.add_typer(projects_app, name="projects")
 app.add_typer(audit_app, name="audit")
 app.add_typer(sources_app, name="sources")
 app.add_typer(models_app, name="models")
+app.add_typer(feasibility_app, name="feasibility")
 app.command("train")(train_command)
 app.command("trial")(trial_command)
 app.command("audit-model")(audit_model_command)

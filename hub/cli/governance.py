@@ -152,8 +152,18 @@ def projects_request(
         typer.Option("--as", help="The requesting researcher (checked against the key)."),
     ] = None,
     key_file: KeyFile = None,
+    public_benefit: Annotated[
+        str | None, typer.Option(help="The public benefit (required of a company's project).")
+    ] = None,
+    daa_reference: Annotated[
+        str | None, typer.Option(help="The data access agreement's reference (companies).")
+    ] = None,
+    daa_expires: Annotated[
+        str | None, typer.Option(help="The agreement's expiry date, YYYY-MM-DD (companies).")
+    ] = None,
 ) -> None:
-    """Request a project (as a researcher)."""
+    """Request a project (as a researcher). A life-science company's project also states
+    its public benefit and its data access agreement (reference and expiry)."""
     gov = _gov()
     project = gov.projects.request(
         requester=(me := acting_as(gov, as_user, key_file)).user,
@@ -164,6 +174,9 @@ def projects_request(
         grants=_grants(grant),
         days=days,
         members=member or [],
+        public_benefit=public_benefit,
+        daa_reference=daa_reference,
+        daa_expires=daa_expires,
     )
     console.print(f"[green]requested[/] {project.project_id}: {project.title}")
     sys.stdout.write(project.project_id + "\n")
@@ -275,7 +288,7 @@ def projects_list(
     """List projects with their state, expiry and budget."""
     gov = _gov()
     table = Table()
-    for col in ("project", "title", "status", "requested by", "expires", "ε used / total"):
+    for col in ("project", "title", "status", "requested by", "expires", "ε used / total", ""):
         table.add_column(col)
     for p in gov.projects.find(status=status):
         budget = ""
@@ -283,7 +296,13 @@ def projects_list(
             state = gov.ledger.state(p.project_id)
             budget = f"{state.epsilon_spent:.3g} / {state.epsilon_total:g}"
         table.add_row(
-            p.project_id, p.title, p.status, p.requested_by, str(p.expires_at or ""), budget
+            p.project_id,
+            p.title,
+            p.status,
+            p.requested_by,
+            str(p.expires_at or ""),
+            budget,
+            "commercial" if p.commercial else "",
         )
     out.print(table)
 

@@ -181,6 +181,8 @@ class Desk:
             steward=self.principal.user,
             csrf=self.session.csrf,
             counts=counts,
+            # the commercial flag shown wherever a project appears (access policy)
+            commercial={p.project_id for p in self.gov.projects.find() if p.commercial},
             flashes=self.session.take_flashes(),
             **context,
         )

@@ -7,6 +7,7 @@ tests, which build the app in-process over the same hub home to control its cloc
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import re
 from http.cookies import SimpleCookie
@@ -370,3 +371,26 @@ def test_each_release_has_a_page_of_its_checks_in_the_hubs_own_words(steward_hub
         for category in ("Conformance", "Completeness", "Plausibility"):
             assert f">{category}</h2>" in text
         assert sam.get("/steward/quality/real/release-9999").status_code == 404
+
+
+def test_a_companys_project_carries_the_commercial_flag_on_every_page(steward_hub):  # noqa: F811
+    gov = Governance.open(steward_hub.home)
+    user, _ = gov.people.add(
+        user_id="cora", name="Cora", role="researcher", organisation="Acme Bio",
+        organisation_type="life_science_company",
+        accreditation_expires=dt.date(2100, 1, 1),
+        actor="cli:test",
+    )  # fmt: skip
+    project = gov.projects.request(
+        requester=user, title="Acme feasibility", purpose="site selection",
+        lay_summary="where a trial could recruit", grants={"patients": ["person_id", "sex"]},
+        days=30, public_benefit="Trials of new medicines reach the region's patients sooner.",
+        daa_reference="DAA-77", daa_expires="2099-01-01",
+    )  # fmt: skip
+    with steward_hub.sign_in() as browser:
+        page = browser.get("/steward/projects").text
+        card = page[page.index(f"<code>{project.project_id}</code>") :][:2000]
+        assert 'class="badge commercial"' in card and "DAA-77" in card
+        assert "two stewards" in card
+        audit = browser.get("/steward/audit", params={"project": project.project_id}).text
+        assert 'class="badge commercial"' in audit

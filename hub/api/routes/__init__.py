@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from hub.api.routes import (
     audit,
     datasets,
+    feasibility,
     models,
     outputs,
     projects,
@@ -21,6 +22,7 @@ from hub.api.schemas import ERRORS
 
 router = APIRouter(prefix="/v1", responses=ERRORS)
 for module in (
-    service, datasets, projects, sources, queries, outputs, models, audit, quality, public,
+    service, datasets, projects, sources, queries, feasibility, outputs, models, audit,
+    quality, public,
 ):  # fmt: skip
     router.include_router(module.router)

@@ -34,6 +34,9 @@ def request_project(body: ProjectRequest, principal: Researcher, gov: Gov) -> di
         days=body.days,
         members=body.members,
         key_id=principal.key_id,
+        public_benefit=body.public_benefit,
+        daa_reference=body.daa_reference,
+        daa_expires=body.daa_expires,
     )
     return _project_view(project, full=True)
 
