@@ -142,6 +142,22 @@ MIGRATIONS: Final = (
     ALTER TABLE projects ADD COLUMN output_reviewers INTEGER NOT NULL DEFAULT 1
         CHECK (output_reviewers IN (1, 2));
     """,
+    # DP synthetic datasets as outputs (models/synthetic.py): SQLite cannot widen a CHECK,
+    # so the table is rebuilt (foreign keys are off while migrations run, see _migrate)
+    """
+    CREATE TABLE outputs_new (
+        output_id TEXT PRIMARY KEY, project_id TEXT NOT NULL, query_id TEXT NOT NULL,
+        author TEXT NOT NULL, release TEXT NOT NULL, status TEXT NOT NULL,
+        result TEXT NOT NULL, manifest TEXT NOT NULL, signature TEXT NOT NULL,
+        created_at TEXT NOT NULL, reviewed_by TEXT, review_reason TEXT, reviewed_at TEXT,
+        kind TEXT NOT NULL DEFAULT 'table' CHECK (kind IN ('table', 'model', 'synthetic'))
+    );
+    INSERT INTO outputs_new SELECT output_id, project_id, query_id, author, release, status,
+        result, manifest, signature, created_at, reviewed_by, review_reason, reviewed_at, kind
+        FROM outputs;
+    DROP TABLE outputs;
+    ALTER TABLE outputs_new RENAME TO outputs;
+    """,
 )
 
 
@@ -257,5 +273,17 @@ class Store:
 
     def _migrate(self, con: sqlite3.Connection) -> None:
         version = con.execute("PRAGMA user_version").fetchone()[0]
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            con.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")
+        if version >= len(MIGRATIONS):
+            return
+        # a table rebuild (SQLite's way to change a constraint) drops a table that others
+        # reference; the references are whole again once the new table takes its name
+        con.execute("PRAGMA foreign_keys = OFF")
+        try:
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                con.executescript(
+                    f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;"
+                )
+            if con.execute("PRAGMA foreign_key_check").fetchall():
+                raise AuditUnavailable("the governance store's migration broke a reference")
+        finally:
+            con.execute("PRAGMA foreign_keys = ON")

@@ -38,6 +38,7 @@ ACTIONS: Final = frozenset(
         "query.dummy", "query.invalid", "query.real", "query.real.dp", "query.real.exact",
         "reidentify",
         "steward.form", "steward.sign_in", "steward.sign_out",
+        "synthetic.extract", "synthetic.generate",
         "train.extract", "train.model", "trial.estimate",
         "user.add", "user.revoke", "user.rotate_key",
     }
