@@ -19,6 +19,7 @@ from hub.cli.models import audit_model as audit_model_command
 from hub.cli.models import models_app
 from hub.cli.models import train as train_command
 from hub.cli.models import trial as trial_command
+from hub.cli.synthetic import synthetic_app
 from hub.console import fail
 from synthetic_data.errors import GenerationError
 
@@ -50,6 +51,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(projects_app, name="projects")
 app.add_typer(audit_app, name="audit")
 app.add_typer(models_app, name="models")
+app.add_typer(synthetic_app, name="synthetic-data")
 app.command("train")(train_command)
 app.command("trial")(trial_command)
 app.command("audit-model")(audit_model_command)

@@ -15,9 +15,11 @@ from hub.api.routes import (
     quality,
     queries,
     service,
+    synthetic,
 )
 from hub.api.schemas import ERRORS
 
 router = APIRouter(prefix="/v1", responses=ERRORS)
 for module in (service, datasets, projects, queries, outputs, models, audit, quality, public):
     router.include_router(module.router)
+router.include_router(synthetic.router)
