@@ -154,8 +154,9 @@ def generate(
     """MST on the encoded rows; returns synthetic codes and what was measured."""
     import jax
 
-    jax.config.update("jax_enable_x64", True)  # mbi stalls in float32 past ~100k rows
-    jax.config.update("jax_enable_compilation_cache", False)
+    # mbi stalls in float32 past ~100k rows; its JIT cache only slows many small programs
+    jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]
+    jax.config.update("jax_enable_compilation_cache", False)  # type: ignore[no-untyped-call]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from mbi import Domain, LinearMeasurement, estimation
@@ -178,7 +179,7 @@ def generate(
         noisy = np.asarray(noise_two(_marginal(codes, clique, sizes).tolist()), dtype=np.float64)
         measurements.append(LinearMeasurement(noisy, clique, stddev=planned.sigma_two))
     model = estimation.MirrorDescent().estimate(domain, measurements, iters=spec.iterations)
-    total = max(1, int(round(float(model.total))))
+    total = max(1, round(float(model.total)))
     rows = spec.rows or total
     synthetic = model.synthetic_data(rows=rows)
     out = {c: np.asarray(synthetic.data[c], dtype=np.int64) for c in cols}
@@ -201,7 +202,8 @@ def _select(
     if planned.rounds == 0:
         return []
     n = max(1.0, float(np.mean([max(v.sum(), 1.0) for v in one_way.values()])))
-    probs = {c: np.clip(v, 0, None) / max(np.clip(v, 0, None).sum(), 1.0) for c, v in one_way.items()}
+    positive = {c: np.clip(v, 0, None) for c, v in one_way.items()}
+    probs = {c: v / max(v.sum(), 1.0) for c, v in positive.items()}
     candidates = list(combinations(cols, 2))
     scores = []
     for a, b in candidates:

@@ -41,7 +41,7 @@ from models.synthetic_spec import SyntheticSpec
 if TYPE_CHECKING:
     from governance.queries import QueryService
 
-__all__ = ["generate", "datasets"]
+__all__ = ["datasets", "generate"]
 
 DEFAULT_DELTA = DEFAULT_TRAINING_DELTA  # far below 1/n for any release the hub holds
 FAILED = "the synthetic dataset could not be made (no output; the reservation is kept)"
@@ -148,8 +148,11 @@ def _card(
         "delta": delta,
         "rho_zcdp": planned.rho,
         "rho_certified": planned.certified_rho,
-        "noise": {"sigma_1way": planned.sigma_one, "sigma_2way": planned.sigma_two,
-                  "selection_gumbel_scale": planned.gumbel_scale},  # fmt: skip
+        "noise": {
+            "sigma_1way": planned.sigma_one,
+            "sigma_2way": planned.sigma_two,
+            "selection_gumbel_scale": planned.gumbel_scale,
+        },
         "measured": measured,
         "rows": rows,
         "columns": {c: spec.levels(c) for c in spec.columns},

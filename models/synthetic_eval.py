@@ -23,7 +23,6 @@ from itertools import combinations
 from typing import Any, Final
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from models.metrics import auroc
 from models.synthetic_spec import SyntheticSpec
@@ -95,6 +94,8 @@ def _one_hot(spec: SyntheticSpec, codes: dict[str, np.ndarray], features: list[s
 def _auroc(x: Any, y: np.ndarray, x_test: Any, y_test: np.ndarray) -> float | None:
     if len(set(y.tolist())) < 2 or len(set(y_test.tolist())) < 2:
         return None  # one class only: no AUROC to state
+    from sklearn.linear_model import LogisticRegression  # slow to import: only when used
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = LogisticRegression(max_iter=1000).fit(x, y)
