@@ -34,6 +34,7 @@ from benchmarks import (
     models,
     outputs,
     quality,
+    synthetic,
 )
 
 REPORT = Path(__file__).with_name("report.md")
@@ -60,6 +61,7 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("outputs", outputs),
     Benchmark("models", models, lambda: {"plots": PLOTS}),
     Benchmark("linkage", linkage),
+    Benchmark("synthetic", synthetic),
 ]
 
 

@@ -60,7 +60,7 @@ def test_a_synthetic_dataset_charges_its_epsilon_and_delta_and_waits_for_review(
 def test_over_budget_is_refused_before_any_row_is_read_saying_what_ran_out(hub):
     gov, who = hub
     pid = _project(hub, epsilon=0.5)
-    with pytest.raises(BudgetExhausted, match="epsilon runs out: asked 1, 0.5 left"):
+    with pytest.raises(BudgetExhausted, match=r"epsilon runs out: asked 1, 0\.5 left"):
         synthetic.generate(gov.queries, who["ana"], pid, parse(small_spec(1.0)))
     tight = _project(hub, epsilon=5.0, delta=1e-8)
     with pytest.raises(BudgetExhausted, match="delta runs out"):

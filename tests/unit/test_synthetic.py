@@ -53,7 +53,7 @@ def test_openDP_certifies_no_more_than_the_ledgers_epsilon_and_delta_buy(eps, de
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (('t2d = [true, false]', 't2d = [true, false]\nperson_id = ["a"]'), "key"),
+        (("t2d = [true, false]", 't2d = [true, false]\nperson_id = ["a"]'), "key"),
         (('pairs_with = "t2d"', 'pairs_with = "nope"'), "pairs_with"),
         (('outcome = "t2d"', 'outcome = "t2d"\npositive = "maybe"'), "positive"),
         (("iterations = 200", "iterations = 1"), "iterations"),
