@@ -85,7 +85,8 @@ def generate(
     # data is read from here on: the reservation is committed whatever happens
     try:
         rows = gov.cohorts.read(principal, prepared)
-        keys = list(rows.columns.get(spec.key, [None] * len(rows)))
+        # without the key column the split falls back on row order (never on a value)
+        keys = list(rows.columns.get(spec.key) or range(len(rows)))
         codes = synthesis.encode(spec, rows.columns)
         salt = split_key if split_key is not None else secrets.token_bytes(16)
         held_out = cohort.split(keys, salt, spec.holdout)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 
+import httpx
 import pyarrow.parquet as pq
 import pytest
 
+from tests.e2e.steward_fixtures import csrf_of
 from tests.synthetic_specs import small_spec
 
 
@@ -67,3 +69,29 @@ def test_a_bad_spec_is_a_422_and_costs_nothing(live_hub):
 def _spent(project: dict) -> float:
     budget = project.get("budget") or {}
     return float(budget.get("epsilon_spent", project.get("epsilon_spent", 0.0)))
+
+
+def test_the_steward_dashboard_shows_the_data_card_and_approves_it(live_hub):
+    pid = live_hub.projects["ana"]
+    ana = live_hub.client("ana")
+    made = ana.post(f"/projects/{pid}/synthetic-datasets", json={"spec": small_spec(0.1)}).json()
+    output_id = made["output_id"]
+    with httpx.Client(base_url=live_hub.url, timeout=60) as browser:
+        page = browser.get("/steward/sign-in")
+        signed = browser.post(
+            "/steward/sign-in", data={"key": live_hub.keys["sam"], "csrf_token": csrf_of(page.text)}
+        )
+        assert signed.status_code == 303
+        models = browser.get("/steward/models")
+        assert models.status_code == 200
+        text = models.text
+        assert "Synthetic datasets awaiting release" in text and output_id in text
+        assert "Membership check AUC" in text and "Intended use" in text
+        approved = browser.post(
+            f"/steward/outputs/{output_id}/approve",
+            data={"csrf_token": csrf_of(text), "reason": "card checked", "return_to": "models"},
+        )
+        assert approved.status_code == 303
+        assert f"Output {output_id} approved" in browser.get("/steward/models").text
+    got = ana.get(f"/outputs/{output_id}/download", params={"format": "parquet"})
+    assert got.status_code == 200 and pq.read_table(io.BytesIO(got.content)).num_rows > 1000
