@@ -35,6 +35,7 @@ from benchmarks import (
     models,
     outputs,
     quality,
+    synthetic,
 )
 
 REPORT = Path(__file__).with_name("report.md")
@@ -62,6 +63,7 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("models", models, lambda: {"plots": PLOTS}),
     Benchmark("linkage", linkage),
     Benchmark("feasibility", feasibility),
+    Benchmark("synthetic", synthetic),
 ]
 
 

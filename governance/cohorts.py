@@ -32,7 +32,13 @@ if TYPE_CHECKING:
     from governance.access.people import Principal
     from governance.queries import QueryService
 
-Purpose = Literal["train", "audit"]
+Purpose = Literal["train", "audit", "synthetic"]
+# the audit action of each purpose's extraction
+EXTRACT_ACTIONS: dict[str, str] = {
+    "train": "train.extract",
+    "audit": "model.audit.extract",
+    "synthetic": "synthetic.extract",
+}
 MAX_COHORT_ROWS = 5_000_000
 
 
@@ -86,7 +92,7 @@ class Cohorts:
     ) -> PreparedCohort:
         """Check everything that can refuse a cohort, before any data or budget."""
         service = self.service
-        action = "train.extract" if purpose == "train" else "model.audit.extract"
+        action = EXTRACT_ACTIONS[purpose]
         event: dict[str, Any] = {"action": action, "project": project_id, "query_text": sql}
         try:
             project = service.project_for(principal, project_id)
@@ -94,6 +100,9 @@ class Cohorts:
             if purpose == "train":
                 roles.require(user, "model.train")
                 authorize(project, user, train=True)
+            elif purpose == "synthetic":
+                roles.require(user, "synthetic.request")
+                authorize(project, user)
             else:
                 roles.require(user, "model.audit")
                 if not user.accredited():
@@ -131,7 +140,7 @@ class Cohorts:
     def read(self, principal: Principal, prepared: PreparedCohort) -> CohortRows:
         """Run a prepared cohort (reads data); audited before the rows are used."""
         service = self.service
-        action = "train.extract" if prepared.purpose == "train" else "model.audit.extract"
+        action = EXTRACT_ACTIONS[prepared.purpose]
         event: dict[str, Any] = {
             "action": action,
             "project": prepared.project_id,

@@ -72,6 +72,7 @@ def run_demo(*, patients: int, dummy_patients: int, seed: int, serve: bool, port
     _populations(home, patients=patients, dummy_patients=dummy_patients, seed=seed)
     _releases(home)
     study = _study(settings, train=patients >= MIN_MODEL_PATIENTS)
+    _synthetic_data(settings, steward_key=study.keys["demo.steward"])
     out.print(f"\n[bold]setup finished in {time.perf_counter() - started:.0f} s")
     _what_next(study, port=port)
     if serve:
@@ -206,26 +207,30 @@ def _controllers_decide(gov: Governance, project_id: str, until: dt.date) -> Non
     feeds = gov.release_feeds()
     if not feeds:
         return
-    controllers: dict[str, Principal] = {}
+    controllers: dict[str, User] = {}
     for n, controller in enumerate(sorted({f.controller for f in feeds}), start=1):
-        _, key = gov.people.add(
-            user_id=f"demo.controller{n}",
-            name=f"Controller {n}",
-            role="controller",
-            organisation=controller,
-            organisation_type="nhs_trust",
-            accreditation_expires=until,
-            actor="hub demo",
+        user_id = f"demo.controller{n}"
+        known = {u.user_id: u for u, _keys in gov.people.list()}
+        controllers[controller] = (
+            known.get(user_id)
+            or gov.people.add(
+                user_id=user_id,
+                name=f"Controller {n}",
+                role="controller",
+                organisation=controller,
+                organisation_type="nhs_trust",
+                accreditation_expires=until,
+                actor="hub demo",
+            )[0]
         )
-        controllers[controller] = gov.people.authenticate(key)
     for feed in feeds:
-        me = controllers[feed.controller]
         gov.sources.decide(
-            project_id, feed.name, controller=me.user, decision="approve", key_id=me.key_id
+            project_id, feed.name, controller=controllers[feed.controller], decision="approve"
         )
     out.print(
         f"{len(controllers)} data controllers approved the use of their {len(feeds)} feeds "
-        "(each can withdraw later: `hub sources decide ... --decision withdraw`)"
+        f"in {project_id} (each can withdraw later: `hub sources decide ... --decision "
+        "withdraw`)"
     )
 
 
@@ -380,6 +385,7 @@ def _company(gov: Governance, steward: User, until: dt.date) -> None:
         daa_expires=until,
     )
     gov.projects.approve(project.project_id, steward=steward, epsilon=5 * EPSILON, delta=0.0)
+    _controllers_decide(gov, project.project_id, until)
     spec = parse_spec(
         {
             "title": "T2D on metformin, 40-80, no CKD",
@@ -398,6 +404,72 @@ def _company(gov: Governance, steward: User, until: dt.date) -> None:
         f"ε = {5 * EPSILON:g} (five feasibility runs); two stewards per exact output"
     )
     show(answer, out)
+
+
+def _synthetic_data(settings: HubSettings, *, steward_key: str) -> None:
+    """A life-science company receives a DP synthetic copy of the flattened cohort: its
+    researcher requests it (ε charged), the demo steward approves it, the file downloads."""
+    import dataclasses
+
+    from models import synthetic, synthetic_spec
+    from models.examples import EXAMPLES
+
+    out.rule("A life-science company's synthetic dataset")
+    started = time.perf_counter()
+    gov = settings.governance()
+    until = dt.date.today() + dt.timedelta(days=365)
+    user, key = gov.people.add(
+        user_id="demo.diagnostics", name="Diagnostics", role="researcher",
+        organisation="Midlands Diagnostics Ltd", organisation_type="life_science_company",
+        accreditation_expires=until, actor="hub demo",
+    )  # fmt: skip
+    project = gov.projects.request(
+        requester=user, title="A type 2 diabetes risk tool: synthetic rows to build against",
+        purpose="Prototype a T2D risk product on DP synthetic records before any real access.",
+        lay_summary="A company builds its software on made-up records that mimic the region's.",
+        grants={
+            "patients": ["person_id", "year_of_birth", "sex", "ethnicity", "imd_decile"],
+            "conditions": ["person_id", "code"],
+            "medications": ["person_id", "code"],
+            "observations": ["person_id", "code", "value", "observed_date"],
+        },
+        days=90,
+        public_benefit="A risk tool built and tested on synthetic records first, so that "
+        "no patient's record is used until the product is ready for a governed evaluation.",
+        daa_reference="DAA-2025/021", daa_expires=until,
+    )  # fmt: skip
+    reviewer = gov.people.authenticate(steward_key)
+    gov.projects.approve(project.project_id, steward=reviewer.user, epsilon=3.0, delta=1e-6)
+    _controllers_decide(gov, project.project_id, until)
+    company = gov.people.authenticate(key)
+    # a shorter fit than the example's keeps the demo quick; the benchmark runs it in full
+    spec = dataclasses.replace(
+        synthetic_spec.load(EXAMPLES / "synthetic_cohort.toml"), iterations=300
+    )
+    made = synthetic.generate(gov.queries, company, project.project_id, spec)
+    card = made["card"]
+    u, t = card["evaluation"]["utility"], card["evaluation"]["train_on_synthetic"]
+
+    def fmt(x: float | None) -> str:
+        return "–" if x is None else f"{x:.3f}"
+
+    out.print(
+        f"synthetic dataset {made['dataset_id']}: {card['rows']:,} rows at ε = "
+        f"{card['epsilon']:g}; 2-way marginal TV {fmt(u['marginal_tv_2way'])}; T2D AUROC "
+        f"trained on synthetic {fmt(t['auroc_train_synthetic'])} vs real "
+        f"{fmt(t['auroc_train_real'])}; membership check AUC "
+        f"{fmt(card['evaluation']['membership']['attack_auc'])}"
+    )
+    reviewer = gov.people.authenticate(steward_key)
+    gov.outputs.review(reviewer, made["output_id"], decision="approve", reason="demo: card checked")
+    body = gov.outputs.download(company, made["output_id"])
+    path = settings.home / "downloads" / f"{made['dataset_id']}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body["parquet"])
+    out.print(
+        f"approved by demo.steward (output {made['output_id']}); the company downloaded "
+        f"{path} in {time.perf_counter() - started:.0f} s"
+    )
 
 
 def _models(service: QueryService, modeller: Principal, pid: str) -> None:

@@ -44,6 +44,9 @@ ACTIONS: Final[dict[str, Rule]] = {
     "output.view_own": _rule(
         "researcher modeller", "outputs are seen by their project's members and stewards"
     ),
+    "synthetic.request": _rule(
+        "researcher modeller", "only a project's researchers and modellers request synthetic data"
+    ),
     # stewards
     "project.decide": _rule("steward", "only stewards decide on projects"),
     "project.view_any": _rule("steward admin", "only stewards and admins see every project"),

@@ -40,6 +40,7 @@ ACTIONS: Final = frozenset(
         "reidentify",
         "source.approve", "source.refuse", "source.withdraw",
         "steward.form", "steward.sign_in", "steward.sign_out",
+        "synthetic.extract", "synthetic.generate",
         "train.extract", "train.model", "trial.estimate",
         "user.add", "user.revoke", "user.rotate_key",
     }

@@ -20,6 +20,7 @@ import hashlib
 import json
 import secrets
 import sqlite3
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from governance import clock
@@ -299,6 +300,8 @@ class OutputReview:
                 f"output {output_id} is {row['status']}: only approved outputs can be downloaded"
             )
         body: dict[str, Any] = json.loads(row["result"])
+        if row["kind"] == "synthetic":
+            return self._synthetic(principal, row, body, fields)
         if row["kind"] == "model":
             manifest = json.loads(row["manifest"])
             body = {"model_card": body, "artifact_sha256": manifest["artifact_sha256"]}
@@ -321,6 +324,35 @@ class OutputReview:
             )
         )
         return body
+
+    def _synthetic(
+        self, principal: Principal, row: sqlite3.Row, card: dict[str, Any], fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """An approved synthetic table: its data card and the Parquet file's bytes, the
+        file checked against the hash in the signed manifest (what was approved)."""
+        manifest = json.loads(row["manifest"])
+        try:
+            data = Path(manifest["parquet"]).read_bytes()
+        except OSError:
+            data = b""
+        if hashlib.sha256(data).hexdigest() != manifest["parquet_sha256"]:
+            reason = "the approved file is missing or changed"
+            self.gov.audit.record(
+                AuditEvent.by(
+                    principal, "output.download", decision="denied", reason=reason, **fields
+                )
+            )
+            raise Conflict(f"output {row['output_id']}: {reason}; ask a steward")
+        self.gov.audit.record(
+            AuditEvent.by(
+                principal,
+                "output.download",
+                row_count=manifest.get("rows"),
+                result_sha256=manifest["parquet_sha256"],
+                **fields,
+            )
+        )
+        return {"data_card": card, "parquet": data, "parquet_sha256": manifest["parquet_sha256"]}
 
     def new_id(self) -> str:
         return "o-" + secrets.token_hex(6)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from governance.access import roles
@@ -303,3 +304,73 @@ def model_output(review: OutputReview, model_id: str) -> str | None:
         .fetchone()
     )
     return None if row is None else str(row["output_id"])
+
+
+def submit_synthetic(
+    review: OutputReview,
+    principal: Principal,
+    project_id: str,
+    *,
+    dataset_id: str,
+    release: str,
+    card: dict[str, Any],
+    parquet: Path,
+    spend_id: int,
+    epsilon: float,
+    delta: float,
+) -> str:
+    """A DP synthetic table enters review: the ledger's commit, the output and its audit
+    entry in one transaction. What a steward approves is exactly the file whose hash the
+    signed manifest holds; the download checks it again."""
+    data = parquet.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    output_id = review.new_id()
+    manifest = {
+        "kind": "synthetic",
+        "dataset_id": dataset_id,
+        "project": project_id,
+        "release": release,
+        "parquet": str(parquet),
+        "parquet_sha256": digest,
+        "rows": card.get("rows"),
+        "epsilon": epsilon,
+        "delta": delta,
+        "created_at": now(),
+    }
+    signature = review.sign(manifest)
+    with review.gov.store.transaction() as con:
+        review.gov.ledger.commit_in(
+            con, spend_id, epsilon=epsilon, delta=delta, actor=principal.user.user_id
+        )
+        con.execute(
+            "INSERT INTO outputs (output_id, project_id, query_id, author, release, status, "
+            "result, manifest, signature, created_at, kind) "
+            "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, 'synthetic')",
+            (
+                output_id,
+                project_id,
+                dataset_id,
+                principal.user.user_id,
+                release,
+                json.dumps(card, default=str),
+                json.dumps(manifest),
+                signature,
+                now(),
+            ),
+        )
+        review.gov.audit.append(
+            con,
+            AuditEvent.by(
+                principal,
+                "synthetic.generate",
+                project=project_id,
+                release=release,
+                target=output_id,
+                epsilon=epsilon,
+                delta=delta,
+                row_count=card.get("rows"),
+                result_sha256=digest,
+                details={"dataset_id": dataset_id, "method": card.get("method")},
+            ),
+        )
+    return output_id

@@ -20,6 +20,7 @@ from hub.cli.models import audit_model as audit_model_command
 from hub.cli.models import models_app
 from hub.cli.models import train as train_command
 from hub.cli.models import trial as trial_command
+from hub.cli.synthetic import synthetic_app
 from hub.console import fail
 from synthetic_data.errors import GenerationError
 
@@ -53,6 +54,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(sources_app, name="sources")
 app.add_typer(models_app, name="models")
 app.add_typer(feasibility_app, name="feasibility")
+app.add_typer(synthetic_app, name="synthetic-data")
 app.command("train")(train_command)
 app.command("trial")(trial_command)
 app.command("audit-model")(audit_model_command)

@@ -1,4 +1,5 @@
-"""Outputs awaiting review: exact tables with their disclosure manifests, and models."""
+"""Outputs awaiting review: exact tables with their disclosure manifests, models, and DP
+synthetic datasets with their data cards (on the Models page)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def _table(desk: Desk, output: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/outputs")
 def outputs(desk: SignedIn) -> Response:
-    pending = [o for o in desk.gov.outputs.pending(desk.principal) if o.get("kind") != "model"]
+    pending = [o for o in desk.gov.outputs.pending(desk.principal) if o.get("kind") == "table"]
     return desk.page(
         "outputs.html",
         section="outputs",
@@ -66,7 +67,10 @@ def models(desk: SignedIn) -> Response:
     pending = [o for o in desk.gov.outputs.pending(desk.principal) if o.get("kind") == "model"]
     for o in pending:  # the exact metrics and audits the modeller never sees
         o["steward_record"] = trainer.steward_record(desk.service, o["project_id"], o["query_id"])
-    return desk.page("models.html", section="models", outputs=pending)
+    synthetic = [
+        o for o in desk.gov.outputs.pending(desk.principal) if o.get("kind") == "synthetic"
+    ]
+    return desk.page("models.html", section="models", outputs=pending, synthetic=synthetic)
 
 
 def _decide(

@@ -171,8 +171,9 @@ class Desk:
         pending = svc.pending(self.principal)
         counts = {
             "projects": len(self.gov.projects.find(status="requested")),
-            "outputs": sum(1 for o in pending if o.get("kind", "table") != "model"),
-            "models": sum(1 for o in pending if o.get("kind") == "model"),
+            "outputs": sum(1 for o in pending if o.get("kind", "table") == "table"),
+            # models and DP synthetic datasets share the Models page
+            "models": sum(1 for o in pending if o.get("kind") in ("model", "synthetic")),
         }
         return html(
             template,

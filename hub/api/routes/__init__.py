@@ -17,6 +17,7 @@ from hub.api.routes import (
     queries,
     service,
     sources,
+    synthetic,
 )
 from hub.api.schemas import ERRORS
 
@@ -26,3 +27,4 @@ for module in (
     quality, public,
 ):  # fmt: skip
     router.include_router(module.router)
+router.include_router(synthetic.router)

@@ -7,6 +7,7 @@ import io
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse, Response
@@ -82,9 +83,20 @@ def download_output(
 ) -> dict[str, Any] | Response:
     """An approved output: JSON, or a file (CSV or Parquet) named after the output."""
     body = gov.outputs.download(principal, output_id)
+    disposition = {"content-disposition": f'attachment; filename="{output_id}.{format}"'}
+    if "parquet" in body:  # a synthetic dataset: its data card, or the approved file
+        if format == "json":
+            return {"data_card": body["data_card"], "parquet_sha256": body["parquet_sha256"]}
+        if format == "csv":
+            table = pq.read_table(io.BytesIO(body["parquet"]))
+            sink = io.BytesIO()
+            pa_csv.write_csv(table, sink)
+            return Response(sink.getvalue(), media_type="text/csv", headers=disposition)
+        return Response(
+            body["parquet"], media_type="application/vnd.apache.parquet", headers=disposition
+        )
     if format == "json":
         return body
-    disposition = {"content-disposition": f'attachment; filename="{output_id}.{format}"'}
     if format == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
