@@ -142,6 +142,20 @@ MIGRATIONS: Final = (
     ALTER TABLE projects ADD COLUMN output_reviewers INTEGER NOT NULL DEFAULT 1
         CHECK (output_reviewers IN (1, 2));
     """,
+    # an emulated trial's effect estimate is an output too (models/trial.py). SQLite cannot
+    # alter a CHECK, but loosening one may be written into the schema directly (sqlite.org,
+    # "ALTER TABLE": removing or changing CHECK constraints); every stored row still
+    # passes. The index is new DDL: it bumps the schema cookie, so other connections
+    # reload the schema with the new CHECK.
+    """
+    PRAGMA writable_schema = ON;
+    UPDATE sqlite_schema
+        SET sql = replace(sql, '(kind IN (''table'', ''model''))',
+                          '(kind IN (''table'', ''model'', ''trial''))')
+        WHERE type = 'table' AND name = 'outputs';
+    PRAGMA writable_schema = OFF;
+    CREATE INDEX outputs_by_kind ON outputs(kind, status);
+    """,
 )
 
 

@@ -1,4 +1,5 @@
-"""Outputs awaiting review: exact tables with their disclosure manifests, and models."""
+"""Outputs awaiting review: exact tables with their disclosure manifests, models, and
+emulated trials' effect estimates with their protocols."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from hub.steward.web import PREFIX, CheckedForm, Desk, HtmlRoute, SignedIn
 from models import trainer
 
 router = APIRouter(prefix=PREFIX, route_class=HtmlRoute, include_in_schema=False)
-PAGES: Final = {"outputs": f"{PREFIX}/outputs", "models": f"{PREFIX}/models"}
+PAGES: Final = {
+    "outputs": f"{PREFIX}/outputs", "models": f"{PREFIX}/models", "trials": f"{PREFIX}/trials",
+}  # fmt: skip
 Reason = Annotated[str, Form(max_length=2000)]
 ReturnTo = Annotated[str, Form(max_length=20)]
 DONE: Final = {
@@ -53,7 +56,9 @@ def _table(desk: Desk, output: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/outputs")
 def outputs(desk: SignedIn) -> Response:
-    pending = [o for o in desk.gov.outputs.pending(desk.principal) if o.get("kind") != "model"]
+    pending = [
+        o for o in desk.gov.outputs.pending(desk.principal) if o.get("kind", "table") == "table"
+    ]
     return desk.page(
         "outputs.html",
         section="outputs",
@@ -67,6 +72,15 @@ def models(desk: SignedIn) -> Response:
     for o in pending:  # the exact metrics and audits the modeller never sees
         o["steward_record"] = trainer.steward_record(desk.service, o["project_id"], o["query_id"])
     return desk.page("models.html", section="models", outputs=pending)
+
+
+@router.get("/trials")
+def trials(desk: SignedIn) -> Response:
+    """Emulated trials' DP estimates beside their protocols and privacy cost."""
+    pending = [o for o in desk.gov.outputs.pending(desk.principal) if o.get("kind") == "trial"]
+    for o in pending:
+        o["signed"] = _signed(desk, o)
+    return desk.page("trials.html", section="trials", outputs=pending)
 
 
 def _decide(

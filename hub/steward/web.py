@@ -171,8 +171,9 @@ class Desk:
         pending = svc.pending(self.principal)
         counts = {
             "projects": len(self.gov.projects.find(status="requested")),
-            "outputs": sum(1 for o in pending if o.get("kind", "table") != "model"),
+            "outputs": sum(1 for o in pending if o.get("kind", "table") == "table"),
             "models": sum(1 for o in pending if o.get("kind") == "model"),
+            "trials": sum(1 for o in pending if o.get("kind") == "trial"),
         }
         return html(
             template,

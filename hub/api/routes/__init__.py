@@ -15,9 +15,11 @@ from hub.api.routes import (
     quality,
     queries,
     service,
+    trials,
 )
 from hub.api.schemas import ERRORS
 
 router = APIRouter(prefix="/v1", responses=ERRORS)
-for module in (service, datasets, projects, queries, outputs, models, audit, quality, public):
+MODULES = (service, datasets, projects, queries, outputs, models, trials, audit, quality, public)
+for module in MODULES:
     router.include_router(module.router)
