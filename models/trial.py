@@ -78,6 +78,37 @@ def _gaussian(value: float, sensitivity: float, rho: float) -> tuple[float, floa
     return value + float(dpsgd.secure_normal((1,), sigma)[0]), sigma
 
 
+# L2 sensitivities of the released sums when one person is added or removed (the privacy
+# unit: the cohort has one row per person), from the declared bounds alone: |ψ| ≤ B,
+# y ∈ [0, 1]; each arm's sums are moved only by that arm's people (parallel composition)
+SENSITIVITY: Final = {
+    "psi_sum": BOUND, "psi_square_sum": BOUND**2, "count": 1.0,
+    "arm_outcome_sum": 1.0, "arm_count": 1.0,
+}  # fmt: skip
+
+
+def statistics(psi: np.ndarray, t: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """The exact sums the estimate releases with noise (private: never returned).
+
+    >>> statistics(np.array([2.0, -1.0]), np.array([1, 0]), np.array([0.5, 0.25]))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'psi_sum': 1.0, 'psi_square_sum': 5.0, 'count': 2.0, 'treated_outcome_sum': 0.5,
+     'treated_count': 1.0, 'untreated_outcome_sum': 0.25, 'untreated_count': 1.0}
+    """
+    treated = np.asarray(t) == 1
+    y = np.clip(np.asarray(y, dtype=np.float64), 0.0, 1.0)
+    psi = np.clip(np.asarray(psi, dtype=np.float64), -BOUND, BOUND)
+    return {
+        "psi_sum": float(np.sum(psi)),
+        "psi_square_sum": float(np.sum(psi**2)),
+        "count": float(len(psi)),
+        "treated_outcome_sum": float(np.sum(y[treated])),
+        "treated_count": float(np.sum(treated)),
+        "untreated_outcome_sum": float(np.sum(y[~treated])),
+        "untreated_count": float(np.sum(~treated)),
+    }
+
+
 def pseudo_outcomes(
     m1: np.ndarray, m0: np.ndarray, e: np.ndarray, t: np.ndarray, y: np.ndarray
 ) -> np.ndarray:
@@ -120,17 +151,21 @@ def aipw(
         se = float(np.std(psi) / math.sqrt(max(len(psi), 1)))
         naive = float(np.mean(y[treated]) - np.mean(y[~treated])) if treated.any() else 0.0
         return Estimate(mean, (mean - Z95 * se, mean + Z95 * se), se, naive, math.inf, 0.0, 0.0)
-    s, sigma_s = _gaussian(float(np.sum(psi)), BOUND, share["psi_sum"])
-    q, _ = _gaussian(float(np.sum(psi**2)), BOUND**2, share["psi_square_sum"])
-    n_noisy, _ = _gaussian(float(len(psi)), 1.0, share["count"])
+    exact = statistics(psi, t, y)
+    s, sigma_s = _gaussian(exact["psi_sum"], SENSITIVITY["psi_sum"], share["psi_sum"])
+    q, _ = _gaussian(
+        exact["psi_square_sum"], SENSITIVITY["psi_square_sum"], share["psi_square_sum"]
+    )
+    n_noisy, _ = _gaussian(exact["count"], SENSITIVITY["count"], share["count"])
     n = max(n_noisy, 1.0)
     mean = min(BOUND, max(-BOUND, s / n))
     variance = max(q / n - mean**2, 0.0)
     se = math.sqrt(variance / n + sigma_s**2 / n**2)
     naive_arms = []
-    for arm in (treated, ~treated):  # disjoint: parallel composition, one share
-        total, _ = _gaussian(float(np.sum(y[arm])), 1.0, share["naive"] / 2)
-        count, _ = _gaussian(float(np.sum(arm)), 1.0, share["naive"] / 2)
+    for arm in ("treated", "untreated"):  # disjoint: parallel composition, one share
+        half = share["naive"] / 2
+        total, _ = _gaussian(exact[f"{arm}_outcome_sum"], SENSITIVITY["arm_outcome_sum"], half)
+        count, _ = _gaussian(exact[f"{arm}_count"], SENSITIVITY["arm_count"], half)
         naive_arms.append(min(1.0, max(0.0, total / max(count, 1.0))))
     return Estimate(
         ate=mean, ci95=(mean - Z95 * se, mean + Z95 * se), se=se,
