@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 import numpy as np
 import pandas as pd
 from rich.console import Console
@@ -31,24 +30,18 @@ if TYPE_CHECKING:
 def _ground_truth(population: Path) -> pd.DataFrame:
     """Everyone with a first prediabetes diagnosis: the features the study's cohort SQL
     derives (from the generator's own values) and the true benefit of referral."""
-    con = duckdb.connect()
-    try:
-        return con.execute(
-            """
-            SELECT year(g.index_date) - year(p.date_of_birth) AS age,
-                   (year(g.index_date) - year(p.date_of_birth) < 60)::INT AS under_60,
-                   g.bmi_at_index AS bmi, g.hba1c_at_index AS hba1c, g.imd_decile,
-                   (g.imd_decile <= 3)::INT AS most_deprived, p.sex, p.ethnicity,
-                   -g.effect_hba1c_change_12m AS true_benefit
-            FROM read_parquet($truth) g JOIN read_parquet($patients) p USING (patient_id)
-            """,
-            {
-                "truth": str(population / "ground_truth" / "*.parquet"),
-                "patients": str(population / "patients" / "*.parquet"),
-            },
-        ).df()
-    finally:
-        con.close()
+    truth = pd.read_parquet(population / "ground_truth")
+    people = pd.read_parquet(
+        population / "patients", columns=["patient_id", "date_of_birth", "sex", "ethnicity"]
+    )
+    g = truth.merge(people, on="patient_id")
+    age = pd.to_datetime(g["index_date"]).dt.year - pd.to_datetime(g["date_of_birth"]).dt.year
+    return pd.DataFrame({
+        "age": age, "under_60": (age < 60).astype(int), "bmi": g["bmi_at_index"],
+        "hba1c": g["hba1c_at_index"], "imd_decile": g["imd_decile"],
+        "most_deprived": (g["imd_decile"] <= 3).astype(int), "sex": g["sex"],
+        "ethnicity": g["ethnicity"], "true_benefit": -g["effect_hba1c_change_12m"],
+    })  # fmt: skip
 
 
 def show_against_truth(
