@@ -73,7 +73,8 @@ def show_against_truth(
         f"  steward approved it; average fall in 12-month HbA1c with referral: DP AIPW "
         f"[bold]{-est['average_effect']:.2f}[/] mmol/mol (95% CI {low:.2f} to {high:.2f}); "
         f"naive difference {-est['naive_difference']:.2f}; "
-        f"[bold]truth {true_mean:.2f}[/] (mean over the {len(truth):,} eligible people)"
+        f"[bold]truth {true_mean:.2f}[/] (mean over the {len(truth):,} eligible people)",
+        soft_wrap=True,  # one line, whatever the terminal: a reader compares the figures
     )
     result: dict[str, Any] = {
         "trial": {"estimate": -est["average_effect"], "ci95": [low, high],
@@ -95,7 +96,8 @@ def show_against_truth(
         f"ε {card['epsilon']:.2f}): finds [bold]{share:.0%}[/] of the true top-decile "
         f"benefiters (chance: 10%); RMSE of the individual benefit "
         f"{metrics.rmse(predicted, actual):.2f} mmol/mol; true benefit ranges "
-        f"{actual.min():.1f} to {actual.max():.1f}"
+        f"{actual.min():.1f} to {actual.max():.1f}",
+        soft_wrap=True,
     )
     result["who_benefits"] = {"top_decile": share, "rmse": metrics.rmse(predicted, actual)}
     return result
