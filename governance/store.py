@@ -189,7 +189,8 @@ MIGRATIONS: Final = (
     );
     CREATE INDEX feasibility_by_project ON feasibility_runs(project_id, created_at);
     """,
-    # DP synthetic datasets as outputs (models/synthetic.py): SQLite cannot widen a CHECK,
+    # DP synthetic datasets (models/synthetic.py) and emulated trials' estimates
+    # (models/trial.py) as outputs: SQLite cannot widen a CHECK,
     # so the table is rebuilt (foreign keys are off while migrations run, see _migrate)
     """
     CREATE TABLE outputs_new (
@@ -197,13 +198,15 @@ MIGRATIONS: Final = (
         author TEXT NOT NULL, release TEXT NOT NULL, status TEXT NOT NULL,
         result TEXT NOT NULL, manifest TEXT NOT NULL, signature TEXT NOT NULL,
         created_at TEXT NOT NULL, reviewed_by TEXT, review_reason TEXT, reviewed_at TEXT,
-        kind TEXT NOT NULL DEFAULT 'table' CHECK (kind IN ('table', 'model', 'synthetic'))
+        kind TEXT NOT NULL DEFAULT 'table'
+            CHECK (kind IN ('table', 'model', 'synthetic', 'trial'))
     );
     INSERT INTO outputs_new SELECT output_id, project_id, query_id, author, release, status,
         result, manifest, signature, created_at, reviewed_by, review_reason, reviewed_at, kind
         FROM outputs;
     DROP TABLE outputs;
     ALTER TABLE outputs_new RENAME TO outputs;
+    CREATE INDEX outputs_by_kind ON outputs(kind, status);
     """,
 )
 

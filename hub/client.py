@@ -199,6 +199,17 @@ class HubClient:
         """One query: its status and, for an exact query, ``output`` (reasons, link)."""
         return dict(self._call("GET", f"/projects/{self._project(project)}/queries/{query_id}"))
 
+    def trial(
+        self, study: str | Path, *, name: str | None = None, project: str | None = None
+    ) -> dict[str, Any]:
+        """Run an emulated trial (a study spec's TOML text or file; SQL inline): ε is
+        charged and the DP estimate goes to a steward; returns the trial and output ids.
+        Read the estimate with :meth:`download` once the output is approved."""
+        if isinstance(study, Path):
+            name, study = name or study.stem, study.read_text()
+        body = {"study": study, "name": name or "study"}
+        return dict(self._call("POST", f"/projects/{self._project(project)}/trials", json=body))
+
     def outputs(
         self, *, status: str | None = None, project: str | None = None
     ) -> list[dict[str, Any]]:

@@ -346,6 +346,13 @@ def _study(settings: HubSettings, *, train: bool) -> Study:
     # the hub no longer refuses a training because of what a cohort turned out to hold
     if train:
         _models(service, gov.people.authenticate(keys["demo.modeller"]), pid)
+        from hub.demo_trial import show_against_truth
+
+        show_against_truth(
+            service, modeller=gov.people.authenticate(keys["demo.modeller"]),
+            steward=gov.people.authenticate(keys["demo.steward"]), project_id=pid,
+            population=settings.home / "synthetic" / "real", out=out,
+        )  # fmt: skip
     else:
         out.print(
             f"[yellow]DP models skipped: too few training rows in a population this small. "

@@ -1,8 +1,9 @@
 """Emulated trials: a study spec in target-trial terms (:func:`parse_study`) and the
 average effect of its treatment under DP, a doubly robust (AIPW) estimate with an
 interval that accounts for the noise (:func:`aipw`), run through the governed cohort
-path and the project's ledger (:func:`run`, ``hub trial``). Not yet: steward review of
-the estimate as an output, an HTTP route, the cohort SQL generated from the protocol.
+path and the project's ledger, and released through steward review like any output
+(:func:`run`; ``hub trial``, ``POST /v1/projects/{id}/trials``). Not yet: the cohort SQL
+generated from the protocol (the study states both; the steward reads both).
 
 Given a person-level cohort with features ``x`` in [0, 1] (the declared confounders),
 a 0/1 treatment ``t`` and an outcome ``y`` scaled to [0, 1] by declared bounds:
@@ -26,7 +27,9 @@ sums) plus the variance of the noise on the sum, divided by the (noisy) count.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import secrets
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +40,8 @@ import numpy as np
 from governance.access.people import Principal
 from governance.audit.events import AuditEvent
 from governance.errors import InvalidRequest
+from governance.outputs import submissions
+from governance.outputs.review import download_url
 from governance.privacy import accounting
 from governance.privacy.accounting import DEFAULT_TRAINING_DELTA
 from models import adassp, cohort, dpsgd
@@ -71,6 +76,37 @@ def _gaussian(value: float, sensitivity: float, rho: float) -> tuple[float, floa
     """``value`` plus N(0, σ²) from the CSPRNG with σ = Δ/√(2ρ); returns (noisy, σ)."""
     sigma = sensitivity / math.sqrt(2 * rho)
     return value + float(dpsgd.secure_normal((1,), sigma)[0]), sigma
+
+
+# L2 sensitivities of the released sums when one person is added or removed (the privacy
+# unit: the cohort has one row per person), from the declared bounds alone: |ψ| ≤ B,
+# y ∈ [0, 1]; each arm's sums are moved only by that arm's people (parallel composition)
+SENSITIVITY: Final = {
+    "psi_sum": BOUND, "psi_square_sum": BOUND**2, "count": 1.0,
+    "arm_outcome_sum": 1.0, "arm_count": 1.0,
+}  # fmt: skip
+
+
+def statistics(psi: np.ndarray, t: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """The exact sums the estimate releases with noise (private: never returned).
+
+    >>> statistics(np.array([2.0, -1.0]), np.array([1, 0]), np.array([0.5, 0.25]))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'psi_sum': 1.0, 'psi_square_sum': 5.0, 'count': 2.0, 'treated_outcome_sum': 0.5,
+     'treated_count': 1.0, 'untreated_outcome_sum': 0.25, 'untreated_count': 1.0}
+    """
+    treated = np.asarray(t) == 1
+    y = np.clip(np.asarray(y, dtype=np.float64), 0.0, 1.0)
+    psi = np.clip(np.asarray(psi, dtype=np.float64), -BOUND, BOUND)
+    return {
+        "psi_sum": float(np.sum(psi)),
+        "psi_square_sum": float(np.sum(psi**2)),
+        "count": float(len(psi)),
+        "treated_outcome_sum": float(np.sum(y[treated])),
+        "treated_count": float(np.sum(treated)),
+        "untreated_outcome_sum": float(np.sum(y[~treated])),
+        "untreated_count": float(np.sum(~treated)),
+    }
 
 
 def pseudo_outcomes(
@@ -115,17 +151,21 @@ def aipw(
         se = float(np.std(psi) / math.sqrt(max(len(psi), 1)))
         naive = float(np.mean(y[treated]) - np.mean(y[~treated])) if treated.any() else 0.0
         return Estimate(mean, (mean - Z95 * se, mean + Z95 * se), se, naive, math.inf, 0.0, 0.0)
-    s, sigma_s = _gaussian(float(np.sum(psi)), BOUND, share["psi_sum"])
-    q, _ = _gaussian(float(np.sum(psi**2)), BOUND**2, share["psi_square_sum"])
-    n_noisy, _ = _gaussian(float(len(psi)), 1.0, share["count"])
+    exact = statistics(psi, t, y)
+    s, sigma_s = _gaussian(exact["psi_sum"], SENSITIVITY["psi_sum"], share["psi_sum"])
+    q, _ = _gaussian(
+        exact["psi_square_sum"], SENSITIVITY["psi_square_sum"], share["psi_square_sum"]
+    )
+    n_noisy, _ = _gaussian(exact["count"], SENSITIVITY["count"], share["count"])
     n = max(n_noisy, 1.0)
     mean = min(BOUND, max(-BOUND, s / n))
     variance = max(q / n - mean**2, 0.0)
     se = math.sqrt(variance / n + sigma_s**2 / n**2)
     naive_arms = []
-    for arm in (treated, ~treated):  # disjoint: parallel composition, one share
-        total, _ = _gaussian(float(np.sum(y[arm])), 1.0, share["naive"] / 2)
-        count, _ = _gaussian(float(np.sum(arm)), 1.0, share["naive"] / 2)
+    for arm in ("treated", "untreated"):  # disjoint: parallel composition, one share
+        half = share["naive"] / 2
+        total, _ = _gaussian(exact[f"{arm}_outcome_sum"], SENSITIVITY["arm_outcome_sum"], half)
+        count, _ = _gaussian(exact[f"{arm}_count"], SENSITIVITY["arm_count"], half)
         naive_arms.append(min(1.0, max(0.0, total / max(count, 1.0))))
     return Estimate(
         ate=mean, ci95=(mean - Z95 * se, mean + Z95 * se), se=se,
@@ -148,7 +188,9 @@ class Study:
     spec: Spec  # the cohort SQL, treatment, outcome and declared confounders
 
 
-def parse_study(text: str, *, base: Path | None = None, name: str = "study") -> Study:
+def parse_study(
+    text: str, *, base: Path | None = None, name: str = "study", files: bool = True
+) -> Study:
     """A study spec: ``[protocol]`` in the standard terms, and the cohort, features
     (the confounders, with declared bounds), outcome bounds and privacy of a model spec.
 
@@ -171,7 +213,7 @@ def parse_study(text: str, *, base: Path | None = None, name: str = "study") -> 
         assignment
     ):
         raise InvalidRequest("[protocol.assignment] needs time_zero and grace_period_days")
-    spec = specs.parse(text, base=base, name=name, sections=frozenset({"protocol"}))
+    spec = specs.parse(text, base=base, name=name, files=files, sections=frozenset({"protocol"}))
     if spec.kind != "effect" or spec.outcome_type != "continuous" or not spec.treatment:
         raise InvalidRequest(
             'a study estimates an effect: [model] kind = "effect", outcome = "continuous" '
@@ -220,12 +262,15 @@ outcome_bounds = [-15, 15]
 def run(
     service: QueryService, principal: Principal, project_id: str, study: Study
 ) -> dict[str, Any]:
-    """Estimate a study's average effect in the hub, as training does: plan (cohort
-    checked, δ checked, nothing spent), reserve ε and δ in the project's ledger, read the
-    cohort through governance (audited), estimate, commit (never refunded once data was
-    read), and record one ``trial.estimate`` audit entry. The result holds only DP
-    quantities (the estimate, its interval, the naive difference) in outcome units,
-    beside the protocol; no count, no row."""
+    """Estimate a study's average effect in the hub and send it for steward review.
+
+    As training does: plan (cohort checked, δ checked, nothing spent), reserve ε and δ in
+    the project's ledger, read the cohort through governance (audited), estimate, commit
+    (never refunded once data was read). The estimate then enters output review with its
+    protocol, one ``trial.estimate`` audit entry written in the same transaction (before
+    any answer). What comes back is the receipt: the trial and output ids, the protocol,
+    ε and δ spent; the estimate itself is read from the approved output
+    (``GET /v1/outputs/{id}/download``). Nothing in either is a count or a row."""
     spec = study.spec
     gov = service.gov
     user = principal.user
@@ -252,12 +297,49 @@ def run(
         gov.ledger.commit(spend, actor=user.user_id)  # data was read: no refund
         raise
     gov.ledger.commit(spend, epsilon=est.epsilon, delta=delta, actor=user.user_id)
-    lo, hi = spec.outcome_bounds or (0.0, 1.0)
-    scale = hi - lo
-    result = {
+    trial_id = "t-" + secrets.token_hex(6)
+    estimate = describe(study, est, delta=delta, release=rows.release, trial_id=trial_id)
+    privacy = {k: estimate[k] for k in ("epsilon", "delta", "rho", "accountant")}
+    output_id = submissions.submit_trial(
+        gov.outputs, principal, project_id, trial_id=trial_id, release=rows.release,
+        estimate=estimate,
+        manifest={"study": spec.name, "protocol": study.protocol,
+                  "cohort_sql_sha256": hashlib.sha256(spec.sql.encode()).hexdigest(),
+                  **privacy},
+        event=AuditEvent(
+            action="trial.estimate", actor=user.user_id, key_id=principal.key_id,
+            role=user.role, project=project_id, release=rows.release, epsilon=est.epsilon,
+            delta=delta, details={"estimator": "aipw", "rho": est.rho, "trial_id": trial_id},
+        ),
+    )  # fmt: skip
+    return {
+        "trial_id": trial_id,
+        "output_id": output_id,
+        "status": "pending",
         "study": spec.name,
         "protocol": study.protocol,
         "release": rows.release,
+        **privacy,
+        "download_url": download_url(output_id),
+    }
+
+
+def describe(
+    study: Study, est: Estimate, *, delta: float, release: str, trial_id: str
+) -> dict[str, Any]:
+    """The output a steward reviews: the protocol, the cohort SQL, the naive and the
+    adjusted estimate with its interval in outcome units, and the privacy spent."""
+    spec = study.spec
+    lo, hi = spec.outcome_bounds or (0.0, 1.0)
+    scale = hi - lo
+    return {
+        "trial_id": trial_id,
+        "study": spec.name,
+        "protocol": study.protocol,
+        "cohort_sql": spec.sql,
+        "treatment": spec.treatment,
+        "outcome": spec.outcome,
+        "release": release,
         "estimator": "AIPW (AdaSSP nuisances; propensity clipped to "
         f"[{CLIP}, {1 - CLIP}]), differentially private",
         "average_effect": est.ate * scale,
@@ -268,10 +350,5 @@ def run(
         "delta": delta,
         "accountant": "zCDP (Gaussian mechanisms; Canonne-Kamath-Steinke conversion)",
         "rho": est.rho,
+        "rho_shares": dict(SHARES),
     }
-    gov.audit.record(AuditEvent(
-        action="trial.estimate", actor=user.user_id, key_id=principal.key_id, role=user.role,
-        project=project_id, release=rows.release, epsilon=est.epsilon, delta=delta,
-        target=spec.name, details={"estimator": "aipw", "rho": est.rho},
-    ))  # fmt: skip
-    return result

@@ -1,6 +1,6 @@
 """Output review: what leaves the hub, decided by stewards, seen by its researchers.
 
-States of an output (an exact table or a trained model)::
+States of an output (an exact table, a trained model or an emulated trial's estimate)::
 
     pending ──approve (by the last required reviewer)──▶ approved ──▶ downloadable
        │  └─approve (one of two required reviewers)──▶ pending (one review recorded)
@@ -314,6 +314,18 @@ class OutputReview:
                 )
             )
             return body
+        if row["kind"] == "trial":
+            # the estimate, and the same figures as a one-row table (for CSV or Parquet)
+            body = {**body, **trial_table(body)}
+            self.gov.audit.record(
+                AuditEvent.by(
+                    principal,
+                    "output.download",
+                    result_sha256=json.loads(row["manifest"])["result_sha256"],
+                    **fields,
+                )
+            )
+            return body
         self.gov.audit.record(
             AuditEvent.by(
                 principal,
@@ -359,6 +371,23 @@ class OutputReview:
 
     def sign(self, manifest: dict[str, Any]) -> str:
         return self.gov.audit.signer.sign(json.dumps(manifest, sort_keys=True).encode())
+
+
+TRIAL_COLUMNS: Final = (
+    "average_effect", "ci95_low", "ci95_high", "naive_difference", "epsilon", "delta",
+)  # fmt: skip
+
+
+def trial_table(estimate: dict[str, Any]) -> dict[str, Any]:
+    """An approved trial estimate as one row (the columns CSV and Parquet downloads use).
+
+    >>> trial_table({"average_effect": -1.5, "ci95": [-2.0, -1.0], "naive_difference": 0.5,
+    ...              "epsilon": 1.0, "delta": 1e-6})["rows"]
+    [[-1.5, -2.0, -1.0, 0.5, 1.0, 1e-06]]
+    """
+    low, high = estimate["ci95"]
+    values = {**estimate, "ci95_low": low, "ci95_high": high}
+    return {"columns": list(TRIAL_COLUMNS), "rows": [[values[c] for c in TRIAL_COLUMNS]]}
 
 
 def _denied(event: AuditEvent, reason: str) -> AuditEvent:

@@ -3,6 +3,7 @@ trained models. Each is written in one transaction with its audit entry."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sqlite3
@@ -374,3 +375,77 @@ def submit_synthetic(
             ),
         )
     return output_id
+
+
+def submit_trial(
+    review: OutputReview,
+    principal: Principal,
+    project_id: str,
+    *,
+    trial_id: str,
+    release: str,
+    estimate: dict[str, Any],
+    manifest: dict[str, Any],
+    event: AuditEvent,
+) -> str:
+    """An emulated trial's DP estimate enters review, with its audit entry (``event``,
+    ``trial.estimate``) in the same transaction.
+
+    The estimate is differentially private, yet it is a result about the region's people
+    that a reader will act on: like any output it leaves only once a steward who is not
+    its author has read it beside its protocol (eligibility, strategies, time zero,
+    follow-up, outcome, contrast, confounders) and its privacy cost. ``manifest`` is
+    what the hub signs: the protocol, the cohort SQL's hash, ε and δ, the estimate's hash.
+    """
+    output_id = review.new_id()
+    manifest = {
+        **manifest,
+        "kind": "trial",
+        "trial_id": trial_id,
+        "project": project_id,
+        "release": release,
+        "result_sha256": sha256_json(estimate),
+        "created_at": now(),
+    }
+    signature = review.sign(manifest)
+    with review.gov.store.transaction() as con:
+        con.execute(
+            "INSERT INTO outputs (output_id, project_id, query_id, author, release, status, "
+            "result, manifest, signature, created_at, kind) "
+            "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, 'trial')",
+            (
+                output_id,
+                project_id,
+                trial_id,
+                principal.user.user_id,
+                release,
+                json.dumps(estimate, default=str),
+                json.dumps(manifest),
+                signature,
+                now(),
+            ),
+        )
+        review.gov.audit.append(
+            con,
+            dataclasses.replace(event, target=output_id, result_sha256=manifest["result_sha256"]),
+        )
+    return output_id
+
+
+def trial_output(
+    service: QueryService, principal: Principal, project_id: str, trial_id: str
+) -> str:
+    """The output that holds a trial's estimate (NotFound outside the caller's projects)."""
+    service.project_for(principal, project_id)
+    row = (
+        service.gov.store.cached()
+        .execute(
+            "SELECT output_id FROM outputs WHERE kind = 'trial' AND query_id = ? "
+            "AND project_id = ?",
+            (trial_id, project_id),
+        )
+        .fetchone()
+    )
+    if row is None:
+        raise NotFound(f"no trial {trial_id} in project {project_id}")
+    return str(row["output_id"])

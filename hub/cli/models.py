@@ -88,7 +88,8 @@ def trial(
     key_file: KeyFile = None,
 ) -> None:
     """Estimate an emulated trial's average effect under DP (AIPW); ε is charged to the
-    project's ledger."""
+    project's ledger and the estimate goes to a steward for review (read it once approved:
+    GET /v1/outputs/OUTPUT/download, or the client)."""
     from models import trial as trials
 
     try:
@@ -97,14 +98,14 @@ def trial(
         result = trials.run(bench.service, bench.principal, project, resolved)
     except HubError as exc:
         raise _fail(str(exc)) from None
-    lo, hi = result["ci95"]
     console.print(
-        f"{escape(result['study'])} on release {result['release']}: average effect "
-        f"{result['average_effect']:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}; naive difference "
-        f"{result['naive_difference']:+.3f}) in {escape(result['outcome_units'])}; "
-        f"ε = {result['epsilon']:.3f}, δ = {result['delta']:.2g} (DP AIPW)"
+        f"{escape(result['study'])} on release {result['release']}: trial "
+        f"{result['trial_id']} estimated (DP AIPW; ε = {result['epsilon']:.3f}, δ = "
+        f"{result['delta']:.2g} charged) and sent for steward review as output "
+        f"{result['output_id']} (pending)"
     )
     console.print(f"  contrast: {escape(str(result['protocol']['causal_contrast']))}")
+    console.print(f"  once approved: GET {result['download_url']}")
 
 
 def audit_model(

@@ -1,5 +1,6 @@
-"""Outputs awaiting review: exact tables with their disclosure manifests, models, and DP
-synthetic datasets with their data cards (on the Models page)."""
+"""Outputs awaiting review: exact tables with their disclosure manifests, models and DP
+synthetic datasets with their data cards (on the Models page), and emulated trials'
+effect estimates with their protocols."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from hub.steward.web import PREFIX, CheckedForm, Desk, HtmlRoute, SignedIn
 from models import trainer
 
 router = APIRouter(prefix=PREFIX, route_class=HtmlRoute, include_in_schema=False)
-PAGES: Final = {"outputs": f"{PREFIX}/outputs", "models": f"{PREFIX}/models"}
+PAGES: Final = {
+    "outputs": f"{PREFIX}/outputs", "models": f"{PREFIX}/models", "trials": f"{PREFIX}/trials",
+}  # fmt: skip
 Reason = Annotated[str, Form(max_length=2000)]
 ReturnTo = Annotated[str, Form(max_length=20)]
 DONE: Final = {
@@ -54,7 +57,9 @@ def _table(desk: Desk, output: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/outputs")
 def outputs(desk: SignedIn) -> Response:
-    pending = [o for o in desk.gov.outputs.pending(desk.principal) if o.get("kind") == "table"]
+    pending = [
+        o for o in desk.gov.outputs.pending(desk.principal) if o.get("kind", "table") == "table"
+    ]
     return desk.page(
         "outputs.html",
         section="outputs",
@@ -71,6 +76,15 @@ def models(desk: SignedIn) -> Response:
         o for o in desk.gov.outputs.pending(desk.principal) if o.get("kind") == "synthetic"
     ]
     return desk.page("models.html", section="models", outputs=pending, synthetic=synthetic)
+
+
+@router.get("/trials")
+def trials(desk: SignedIn) -> Response:
+    """Emulated trials' DP estimates beside their protocols and privacy cost."""
+    pending = [o for o in desk.gov.outputs.pending(desk.principal) if o.get("kind") == "trial"]
+    for o in pending:
+        o["signed"] = _signed(desk, o)
+    return desk.page("trials.html", section="trials", outputs=pending)
 
 
 def _decide(

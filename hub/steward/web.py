@@ -174,6 +174,7 @@ class Desk:
             "outputs": sum(1 for o in pending if o.get("kind", "table") == "table"),
             # models and DP synthetic datasets share the Models page
             "models": sum(1 for o in pending if o.get("kind") in ("model", "synthetic")),
+            "trials": sum(1 for o in pending if o.get("kind") == "trial"),
         }
         return html(
             template,

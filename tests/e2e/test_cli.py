@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,14 @@ def test_demo_runs_the_whole_story_and_can_run_again(tmp_path):
     assert len(plots) == 1 and plots[0].read_bytes().startswith(b"\x89PNG")
     cards = list((tmp_path / "projects").glob("*/models/m-*/card.md"))
     assert len(cards) == 4 and "sent for release review as o-" in out
+    # one emulated trial, reviewed by the demo steward, and the who-benefits model, each
+    # beside the generator's truth
+    trial = re.search(r"DP AIPW ([0-9.-]+) mmol/mol \(95% CI ([0-9.-]+) to ([0-9.-]+)\)", out)
+    truth = re.search(r"truth ([0-9.-]+) \(mean over the [0-9,]+ eligible people\)", out)
+    assert trial and truth and "steward approved it" in out, out
+    assert 0.5 < float(truth.group(1)) < 3.0  # the generator's mean benefit (mmol/mol)
+    found = re.search(r"finds (\d+)% of the true top-decile benefiters", out)
+    assert found and 0 <= int(found.group(1)) <= 100
     assert (tmp_path / "releases" / "CURRENT").exists() and (
         tmp_path / "dummy" / "releases" / "CURRENT"
     ).exists()

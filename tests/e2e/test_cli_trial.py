@@ -1,5 +1,6 @@
 """`hub trial`: a modeller estimates an emulated trial's average effect from the
-command line; the spend shows in the ledger, and an over-budget study is refused."""
+command line; the estimate goes to steward review, the spend shows in the ledger, and an
+over-budget study is refused."""
 
 from __future__ import annotations
 
@@ -79,11 +80,11 @@ def test_a_modeller_estimates_a_trial_and_a_second_one_does_not_fit(hub_with_pro
     args = ("trial", "--project", pid, "--study", str(work / "study.toml"))
     done = hub(home, *args, "--key-file", str(work / "mo.key"))
     assert done.returncode == 0, done.stdout
-    found = re.search(r"average effect ([+-][0-9.]+) \(95% CI ([+-][0-9.]+) to ([+-][0-9.]+)",
-                      done.stdout)  # fmt: skip
+    found = re.search(r"sent for steward review as output (o-[0-9a-f]+) \(pending\)", done.stdout)
     assert found, done.stdout
-    effect, lo, hi = (float(v) for v in found.groups())
-    assert lo <= effect <= hi and "ε = 2.000" in done.stdout and "average effect" in done.stdout
+    assert "ε = 2.000" in done.stdout and "average effect" in done.stdout  # the contrast
+    output = gov.outputs.row(found.group(1))
+    assert output["kind"] == "trial" and output["status"] == "pending"
     assert gov.ledger.state(pid).epsilon_spent == pytest.approx(2.0, rel=1e-4)
     again = hub(home, *args, "--key-file", str(work / "mo.key"))
     assert again.returncode == 2 and "budget" in again.stdout.lower()

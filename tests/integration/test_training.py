@@ -435,8 +435,8 @@ confounders = ["year_of_birth", "t2d"]
 
 def test_an_emulated_trial_estimates_its_average_effect_charged_and_audited(setup):
     """The study's DP AIPW estimate through the governed path: ε and δ reserved and
-    charged to the ledger, one ``trial.estimate`` audit entry without values, and a
-    result that holds only DP quantities and the protocol."""
+    charged to the ledger, one ``trial.estimate`` audit entry without values, the
+    estimate pending review as an output, and a receipt without it."""
     gov, service, _, who = setup
     project = gov.projects.request(
         requester=who["ana"].user, title="trial", purpose="emulated trial",
@@ -449,14 +449,19 @@ def test_an_emulated_trial_estimates_its_average_effect_charged_and_audited(setu
     pid = project.project_id
     study = trial.parse_study(STUDY)
     result = trial.run(service, who["mo"], pid, study)
-    assert result["ci95"][0] <= result["average_effect"] <= result["ci95"][1]
-    assert -9 <= result["average_effect"] <= 9 and result["protocol"]["outcome"] == "IMD decile"
+    assert result["status"] == "pending" and "average_effect" not in result
+    output = gov.outputs.row(result["output_id"])  # what the steward reviews
+    assert output["kind"] == "trial" and output["status"] == "pending"
+    estimate = json.loads(output["result"])
+    assert estimate["ci95"][0] <= estimate["average_effect"] <= estimate["ci95"][1]
+    assert -9 <= estimate["average_effect"] <= 9 and result["protocol"]["outcome"] == "IMD decile"
     assert 2.99 < result["epsilon"] <= 3.0 and result["delta"] == 1e-7
     assert gov.ledger.state(pid).epsilon_spent == pytest.approx(result["epsilon"])
     [entry] = gov.audit.entries(project=pid, action="trial.estimate", limit=5)
     assert entry["epsilon"] == pytest.approx(result["epsilon"]) and entry["actor"] == "mo"
     # no count and no row in what comes back or in the audit entry
-    assert not {"rows", "people", "n", "held_out_rows"} & set(result)
+    assert not {"rows", "people", "n", "held_out_rows"} & (set(result) | set(estimate))
+    assert entry["target"] == result["output_id"]
     assert "row_count" not in entry or entry["row_count"] is None
     # a second study does not fit the remaining budget: refused before reading
     with pytest.raises(BudgetExhausted):

@@ -14,6 +14,7 @@ from governance.outputs import (
     exact_plan,
     person_keys,
     population_index,
+    review,
 )
 from governance.privacy import (
     accounting,
@@ -29,7 +30,7 @@ from governance.sql import cache, engine, mistakes, policy
 from models import adassp, cohort, dpsgd, features, mia, spec, trial
 
 MODULES = [accounting, domains, dp_query, dp_sql, dp_expressions, mechanism, policy]
-MODULES += [disclosure, disclosure_ledger, exact_plan, person_keys, population_index]
+MODULES += [disclosure, disclosure_ledger, exact_plan, person_keys, population_index, review]
 MODULES += [codelists, grants, mistakes, cache, engine]
 
 

@@ -18,13 +18,14 @@ from hub.api.routes import (
     service,
     sources,
     synthetic,
+    trials,
 )
 from hub.api.schemas import ERRORS
 
 router = APIRouter(prefix="/v1", responses=ERRORS)
-for module in (
-    service, datasets, projects, sources, queries, feasibility, outputs, models, audit,
-    quality, public,
-):  # fmt: skip
+MODULES = (
+    service, datasets, projects, sources, queries, feasibility, outputs, models, trials,
+    audit, quality, public, synthetic,
+)  # fmt: skip
+for module in MODULES:
     router.include_router(module.router)
-router.include_router(synthetic.router)
