@@ -35,6 +35,9 @@ def projects(desk: SignedIn) -> Response:
         decided=by_status.get("rejected", []) + by_status.get("closed", []),
         budgets=budgets,
         sdc=(DEFAULT_SDC_THRESHOLD, DEFAULT_SDC_ROUNDING),
+        # a release built from feeds: what the approval lists, and each controller's say
+        feeds=desk.gov.release_feeds(),
+        sources={p.project_id: desk.gov.sources.for_project(p.project_id) for p in every},
     )
 
 
@@ -63,6 +66,7 @@ def approve(
     sdc_rounding: Annotated[str, Form(max_length=10)] = str(DEFAULT_SDC_ROUNDING),
     trainer: Annotated[list[str] | None, Form(max_length=50)] = None,
     output_reviewers: Annotated[str, Form(max_length=2)] = "1",
+    source: Annotated[list[str] | None, Form(max_length=200)] = None,
 ) -> Response:
     def decide() -> None:
         duration = int(finite(days, "days", integer=True)) if days.strip() else None
@@ -84,6 +88,8 @@ def approve(
             trainers=trainer or [],
             output_reviewers=int(finite(output_reviewers, "output reviewers", integer=True)),
             key_id=desk.principal.key_id,
+            # the form lists the release's feeds: none ticked is refused, not "all"
+            sources=(source or []) if desk.gov.release_feeds() else None,
         )
 
     return act(desk, BACK, f"Project {project_id} approved.", decide)
