@@ -72,7 +72,9 @@ def run_demo(*, patients: int, dummy_patients: int, seed: int, serve: bool, port
     _populations(home, patients=patients, dummy_patients=dummy_patients, seed=seed)
     _releases(home)
     study = _study(settings, train=patients >= MIN_MODEL_PATIENTS)
-    _synthetic_data(settings, steward_key=study.keys["demo.steward"])
+    _synthetic_data(
+        settings, steward_key=study.keys["demo.steward"], company_key=study.keys["demo.company"]
+    )
     out.print(f"\n[bold]setup finished in {time.perf_counter() - started:.0f} s")
     _what_next(study, port=port)
     if serve:
@@ -341,7 +343,7 @@ def _study(settings: HubSettings, *, train: bool) -> Study:
         f"real release, exact: prediabetes by IMD decile sent for review as output "
         f"{exact['output_id']}; budget left ε = {state.epsilon_remaining:g}"
     )
-    _company(gov, users["demo.steward"], until)
+    keys["demo.company"] = _company(gov, users["demo.steward"], until)
     # decided from the population size the demo chose (public), never from the data:
     # the hub no longer refuses a training because of what a cohort turned out to hold
     if train:
@@ -362,9 +364,10 @@ def _study(settings: HubSettings, *, train: bool) -> Study:
     return Study(keys, pid, exact["output_id"])
 
 
-def _company(gov: Governance, steward: User, until: dt.date) -> None:
+def _company(gov: Governance, steward: User, until: dt.date) -> str:
     """A life-science company's commercial project: terms stated, approved with a budget
-    of a few feasibility runs, and a trial feasibility spec answered at once."""
+    of a few feasibility runs, and a trial feasibility spec answered at once; the
+    company's key (it later receives a synthetic dataset too)."""
     from governance.feasibility import EPSILON, FEASIBILITY_GRANTS, parse_spec
     from hub.cli.feasibility import show
 
@@ -411,25 +414,23 @@ def _company(gov: Governance, steward: User, until: dt.date) -> None:
         f"ε = {5 * EPSILON:g} (five feasibility runs); two stewards per exact output"
     )
     show(answer, out)
+    return key
 
 
-def _synthetic_data(settings: HubSettings, *, steward_key: str) -> None:
-    """A life-science company receives a DP synthetic copy of the flattened cohort: its
-    researcher requests it (ε charged), the demo steward approves it, the file downloads."""
+def _synthetic_data(settings: HubSettings, *, steward_key: str, company_key: str) -> None:
+    """The same life-science company receives a DP synthetic copy of a flattened cohort for
+    product development: it requests it in a second project (ε charged), the demo steward
+    approves it, the file downloads."""
     import dataclasses
 
     from models import synthetic, synthetic_spec
     from models.examples import EXAMPLES
 
-    out.rule("A life-science company's synthetic dataset")
+    out.rule("The company's synthetic dataset")
     started = time.perf_counter()
     gov = settings.governance()
     until = dt.date.today() + dt.timedelta(days=365)
-    user, key = gov.people.add(
-        user_id="demo.diagnostics", name="Diagnostics", role="researcher",
-        organisation="Midlands Diagnostics Ltd", organisation_type="life_science_company",
-        accreditation_expires=until, actor="hub demo",
-    )  # fmt: skip
+    user = gov.people.authenticate(company_key).user
     project = gov.projects.request(
         requester=user, title="A type 2 diabetes risk tool: synthetic rows to build against",
         purpose="Prototype a T2D risk product on DP synthetic records before any real access.",
@@ -448,7 +449,7 @@ def _synthetic_data(settings: HubSettings, *, steward_key: str) -> None:
     reviewer = gov.people.authenticate(steward_key)
     gov.projects.approve(project.project_id, steward=reviewer.user, epsilon=3.0, delta=1e-6)
     _controllers_decide(gov, project.project_id, until)
-    company = gov.people.authenticate(key)
+    company = gov.people.authenticate(company_key)
     # a shorter fit than the example's keeps the demo quick; the benchmark runs it in full
     spec = dataclasses.replace(
         synthetic_spec.load(EXAMPLES / "synthetic_cohort.toml"), iterations=300

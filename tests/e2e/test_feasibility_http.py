@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+import httpx
+
 from governance.facade import Governance
 from governance.feasibility import EPSILON, FEASIBILITY_GRANTS
+from tests.e2e.steward_fixtures import csrf_of
 
 BENEFIT = "Faster recruitment to type 2 diabetes trials for people in the region."
 SPEC_TOML = """
@@ -83,6 +86,20 @@ def test_a_company_runs_feasibility_the_day_its_project_is_approved(live_hub):
     ]
     audit = sam.get("/audit", params={"project": pid, "action": "feasibility.run"}).json()
     assert any(e.get("target") == body["run_id"] for e in audit["entries"])
+    # ... and on the dashboard: the spec beside the project's purpose and the answer
+    with httpx.Client(base_url=live_hub.url, timeout=60) as browser:
+        form = browser.get("/steward/sign-in")
+        signed = browser.post(
+            "/steward/sign-in",
+            data={"key": live_hub.keys["sam"], "csrf_token": csrf_of(form.text)},
+        )
+        assert signed.status_code == 303
+        page = browser.get("/steward/feasibility").text
+    card = page[page.index(f'id="run-{body["run_id"]}"') :]
+    assert "T2D, 40-80, no CKD" in card and "Site selection for a phase III trial" in card
+    assert "commercial</span>" in card and "ckd-snomed" in card
+    birmingham_row = card[card.index('<th scope="row">Birmingham</th>') :].split("</tr>")[0]
+    assert f"<td>{birmingham['eligible']:,}</td>" in birmingham_row
 
     # the other company never sees the project, its runs or its answers
     assert eve.get(f"/projects/{pid}").status_code == 404
