@@ -73,7 +73,9 @@ def run_demo(*, patients: int, dummy_patients: int, seed: int, serve: bool, port
     _releases(home)
     study = _study(settings, train=patients >= MIN_MODEL_PATIENTS)
     _synthetic_data(
-        settings, steward_key=study.keys["demo.steward"], company_key=study.keys["demo.company"]
+        settings,
+        steward_keys=(study.keys["demo.steward"], study.keys["demo.steward2"]),
+        company_key=study.keys["demo.company"],
     )
     out.print(f"\n[bold]setup finished in {time.perf_counter() - started:.0f} s")
     _what_next(study, port=port)
@@ -245,6 +247,13 @@ def _study(settings: HubSettings, *, train: bool) -> Study:
     keys, users = {}, {}
     for user_id, role, org, org_type in (
         ("demo.steward", "steward", "University Hospitals Birmingham NHS FT", "nhs_trust"),
+        # a commercial project's outputs need two independent stewards (access policy)
+        (
+            "demo.steward2",
+            "steward",
+            "Sandwell and West Birmingham Hospitals NHS Trust",
+            "nhs_trust",
+        ),
         ("demo.researcher", "researcher", "University of Birmingham", "university"),
         ("demo.modeller", "modeller", "University of Warwick", "university"),
     ):
@@ -417,7 +426,9 @@ def _company(gov: Governance, steward: User, until: dt.date) -> str:
     return key
 
 
-def _synthetic_data(settings: HubSettings, *, steward_key: str, company_key: str) -> None:
+def _synthetic_data(
+    settings: HubSettings, *, steward_keys: tuple[str, str], company_key: str
+) -> None:
     """The same life-science company receives a DP synthetic copy of a flattened cohort for
     product development: it requests it in a second project (ε charged), the demo steward
     approves it, the file downloads."""
@@ -446,7 +457,7 @@ def _synthetic_data(settings: HubSettings, *, steward_key: str, company_key: str
         "no patient's record is used until the product is ready for a governed evaluation.",
         daa_reference="DAA-2025/021", daa_expires=until,
     )  # fmt: skip
-    reviewer = gov.people.authenticate(steward_key)
+    reviewer = gov.people.authenticate(steward_keys[0])
     gov.projects.approve(project.project_id, steward=reviewer.user, epsilon=3.0, delta=1e-6)
     _controllers_decide(gov, project.project_id, until)
     company = gov.people.authenticate(company_key)
@@ -468,14 +479,20 @@ def _synthetic_data(settings: HubSettings, *, steward_key: str, company_key: str
         f"{fmt(t['auroc_train_real'])}; membership check AUC "
         f"{fmt(card['evaluation']['membership']['attack_auc'])}"
     )
-    reviewer = gov.people.authenticate(steward_key)
-    gov.outputs.review(reviewer, made["output_id"], decision="approve", reason="demo: card checked")
+    for key in steward_keys:  # a commercial project's outputs: two independent stewards
+        gov.outputs.review(
+            gov.people.authenticate(key),
+            made["output_id"],
+            decision="approve",
+            reason="demo: data card checked",
+        )
     body = gov.outputs.download(company, made["output_id"])
     path = settings.home / "downloads" / f"{made['dataset_id']}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(body["parquet"])
     out.print(
-        f"approved by demo.steward (output {made['output_id']}); the company downloaded "
+        f"approved by demo.steward and demo.steward2 (output {made['output_id']}); the "
+        "company downloaded "
         f"{path} in {time.perf_counter() - started:.0f} s"
     )
 

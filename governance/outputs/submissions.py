@@ -43,24 +43,46 @@ def store_exact(
     """An exact output, its audit entry (``event``) and its query, in one transaction."""
     signature = review.sign(manifest)
     with review.gov.store.transaction() as con:
-        con.execute(
-            "INSERT INTO outputs (output_id, project_id, query_id, author, "
-            "release, status, result, manifest, signature, created_at) "
-            "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
-            (
-                output_id,
-                project_id,
-                query_id,
-                event.actor,
-                release,
-                json.dumps(body, default=str),
-                json.dumps(manifest),
-                signature,
-                now(),
-            ),
+        insert_output(
+            con,
+            output_id,
+            project_id,
+            query_id,
+            event.actor,
+            release,
+            body,
+            manifest,
+            signature,
+            kind="table",
         )
         review.gov.audit.append(con, event)
         record_query(con)
+
+
+def insert_output(
+    con: sqlite3.Connection,
+    output_id: str,
+    project_id: str,
+    query_id: str,
+    author: str | None,
+    release: str,
+    result: Any,
+    manifest: dict[str, Any],
+    signature: str,
+    *,
+    kind: str,
+) -> None:
+    """An output awaiting review (exact table, model, synthetic dataset or trial estimate),
+    inside the caller's transaction with its audit entry."""
+    con.execute(
+        "INSERT INTO outputs (output_id, project_id, query_id, author, release, status, "
+        "result, manifest, signature, created_at, kind) "
+        "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+        (
+            output_id, project_id, query_id, author, release, json.dumps(result, default=str),
+            json.dumps(manifest), signature, now(), kind,
+        ),
+    )  # fmt: skip
 
 
 def prepare_exact(
@@ -223,21 +245,17 @@ def submit_model(
     }
     signature = review.sign(manifest)
     with review.gov.store.transaction() as con:
-        con.execute(
-            "INSERT INTO outputs (output_id, project_id, query_id, author, release, status, "
-            "result, manifest, signature, created_at, kind) "
-            "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, 'model')",
-            (
-                output_id,
-                project_id,
-                model_id,
-                principal.user.user_id,
-                release,
-                json.dumps(card, default=str),
-                json.dumps(manifest),
-                signature,
-                now(),
-            ),
+        insert_output(
+            con,
+            output_id,
+            project_id,
+            model_id,
+            principal.user.user_id,
+            release,
+            card,
+            manifest,
+            signature,
+            kind="model",
         )
         review.gov.audit.append(
             con,
@@ -343,21 +361,17 @@ def submit_synthetic(
         review.gov.ledger.commit_in(
             con, spend_id, epsilon=epsilon, delta=delta, actor=principal.user.user_id
         )
-        con.execute(
-            "INSERT INTO outputs (output_id, project_id, query_id, author, release, status, "
-            "result, manifest, signature, created_at, kind) "
-            "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, 'synthetic')",
-            (
-                output_id,
-                project_id,
-                dataset_id,
-                principal.user.user_id,
-                release,
-                json.dumps(card, default=str),
-                json.dumps(manifest),
-                signature,
-                now(),
-            ),
+        insert_output(
+            con,
+            output_id,
+            project_id,
+            dataset_id,
+            principal.user.user_id,
+            release,
+            card,
+            manifest,
+            signature,
+            kind="synthetic",
         )
         review.gov.audit.append(
             con,
@@ -409,21 +423,17 @@ def submit_trial(
     }
     signature = review.sign(manifest)
     with review.gov.store.transaction() as con:
-        con.execute(
-            "INSERT INTO outputs (output_id, project_id, query_id, author, release, status, "
-            "result, manifest, signature, created_at, kind) "
-            "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, 'trial')",
-            (
-                output_id,
-                project_id,
-                trial_id,
-                principal.user.user_id,
-                release,
-                json.dumps(estimate, default=str),
-                json.dumps(manifest),
-                signature,
-                now(),
-            ),
+        insert_output(
+            con,
+            output_id,
+            project_id,
+            trial_id,
+            principal.user.user_id,
+            release,
+            estimate,
+            manifest,
+            signature,
+            kind="trial",
         )
         review.gov.audit.append(
             con,

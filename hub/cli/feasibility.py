@@ -8,7 +8,6 @@ Runs on the hub's machine as the user whose API key is in ``$HUB_API_KEY`` (or
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +18,7 @@ from rich.table import Table
 
 from governance.errors import HubError
 from governance.settings import get_settings
+from hub.cli.keys import KeyFile, read_key
 from hub.console import console
 from hub.console import fail as _fail
 
@@ -27,23 +27,10 @@ feasibility_app = typer.Typer(
     no_args_is_help=True,
 )
 
-KeyFile = Annotated[
-    Path | None,
-    typer.Option("--key-file", help="A file holding your API key (default: $HUB_API_KEY)."),
-]
-
 
 def _principal(key_file: Path | None) -> tuple[Any, Any]:
-    key = os.environ.get("HUB_API_KEY")
-    if key_file is not None:
-        try:
-            key = key_file.read_text().strip()
-        except OSError as exc:
-            raise _fail(f"cannot read {key_file}: {exc.strerror}") from None
-    if not key:
-        raise _fail("give your API key in $HUB_API_KEY or with --key-file")
     gov = get_settings().governance()
-    return gov, gov.people.authenticate(key)
+    return gov, gov.people.authenticate(read_key(key_file))
 
 
 @feasibility_app.command("run")

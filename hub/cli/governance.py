@@ -323,6 +323,9 @@ def projects_show(project_id: Annotated[str, typer.Argument()]) -> None:
             "delta_spent": state.delta_spent,
             "spends": gov.ledger.history(project_id),
         }
+    sources = gov.sources.for_project(project_id)
+    if sources:  # a release built from feeds: each feed and its controller's decision
+        data["sources"] = [s.as_dict() for s in sources]
     out.print_json(data=data)
 
 

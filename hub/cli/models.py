@@ -8,7 +8,6 @@ governance checks and audit log as the HTTP API.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,6 +17,7 @@ from rich.table import Table
 
 from governance.errors import HubError
 from governance.settings import get_settings
+from hub.cli.keys import KeyFile, read_key
 from hub.console import console
 from hub.console import fail as _fail
 
@@ -26,25 +26,12 @@ if TYPE_CHECKING:
 
 models_app = typer.Typer(help="Trained models in a project's workspace.", no_args_is_help=True)
 
-KeyFile = Annotated[
-    Path | None,
-    typer.Option("--key-file", help="A file holding your API key (default: $HUB_API_KEY)."),
-]
-
 
 def _workbench(key_file: Path | None) -> Trainer:
     from models.trainer import Trainer
 
-    key = os.environ.get("HUB_API_KEY")
-    if key_file is not None:
-        try:
-            key = key_file.read_text().strip()
-        except OSError as exc:
-            raise _fail(f"cannot read {key_file}: {exc.strerror}") from None
-    if not key:
-        raise _fail("give your API key in $HUB_API_KEY or with --key-file")
     gov = get_settings().governance()
-    return Trainer(gov.queries, gov.people.authenticate(key))
+    return Trainer(gov.queries, gov.people.authenticate(read_key(key_file)))
 
 
 def train(

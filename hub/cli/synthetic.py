@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from governance.errors import HubError
-from hub.cli.models import KeyFile, _workbench
+from hub.cli.keys import KeyFile
+from hub.cli.models import _workbench
 from hub.console import console
 from hub.console import fail as _fail
 

@@ -215,6 +215,11 @@ def test_queries_see_only_approved_feeds_and_lose_a_withdrawn_one(region):
     last = entries[0]  # newest first
     assert last["sources"] == [region.trust]
     assert last["withheld"] == [f"{region.gp}: withdrawn by gpdc: patient objections under review"]
+    shown = json.loads(hub(region.home, "projects", "show", region.project).stdout)
+    assert {s["source"]: s["status"] for s in shown["sources"]} == {
+        region.trust: "approved",
+        region.gp: "withdrawn",
+    }
     with region.api("sam") as sam:
         decisions = sam.get(
             "/audit", params={"project": region.project, "action": "source.withdraw"}
