@@ -83,9 +83,7 @@ class Region:
 PEOPLE_SQL = (
     "SELECT count(DISTINCT person_id) FROM _person_sources WHERE source_system IN ({feeds})"
 )
-CONDITIONS_SQL = (
-    "SELECT count(DISTINCT person_id) FROM conditions WHERE source_system IN ({feeds})"
-)
+CONDITIONS_SQL = "SELECT count(DISTINCT person_id) FROM conditions WHERE source_system IN ({feeds})"
 PRACTICE_SQL = (
     "SELECT count(DISTINCT person_id) FROM _person_sources "
     "WHERE supplies = 'registration' AND source_system IN ({feeds})"
