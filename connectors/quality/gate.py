@@ -92,84 +92,130 @@ def _context(docs_dir: Path | None) -> Any:
                     "base_directory": str(docs_dir),
                 },
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                # the validation pages list every expectation with its result; a second
+                # section rendering the same suites again costs a third of the build
+                "site_section_builders": {"expectations": "0", "profiling": "0"},
             },
         )
     return context
 
 
-def _validate(
-    release_db: Path,
-    cat: Catalogue,
-    checks: list[Check],
-    *,
-    docs_dir: Path | None,
-    result_format: str,
-    examples: int,
-    materialise: bool,
-) -> dict[str, Any]:
-    """Run ``checks`` with GX; results by check id."""
-    import great_expectations as gx
-    from sqlalchemy.pool import StaticPool
+class _Session:
+    """One GX context over the release file for a whole gate run.
 
-    context = _context(docs_dir)
-    source = context.data_sources.add_sql(
-        name="release",
-        connection_string=(
-            f"duckdb:///{release_db}?access_mode=read_only&preserve_insertion_order=false"
-        ),
-        # each domain is materialised once (a GX temp table): GX computes its metrics in
-        # several queries, and re-running a domain's joins for each costs far more
-        create_temp_table=materialise,
-        kwargs={"poolclass": StaticPool},
-    )
-    by_domain: dict[str, list[Check]] = {}
-    for check in checks:
-        by_domain.setdefault(check.domain, []).append(check)
-    definitions = []
-    for domain, domain_checks in by_domain.items():
-        query = f"SELECT * FROM ({cat.domains[domain].strip()}) AS domain"
-        asset = source.add_query_asset(name=domain, query=query)
-        batch = asset.add_batch_definition_whole_table(f"{domain}_all")
-        suite = context.suites.add(
-            gx.ExpectationSuite(
-                name=f"hub_{domain}", expectations=[_expectation(c) for c in domain_checks]
+    Each domain a run needs is materialised once, as a TEMP table on GX's own (single,
+    pooled) connection, and every validation reads it: GX computes a domain's metrics
+    in several queries (one per round of its metric graph), and its own
+    ``create_temp_table`` would rebuild a domain for every pass. The second pass (row
+    keys of violating checks) reuses the first pass's tables, and GX's connections are
+    closed once, at the end.
+    """
+
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, cat: Catalogue, docs_dir: Path | None
+    ) -> None:
+        import duckdb_engine
+        from sqlalchemy.pool import StaticPool
+
+        self.con = con
+        self.cat = cat
+        self.docs_dir = docs_dir
+        self.context = _context(docs_dir)
+        # every engine GX makes is handed this one connection (read-only, ours): the
+        # materialised domains are TEMP tables on it, and closing it closes them all
+        connection = duckdb_engine.ConnectionWrapper(con)
+        self.source = self.context.data_sources.add_sql(
+            name="release",
+            connection_string="duckdb:///:memory:",
+            create_temp_table=False,
+            kwargs={"poolclass": StaticPool, "creator": lambda: connection},
+        )
+        self.tables: dict[str, str] = {}
+        self.batches: dict[str, Any] = {}
+        self.passes = 0
+
+    def _table(self, domain: str) -> str:
+        if domain not in self.tables:
+            name = f"hub_domain_{len(self.tables)}"
+            self.con.execute(f"CREATE TEMP TABLE {name} AS {self.cat.domains[domain].strip()}")
+            self.tables[domain] = name
+        return self.tables[domain]
+
+    def _batch(self, domain: str) -> Any:
+        # one asset per domain for the whole run: each one added rewrites GX's project
+        # configuration
+        if domain not in self.batches:
+            asset = self.source.add_query_asset(
+                name=domain, query=f"SELECT * FROM {self._table(domain)}"
+            )
+            self.batches[domain] = asset.add_batch_definition_whole_table(f"{domain}_all")
+        return self.batches[domain]
+
+    def validate(
+        self, checks: list[Check], *, result_format: str, examples: int, docs: bool
+    ) -> dict[str, Any]:
+        """Run ``checks`` with GX; results by check id."""
+        import great_expectations as gx
+
+        self.passes += 1
+        tag = "" if self.passes == 1 else f"_pass{self.passes}"
+        by_domain: dict[str, list[Check]] = {}
+        for check in checks:
+            by_domain.setdefault(check.domain, []).append(check)
+        definitions = []
+        for domain, domain_checks in by_domain.items():
+            suite = self.context.suites.add(
+                gx.ExpectationSuite(
+                    name=f"hub_{domain}{tag}",
+                    expectations=[_expectation(c) for c in domain_checks],
+                )
+            )
+            definitions.append(
+                self.context.validation_definitions.add(
+                    gx.ValidationDefinition(
+                        name=f"validate_{domain}{tag}", data=self._batch(domain), suite=suite
+                    )
+                )
+            )
+        # Data Docs are built once, after the validations they show (an
+        # UpdateDataDocsAction would rebuild the whole site once per validation definition)
+        checkpoint = self.context.checkpoints.add(
+            gx.Checkpoint(
+                name=f"hub_quality_gate{tag}",
+                validation_definitions=definitions,
+                actions=[],
+                result_format={
+                    "result_format": result_format,
+                    "unexpected_index_column_names": ["row_key"],
+                    "return_unexpected_index_query": False,
+                    # GX truncates SQL unexpected-value and index lists at this count,
+                    # even in COMPLETE; 0 makes those queries free (LIMIT 0)
+                    "partial_unexpected_count": examples,
+                },
             )
         )
-        definitions.append(
-            context.validation_definitions.add(
-                gx.ValidationDefinition(name=f"validate_{domain}", data=batch, suite=suite)
-            )
-        )
-    # Data Docs are built once, after every validation (an UpdateDataDocsAction would
-    # rebuild the whole site once per validation definition: 27 times a run)
-    actions: list[Any] = []
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(
-            name="hub_quality_gate",
-            validation_definitions=definitions,
-            actions=actions,
-            result_format={
-                "result_format": result_format,
-                "unexpected_index_column_names": ["row_key"],
-                "return_unexpected_index_query": False,
-                # GX truncates SQL unexpected-value and index lists at this count, even
-                # in COMPLETE; 0 makes those queries free (LIMIT 0)
-                "partial_unexpected_count": examples,
-            },
-        )
-    )
-    try:
         run = checkpoint.run()
-        if docs_dir is not None:
-            context.build_data_docs(site_names=["hub"])
-    finally:
-        # release GX's pooled DuckDB connections so the file can be opened again
-        gx_duckdb.dispose_engines(release_db)
-    out: dict[str, Any] = {}
-    for validation in run.run_results.values():
-        for result in validation.results:
-            out[result.expectation_config.meta["check_id"]] = result
-    return out
+        if docs and self.docs_dir is not None:
+            self.context.build_data_docs(site_names=["hub"])
+        out: dict[str, Any] = {}
+        for validation in run.run_results.values():
+            for result in validation.results:
+                out[result.expectation_config.meta["check_id"]] = result
+        return out
+
+
+def _exception(result: Any) -> str | None:
+    """The message of an exception GX caught while computing a result's metrics.
+
+    GX reports it either at the top of ``exception_info`` or once per failed metric
+    (keyed by the metric's id); a check whose metric failed must never pass or fail
+    silently as if it had counted rows.
+    """
+    info = result.exception_info or {}
+    for entry in (info, *(v for v in info.values() if isinstance(v, dict))):
+        if entry.get("raised_exception"):
+            return str(entry.get("exception_message") or "an error in Great Expectations")
+    return None
 
 
 def _row(check: Check, result: Any, examples: list[Any]) -> dict[str, Any]:
@@ -189,10 +235,9 @@ def _row(check: Check, result: Any, examples: list[Any]) -> dict[str, Any]:
             checked = int(info.get("element_count") or 0)
         violations = int(info.get("unexpected_count") or 0)
         observed = None
-    if result.exception_info and result.exception_info.get("raised_exception"):
-        raise RuntimeError(
-            f"check {check.id} could not run: {result.exception_info.get('exception_message')}"
-        )
+    error = _exception(result)
+    if error is not None:
+        raise RuntimeError(f"check {check.id} could not run: {error}")
     row: dict[str, Any] = {
         "id": check.id,
         "category": check.category,
@@ -234,39 +279,35 @@ def run_gate(
     if previous_db is not None and previous_db.exists():
         with duckdb.connect(str(previous_db), read_only=True) as prev:
             previous = catalogue.drift_baseline(prev)
-    # GX opens the file itself; DuckDB allows one configuration per file and process,
-    # so our own connection is closed while GX runs
-    with duckdb.connect(str(release_db), read_only=True) as con:
-        cat = catalogue.build_catalogue(con, manifest=manifest, previous=previous)
     docs_dir = out_dir / "data_docs" if out_dir is not None else None
-    # pass 1: counts and decisions for every check (GX "BASIC": no per-row lists);
-    # pass 2: row keys only for checks that found violations (examples, or all keys
-    # when scoring), so a clean release costs one pass
-    results = _validate(
-        release_db, cat, cat.checks, docs_dir=docs_dir, result_format="BASIC",
-        examples=0, materialise=True,
-    )  # fmt: skip
-    violating = [
-        c for c in cat.checks
-        if c.kind in ("not_null", "flag", "between", "regex", "unique")
-        and int((results[c.id].result or {}).get("unexpected_count") or 0) > 0
-    ]  # fmt: skip
-    detail = (
-        _validate(
-            release_db,
-            cat,
-            violating,
-            docs_dir=None,
-            result_format="COMPLETE" if complete else "SUMMARY",
-            examples=10**9 if complete else EXAMPLES,
-            materialise=True,
-        )
-        if violating
-        else {}
-    )
     rows = []
     flagged: dict[str, list[Any]] = {}
-    with duckdb.connect(str(release_db), read_only=True) as con:
+    # one read-only connection for the whole run: the catalogue, GX's queries (handed
+    # this connection, see _Session) and the quarantine listings
+    with duckdb.connect(
+        str(release_db), read_only=True, config={"preserve_insertion_order": False}
+    ) as con:
+        cat = catalogue.build_catalogue(con, manifest=manifest, previous=previous)
+        # pass 1: counts and decisions for every check (GX "BASIC": no per-row lists);
+        # pass 2: row keys only for checks that found violations (examples, or all keys
+        # when scoring), on the same materialised domains: a clean release costs one pass
+        session = _Session(con, cat, docs_dir)
+        results = session.validate(cat.checks, result_format="BASIC", examples=0, docs=True)
+        violating = [
+            c for c in cat.checks
+            if c.kind in ("not_null", "flag", "between", "regex", "unique")
+            and int((results[c.id].result or {}).get("unexpected_count") or 0) > 0
+        ]  # fmt: skip
+        detail = (
+            session.validate(
+                violating,
+                result_format="COMPLETE" if complete else "SUMMARY",
+                examples=10**9 if complete else EXAMPLES,
+                docs=False,
+            )
+            if violating
+            else {}
+        )
         for check in cat.checks:
             result = results[check.id]
             examples = _examples(detail[check.id]) if check.id in detail else []
