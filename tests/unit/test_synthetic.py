@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from governance.errors import InvalidRequest
 from governance.privacy import accounting
-from models import synthesis
+from models import synthesis, synthetic_eval
 from models.synthetic_spec import parse
 from tests.synthetic_specs import small_spec
 
@@ -71,3 +72,23 @@ def test_the_plans_noise_grows_as_epsilon_shrinks():
     large = synthesis.plan(parse(small_spec(5.0)), 1e-7)
     assert small.sigma_one > large.sigma_one and small.sigma_two > large.sigma_two
     assert math.isfinite(small.sigma_one)
+
+
+def test_the_membership_check_tells_a_copy_of_the_training_rows_from_fresh_rows():
+    spec = parse(small_spec())
+    rng = np.random.default_rng(3)
+    levels = {"year_of_birth": 20, "imd_decile": 5, "sex": 2, "t2d": 2}
+
+    def people(n: int) -> dict[str, np.ndarray]:
+        return {c: rng.integers(0, k, n).astype(np.uint8) for c, k in levels.items()}
+
+    # few people over 400 cells: a fresh person rarely matches a row exactly, a member always
+    train, holdout, fresh = people(300), people(300), people(300)
+    copied = synthetic_eval.membership(spec, train, holdout, train)
+    independent = synthetic_eval.membership(spec, train, holdout, fresh)
+    assert copied["signal_detected"] and copied["attack_auc"] > 0.6
+    assert not independent["signal_detected"]
+    assert abs(independent["attack_auc"] - 0.5) <= independent["no_signal_within"]
+    # 300 a side: no signal means within about ±0.046 of 0.5
+    assert independent["people_each"] == 300
+    assert 0.04 < independent["no_signal_within"] < 0.05
