@@ -467,17 +467,20 @@ def _synthetic_data(
     )
     made = synthetic.generate(gov.queries, company, project.project_id, spec)
     card = made["card"]
-    u, t = card["evaluation"]["utility"], card["evaluation"]["train_on_synthetic"]
+    # the exact evaluation on real people is the stewards' to read, never the company's
+    steward = gov.people.authenticate(steward_keys[0])
+    ev = synthetic.steward_record(gov.queries, steward, project.project_id, made["dataset_id"])
+    u, t = ev["utility"], ev["train_on_synthetic"]
 
     def fmt(x: float | None) -> str:
         return "–" if x is None else f"{x:.3f}"
 
     out.print(
         f"synthetic dataset {made['dataset_id']}: {card['rows']:,} rows at ε = "
-        f"{card['epsilon']:g}; 2-way marginal TV {fmt(u['marginal_tv_2way'])}; T2D AUROC "
-        f"trained on synthetic {fmt(t['auroc_train_synthetic'])} vs real "
-        f"{fmt(t['auroc_train_real'])}; membership check AUC "
-        f"{fmt(card['evaluation']['membership']['attack_auc'])}"
+        f"{card['epsilon']:g}; the stewards read (exact, kept in the hub): 2-way marginal "
+        f"TV {fmt(u['marginal_tv_2way'])}; T2D AUROC trained on synthetic "
+        f"{fmt(t['auroc_train_synthetic'])} vs real {fmt(t['auroc_train_real'])}; "
+        f"membership check AUC {fmt(ev['membership']['attack_auc'])}"
     )
     for key in steward_keys:  # a commercial project's outputs: two independent stewards
         gov.outputs.review(

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from governance.access import roles
 from governance.access.people import Principal
 from governance.errors import Conflict, InvalidRequest
 from governance.outputs import submissions
@@ -41,7 +42,9 @@ from models.synthetic_spec import SyntheticSpec
 if TYPE_CHECKING:
     from governance.queries import QueryService
 
-__all__ = ["datasets", "generate"]
+__all__ = ["datasets", "generate", "steward_record"]
+
+STEWARD_RECORD = "steward_evaluation.json"
 
 DEFAULT_DELTA = DEFAULT_TRAINING_DELTA  # far below 1/n for any release the hub holds
 FAILED = "the synthetic dataset could not be made (no output; the reservation is kept)"
@@ -106,9 +109,11 @@ def generate(
         pq.write_table(pa.table({c: pa.array(v, pa.string()) for c, v in decoded.items()}),
                        parquet)  # fmt: skip
         card = _card(spec, project_id, dataset_id, rows.release, user.user_id, delta, planned,
-                     measured, evaluation, len(decoded[spec.columns[0]]),
+                     measured, len(decoded[spec.columns[0]]),
                      time.perf_counter() - started)  # fmt: skip
         (out / "card.json").write_text(json.dumps(card, indent=2, default=str))
+        # the exact evaluation on real people is the steward's record, never released
+        (out / STEWARD_RECORD).write_text(json.dumps(evaluation, indent=2, default=str))
         (out / "spec.toml").write_text(spec.source)
     except BaseException as exc:
         gov.ledger.commit(spend, actor=user.user_id)  # data was read: no refund
@@ -133,7 +138,6 @@ def _card(
     delta: float,
     planned: synthesis.Plan,
     measured: dict[str, Any],
-    evaluation: dict[str, Any],
     rows: int,
     seconds: float,
 ) -> dict[str, Any]:
@@ -158,21 +162,44 @@ def _card(
         "rows": rows,
         "columns": {c: spec.levels(c) for c in spec.columns},
         "generator_input_share": 1 - spec.holdout,
-        "evaluation": evaluation,
+        # released: figures from DP outputs only (post-processing). The exact utility,
+        # train-on-synthetic and membership figures on real people stay with the steward
+        "evaluation": {
+            "fit_to_measurements": measured.get("fit_to_measurements"),
+            "steward_review": "a steward approved this dataset after reading its exact "
+            "utility, train-on-synthetic and membership figures, computed on real people "
+            "and kept in the hub",
+        },
         "intended_use": spec.intended_use,
         "limitations": [
             "Numbers are binned to the declared levels; 'missing' (null) stands for absent "
             "or undeclared values.",
             "Only the measured marginals (all 1-way, the listed 2-way) are kept; relations "
             "among three or more columns come from the model, not the data.",
-            "Evaluation figures are exact aggregates of real people (not DP), released "
-            "only with a steward's approval.",
+            "The figures released with the card come from DP outputs only (how closely "
+            "the rows fit the noisy marginals); figures computed on real people are the "
+            "steward's and never leave the hub.",
             f"Generated from {1 - spec.holdout:.0%} of the cohort; the rest is held out for "
             "the evaluation.",
         ],
         "cohort_sql": spec.sql,
         "seconds": round(seconds, 2),
     }
+
+
+def steward_record(
+    service: QueryService, principal: Principal, project_id: str, dataset_id: str
+) -> dict[str, Any]:
+    """The exact evaluation on real people (utility, train-on-synthetic, membership), for
+    the stewards who review the dataset; its requester never sees it."""
+    roles.require(principal.user, "output.review")
+    if not dataset_id.startswith("s-") or not dataset_id[2:].isalnum():
+        raise InvalidRequest("not a synthetic dataset id")
+    path = folder(service, project_id) / dataset_id / STEWARD_RECORD
+    if not path.is_file():
+        return {}
+    record: dict[str, Any] = json.loads(path.read_text())
+    return record
 
 
 def datasets(service: QueryService, principal: Principal, project_id: str) -> list[dict[str, Any]]:

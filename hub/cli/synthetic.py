@@ -48,24 +48,19 @@ def request(
     except HubError as exc:
         raise _fail(str(exc)) from None
     card = out["card"]
-    ev = card["evaluation"]
+    fit = card["evaluation"].get("fit_to_measurements") or {}
     console.print(
         f"generated [bold]{out['dataset_id']}[/]: {card['rows']:,} rows, ε = {card['epsilon']:g},"
         f" δ = {card['delta']:.2g} ({card['method']})"
     )
-    u = ev["utility"]
     console.print(
-        f"  marginal TV 1-way {u['marginal_tv_1way']:.4f}, 2-way {u['marginal_tv_2way']:.4f};"
-        f" correlation difference {u['correlation_difference']:.4f}"
+        "  fit to its DP measurements (average TV): "
+        + ", ".join(f"{k.removeprefix('marginal_tv_')} {v:.4f}" for k, v in fit.items() if v)
     )
-    t = ev.get("train_on_synthetic") or {}
-    if t.get("auroc_train_synthetic") is not None:
-        console.print(
-            f"  {t['outcome']} AUROC: train on synthetic {t['auroc_train_synthetic']:.3f}, "
-            f"on real {t['auroc_train_real']:.3f}"
-        )
-    if ev["membership"].get("attack_auc") is not None:
-        console.print(f"  membership check AUC {ev['membership']['attack_auc']:.3f} (0.5: none)")
+    console.print(
+        "  a steward reviews its exact utility, train-on-synthetic and membership figures "
+        "(computed on real people; they never leave the hub)"
+    )
     console.print(f"  output {out['output_id']} is pending a steward's review")
 
 

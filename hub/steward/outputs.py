@@ -15,6 +15,7 @@ from governance.errors import HubError
 from governance.outputs.review import Decision
 from hub.steward.web import PREFIX, CheckedForm, Desk, HtmlRoute, SignedIn
 from models import trainer
+from models.synthetic import steward_record
 
 router = APIRouter(prefix=PREFIX, route_class=HtmlRoute, include_in_schema=False)
 PAGES: Final = {
@@ -75,6 +76,10 @@ def models(desk: SignedIn) -> Response:
     synthetic = [
         o for o in desk.gov.outputs.pending(desk.principal) if o.get("kind") == "synthetic"
     ]
+    for o in synthetic:  # the exact evaluation on real people: the steward's record only
+        o["evaluation"] = steward_record(
+            desk.service, desk.principal, o["project_id"], o["query_id"]
+        )
     return desk.page("models.html", section="models", outputs=pending, synthetic=synthetic)
 
 

@@ -37,7 +37,9 @@ def test_request_then_steward_approval_then_parquet_download(live_hub):
     page = live_hub.client("sam")  # the steward's queue shows the data card
     queue = page.get("/outputs").json()["outputs"]
     card = next(o for o in queue if o["output_id"] == output_id)["result"]
-    assert card["method"].startswith("MST") and "membership" in card["evaluation"]
+    assert card["method"].startswith("MST") and "fit_to_measurements" in card["evaluation"]
+    # exact figures on real people are on the steward's dashboard only, never in the card
+    assert "membership" not in card["evaluation"] and "utility" not in card["evaluation"]
     assert sam.post(f"/outputs/{output_id}/approve", json={"reason": "ok"}).status_code == 200
 
     got = ana.get(f"/outputs/{output_id}/download", params={"format": "parquet"})

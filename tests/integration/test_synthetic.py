@@ -3,6 +3,8 @@ cohort, the evaluation's figures, and the file that would be released."""
 
 from __future__ import annotations
 
+import json
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -31,6 +33,11 @@ def hub(population_3k, tmp_path_factory):
 def _project(hub, epsilon: float, delta: float = 1e-5) -> str:
     gov, who = hub
     return approved_project(gov, who["ana"], who["sam"], GRANTS, epsilon=epsilon, delta=delta)
+
+
+def _steward_record(hub, project_id: str, made: dict) -> dict:
+    gov, who = hub
+    return synthetic.steward_record(gov.queries, who["sam"], project_id, made["dataset_id"])
 
 
 def _actions(gov: Governance, project_id: str) -> list[tuple[str, str]]:
@@ -86,9 +93,14 @@ def test_more_epsilon_gives_closer_marginals(hub):
     gov, who = hub
     pid = _project(hub, epsilon=20.0)
     errors = {}
+    fits = {}
     for eps in (0.05, 10.0):
-        card = synthetic.generate(gov.queries, who["ana"], pid, parse(small_spec(eps)))["card"]
-        errors[eps] = card["evaluation"]["utility"]
+        made = synthetic.generate(gov.queries, who["ana"], pid, parse(small_spec(eps)))
+        errors[eps] = _steward_record(hub, pid, made)["utility"]
+        fits[eps] = made["card"]["evaluation"]["fit_to_measurements"]
+    # the released fit to the DP measurements is a figure of the DP outputs: it exists at
+    # any ε and is near zero where the noise is small
+    assert fits[10.0]["marginal_tv_2way"] < 0.05 and fits[0.05]["marginal_tv_2way"] is not None
     assert errors[10.0]["marginal_tv_2way"] < errors[0.05]["marginal_tv_2way"]
     assert errors[10.0]["marginal_tv_1way"] < errors[0.05]["marginal_tv_1way"]
     assert errors[10.0]["marginal_tv_2way"] < 0.05
@@ -98,7 +110,16 @@ def test_the_evaluation_and_the_file_carry_no_real_identifier(hub):
     gov, who = hub
     pid = _project(hub, epsilon=5.0)
     out = synthetic.generate(gov.queries, who["ana"], pid, parse(small_spec(3.0)))
-    ev = out["card"]["evaluation"]
+    # figures computed on real people never reach the requester: not in what generate
+    # returns, not in the stored card that is downloaded once approved
+    released = out["card"]["evaluation"]
+    assert set(released) == {"fit_to_measurements", "steward_review"}
+    stored = gov.outputs.row(out["output_id"])["result"]
+    assert set(json.loads(stored)["evaluation"]) == {"fit_to_measurements", "steward_review"}
+    assert "attack_auc" not in stored and "auroc" not in stored and "cramer" not in stored
+    with pytest.raises(AccessDenied):  # the requester cannot read the steward's record
+        synthetic.steward_record(gov.queries, who["ana"], pid, out["dataset_id"])
+    ev = _steward_record(hub, pid, out)
     # the membership check finds no signal: the generator's people are not closer
     assert 0.4 <= ev["membership"]["attack_auc"] <= 0.6
     t = ev["train_on_synthetic"]
