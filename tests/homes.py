@@ -73,3 +73,19 @@ def approved_project(
         project.project_id, steward=steward.user, epsilon=epsilon, delta=delta, **approval
     )
     return project.project_id
+
+
+def heaviest_person(con: Any) -> tuple[list[str], Any]:
+    """A release's person-linked tables, and the person with the most rows across them
+    (the neighbour tests' hardest case to remove), read on a cursor of the release."""
+    tables = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT table_name FROM duckdb_columns() WHERE column_name = 'person_id' "
+            "AND table_name IN (SELECT table_name FROM duckdb_tables())"
+        ).fetchall()
+    ]
+    counts = " UNION ALL ".join(f"SELECT person_id FROM {t}" for t in tables)
+    return tables, con.execute(
+        f"SELECT person_id FROM ({counts}) GROUP BY person_id ORDER BY count(*) DESC LIMIT 1"
+    ).fetchall()[0][0]

@@ -25,7 +25,7 @@ from governance.privacy import mechanism as dp
 from governance.queries import QueryService
 from governance.sql import policy as sql_policy
 from synthetic_data.generator import SynthConfig, generate
-from tests.homes import add_people, approved_project, publish
+from tests.homes import add_people, approved_project, heaviest_person, publish
 
 GRANTS = {
     "patients": [
@@ -54,17 +54,7 @@ def world(tmp_path_factory):
     path = result.release.path
     # read through the process's engine on the release (one DuckDB configuration per file)
     con = gov.queries.engine(gov.queries.release_for("real")).cursor()
-    tables = [
-        r[0]
-        for r in con.execute(
-            "SELECT DISTINCT table_name FROM duckdb_columns() WHERE column_name = 'person_id' "
-            "AND table_name IN (SELECT table_name FROM duckdb_tables())"
-        ).fetchall()
-    ]
-    counts = " UNION ALL ".join(f"SELECT person_id FROM {t}" for t in tables)
-    most = con.execute(
-        f"SELECT person_id FROM ({counts}) GROUP BY person_id ORDER BY count(*) DESC LIMIT 1"
-    ).fetchall()[0][0]
+    tables, most = heaviest_person(con)
     # a person singled out by birth year and month, sex and practice, with depression
     target = con.execute(
         "SELECT p.person_id, p.year_of_birth, p.month_of_birth, p.sex, p.practice_code, "

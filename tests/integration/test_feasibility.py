@@ -26,7 +26,7 @@ from governance.privacy import dp_query, dp_sql
 from governance.privacy import mechanism as dp
 from governance.sql import policy as sql_policy
 from synthetic_data.generator import SynthConfig, generate
-from tests.homes import add_people, publish
+from tests.homes import add_people, heaviest_person, publish
 
 AS_OF = "2024-12-31"
 STATIN = "0212000B0"
@@ -65,17 +65,7 @@ def world(tmp_path_factory):
     cara = _company_user(gov, "cara", "Acme Bio")
     pid = _company_project(gov, cara, people["sam"])
     con = gov.queries.engine(gov.queries.release_for("real")).cursor()
-    tables = [
-        r[0]
-        for r in con.execute(
-            "SELECT DISTINCT table_name FROM duckdb_columns() WHERE column_name = 'person_id' "
-            "AND table_name IN (SELECT table_name FROM duckdb_tables())"
-        ).fetchall()
-    ]
-    counts = " UNION ALL ".join(f"SELECT person_id FROM {t}" for t in tables)
-    most = con.execute(
-        f"SELECT person_id FROM ({counts}) GROUP BY person_id ORDER BY count(*) DESC LIMIT 1"
-    ).fetchall()[0][0]
+    tables, most = heaviest_person(con)
     target = con.execute(
         "SELECT person_id FROM medications WHERE code = $c AND person_id IN (SELECT "
         "person_id FROM encounters WHERE encounter_type <> 'gp') ORDER BY person_id LIMIT 1",
