@@ -165,6 +165,13 @@ class Sources:
             for f in feeds
             if (s := decided.get(f.name)) and s.status in ("refused", "withdrawn")
         )
+        listed = [f.name for f in feeds if (s := decided.get(f.name)) and s.status != "removed"]
+        if not listed:
+            raise AccessDenied(
+                f"project {project_id} lists none of this release's feeds: a steward "
+                "suspends it and approves it again naming the feeds it may use (hub "
+                "projects approve --source), then their data controllers decide"
+            )
         if not approved:
             waiting = sorted(f.name for f in feeds if f.name in decided)
             raise AccessDenied(
