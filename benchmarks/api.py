@@ -108,11 +108,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(home: Path, port: int, *, query_timeout: float = 30.0) -> subprocess.Popen[bytes]:
-    """`hub serve` on a hub home, in a real process; returns once /v1/health answers."""
+def start_server(
+    home: Path, port: int, *, query_timeout: float = 30.0, workers: int | None = None
+) -> subprocess.Popen[bytes]:
+    """`hub serve` on a hub home, in a real process; returns once /v1/health answers
+    (``workers``: its worker processes; default, as `hub serve`, the cores)."""
+    more = ["--workers", str(workers)] if workers else []
     proc = subprocess.Popen(
         [sys.executable, "-m", "hub.cli", "serve", "--port", str(port),
-         "--query-timeout", str(query_timeout)],
+         "--query-timeout", str(query_timeout), *more],
         env={**os.environ, "HUB_HOME": str(home)},
         # the server's own log (no patient-level value is ever logged), kept for diagnosis
         stdout=(home / "serve.log").open("ab"),

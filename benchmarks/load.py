@@ -463,16 +463,22 @@ def crash(home: Path, *, seconds: float, clients: int = CLIENTS) -> dict[str, An
     setup = prepare(home)
     digests = release_digests(home)
     port = free_port()
-    proc = start_server(home, port)
+    proc = start_server(home, port, workers=2)  # a supervisor and its workers
     driver = Driver(f"http://127.0.0.1:{port}/v1", setup, clients=clients, seed=11)
     runner = threading.Thread(target=driver.run, args=(seconds * 10,), daemon=True)
     runner.start()
     time.sleep(seconds / 2)
     before = len(driver.records)
+    workers = [pid for pid in process_tree(proc.pid) if pid != proc.pid]
     proc.send_signal(signal.SIGKILL)
     driver.stop.set()  # each client's request in flight fails; none starts after
     proc.wait()
     runner.join()
+    # the killed server's workers notice their supervisor is gone and stop (hub.app)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.2)
+    orphans = sum(1 for pid in workers if _alive(pid))
     records = list(driver.records)
     # `hub serve` sweeps half-written population files once at start, only those older
     # than its query timeout (a running CLI or training may be writing one): restart
@@ -487,6 +493,8 @@ def crash(home: Path, *, seconds: float, clients: int = CLIENTS) -> dict[str, An
         restarted.wait(30)
     checks = check(setup, records + resumed, digests)
     return {
+        "workers_before_kill": len(workers),
+        "workers_left_15s_after_kill": orphans,
         "responses_before_kill": before,
         "requests_without_response": sum(1 for r in records if r.status is None),
         "responses_after_restart": sum(1 for r in resumed if r.status is not None),
@@ -530,6 +538,32 @@ def plot(records: list[Record], out: Path) -> list[str]:
     fig.savefig(out / "load_throughput.png", dpi=110)
     plt.close(fig)
     return ["load_latency.png", "load_throughput.png"]
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and its descendants, from /proc (the workers of a `hub serve`)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree, frontier = [root], [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        tree += children
+        frontier = children
+    return tree
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def run(

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -71,11 +75,32 @@ def serve_app() -> FastAPI:
     from governance.settings import get_settings
     from hub.steward.sessions import SharedSessionStore
 
+    _stop_with_supervisor()
     settings = get_settings()
     gov = settings.governance(query_timeout_s=float(os.environ.get(QUERY_TIMEOUT_ENV, "30")))
     secret = bytes.fromhex(os.environ[SESSION_SECRET_ENV])
     sessions = SharedSessionStore(session_file(gov.home), secret)
     return create_app(gov, sessions=sessions)
+
+
+def _stop_with_supervisor(every_s: float = 0.5) -> None:
+    """A worker of ``hub serve --workers N`` stops when its supervisor is gone.
+
+    ``kill -9`` of ``hub serve`` cannot stop its workers; orphaned, they would go on
+    answering on the port with the old process's state. Each worker watches its parent
+    and, once it has changed, stops the way SIGTERM stops it: requests in flight finish,
+    none is accepted after. (A single-process ``hub serve`` has no supervisor to watch.)
+    """
+    if multiprocessing.parent_process() is None:
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="hub-supervisor-watch", daemon=True).start()
 
 
 def session_file(home: Path) -> Path:

@@ -111,23 +111,6 @@ def test_every_authenticated_response_has_exactly_one_audit_outcome_entry(live_h
         assert r.headers["x-request-id"] not in outcomes
 
 
-def _process_tree(root: int) -> list[int]:
-    """``root`` and its descendants, from /proc (the workers of a `hub serve`)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    tree, frontier = [root], [root]
-    while frontier:
-        children = [pid for pid, parent in parents.items() if parent in frontier]
-        tree += children
-        frontier = children
-    return tree
-
-
 def test_an_unwritable_audit_store_refuses_queries_with_503_and_service_resumes(
     small_home, tmp_path
 ):
@@ -154,7 +137,7 @@ def test_an_unwritable_audit_store_refuses_queries_with_503_and_service_resumes(
             spends, outputs = _count(home, "budget_spends"), _count(home, "outputs")
             files = sorted((home / "outputs").rglob("*"))
             # the server and every worker process it started (`hub serve --workers`)
-            tree = _process_tree(proc.pid)
+            tree = load.process_tree(proc.pid)
             soft, hard = resource.prlimit(proc.pid, resource.RLIMIT_FSIZE)
             for pid in tree:
                 resource.prlimit(pid, resource.RLIMIT_FSIZE, (1, hard))
@@ -191,6 +174,8 @@ def test_kill_9_under_load_loses_no_acknowledged_audit_entry_or_spend(small_home
     result = load.crash(home, seconds=6, clients=16)
     checks = result["checks"]
     assert result["responses_before_kill"] > 0
+    # the killed server's workers stop too, instead of serving on as orphans
+    assert result["workers_before_kill"] >= 1 and result["workers_left_15s_after_kill"] == 0
     assert checks["violations"] == []  # one outcome entry per response, no overspend, ...
     assert checks["matched_outcome_entries"] == checks["responses"]
     assert "verified" in checks["audit_verify"]
