@@ -122,21 +122,24 @@ class Engine:
             CHECKED_QUERIES
         )
         self._views: tuple[str, ...] = ()  # a scoped engine's TEMP views (see ``scoped``)
-        self._catalog: str | None = None
+        self._scopes: Bounded[frozenset[str], tuple[str, ...]] = Bounded(CHECKED_QUERIES)
 
     def scoped(self, systems: frozenset[str]) -> Engine:
         """This engine restricted to rows whose feeds carry ``systems`` (``sql.scope``):
         every cursor it gives defines the filtering views first. It shares the
         connection and the caches (a check does not depend on rows)."""
-        cur = self.cursor()
-        try:
-            if self._catalog is None:
-                self._catalog = str(cur.execute("SELECT current_database()").fetchall()[0][0])
-            views = scope.statements(self._catalog, self.catalogue(cur), systems)
-        finally:
-            cur.close()
+
+        def make() -> tuple[str, ...]:
+            cur = self.cursor()
+            try:
+                catalog = str(cur.execute("SELECT current_database()").fetchall()[0][0])
+                return tuple(scope.statements(catalog, self.catalogue(cur), systems))
+            finally:
+                cur.close()
+
         restricted = copy.copy(self)
-        restricted._views = tuple(views)
+        # the views depend only on the release (immutable) and the feeds: made once each
+        restricted._views = self._scopes.get_or_make(systems, make)
         return restricted
 
     def check(
