@@ -102,6 +102,30 @@ def _extract(service: QueryService, who: Any, project_id: str, s: spec.Spec) -> 
     return cohorts.encode(s, service.gov.cohorts.read(who, prepared))
 
 
+SIX_MODIFIERS = ["age", "under_60", "bmi", "imd_decile", "most_deprived", "hba1c"]
+
+
+def six_modifiers(s: spec.Spec, method: Literal["dp-sgd", "adassp"] = "dp-sgd") -> spec.Spec:
+    """The example who-benefits spec as it was before the stratified learner: the same
+    cohort and features, a linear S-learner with six modifiers (continuous age and IMD
+    decile, baseline HbA1c and the missing-value indicators included) trained by DP-SGD
+    (or AdaSSP), the outcome clipped to ±15 mmol/mol."""
+    return dataclasses.replace(
+        s, method=method, modifiers=SIX_MODIFIERS, strata=None, outcome_bounds=(-15.0, 15.0)
+    )
+
+
+def _effect_cohorts(
+    service: QueryService, who: Any, project_id: str, specs: dict[str, spec.Spec]
+) -> dict[str, cohorts.Cohort]:
+    """One governed read of the (shared) cohort SQL, encoded by each spec (the outcome
+    bounds differ between them)."""
+    first = next(iter(specs.values()))
+    prepared = service.gov.cohorts.prepare(who, project_id, first.sql)
+    rows = service.gov.cohorts.read(who, prepared)
+    return {name: cohorts.encode(s, rows) for name, s in specs.items()}
+
+
 def _truth(src: Path, home: Path) -> dict[int, float]:
     """person_id → true benefit of referral (reduction in 12-month HbA1c, mmol/mol)."""
     key = resolve_keys(home).pseudonym
@@ -373,11 +397,16 @@ def _plots(result: dict[str, Any], folder: Path) -> list[str]:
     return names
 
 
-def _larger(patients: int) -> dict[str, Any]:
-    """The who-benefits model at ε = 3 and without privacy on a larger population: how
-    the DP learner's ranking improves as the cohort grows."""
-    work = Path(tempfile.mkdtemp(prefix="bench-models-large-"))
+CURVE_SIZES = (50_000, 100_000, 200_000, 400_000, 1_000_000)
+CURVE_EPSILONS = (1.0, 3.0, 8.0, math.inf)
+
+
+def _curve_point(patients: int, epsilons: tuple[float, ...] = CURVE_EPSILONS) -> dict[str, Any]:
+    """The example who-benefits model on a population of ``patients``: the share of the
+    true top decile it finds at each ε (5 seeds), and the effect cohort's size."""
+    work = Path(tempfile.mkdtemp(prefix="bench-models-curve-"))
     try:
+        started = time.perf_counter()
         service, people, project_id, src = _setup(patients, work)
         truth = _truth(src, work / "hub")
         effect_spec = spec.load(EXAMPLES / "who_benefits.toml")
@@ -385,14 +414,79 @@ def _larger(patients: int) -> dict[str, Any]:
         return {
             "patients": patients,
             "cohort": int(cohort.present.sum()),
-            "S-learner (linear)": _effect(cohort, effect_spec, truth, (3.0, math.inf)),
+            "effect": _effect(cohort, effect_spec, truth, epsilons),
+            "seconds": time.perf_counter() - started,
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def curve(sizes: tuple[int, ...] = CURVE_SIZES) -> dict[str, Any]:
+    """`python -m benchmarks.models curve [sizes...]`: how big the region must be to
+    find who benefits at each privacy level (one generated population per size)."""
+    points = []
+    for n in sizes:
+        print(f"  curve: {n:,} patients", file=sys.stderr, flush=True)
+        points.append(_curve_point(n))
+    return {"points": points}
+
+
+def _curve_plot(r: dict[str, Any], folder: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    sizes = [p["patients"] for p in r["points"]]
+    for eps in CURVE_EPSILONS:
+        key = _key(eps)
+        mean = [p["effect"][key]["top_decile"] for p in r["points"]]
+        sd = [p["effect"][key].get("top_decile_sd", 0.0) for p in r["points"]]
+        label = "no privacy" if math.isinf(eps) else f"ε = {eps:g}"
+        ax.errorbar(sizes, mean, yerr=sd, marker="o", capsize=3, label=label)
+    ax.axhline(0.1, color="grey", linestyle=":", label="chance (0.10)")
+    ax.axhline(0.6, color="tab:red", linestyle="--", linewidth=1, label="target at 100k (0.60)")
+    ax.axhline(0.8, color="tab:purple", linestyle="--", linewidth=1, label="target at 1M (0.80)")
+    ax.set_xscale("log")
+    ax.set_xlabel("people in the region (generated population, log scale)")
+    ax.set_ylabel("share of the true top-decile benefiters found")
+    ax.set_ylim(0, 1)
+    ax.set_title("Who benefits: how big must the region be? (5 seeds, ± sd)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    folder.mkdir(parents=True, exist_ok=True)
+    name = "models_effect_curve.png"
+    fig.savefig(folder / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def curve_markdown(r: dict[str, Any]) -> str:
+    head = " | ".join("no privacy" if math.isinf(e) else f"ε = {e:g}" for e in CURVE_EPSILONS)
+    lines = [
+        "Who benefits against population size (the example spec, DP stratified S-learner; "
+        f"share of the true top decile found, {len(SEEDS)} seeds, ± sd):",
+        "",
+        f"| people | effect cohort | {head} |",
+        "|---|---|" + "---|" * len(CURVE_EPSILONS),
+    ]
+    for p in r["points"]:
+        cells = " | ".join(
+            f"{p['effect'][_key(e)]['top_decile']:.2f} ± "
+            f"{p['effect'][_key(e)].get('top_decile_sd', 0):.2f}"
+            for e in CURVE_EPSILONS
+        )
+        lines.append(f"| {p['patients']:,} | {p['cohort']:,} | {cells} |")
+    if r.get("plot"):
+        lines += ["", f"![who benefits against population size](plots/{r['plot']})"]
+    return "\n".join(lines)
+
+
 def run(
-    patients: int = 100_000, plots: Path = PLOTS, larger: int | None = 400_000
+    patients: int = 100_000,
+    plots: Path = PLOTS,
+    curve_sizes: tuple[int, ...] = CURVE_SIZES,
 ) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-models-"))
     try:
@@ -400,27 +494,35 @@ def run(
         truth = _truth(src, work / "hub")
         risk_spec = spec.load(EXAMPLES / "risk_model.toml")
         effect_spec = spec.load(EXAMPLES / "who_benefits.toml")
+        six = six_modifiers(effect_spec)
         mo = people["mo"]
         risk_cohort = _extract(service, mo, project_id, risk_spec)
-        effect_cohort = _extract(service, mo, project_id, effect_spec)
+        effect_cohorts = _effect_cohorts(
+            service, mo, project_id, {"strata": effect_spec, "six": six}
+        )
         result: dict[str, Any] = {
             "patients": patients,
             "cohort": len(risk_cohort.y),
-            "effect_cohort": int(effect_cohort.present.sum()),
+            "effect_cohort": int(effect_cohorts["strata"].present.sum()),
             "risk": {
                 "logistic": _risk(risk_cohort, risk_spec),
                 "mlp": _risk(risk_cohort, _mlp(risk_spec)),
             },
             "effect": {
-                "S-learner (linear)": _effect(effect_cohort, effect_spec, truth),
-                "S-learner (MLP)": _effect(
-                    effect_cohort,
-                    dataclasses.replace(effect_spec, effect_architecture="mlp"),
+                "S-learner, DP stratified (example spec)": _effect(
+                    effect_cohorts["strata"], effect_spec, truth
+                ),
+                "S-learner (linear), DP-SGD, six modifiers": _effect(
+                    effect_cohorts["six"], six, truth
+                ),
+                "S-learner (MLP), DP-SGD, six modifiers": _effect(
+                    effect_cohorts["six"],
+                    dataclasses.replace(six, effect_architecture="mlp"),
                     truth,
                 ),
-                "T-learner (linear)": _effect(
-                    effect_cohort,
-                    dataclasses.replace(effect_spec, learner="t", modifiers=None),
+                "T-learner (linear), DP-SGD": _effect(
+                    effect_cohorts["six"],
+                    dataclasses.replace(six, learner="t", modifiers=None),
                     truth,
                 ),
             },
@@ -430,8 +532,9 @@ def run(
         result["plots"] = _plots(result, plots)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if larger:
-        result["larger"] = _larger(larger)
+    if curve_sizes:
+        result["curve"] = curve(curve_sizes)
+        result["curve"]["plot"] = _curve_plot(result["curve"], plots)
     return result
 
 
@@ -472,16 +575,8 @@ def markdown(r: dict[str, Any]) -> str:
                 f"| {name} | {_key(eps)} | {s['top_decile']:.2f} ± {s.get('top_decile_sd', 0):.2f} "
                 f"| {s['qini']:.2f} | {s['rmse']:.2f} |"
             )
-    big = r.get("larger")
-    if big:
-        s3, sinf = big["S-learner (linear)"]["3"], big["S-learner (linear)"]["inf"]
-        lines += [
-            "",
-            f"With {big['patients']:,} patients (cohort of {big['cohort']:,}), the linear "
-            f"S-learner finds {s3['top_decile']:.2f} ± {s3.get('top_decile_sd', 0):.2f} of "
-            f"the true top decile at ε = 3 (Qini {s3['qini']:.2f}, RMSE {s3['rmse']:.2f}) "
-            f"and {sinf['top_decile']:.2f} without privacy.",
-        ]
+    if r.get("curve"):
+        lines += ["", curve_markdown(r["curve"])]
     lines += [
         "",
         "### Speed: seconds per epoch on 100,000 rows (batch 1,024)",
@@ -533,10 +628,11 @@ def speed_only(rows: int = 100_000, features: int = 24) -> dict[str, Any]:
 
 
 EFFECT_LEARNERS: dict[str, Callable[[spec.Spec], spec.Spec]] = {
-    "S-learner (linear), DP-SGD": lambda s: dataclasses.replace(s, method="dp-sgd"),
-    "S-learner (linear), AdaSSP": lambda s: dataclasses.replace(s, method="adassp"),
+    "S-learner, DP stratified (example spec)": lambda s: s,
+    "S-learner (linear), DP-SGD, six modifiers": six_modifiers,
+    "S-learner (linear), AdaSSP, six modifiers": lambda s: six_modifiers(s, "adassp"),
     "T-learner (linear), AdaSSP": lambda s: dataclasses.replace(
-        s, method="adassp", learner="t", modifiers=None
+        six_modifiers(s, "adassp"), learner="t", modifiers=None
     ),
 }
 
@@ -589,11 +685,12 @@ def effect_only(patients: int = 100_000, epsilons: tuple[float, ...] = (1.0, 3.0
         service, people, project_id, src = _setup(patients, work)
         truth = _truth(src, work / "hub")
         effect_spec = spec.load(EXAMPLES / "who_benefits.toml")
-        cohort = _extract(service, people["mo"], project_id, effect_spec)
+        variants = {name: make(effect_spec) for name, make in EFFECT_LEARNERS.items()}
+        encoded = _effect_cohorts(service, people["mo"], project_id, variants)
         effect = {
-            name: _effect(cohort, make(effect_spec), truth, epsilons)
-            for name, make in EFFECT_LEARNERS.items()
+            name: _effect(encoded[name], variants[name], truth, epsilons) for name in variants
         }
+        cohort = encoded[next(iter(variants))]
         effect["EconML LinearDML (reference, non-private)"] = _reference(cohort, effect_spec, truth)
         return {"patients": patients, "effect_cohort": int(cohort.present.sum()), "effect": effect}
     finally:
@@ -717,6 +814,17 @@ if __name__ == "__main__" and sys.argv[1:2] == ["trial"]:
     print(trial_markdown(res))
 elif __name__ == "__main__" and sys.argv[1:2] == ["speed"]:
     print(json.dumps(speed_only(), indent=2))
+elif __name__ == "__main__" and sys.argv[1:2] == ["curve"]:
+    sizes = tuple(int(a) for a in sys.argv[2:]) or CURVE_SIZES
+    res = curve(sizes)
+    RESULTS.mkdir(exist_ok=True)
+    done = RESULTS / "models_curve.json"
+    if done.exists():  # sizes measured in an earlier run stay, newer ones replace them
+        kept = [p for p in json.loads(done.read_text())["points"] if p["patients"] not in sizes]
+        res["points"] = sorted(kept + res["points"], key=lambda p: p["patients"])
+    res["plot"] = _curve_plot(res, PLOTS)
+    done.write_text(json.dumps(res, indent=2))
+    print(curve_markdown(res))
 elif __name__ == "__main__" and sys.argv[1:2] == ["effect"]:
     res = effect_only(int(sys.argv[2]) if len(sys.argv) > 2 else 100_000)
     RESULTS.mkdir(exist_ok=True)

@@ -82,6 +82,7 @@ def membership(
             members, non_members = members & (t == 1), non_members & (t == 1)
     config = learners.fit_config(spec, int(card["planned_rows"]))
     loss = learners.loss_of(spec.outcome_type)
+    recipe = learners.replay(spec) if spec.learning_method == "strata" else spec.learning_method
     width = x.shape[1]
 
     def fresh() -> torch.nn.Module:
@@ -90,10 +91,10 @@ def membership(
     result = mia.audit(
         module, fresh=fresh, members=(x[members], y[members]),
         non_members=(x[non_members], y[non_members]), loss=loss, config=config,
-        epsilon=card["epsilon_target"], delta=card["delta"], method=spec.learning_method,
+        epsilon=card["epsilon_target"], delta=card["delta"], method=recipe,
     )  # fmt: skip
     canary = mia.canary_audit(
         fresh, x[members], y[members], loss=loss, config=config,
-        epsilon=card["epsilon_target"], delta=card["delta"], method=spec.learning_method,
+        epsilon=card["epsilon_target"], delta=card["delta"], method=recipe,
     )  # fmt: skip
     return {**result.as_dict(), "canary": canary.as_dict()}

@@ -83,6 +83,12 @@ def build(
     }
 
 
+_one_release = {  # the DP-SGD fields a one-release learner does not have
+    "max_grad_norm": None, "epochs": None, "sample_rate": None, "expected_batch_size": None,
+    "steps": None, "optimizer": None, "learning_rate": None, "grad_sample_mode": None,
+}  # fmt: skip
+
+
 def _training_record(spec: Spec, fits: list[dpsgd.FitResult]) -> dict[str, Any]:
     """How the model was trained and accounted, in one form for every learner: the
     method, accountant, composition, noise multiplier (noise sd / sensitivity) and, for
@@ -97,6 +103,18 @@ def _training_record(spec: Spec, fits: list[dpsgd.FitResult]) -> dict[str, Any]:
         "secure_rng": True,
         "seed": spec.training.seed,  # initial weights only (DP-SGD); AdaSSP has none
     }
+    if spec.learning_method == "strata":
+        return {
+            **_one_release,
+            **common,
+            "accountant": "zCDP (Gaussian mechanism; Canonne-Kamath-Steinke conversion to (ε, δ))",
+            "composition": "one stratified release: noisy counts and outcome sums per stratum "
+            "and arm (each person in one: parallel composition), two Gaussian releases "
+            "composed in zCDP; DP held-out metrics composed sequentially",
+            "noise_multiplier": fits[0].noise_multiplier,
+            "mechanism": [f.mechanism for f in fits],
+            "rng": "OS CSPRNG (os.urandom) for the Gaussian noise",
+        }
     if spec.learning_method == "adassp":
         return {
             **common,
@@ -221,6 +239,22 @@ def markdown(card: dict[str, Any]) -> str:
 
 
 def _method_lines(card: dict[str, Any]) -> list[str]:
+    if card.get("method") == "strata":
+        lines = [
+            "- Learner: DP stratified analysis: Gaussian noise on each stratum's count and "
+            "outcome sum per arm, then weighted least squares of the outcome on treatment × "
+            "modifiers over the strata kept"
+        ]
+        for m in card.get("mechanism", []):
+            sigma, strata_ = m["sigma"], m["strata"]
+            cuts = "; ".join(f"{k}: {', '.join(v)}" for k, v in strata_.items())
+            lines.append(
+                f"- ρ = {m['rho']:.4g}; noise sd: counts {sigma['counts']:.4g} (sensitivity 1), "
+                f"sums {sigma['sums']:.4g} (sensitivity ½); {m['cells_kept']:,} of "
+                f"{m['cells']:,} stratum-arm cells kept (noisy count above "
+                f"{m['threshold_count']:.3g}); strata: {cuts}"
+            )
+        return lines
     if card.get("method") == "adassp":
         lines = [
             "- Learner: AdaSSP (sufficient-statistics perturbation, Wang 2018): Gaussian "

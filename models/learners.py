@@ -2,7 +2,9 @@
 
 Model kinds: ``logistic`` and ``mlp`` risk models, and ``effect`` models of a treatment's
 individual effect built from DP models (trained with DP-SGD, or, for linear effect models
-of a continuous outcome, by sufficient-statistics perturbation, :mod:`models.adassp`): an
+of a continuous outcome, by sufficient-statistics perturbation, :mod:`models.adassp`, or
+by a DP stratified analysis of the arms within strata of the modifiers,
+:mod:`models.strata`): an
 S-learner (one model on features, treatment and their interactions) or a T-learner (one
 model per arm; the arms are disjoint, so by parallel composition the pair costs the ε of
 one).
@@ -10,13 +12,14 @@ one).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from models import adassp, dpsgd, features
+from models import adassp, dpsgd, features, strata
 from models.spec import Spec
 
 
@@ -66,6 +69,23 @@ def predict(
     return np.asarray((untreated - treated) * scale, dtype=np.float64)
 
 
+Fitter = Callable[[np.ndarray, np.ndarray, float | None, float], dpsgd.FitResult]
+
+
+def replay(spec: Spec) -> Fitter:
+    """The spec's one-release learner (AdaSSP or strata) as ``(x, y, ε, δ) → fit``:
+    what training runs, and what the steward's membership audit replays."""
+
+    def run(x: np.ndarray, y: np.ndarray, epsilon: float | None, delta: float) -> dpsgd.FitResult:
+        private = epsilon is not None and math.isfinite(epsilon)
+        if spec.learning_method == "strata":
+            p = strata.plan(spec, float(epsilon) if private else 1.0, delta)  # type: ignore[arg-type]
+            return strata.fit(x, y, p, private=private)
+        return adassp.fit(x, y, epsilon=epsilon, delta=delta)
+
+    return run
+
+
 def fit_config(spec: Spec, planned_rows: int) -> dpsgd.FitConfig:
     """The DP-SGD configuration; ``planned_rows`` (never the cohort's size) sets the
     sample rate, so that the steps and noise on the card reveal nothing about the data."""
@@ -109,8 +129,8 @@ def fit(
     loss = loss_of(spec.outcome_type)
 
     def one(xs: np.ndarray, ys: np.ndarray) -> dpsgd.FitResult:
-        if spec.learning_method == "adassp":
-            result = adassp.fit(xs, ys, epsilon=epsilon, delta=delta)
+        if spec.learning_method in ("adassp", "strata"):
+            result = replay(spec)(xs, ys, epsilon, delta)
             if on_step is not None:
                 on_step(1)
             return result
@@ -131,7 +151,7 @@ def fit(
 def steps(spec: Spec, planned_rows: int) -> int:
     """Optimiser steps a training run takes (known before any data is read)."""
     runs = 2 if spec.kind == "effect" and spec.learner == "t" else 1
-    if spec.learning_method == "adassp":
+    if spec.learning_method in ("adassp", "strata"):
         return runs  # one release of the noisy statistics per model
     config = fit_config(spec, planned_rows)
     return runs * config.steps_per_epoch(planned_rows) * config.epochs

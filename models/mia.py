@@ -91,7 +91,7 @@ def audit(
     references: int = 4,
     epsilon: float | None = None,
     delta: float | None = None,
-    method: str = "dp-sgd",
+    method: str | Fitter = "dp-sgd",
 ) -> AttackResult:
     """Run both attacks against ``model``; ``fresh`` makes untrained reference models.
 
@@ -200,8 +200,11 @@ class CanaryResult:
         return {**asdict(self), "method": "one-run canary audit (Steinke, Nasr, Jagielski 2023)"}
 
 
+Fitter = Callable[[np.ndarray, np.ndarray, float | None, float], dpsgd.FitResult]
+
+
 def _fit(
-    method: str,
+    method: str | Fitter,
     fresh: Callable[[], torch.nn.Module],
     x: np.ndarray,
     y: np.ndarray,
@@ -211,7 +214,10 @@ def _fit(
     epsilon: float | None,
     delta: float | None,
 ) -> dpsgd.FitResult:
-    """A model of the audited recipe: DP-SGD, or AdaSSP (:mod:`models.adassp`)."""
+    """A model of the audited recipe: DP-SGD, AdaSSP (:mod:`models.adassp`), or a
+    one-release learner's own recipe (``method`` a callable, :func:`models.learners.replay`)."""
+    if callable(method):
+        return method(x, y, epsilon, delta or dpsgd.default_delta(len(y)))
     if method == "adassp":
         return adassp.fit(x, y, epsilon=epsilon, delta=delta or dpsgd.default_delta(len(y)))
     return dpsgd.fit(fresh(), x, y, loss=loss, config=config, epsilon=epsilon, delta=delta)
@@ -228,7 +234,7 @@ def canary_audit(
     delta: float,
     canaries: int = 200,
     guess_fraction: float = 0.2,
-    method: str = "dp-sgd",
+    method: str | Fitter = "dp-sgd",
 ) -> CanaryResult:
     """One training run of the same recipe with ``canaries`` made-up people added, each
     with probability ½ (a fresh coin per canary, from the CSPRNG); the auditor guesses

@@ -18,7 +18,10 @@ model card (the spec is copied into the model's folder). See ``models/examples/`
 
     [model]
     kind = "logistic"             # logistic | mlp | effect
-    method = "dp-sgd"             # or "adassp" (linear effect models, continuous outcome)
+    method = "dp-sgd"             # or "adassp" / "strata" (linear effect models,
+                                  # continuous outcome; strata: DP stratified analysis)
+    [model.strata]                # method = "strata": cut points of numeric modifiers
+    bmi = [25, 30, 35, 40]
     [privacy]
     epsilon = 1.0
     metrics_epsilon = 0.3         # the DP held-out metrics, charged beside the training
@@ -26,6 +29,7 @@ model card (the spec is copied into the model's folder). See ``models/examples/`
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import tomllib
@@ -38,7 +42,7 @@ from governance.errors import InvalidRequest
 ModelKind = Literal["logistic", "mlp", "effect"]
 Learner = Literal["s", "t"]
 Outcome = Literal["binary", "continuous"]
-Method = Literal["dp-sgd", "adassp"]
+Method = Literal["dp-sgd", "adassp", "strata"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,9 @@ class Spec:
     # None: dp-sgd, which found more of who benefits on the benchmark's cohort of ~4,000
     # (docs/models.md has the measurements)
     method: Method | None = None
+    # method = "strata": each numeric modifier's cut points, in its own units (a 0/1
+    # feature needs none); models.strata
+    strata: dict[str, list[float]] | None = None
     epsilon: float = 1.0
     delta: float | None = None
     # the held-out metrics the modeller sees are DP too, charged beside the training
@@ -125,13 +132,14 @@ class Spec:
                 raise InvalidRequest("[model] modifiers apply to the S-learner (kind = effect)")
         if self.effect_architecture not in ("linear", "mlp"):
             raise InvalidRequest("[model] architecture must be linear or mlp")
-        if self.method not in (None, "dp-sgd", "adassp"):
-            raise InvalidRequest("[model] method must be dp-sgd or adassp")
+        if self.method not in (None, "dp-sgd", "adassp", "strata"):
+            raise InvalidRequest("[model] method must be dp-sgd, adassp or strata")
         if self.method == "adassp" and not self.adassp_applies:
             raise InvalidRequest(
                 "[model] method = adassp fits linear regression: it needs kind = effect, "
                 "architecture = linear and outcome = continuous (use dp-sgd otherwise)"
             )
+        self._check_strata()
         if not 1 <= self.hidden <= 1024:
             raise InvalidRequest("[model] hidden must be 1-1024")
         if not self.numeric and not self.categorical:
@@ -167,6 +175,56 @@ class Spec:
         if len(set(names)) != len(names):
             raise InvalidRequest("key, outcome, treatment and features must be distinct columns")
 
+    def _check_strata(self) -> None:
+        if self.method != "strata":
+            if self.strata is not None:
+                raise InvalidRequest("[model.strata] applies to method = strata only")
+            return
+        if not (self.adassp_applies and self.learner == "s" and self.modifiers):
+            raise InvalidRequest(
+                "[model] method = strata compares the arms within strata of the effect "
+                "modifiers: it needs kind = effect, learner = s, architecture = linear, "
+                "outcome = continuous and [model] modifiers (use dp-sgd otherwise)"
+            )
+        cuts = self.strata or {}
+        for name in cuts:
+            if name not in (self.modifiers or []) or name not in self.numeric:
+                raise InvalidRequest(
+                    f"[model.strata] {name}: only numeric modifiers have cut points"
+                )
+        levels = 1
+        for name in self.modifiers:
+            if name in self.categorical:
+                levels *= len(self.categorical[name]) + 1
+                continue
+            lo, hi = self.numeric[name]
+            points = cuts.get(name)
+            if points is None:
+                if (lo, hi) != (0.0, 1.0):
+                    raise InvalidRequest(
+                        f"[model.strata] {name}: give its cut points, e.g. {name} = "
+                        f"[{lo + (hi - lo) / 3:g}, {lo + 2 * (hi - lo) / 3:g}] (only a 0/1 "
+                        "feature needs none)"
+                    )
+                levels *= 3
+                continue
+            if not (
+                points
+                and all(isinstance(c, int | float) and not isinstance(c, bool) for c in points)
+                and all(lo < c < hi for c in points)
+                and all(a < b for a, b in itertools.pairwise(points))
+            ):
+                raise InvalidRequest(
+                    f"[model.strata] {name}: cut points must be increasing numbers strictly "
+                    f"between its bounds {lo:g} and {hi:g}"
+                )
+            levels *= len(points) + 2  # the bins and a missing level
+        if 2 * levels > 20_000:
+            raise InvalidRequest(
+                f"[model.strata] {levels:,} strata: each would hold a handful of people "
+                "beside its noise; declare fewer modifiers or cut points (at most 10,000)"
+            )
+
     @property
     def linear(self) -> bool:
         """A single linear layer (logistic regression, or a linear outcome model)."""
@@ -198,6 +256,14 @@ def _pair(value: Any, where: str) -> tuple[float, float]:
         return float(value[0]), float(value[1])
     except (TypeError, ValueError):
         raise InvalidRequest(f"{where}: bounds must be numbers") from None
+
+
+def _strata(value: Any) -> dict[str, list[float]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(v, list) for v in value.values()):
+        raise InvalidRequest("[model.strata]: give each modifier's cut points as a list")
+    return {str(k): list(v) for k, v in value.items()}
 
 
 def parse(
@@ -271,6 +337,7 @@ def parse(
             effect_architecture=cast(Literal["linear", "mlp"], model.get("architecture", "mlp")),
             modifiers=[str(m) for m in model["modifiers"]] if "modifiers" in model else None,
             method=cast(Method | None, model.get("method")),
+            strata=_strata(model.get("strata")),
             epsilon=float(privacy.get("epsilon", 1.0)),
             delta=float(privacy["delta"]) if "delta" in privacy else None,
             metrics_epsilon=float(privacy.get("metrics_epsilon", 0.3)),
@@ -335,6 +402,7 @@ def dumps(spec: Spec) -> str:
         ("features.numeric", {k: list(v) for k, v in spec.numeric.items()}),
         ("features.categorical", dict(spec.categorical)),
         ("model", model),
+        *([("model.strata", dict(spec.strata))] if spec.strata is not None else []),
         ("privacy", privacy),
         ("training", training),
     ]

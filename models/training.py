@@ -34,7 +34,7 @@ from governance.audit.events import AuditEvent
 from governance.errors import AccessDenied, InvalidRequest
 from governance.privacy import accounting
 from governance.privacy.accounting import DEFAULT_TRAINING_DELTA
-from models import adassp, artifacts, cards, cohort, evaluation, features, learners
+from models import adassp, artifacts, cards, cohort, evaluation, features, learners, strata
 from models.artifacts import TrainedModel
 from models.spec import Spec
 
@@ -53,6 +53,15 @@ def _check_accountant(spec: Spec, planned_rows: int, delta: float) -> None:
         if not accounting.reachable(requested=spec.epsilon, certified=planned.epsilon):
             raise InvalidRequest(
                 f"AdaSSP cannot reach ε = {spec.epsilon:g} at δ = {delta:g} (nothing was spent)"
+            )
+        return
+    if spec.learning_method == "strata":
+        if not accounting.reachable(
+            requested=spec.epsilon, certified=strata.plan(spec, spec.epsilon, delta).epsilon
+        ):
+            raise InvalidRequest(
+                f"the stratified release cannot reach ε = {spec.epsilon:g} at δ = {delta:g} "
+                "(nothing was spent)"
             )
         return
     config = learners.fit_config(spec, planned_rows)
