@@ -92,7 +92,7 @@ def show_against_truth(
     actual = truth["true_benefit"].to_numpy(dtype=np.float64)
     share = metrics.top_decile_overlap(predicted, actual)
     out.print(
-        f"  who benefits ({card['model_id']}, {card.get('learner', 's').upper()}-learner, "
+        f"  who benefits ({card['model_id']}, {_learner(card)}, "
         f"ε {card['epsilon']:.2f}): finds [bold]{share:.0%}[/] of the true top-decile "
         f"benefiters (chance: 10%); RMSE of the individual benefit "
         f"{metrics.rmse(predicted, actual):.2f} mmol/mol; true benefit ranges "
@@ -101,6 +101,14 @@ def show_against_truth(
     )
     result["who_benefits"] = {"top_decile": share, "rmse": metrics.rmse(predicted, actual)}
     return result
+
+
+def _learner(card: dict[str, Any]) -> str:
+    name = f"{card.get('learner', 's').upper()}-learner"
+    if card.get("method") == "strata":
+        [mech] = card["mechanism"]
+        return f"DP stratified {name}, {mech['cells_kept']} of {mech['cells']} cells kept"
+    return f"{name}, {card.get('method', 'dp-sgd')}"
 
 
 __all__ = ["show_against_truth"]

@@ -19,6 +19,7 @@ failed run never leaves a half-written population where a good one was.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -216,9 +217,13 @@ def _generate_into(
         for job in jobs:
             collect(job[0], *_run_chunk(job))
     else:
+        # forkserver, not fork: a caller that has started threads (DuckDB's, torch's: a
+        # benchmark that generates a second population after training) must not fork
+        # them mid-lock, which crashed a worker
         with ProcessPoolExecutor(
-            max_workers=n_workers, initializer=_init_worker, initargs=(config.seed,)
-        ) as pool:
+            max_workers=n_workers, initializer=_init_worker, initargs=(config.seed,),
+            mp_context=multiprocessing.get_context("forkserver"),
+        ) as pool:  # fmt: skip
             for job, (rows, found) in zip(jobs, pool.map(_run_chunk, jobs), strict=True):
                 collect(job[0], rows, found)
     result.rows["organisations"] = orgs.num_rows

@@ -355,6 +355,60 @@ def test_an_adassp_effect_model_is_accounted_charged_audited_and_carded(setup):
     assert len(t_model.card["mechanism"]) == 2 and t_model.card["epsilon"] <= 3.0
 
 
+STRATA = ADASSP.replace('method = "adassp"', 'method = "strata"\nmodifiers = ["year_of_birth", "t2d"]') + (
+    "\n[model.strata]\nyear_of_birth = [1950, 1980]\n"
+)
+
+
+def test_a_stratified_effect_model_is_accounted_charged_audited_and_carded(setup):
+    """Who benefits by a DP stratified analysis, through the same governed path: one
+    release of noisy stratum-by-arm counts and sums whose ρ converts to the card's ε
+    (OpenDP's conversion), the ledger charged that plus the DP metrics, the audit entry
+    naming the method, a card that says what was released, and the steward's audit
+    replaying the recipe."""
+    gov, service, _, who = setup
+    project = gov.projects.request(
+        requester=who["ana"].user, title="strata", purpose="who benefits, stratified",
+        lay_summary="Who benefits", grants={"patients": ["person_id", "year_of_birth",
+        "imd_decile", "sex"], "conditions": ["person_id", "code"]}, days=30, members=["mo"],
+    )  # fmt: skip
+    gov.projects.approve(
+        project.project_id, steward=who["sam"].user, epsilon=20.0, delta=1e-5, trainers=["mo"]
+    )
+    pid = project.project_id
+    spec = parse(STRATA)
+    assert spec.learning_method == "strata"
+    before = gov.ledger.state(pid).epsilon_spent
+    model = training.train(service, who["mo"], pid, spec)
+    card = model.card
+    assert card["method"] == "strata" and card["accountant"].startswith("zCDP")
+    [mech] = card["mechanism"]
+    gaussian = dp.m.make_gaussian(
+        dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float), scale=1.0
+    )
+    opendp_eps = dp.c.make_zCDP_to_approxDP(gaussian).map((2 * mech["rho"]) ** 0.5)
+    assert card["epsilon"] == pytest.approx(opendp_eps.epsilon(card["delta"]), rel=1e-7)
+    assert 2.99 < card["epsilon"] <= 3.0
+    assert mech["sensitivity"] == {"counts": 1.0, "sums": 0.5}
+    # year of birth in 3 bins + missing, t2d 0/1 + missing: 12 strata, two arms each
+    assert mech["cells"] == 24 and mech["strata"]["year_of_birth"][-1] == "missing"
+    assert card["steps"] is None and card["learning_rate"] is None
+    assert card["epsilon_total"] == pytest.approx(card["epsilon"] + card["metrics_epsilon"])
+    assert gov.ledger.state(pid).epsilon_spent == pytest.approx(before + card["epsilon_total"])
+    [entry] = gov.audit.entries(project=pid, action="train.model", limit=1)
+    details = entry["details"]
+    details = json.loads(details) if isinstance(details, str) else details
+    assert entry["target"] == model.model_id and details["method"] == "strata"
+    text = (model.folder / "card.md").read_text()
+    assert "stratified" in text and "cells kept" in text and "ρ = " in text
+    people = np.array([[0.2, 0.0, 1.0, 0.0], [0.9, 0.0, 0.0, 0.0]], np.float32)
+    reloaded = training.load(service, pid, model.model_id)
+    assert np.allclose(reloaded.predict(people), model.predict(people), atol=1e-5)
+    report = audits.audit_model(service, who["sam"], pid, model.model_id)
+    assert report["canary"]["accountant_epsilon"] == pytest.approx(card["epsilon"], rel=1e-12)
+    assert 0.3 < report["attack_auc"] < 0.7
+
+
 def test_specs_are_checked_with_clear_errors():
     with pytest.raises(InvalidRequest, match="outcome_bounds"):
         parse(SPEC.replace('kind = "logistic"', 'kind = "effect"\noutcome = "continuous"')

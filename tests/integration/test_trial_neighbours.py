@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from governance.facade import Governance
-from models import adassp, cohort, learners, training, trial
+from models import adassp, cohort, learners, strata, training, trial
 from models.spec import parse
 from synthetic_data.generator import SynthConfig, generate
 from tests.e2e.test_cli_trial import STUDY
@@ -29,6 +29,9 @@ GRANTS = {"patients": ["person_id", "year_of_birth", "sex", "imd_decile"]}
 ADASSP_SPEC = STUDY.split("[protocol]")[0] + STUDY.split('confounders = ["year_of_birth"]')[
     1
 ].replace("outcome_bounds = [1, 10]", 'outcome_bounds = [1, 10]\nmethod = "adassp"')
+STRATA_SPEC = ADASSP_SPEC.replace(
+    'method = "adassp"', 'method = "strata"\nmodifiers = ["year_of_birth"]'
+) + ("\n[model.strata]\nyear_of_birth = [1940, 1960, 1980, 2000]\n")
 MODULE_SETTINGS = settings(
     deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -105,6 +108,25 @@ def test_removing_one_person_moves_adasspss_statistics_within_the_planned_sensit
     assert np.linalg.norm(xtx - xtx_n) <= plan.sensitivity[1] + tol
     assert np.linalg.norm(xty - xty_n) <= plan.sensitivity[2] + tol
     assert abs(lam - lam_n) <= plan.sensitivity[0] + tol
+
+
+@MODULE_SETTINGS
+@given(who=st.integers(0, 10_000), epsilon=st.floats(0.1, 10.0))
+def test_removing_one_person_moves_one_stratum_count_and_sum_within_the_planned_sensitivity(
+    world, who, epsilon
+):
+    """The stratified learner on the service's cohort: one person is in one stratum and
+    arm, so leaving moves one count by exactly 1 and one outcome sum by at most ½."""
+    *_, (x, t, y) = world
+    spec = parse(STRATA_SPEC)
+    plan = strata.plan(spec, epsilon, 1e-7)
+    design = learners.design(x, t, learners.modifier_columns(spec))
+    rest = np.arange(len(x)) != who % len(x)
+    counts, sums = strata.tabulate(plan, design, y)
+    counts_n, sums_n = strata.tabulate(plan, design[rest], y[rest])
+    assert np.flatnonzero(counts != counts_n).size == 1
+    assert np.abs(counts - counts_n).sum() == plan.sensitivity[0]
+    assert np.linalg.norm(sums - sums_n) <= plan.sensitivity[1] + 1e-9
 
 
 @settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
