@@ -355,9 +355,9 @@ def test_an_adassp_effect_model_is_accounted_charged_audited_and_carded(setup):
     assert len(t_model.card["mechanism"]) == 2 and t_model.card["epsilon"] <= 3.0
 
 
-STRATA = ADASSP.replace('method = "adassp"', 'method = "strata"\nmodifiers = ["year_of_birth", "t2d"]') + (
-    "\n[model.strata]\nyear_of_birth = [1950, 1980]\n"
-)
+STRATA = ADASSP.replace(
+    'method = "adassp"', 'method = "strata"\nmodifiers = ["year_of_birth", "t2d"]'
+) + ("\n[model.strata]\nyear_of_birth = [1950, 1980]\n")
 
 
 def test_a_stratified_effect_model_is_accounted_charged_audited_and_carded(setup):
