@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from governance.errors import InvalidRequest, NotFound
-from models import dpsgd, features, learners
+from models import dpsgd, features, learners, strata
 from models.spec import Spec, Training
 
 if TYPE_CHECKING:
@@ -134,7 +134,11 @@ def from_weights(model_id: str, card: dict[str, Any], weights: dict[str, Any]) -
         mods = card.get("modifier_columns")
         inputs = inputs + 1 + (inputs if mods is None else len(mods))
     kind: Literal["logistic", "mlp"] = "logistic" if card["architecture"] == "linear" else "mlp"
-    module = dpsgd.build(kind, inputs, hidden=card["hidden"])
+    module: torch.nn.Module
+    if card.get("method") == "strata":  # its layout (columns, knots) is on the card
+        module = strata.StrataModel(card["mechanism"][0]["layout"])
+    else:
+        module = dpsgd.build(kind, inputs, hidden=card["hidden"])
     module.load_state_dict(weights["model"])
     extra = None
     if "untreated" in weights:

@@ -16,14 +16,22 @@ it spends a privacy budget far better than a model's gradients or its cross-prod
    spec's ε (:func:`governance.privacy.accounting.zcdp_rho`), split ``SHARES``.
 2. **Post-processing.** Strata whose noisy count is below ``THRESHOLD`` noise sds are
    dropped (mostly empty or impossible combinations, whose noise would otherwise
-   swamp the fit); a linear S-learner on the modifiers (``outcome ~ 1 + m + t + t·m``)
-   is fitted to the rest by weighted least squares, each stratum at its representative
-   modifier values (a bin's midpoint within the declared bounds), weighted by its noisy
-   count. A person's benefit then comes from their own (continuous) modifier values.
+   swamp the fit). An additive S-learner ``outcome ~ 1 + B(m) + t + t·B(m)`` is fitted to
+   the rest by weighted least squares, each stratum at its representative modifier
+   values (a bin's midpoint within the declared bounds), weighted by its noisy count.
+   ``B`` is each modifier's own basis: for a numeric modifier with cut points, one
+   "hat" function per bin, peaking at the bin's midpoint (at the strata the fit sees,
+   one effect per bin; for a person, the effect interpolated linearly between the
+   midpoints either side of their own value, constant beyond the outermost), and a
+   missing indicator; for a 0/1 feature its value and a missing indicator; for a
+   categorical one its levels. So the effect can bend where the bins say it does
+   (a plateau above a BMI of 35, say), and a person's benefit still follows their
+   own value, not only their bin.
 
-The fit is a linear model over the S-learner's inputs (:func:`models.learners.design`),
-with no weight on the controls: it is saved, served and audited as the other linear
-effect models are. Noise comes from the OS CSPRNG (:func:`models.dpsgd.secure_normal`).
+The fit is a :class:`StrataModel` over the S-learner's inputs
+(:func:`models.learners.design`), with no weight on the controls; its layout (which
+columns, which knots) is on the card, so it is saved, served, reloaded and audited as
+the other effect models are. Noise comes from the OS CSPRNG (:func:`models.dpsgd.secure_normal`).
 
 Strata adjust for confounding by the modifiers only: a confounder that is not a
 modifier is not adjusted for (declare it as a modifier, or use DP-SGD, whose controls
@@ -35,7 +43,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import torch
@@ -62,6 +70,15 @@ class Factor:
     cuts: tuple[float, ...]  # numeric: cut points on the [0, 1] scale
     labels: tuple[str, ...]  # one per level, for the card
     reps: tuple[tuple[float, ...], ...]  # each level's representative encoded values
+
+    def layout(self) -> dict[str, Any]:
+        """How :class:`StrataModel` expands this factor (public: from the spec)."""
+        if not self.numeric:
+            return {"kind": "levels", "columns": list(self.columns)}
+        if self.labels[0] == "0":  # a 0/1 feature
+            return {"kind": "binary", "columns": list(self.columns)}
+        return {"kind": "bins", "columns": list(self.columns),
+                "knots": [r[0] for r in self.reps[:-1]]}  # fmt: skip
 
     def level(self, x: np.ndarray) -> np.ndarray:
         """Each row's level of this factor (the last level: missing or "other")."""
@@ -137,6 +154,7 @@ class Plan:
             "strata": {f.name: list(f.labels) for f in self.factors},
             "cells": 2 * self.strata,
             "threshold_count": THRESHOLD * self.sigma[0],
+            "layout": {"encoded": self.encoded, "factors": [f.layout() for f in self.factors]},
         }
 
 
@@ -190,49 +208,94 @@ def release(p: Plan, design: np.ndarray, y: np.ndarray) -> Released:
     return Released(counts + _noise(len(counts), p.sigma[0]), sums + _noise(len(sums), p.sigma[1]))
 
 
-def _cell_features(p: Plan) -> np.ndarray:
-    """Each stratum's representative values of the modifier columns (S-learner order)."""
-    where = {c: i for i, c in enumerate(p.modifiers)}
+def _basis(factors: list[dict[str, Any]], x: torch.Tensor) -> torch.Tensor:
+    """Every factor's basis columns for encoded rows ``x`` (see the module docstring)."""
+    parts = []
+    for f in factors:
+        columns = f["columns"]
+        if f["kind"] == "levels":
+            parts.append(x[:, columns])
+            continue
+        missing = x[:, columns[1]]
+        present = 1.0 - missing
+        if f["kind"] == "binary":
+            parts += [(x[:, columns[0]] * present)[:, None], missing[:, None]]
+            continue
+        knots = torch.tensor(f["knots"], dtype=x.dtype)
+        v = x[:, columns[0]].clamp(float(knots[0]), float(knots[-1]))
+        left = (torch.searchsorted(knots, v, right=True) - 1).clamp(0, len(knots) - 2)
+        w = (v - knots[left]) / (knots[left + 1] - knots[left])
+        hat = torch.zeros((len(x), len(knots)), dtype=x.dtype)
+        rows = torch.arange(len(x))
+        hat[rows, left] = 1.0 - w
+        hat[rows, left + 1] += w
+        parts += [hat * present[:, None], missing[:, None]]
+    return torch.cat(parts, dim=1) if parts else torch.zeros((len(x), 0), dtype=x.dtype)
+
+
+class StrataModel(torch.nn.Module):
+    """``ŷ = b + B(x)·main + t·(treat + B(x)·effect)`` on the S-learner's inputs
+    ``[x, t, x_m·t]`` (the products are not read: ``B`` is built from ``x``), on the
+    [0, 1] outcome scale; ``layout`` comes from the card (``mechanism[0].layout``)."""
+
+    def __init__(self, layout: dict[str, Any]) -> None:
+        super().__init__()
+        self.layout = layout
+        width = _basis(layout["factors"], torch.zeros((1, layout["encoded"]))).shape[1]
+        self.bias = torch.nn.Parameter(torch.zeros(1))
+        self.main = torch.nn.Parameter(torch.zeros(width))
+        self.treat = torch.nn.Parameter(torch.zeros(1))
+        self.effect = torch.nn.Parameter(torch.zeros(width))
+
+    def forward(self, design: torch.Tensor) -> torch.Tensor:
+        encoded = self.layout["encoded"]
+        b = _basis(self.layout["factors"], design[:, :encoded])
+        t = design[:, encoded]
+        out = self.bias + b @ self.main + t * (self.treat + b @ self.effect)
+        return out[:, None]
+
+
+def _representatives(p: Plan) -> np.ndarray:
+    """Each stratum's representative encoded row (the modifier columns; 0 elsewhere)."""
     grid = np.indices([len(f.labels) for f in p.factors]).reshape(len(p.factors), -1).T
-    out = np.zeros((p.strata, len(p.modifiers)))
+    out = np.zeros((p.strata, p.encoded), dtype=np.float32)
     for k, f in enumerate(p.factors):
         reps = np.asarray(f.reps)[grid[:, k]]
         for j, column in enumerate(f.columns):
-            out[:, where[column]] = reps[:, j]
+            out[:, column] = reps[:, j]
     return out
 
 
-def coefficients(p: Plan | None, counts: np.ndarray, sums: np.ndarray, width: int,
-                 threshold: float) -> np.ndarray:  # fmt: skip
-    """Weighted least squares of ``outcome − ½ ~ 1 + m + t + t·m`` over the strata kept
-    (post-processing): ``[θ₀, θ_m…, θ_t, θ_tm…]``."""
-    assert p is not None
-    f = _cell_features(p)
-    ones = np.ones((len(f), 1))
-    rows = [np.concatenate([ones, f, arm * ones, arm * f], 1) for arm in (0.0, 1.0)]
-    design = np.stack(rows, axis=1).reshape(2 * len(f), -1)  # row 2·stratum + arm
-    weights = np.where(counts > threshold, counts, 0.0)
-    sums = np.where(counts > threshold, sums, 0.0)
-    xtx = (design * weights[:, None]).T @ design + RIDGE * np.eye(width)
-    xty = design.T @ sums
+def coefficients(p: Plan, counts: np.ndarray, sums: np.ndarray, threshold: float) -> np.ndarray:
+    """Weighted least squares of ``outcome − ½ ~ 1 + B + t + t·B`` over the strata kept
+    (post-processing): ``[b, main…, treat, effect…]``."""
+    layout = p.as_dict()["layout"]
+    assert isinstance(layout, dict)
+    basis = _basis(layout["factors"], torch.from_numpy(_representatives(p))).double().numpy()
+    ones = np.ones((len(basis), 1))
+    rows = [np.concatenate([ones, basis, arm * ones, arm * basis], 1) for arm in (0.0, 1.0)]
+    design = np.stack(rows, axis=1).reshape(2 * len(basis), -1)  # row 2·stratum + arm
+    keep = counts > threshold
+    weights = np.where(keep, counts, 0.0)
+    xtx = (design * weights[:, None]).T @ design + RIDGE * np.eye(design.shape[1])
+    xty = design.T @ np.where(keep, sums, 0.0)
     try:
         return np.asarray(np.linalg.solve(xtx, xty))
     except np.linalg.LinAlgError:  # never expected with the ridge
         return np.asarray(np.linalg.lstsq(xtx, xty, rcond=None)[0])
 
 
-def to_module(p: Plan, theta: np.ndarray) -> torch.nn.Linear:
-    """The fit as a linear model over the S-learner's inputs ``[x, t, x_m·t]`` (the
-    controls get no weight), on the [0, 1] outcome scale."""
-    m = len(p.modifiers)
-    weights = np.zeros(p.encoded + 1 + m)
-    weights[list(p.modifiers)] = theta[1 : 1 + m]
-    weights[p.encoded] = theta[1 + m]
-    weights[p.encoded + 1 :] = theta[2 + m :]
-    module = torch.nn.Linear(len(weights), 1)
+def to_module(p: Plan, theta: np.ndarray) -> StrataModel:
+    """The fit as a :class:`StrataModel` (centred outcome back on the [0, 1] scale)."""
+    layout = p.as_dict()["layout"]
+    assert isinstance(layout, dict)
+    module = StrataModel(layout)
+    m = len(module.main)
     with torch.no_grad():
-        module.weight.copy_(torch.from_numpy(weights.astype(np.float32))[None, :])
         module.bias.fill_(float(CENTRE + theta[0]))
+        module.main.copy_(torch.from_numpy(theta[1 : 1 + m].astype(np.float32)))
+        module.treat.fill_(float(theta[1 + m]))
+        module.effect.copy_(torch.from_numpy(theta[2 + m :].astype(np.float32)))
     module.eval()
     return module
 
@@ -243,21 +306,21 @@ def fit(design: np.ndarray, y: np.ndarray, p: Plan, *, private: bool) -> dpsgd.F
 
     Never fails on the data: an empty cohort gives noise only.
     """
-    width = 2 + 2 * len(p.modifiers)
     if private:
         r = release(p, design, y)
-        threshold = THRESHOLD * p.sigma[0]
-        theta = coefficients(p, r.counts, r.sums, width, threshold)
-        kept = int((r.counts > threshold).sum())
+        counts, sums, threshold = r.counts, r.sums, THRESHOLD * p.sigma[0]
     else:
         counts, sums = tabulate(p, design, y)
-        theta = coefficients(p, counts, sums, width, 0.0)
-        kept = int((counts > 0).sum())
+        threshold = 0.0
+    theta = coefficients(p, counts, sums, threshold)
+    kept = int((counts > threshold).sum())
+    record = p.as_dict()
+    if not private:  # the layout and cells only: no noise was drawn
+        record = {k: record[k] for k in ("layout", "strata", "cells")}
     return dpsgd.FitResult(
         model=to_module(p, theta), private=private,
         epsilon=p.epsilon if private else math.inf, delta=p.delta if private else 0.0,
         noise_multiplier=p.sigma[1] / p.sensitivity[1] if private else 0.0,
         sample_rate=1.0, steps=1, accountant="zcdp" if private else "none",
-        method="strata",
-        mechanism={**p.as_dict(), "cells_kept": kept} if private else {},
+        method="strata", mechanism={**record, "cells_kept": kept},
     )  # fmt: skip

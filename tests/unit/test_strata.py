@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -115,18 +116,47 @@ def test_the_exact_fit_recovers_the_planted_benefit_and_the_private_one_finds_wh
 def test_fresh_noise_each_time_and_an_empty_cohort_gives_noise_not_an_error():
     x, t, y, _ = _people(500, 4)
     p = strata.plan(SPEC, 1.0, 1e-7)
-    a = strata.fit(_design(x, t), y, p, private=True).model.weight.detach().numpy()
-    b = strata.fit(_design(x, t), y, p, private=True).model.weight.detach().numpy()
+    a = _parameters(strata.fit(_design(x, t), y, p, private=True).model)
+    b = _parameters(strata.fit(_design(x, t), y, p, private=True).model)
     assert not np.allclose(a, b)  # CSPRNG noise: nothing to replay
     # too little budget for 500 people: no cell's noisy count clears the threshold, and
     # the model says so (no effect for anyone, 0 cells kept on the card), not an error
     starved = strata.fit(_design(x, t), y, strata.plan(SPEC, 0.05, 1e-7), private=True)
     assert starved.mechanism["cells_kept"] <= 2
     empty = strata.fit(_design(x, t)[:0], y[:0], p, private=True)
-    assert np.all(np.isfinite(empty.model.weight.detach().numpy()))
-    # the controls (here "c") never get a weight: only modifiers and their products do
-    w = strata.fit(_design(x, t), y, p, private=False).model.weight.detach().numpy()[0]
-    assert w[4] == 0.0 and w[5] == 0.0
+    assert np.all(np.isfinite(_parameters(empty.model)))
+    # the controls (here "c") play no part: only the modifiers do
+    model = strata.fit(_design(x, t), y, p, private=False).model
+    moved = x.copy()
+    moved[:, 4] = 1.0 - moved[:, 4]
+    assert np.array_equal(
+        learners.predict(CARD, model, moved, extra=None),
+        learners.predict(CARD, model, x, extra=None),
+    )
+
+
+def _parameters(model: torch.nn.Module) -> np.ndarray:
+    return np.concatenate([p.detach().numpy().ravel() for p in model.parameters()])
+
+
+def test_a_persons_benefit_follows_their_own_value_between_the_bins_midpoints():
+    """The effect of a binned modifier is one value per bin at the bin's midpoint and
+    linear between midpoints: a BMI of 32.5 (midpoint of 30-35) gets that bin's effect,
+    30 the average of the 25-30 and 30-35 bins' effects, beyond the outermost
+    midpoints the outermost effect."""
+    x, t, y, _ = _people(20_000, 5)
+    p = strata.plan(SPEC, 3.0, 1e-7)
+    model = strata.fit(_design(x, t), y, p, private=False).model
+
+    def benefit(bmi: float) -> float:
+        row = np.zeros((1, WIDTH), np.float32)
+        row[0, 0] = (bmi - 15) / 45
+        return float(learners.predict(CARD, model, row, extra=None)[0])
+
+    assert benefit(30.0) == pytest.approx((benefit(27.5) + benefit(32.5)) / 2, abs=1e-5)
+    assert benefit(16.0) == pytest.approx(benefit(20.0), abs=1e-6)  # below the first midpoint
+    assert benefit(59.0) == pytest.approx(benefit(50.0), abs=1e-6)  # above the last
+    assert benefit(45.0) > benefit(27.5)  # the planted effect grows with BMI
 
 
 def test_specs_for_the_stratified_learner_are_checked_with_clear_errors():
