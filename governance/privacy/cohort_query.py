@@ -59,6 +59,9 @@ from governance.privacy import domains
 from governance.sql.policy import AGGREGATES, SCALARS, PolicyError
 
 PERSON: Final = "person_id"
+# set by the checker on a join's proven person equality (``a.person_id = b.person_id``,
+# both sides person keys): ``cohort_sql`` leaves it bare so that the join stays a hash join
+PERSON_JOIN: Final = "hub_person_join"
 Catalogue = Mapping[str, Mapping[str, str]]
 
 _SELECT_KEYS: Final = frozenset(
@@ -118,6 +121,16 @@ def _refuse(rule: str, message: str) -> PolicyError:
 class _Checker:
     def __init__(self, catalogue: Catalogue) -> None:
         self.catalogue = catalogue
+        # a person key is only ever a base table's person_id passed through (a select
+        # item is a key only as a bare column reference to one), so when every source's
+        # person_id has one type, an equality of two keys compares values of one type:
+        # no implicit cast, nothing that can raise on the data
+        types = {
+            str(columns[PERSON]).upper()
+            for table, columns in catalogue.items()
+            if PERSON in columns and domains.source(table) is not None
+        }
+        self.one_key_type = len(types) == 1
 
     # ---------------------------------------------------------------- statements
     def select(self, node: Any) -> Relation:
@@ -271,6 +284,8 @@ class _Checker:
             for part in _conjuncts(condition):
                 if _person_equality(part, left_scope, right_scope):
                     on_person = True
+                    if self.one_key_type:
+                        part[PERSON_JOIN] = True
                 else:
                     self.expr(part, scope, aggregate=False, semijoin=False)
         if not on_person:

@@ -132,3 +132,48 @@ def test_the_example_cohorts_are_accepted_and_the_everyone_max_is_refused(releas
         "FROM observations) w WHERE DATE '2015-01-01' + INTERVAL 760 DAY <= w.d"
     )
     assert _runnable(full, old) is None
+
+
+def test_joins_on_the_person_run_as_hash_joins_and_other_comparisons_stay_total(releases_pair):
+    """A cohort's person joins must scale with the region: ``a.person_id = b.person_id``
+    (two person keys of one type, which cannot raise) stays bare in the SQL the hub runs,
+    so DuckDB hash-joins it; inside TRY() it was a nested-loop join, quadratic in the rows
+    (the who-benefits cohort of 400,000 people ran for minutes). Every other comparison,
+    in a join's condition or not, is still made total."""
+    from models.examples import EXAMPLES
+
+    full, _, _ = releases_pair
+    sql = _runnable(full, (EXAMPLES / "dpp_effect_cohort.sql").read_text())
+    assert sql is not None
+    plan = "\n".join(str(r[1]) for r in full.execute(f"EXPLAIN {sql}").fetchall())
+    assert "Hash Join" in plan
+    assert "Nl Join" not in plan and "Nested Loop Join" not in plan
+    assert "(p.person_id = i.person_id)" in sql and "TRY((p.person_id" not in sql
+    assert "TRY((code = '714628002'))" in sql  # not a person join: still guarded
+    # a non-key comparison beside the person equality stays guarded, and the rest of
+    # the cohort still cannot raise on the data (an overflowing product is NULL)
+    guarded = _runnable(
+        full,
+        "SELECT p.person_id, c.k * 9223372036854775807 AS big FROM patients p JOIN "
+        "(SELECT person_id, count(*) AS k FROM observations GROUP BY person_id) c "
+        "ON c.person_id = p.person_id AND c.k > p.imd_decile",
+    )
+    assert guarded is not None and "TRY((c.k > p.imd_decile))" in guarded
+    assert full.execute(guarded).fetchall()
+
+
+def test_person_keys_of_different_types_keep_the_join_guarded():
+    """Were person_id a number in one source and text in another, comparing them would
+    cast text to a number on the data, which can raise: the join then stays in TRY()."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE patients (person_id BIGINT, sex VARCHAR)")
+    con.execute("CREATE TABLE conditions (person_id VARCHAR, code VARCHAR)")
+    con.execute("INSERT INTO patients VALUES (1, 'F')")
+    con.execute("INSERT INTO conditions VALUES ('x', 'a')")
+    sql = _runnable(
+        con,
+        "SELECT p.person_id, c.n FROM patients p LEFT JOIN (SELECT person_id, count(*) AS n "
+        "FROM conditions GROUP BY person_id) c ON c.person_id = p.person_id",
+    )
+    assert sql is not None and "TRY((c.person_id = p.person_id))" in sql
+    assert con.execute(sql).fetchall() == [(1, None)]  # 'x' is no number: no error
