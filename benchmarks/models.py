@@ -62,7 +62,8 @@ def _mlp(s: spec.Spec) -> spec.Spec:
 
 
 def _setup(patients: int, work: Path) -> tuple[QueryService, Any, str, Path]:
-    src = generate(SynthConfig(patients=patients), work / "src").out
+    nhs_range = "synthetic" if patients > 450_000 else "test"
+    src = generate(SynthConfig(patients=patients, nhs_range=nhs_range), work / "src").out
     home = work / "hub"
     ingest(src, fmt="native", home=home, keys=resolve_keys(home, create=True))
     # a generous query time limit: the benchmark machine may be shared and slow
@@ -421,13 +422,19 @@ def _curve_point(patients: int, epsilons: tuple[float, ...] = CURVE_EPSILONS) ->
         shutil.rmtree(work, ignore_errors=True)
 
 
-def curve(sizes: tuple[int, ...] = CURVE_SIZES) -> dict[str, Any]:
+def curve(
+    sizes: tuple[int, ...] = CURVE_SIZES,
+    on_point: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """`python -m benchmarks.models curve [sizes...]`: how big the region must be to
-    find who benefits at each privacy level (one generated population per size)."""
+    find who benefits at each privacy level (one generated population per size;
+    ``on_point`` gets each as it is measured, so a long run keeps what it has)."""
     points = []
     for n in sizes:
         print(f"  curve: {n:,} patients", file=sys.stderr, flush=True)
         points.append(_curve_point(n))
+        if on_point is not None:
+            on_point(points[-1])
     return {"points": points}
 
 
@@ -816,15 +823,19 @@ elif __name__ == "__main__" and sys.argv[1:2] == ["speed"]:
     print(json.dumps(speed_only(), indent=2))
 elif __name__ == "__main__" and sys.argv[1:2] == ["curve"]:
     sizes = tuple(int(a) for a in sys.argv[2:]) or CURVE_SIZES
-    res = curve(sizes)
     RESULTS.mkdir(exist_ok=True)
     done = RESULTS / "models_curve.json"
-    if done.exists():  # sizes measured in an earlier run stay, newer ones replace them
-        kept = [p for p in json.loads(done.read_text())["points"] if p["patients"] not in sizes]
-        res["points"] = sorted(kept + res["points"], key=lambda p: p["patients"])
-    res["plot"] = _curve_plot(res, PLOTS)
-    done.write_text(json.dumps(res, indent=2))
-    print(curve_markdown(res))
+
+    def keep(point: dict[str, Any]) -> None:
+        """Sizes measured earlier stay; a newer measurement of a size replaces it."""
+        old = json.loads(done.read_text())["points"] if done.exists() else []
+        points = [p for p in old if p["patients"] != point["patients"]] + [point]
+        res = {"points": sorted(points, key=lambda p: p["patients"])}
+        res["plot"] = _curve_plot(res, PLOTS)
+        done.write_text(json.dumps(res, indent=2))
+
+    curve(sizes, on_point=keep)
+    print(curve_markdown(json.loads(done.read_text())))
 elif __name__ == "__main__" and sys.argv[1:2] == ["effect"]:
     res = effect_only(int(sys.argv[2]) if len(sys.argv) > 2 else 100_000)
     RESULTS.mkdir(exist_ok=True)
