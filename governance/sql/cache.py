@@ -58,6 +58,15 @@ class Bounded(Generic[K, V]):
                 self._items.popitem(last=False)
         return value
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is kept (a hit: it becomes the most recently used)."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)  # type: ignore[arg-type]
+                self.hits += 1
+                return True
+            return False
+
     def keys(self) -> list[K]:
         with self._lock:
             return list(self._items)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import duckdb
+import numpy as np
 
 from governance.errors import InvalidRequest
 from governance.sql import policy, scope
@@ -121,6 +122,7 @@ class Engine:
         self._checks: Bounded[tuple[str, tuple[Any, ...], bool], _Checked] = Bounded(
             CHECKED_QUERIES
         )
+        self._bound: Bounded[tuple[tuple[str, ...], str], bool] = Bounded(CHECKED_QUERIES)
         self._views: tuple[str, ...] = ()  # a scoped engine's TEMP views (see ``scoped``)
         self._scopes: Bounded[frozenset[str], tuple[str, ...]] = Bounded(CHECKED_QUERIES)
 
@@ -197,6 +199,16 @@ class Engine:
         except duckdb.Error as exc:
             raise self.failure(exc) from None
 
+    def fetch_column(self, cur: duckdb.DuckDBPyConnection, sql: str) -> np.ndarray[Any, Any]:
+        """The only column of hub-written SQL on ``cur`` as one numpy array (no Python
+        object per row); engine errors become fixed messages."""
+        try:
+            columns = cur.execute(sql).fetchnumpy()
+        except duckdb.Error as exc:
+            raise self.failure(exc) from None
+        (values,) = columns.values()
+        return np.asarray(values)
+
     def catalogue(self, cur: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
         """Every table and view of the release: column name → type (no row is read).
 
@@ -214,11 +226,20 @@ class Engine:
         return {table: dict(columns) for table, columns in self._catalogue.items()}
 
     def explain(self, cur: duckdb.DuckDBPyConnection, sql: str) -> bool:
-        """Whether DuckDB can bind and plan ``sql`` (reads no table data)."""
+        """Whether DuckDB can bind and plan ``sql`` (reads no table data).
+
+        Binding depends only on the release's catalogue (immutable) and the cursor's views
+        (the engine's scope), so a ``True`` verdict is kept per SQL text and scope; a
+        refusal is asked again each time, like the policy's.
+        """
+        key = (self._views, sql)
+        if key in self._bound:
+            return True
         try:
             cur.execute(f"EXPLAIN {sql}").fetchall()
         except duckdb.Error:
             return False
+        self._bound.get_or_make(key, lambda: True)
         return True
 
     def failure(self, exc: BaseException) -> QueryFailed:
