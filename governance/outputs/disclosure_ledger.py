@@ -116,9 +116,11 @@ def unique_keys(people: npt.ArrayLike) -> npt.NDArray[np.int64]:
     >>> unique_keys([5, -3, 5, 2]).tolist()
     [-3, 2, 5]
     """
-    keys = np.sort(np.asarray(people, dtype=np.int64))
+    keys = np.asarray(people, dtype=np.int64)
     if len(keys) < 2:
-        return keys
+        return keys.copy()
+    if not (keys[1:] >= keys[:-1]).all():  # a kept population is already in order
+        keys = np.sort(keys)
     return keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
 
 
@@ -146,14 +148,13 @@ class _Bits:
         known = at < len(self.keys)
         known[known] = self.keys[at[known]] == people[known]
         fresh = people[~known]
-        if len(fresh):
+        if len(fresh):  # merged into the sorted keys (both are sorted: no sort needed)
             first = len(self.keys)
-            keys = np.concatenate([self.keys, fresh])
-            positions = np.concatenate(
-                [self.positions, np.arange(first, first + len(fresh), dtype=np.int64)]
+            where = np.searchsorted(self.keys, fresh)
+            self.keys = np.insert(self.keys, where, fresh)
+            self.positions = np.insert(
+                self.positions, where, np.arange(first, first + len(fresh), dtype=np.int64)
             )
-            order = np.argsort(keys, kind="stable")
-            self.keys, self.positions = keys[order], positions[order]
         if not len(people):
             return 0
         mine = self.positions[np.searchsorted(self.keys, people)]

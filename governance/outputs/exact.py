@@ -174,10 +174,13 @@ def compute(
     *,
     threshold: int,
     multiple: int,
+    owner: str | None = None,
 ) -> Computed:
     """Run the query and the hub's statistics and apply disclosure control (reads data:
-    any exception from here is a data-dependent failure for the steward)."""
-    result = engine.run(sql)
+    any exception from here is a data-dependent failure for the steward). With an
+    ``owner`` (the project), the exact answers read are kept for its next identical
+    query (``Engine.run``); disclosure control and the ledger's check run every time."""
+    result = engine.run(sql, owner=owner)
     plan = prepared.plan
     names = result.columns
     if len(set(names)) != len(names):
@@ -190,7 +193,7 @@ def compute(
     try:
         for stat_sql, pop_sql in zip(prepared.statistics, prepared.populations, strict=True):
             by_key: dict[Key, list[disclosure.Contributions]] = {}
-            for r in engine.fetch(cur, stat_sql):
+            for r in engine.fetch(cur, stat_sql, owner=owner):
                 cells = [
                     disclosure.Contributions(
                         persons=int(r[n_keys + 4 * j]),
@@ -204,7 +207,8 @@ def compute(
             stats.append(by_key)
             # a column of person keys, read as one array (tens of thousands of people at
             # 1M: a Python object per key cost more than the query)
-            populations.append(engine.fetch_column(cur, pop_sql).astype(np.int64, copy=False))
+            people = engine.fetch_column(cur, pop_sql, owner=owner)
+            populations.append(people.astype(np.int64, copy=False))
     finally:
         cur.close()
     sdc = disclosure.apply_sdc(

@@ -125,3 +125,35 @@ def test_an_exact_output_counts_every_person_behind_it_once(hub):
     assert output["manifest"]["population"] == total["manifest"]["population"] > 0
     # the same people, so the two outputs differ by nobody: no differencing flag
     assert total["manifest"]["differencing"] == []
+
+
+def test_a_projects_repeated_query_reuses_its_own_answers_never_another_projects(hub):
+    """What a project read from an immutable release is kept for its own next identical
+    query (the answers are the same; only the time differs); another project reading
+    the same SQL reads the release itself, so its timing says nothing of the first's."""
+    gov, who, wide, narrow, _ = hub
+    service = gov.queries
+    light = "SELECT sex, count(*) AS n FROM patients GROUP BY sex"
+    first = service.run(who["ana"], wide, sql=light, target="dummy")
+    dummy = service.engine(service.release_for("dummy"))
+    hits, misses = dummy._kept.hits, dummy._kept.misses
+    again = service.run(who["ana"], wide, sql=light, target="dummy")
+    assert (dummy._kept.hits, dummy._kept.misses) == (hits + 1, misses)
+    assert again["rows"] == first["rows"] and again["query_id"] != first["query_id"]
+    other = service.run(who["ana"], narrow, sql=light, target="dummy")
+    assert (dummy._kept.hits, dummy._kept.misses) == (hits + 1, misses + 1)
+    assert other["rows"] == first["rows"]
+    # each request is still audited and stored on its own
+    ids = {e["target"] for e in gov.audit.entries(action="query.dummy", limit=10)}
+    assert {first["query_id"], again["query_id"], other["query_id"]} <= ids
+
+    exact = "SELECT sex, count(*) AS n FROM patients WHERE year_of_birth < 1970 GROUP BY sex"
+    outputs = [
+        gov.outputs.output(who["sam"], service.run(who["ana"], wide, sql=exact,
+                                                    target="real", mode="exact")["output_id"])
+        for _ in range(2)
+    ]  # fmt: skip
+    one, two = (o["manifest"] for o in outputs)
+    assert outputs[0]["result"] == outputs[1]["result"]
+    assert one["population"] == two["population"] > 0
+    assert two["differencing"] == []  # checked again: the same people, nobody isolated
