@@ -272,16 +272,26 @@ class Store:
         self._local.con = None
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """A write transaction holding the database's write lock from its start.
 
         Committed (and fsynced) when the block ends; rolled back on any exception. A
         store that cannot be written raises ``AuditUnavailable``.
+
+        ``durable=False`` commits without the fsync (``synchronous=NORMAL``), for a write
+        whose caller commits a durable transaction before it answers anyone (a budget
+        reservation before the answer's commit, the write probe before the query's
+        entry): the log is one sequence, so that later fsync makes this write durable
+        too, before any response. A killed process loses neither (the operating system
+        holds the write); a power cut before the later commit loses both, and nobody
+        was answered. Atomicity and the order of writes are the same either way.
         """
         con = self.cached()
         if not self._writer.acquire(timeout=LOCK_TIMEOUT_S):
             raise AuditUnavailable("the governance store cannot be written (its lock is held)")
         try:
+            if not durable:
+                con.execute("PRAGMA synchronous = NORMAL")
             self._begin(con)
             self._local.after = []
             try:
@@ -300,6 +310,9 @@ class Store:
                 self._drop_cached()
                 raise AuditUnavailable(f"the governance store cannot be written ({exc})") from None
         finally:
+            if not durable:
+                with suppress(sqlite3.Error):
+                    con.execute("PRAGMA synchronous = FULL")
             self._writer.release()
         callbacks, self._local.after = self._local.after, []
         for callback in callbacks:

@@ -78,6 +78,7 @@ def answer(
         actor=principal.user.user_id,
         key_id=principal.key_id,
         role=principal.user.role,
+        durable=False,  # made durable by the answer's own commit, before the response
     )
     # from here on data is read: whatever happens, the spend is committed (never
     # refunded) and the response does not depend on what went wrong
