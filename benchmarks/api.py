@@ -63,32 +63,52 @@ def _timed(fn: Any, n: int) -> list[float]:
 
 
 _HOMES: dict[int, Path] = {}
+# a folder where built homes are kept between runs (opt-in): a 1M-patient home takes
+# minutes to generate and ingest, and is the same every time (a fixed seed)
+KEEP_HOMES_ENV = "HUB_BENCH_HOMES"
 
 
 def built_home(patients: int) -> Path:
     """A pristine hub home with a real and a dummy release of ``patients`` people (the
     dummy built from the same files), built once per process and copied for each caller
-    (benchmarks in one `make bench` run share the build). Removed at exit."""
+    (benchmarks in one `make bench` run share the build). Removed at exit, unless
+    ``$HUB_BENCH_HOMES`` names a folder: then it is built there once and kept for later
+    runs (``home-<patients>``, complete once its ``.built`` marker exists)."""
     if patients not in _HOMES:
-        work = Path(tempfile.mkdtemp(prefix=f"bench-home-{patients}-"))
-        atexit.register(shutil.rmtree, work, ignore_errors=True)
-        src = generate(
-            SynthConfig(patients=patients, nhs_range="synthetic" if patients > 450_000 else "test"),
-            work / "src",
-        ).out
-        home = work / "hub"
-        ingest(src, fmt="native", home=home, keys=resolve_keys(home, create=True))
-        ingest(
-            src, fmt="native", home=home / "dummy", keys=resolve_keys(home / "dummy", create=True)
-        )
-        shutil.rmtree(src)
+        keep = os.environ.get(KEEP_HOMES_ENV)
+        if keep:
+            home = Path(keep).resolve() / f"home-{patients}"
+            if not (home / ".built").exists():
+                shutil.rmtree(home, ignore_errors=True)  # an interrupted build
+                _build_home(patients, home)
+                (home / ".built").touch()
+        else:
+            work = Path(tempfile.mkdtemp(prefix=f"bench-home-{patients}-"))
+            atexit.register(shutil.rmtree, work, ignore_errors=True)
+            home = work / "hub"
+            _build_home(patients, home)
         _HOMES[patients] = home
     return _HOMES[patients]
 
 
+def _build_home(patients: int, home: Path) -> None:
+    src = generate(
+        SynthConfig(patients=patients, nhs_range="synthetic" if patients > 450_000 else "test"),
+        home.parent / f".src-{patients}",
+    ).out
+    ingest(src, fmt="native", home=home, keys=resolve_keys(home, create=True))
+    ingest(src, fmt="native", home=home / "dummy", keys=resolve_keys(home / "dummy", create=True))
+    shutil.rmtree(src)
+
+
 def fresh_home(patients: int, dest: Path) -> Path:
     """A copy of the built home at ``dest`` (releases hard-linked: they are immutable)."""
-    shutil.copytree(built_home(patients), dest, copy_function=_link_or_copy)
+    shutil.copytree(
+        built_home(patients),
+        dest,
+        copy_function=_link_or_copy,
+        ignore=shutil.ignore_patterns(".built"),
+    )
     return dest
 
 

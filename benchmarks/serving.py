@@ -94,12 +94,19 @@ def run(patients: int = 200_000, repeats: int = 40) -> dict[str, Any]:
         def forget() -> None:
             for e in (engine, real_engine):
                 e._checks.clear()
+                e._bound.clear()
+                e._kept.clear()
                 e._catalogue = None
             service._catalogues.clear()
             releases._PUBLISHED.clear()
 
-        def governed() -> None:
+        def governed_kept() -> None:
             service.run(who["ana"], pid, sql=LIGHT, target="dummy")
+
+        def governed() -> None:
+            # the query itself runs: the answer kept from the last call is dropped
+            engine._kept.clear()
+            governed_kept()
 
         def governed_cold() -> None:
             forget()
@@ -119,6 +126,8 @@ def run(patients: int = 200_000, repeats: int = 40) -> dict[str, Any]:
         out["light_query"]["overhead_before_p50_ms"] = round(
             out["light_query"]["before_p50_ms"] - out["light_query"]["raw_duckdb_p50_ms"], 2
         )
+        # the same project asking the same again: its answer kept (checked, audited, stored)
+        out["light_query"]["kept_answer_p50_ms"] = _p50(_timed(governed_kept, repeats))
 
         cur = engine.cursor()
         out["policy_check"] = _side_by_side(
@@ -210,7 +219,9 @@ def markdown(r: dict[str, Any]) -> str:
             "",
             f"Raw DuckDB for the light query: p50 {light['raw_duckdb_p50_ms']} ms; governed "
             f"overhead {light['overhead_before_p50_ms']} ms before, "
-            f"{light['overhead_after_p50_ms']} ms after. Governed DP person count: p50 "
+            f"{light['overhead_after_p50_ms']} ms after; the same project's repeated query "
+            f"with its answer kept: p50 {light['kept_answer_p50_ms']} ms. Governed DP person "
+            "count: p50 "
             f"{r['dp_person_count_governed_p50_ms']} ms.",
         ]
     )  # fmt: skip

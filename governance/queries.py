@@ -316,7 +316,8 @@ class QueryService:
         event: dict[str, Any],
         offset: int = 0,
     ) -> dict[str, Any]:
-        result = self.engine(release, project).run(sql, offset=offset)
+        # kept per project: the dummy release never changes (``Engine.run``)
+        result = self.engine(release, project).run(sql, offset=offset, owner=project.project_id)
         body = {
             "columns": result.columns,
             "rows": [list(r) for r in result.rows],

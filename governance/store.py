@@ -5,7 +5,10 @@ processes at once (the admin CLI works while the server runs): ``BEGIN IMMEDIATE
 takes the database's write lock, so read-check-write sequences such as a budget spend
 are atomic across threads and processes. With ``synchronous=FULL`` every commit is
 fsynced before it returns, so an acknowledged audit entry survives a crash. Reads go on
-while one writer commits (WAL).
+while one writer commits (WAL). Within one process, writers queue on a mutex before they
+ask SQLite for its lock: a thread waiting for the mutex sleeps until it is its turn,
+instead of polling ``BEGIN IMMEDIATE`` and taking the interpreter from the thread that
+holds the lock and needs it to finish.
 
 Schema changes are numbered migrations applied on open.
 """
@@ -208,6 +211,12 @@ MIGRATIONS: Final = (
     ALTER TABLE outputs_new RENAME TO outputs;
     CREATE INDEX outputs_by_kind ON outputs(kind, status);
     """,
+    # the review queue (outputs by status) and a project's outputs (the disclosure
+    # ledger's check) found by index: a scan of every output ever stored grew with history
+    """
+    CREATE INDEX outputs_by_status ON outputs(status, created_at, output_id);
+    CREATE INDEX outputs_by_project ON outputs(project_id);
+    """,
 )
 
 
@@ -220,6 +229,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        self._writer = threading.Lock()  # this process's writers, one at a time
         path.parent.mkdir(parents=True, exist_ok=True)
         con = self.connect()
         try:
@@ -262,30 +272,48 @@ class Store:
         self._local.con = None
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """A write transaction holding the database's write lock from its start.
 
         Committed (and fsynced) when the block ends; rolled back on any exception. A
         store that cannot be written raises ``AuditUnavailable``.
+
+        ``durable=False`` commits without the fsync (``synchronous=NORMAL``), for a write
+        whose caller commits a durable transaction before it answers anyone (a budget
+        reservation before the answer's commit, the write probe before the query's
+        entry): the log is one sequence, so that later fsync makes this write durable
+        too, before any response. A killed process loses neither (the operating system
+        holds the write); a power cut before the later commit loses both, and nobody
+        was answered. Atomicity and the order of writes are the same either way.
         """
         con = self.cached()
-        self._begin(con)
-        self._local.after = []
+        if not self._writer.acquire(timeout=LOCK_TIMEOUT_S):
+            raise AuditUnavailable("the governance store cannot be written (its lock is held)")
         try:
-            yield con
-        except BaseException:
+            if not durable:
+                con.execute("PRAGMA synchronous = NORMAL")
+            self._begin(con)
             self._local.after = []
-            with suppress(sqlite3.Error):
-                con.execute("ROLLBACK")
-            raise
-        try:
-            con.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._local.after = []
-            with suppress(sqlite3.Error):
-                con.execute("ROLLBACK")
-            self._drop_cached()
-            raise AuditUnavailable(f"the governance store cannot be written ({exc})") from None
+            try:
+                yield con
+            except BaseException:
+                self._local.after = []
+                with suppress(sqlite3.Error):
+                    con.execute("ROLLBACK")
+                raise
+            try:
+                con.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._local.after = []
+                with suppress(sqlite3.Error):
+                    con.execute("ROLLBACK")
+                self._drop_cached()
+                raise AuditUnavailable(f"the governance store cannot be written ({exc})") from None
+        finally:
+            if not durable:
+                with suppress(sqlite3.Error):
+                    con.execute("PRAGMA synchronous = FULL")
+            self._writer.release()
         callbacks, self._local.after = self._local.after, []
         for callback in callbacks:
             callback()

@@ -126,12 +126,13 @@ class AuditLog:
     def ensure_writable(self) -> None:
         """Prove the store takes a durable write now, before work that must be audited.
 
-        Bumps a counter (a committed, fsynced write: it must change bytes, since SQLite
-        writes nothing for an update that leaves a row as it was); raises
-        ``AuditUnavailable`` when the store cannot be written, so a query is refused
-        before it runs rather than after.
+        Bumps a counter (a committed write: it must change bytes, since SQLite writes
+        nothing for an update that leaves a row as it was); raises ``AuditUnavailable``
+        when the store cannot be written, so a query is refused before it runs rather
+        than after. Not fsynced by itself: the query's own entry is, before its response
+        (``Store.transaction(durable=False)``).
         """
-        with self.store.transaction() as con:
+        with self.store.transaction(durable=False) as con:
             try:
                 con.execute(
                     "INSERT INTO store_probe (id, writes) VALUES (1, 1) "

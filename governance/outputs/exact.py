@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import duckdb
+import numpy as np
+import numpy.typing as npt
 
 from governance.outputs import disclosure
+from governance.outputs.disclosure_ledger import unique_keys
 from governance.outputs.exact_plan import (
     ExactPlan,
     OutputColumn,
@@ -56,7 +59,7 @@ class Computed:
     columns: list[str]
     rows: list[dict[str, Any]]
     sdc: disclosure.SdcResult
-    population: list[int]
+    population: npt.NDArray[np.int64]  # the person keys behind the output, sorted, unique
 
 
 def _sql(cur: duckdb.DuckDBPyConnection, tree: dict[str, Any]) -> str:
@@ -171,10 +174,13 @@ def compute(
     *,
     threshold: int,
     multiple: int,
+    owner: str | None = None,
 ) -> Computed:
     """Run the query and the hub's statistics and apply disclosure control (reads data:
-    any exception from here is a data-dependent failure for the steward)."""
-    result = engine.run(sql)
+    any exception from here is a data-dependent failure for the steward). With an
+    ``owner`` (the project), the exact answers read are kept for its next identical
+    query (``Engine.run``); disclosure control and the ledger's check run every time."""
+    result = engine.run(sql, owner=owner)
     plan = prepared.plan
     names = result.columns
     if len(set(names)) != len(names):
@@ -182,12 +188,12 @@ def compute(
     rows = [dict(zip(names, r, strict=True)) for r in result.rows]
     n_keys = len(plan.positions("group"))
     stats: list[dict[Key, list[disclosure.Contributions]]] = []
-    population: set[int] = set()
+    populations: list[npt.NDArray[np.int64]] = []
     cur = engine.cursor()
     try:
         for stat_sql, pop_sql in zip(prepared.statistics, prepared.populations, strict=True):
             by_key: dict[Key, list[disclosure.Contributions]] = {}
-            for r in engine.fetch(cur, stat_sql):
+            for r in engine.fetch(cur, stat_sql, owner=owner):
                 cells = [
                     disclosure.Contributions(
                         persons=int(r[n_keys + 4 * j]),
@@ -199,7 +205,10 @@ def compute(
                 ]
                 by_key[tuple(r[:n_keys])] = cells
             stats.append(by_key)
-            population.update(int(r[0]) for r in engine.fetch(cur, pop_sql))
+            # a column of person keys, read as one array (tens of thousands of people at
+            # 1M: a Python object per key cost more than the query)
+            people = engine.fetch_column(cur, pop_sql, owner=owner)
+            populations.append(people.astype(np.int64, copy=False))
     finally:
         cur.close()
     sdc = disclosure.apply_sdc(
@@ -212,4 +221,5 @@ def compute(
         threshold=threshold,
         multiple=multiple,
     )
-    return Computed(names, rows, sdc, sorted(population))
+    population = unique_keys(np.concatenate(populations)) if populations else np.empty(0, np.int64)
+    return Computed(names, rows, sdc, population)

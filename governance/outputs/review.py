@@ -145,24 +145,31 @@ class OutputReview:
             raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}")
         steward = roles.may(principal.user.role, "output.list")
         roles.require(principal.user, "output.list" if steward else "output.view_own")
-        sql, params = "SELECT * FROM outputs WHERE 1 = 1", []
+        where, params = "1 = 1", []
         if status is not None:
-            sql += " AND status = ?"
+            where += " AND status = ?"
             params.append(status)
         if project_id is not None:
-            sql += " AND project_id = ?"
+            where += " AND project_id = ?"
             params.append(project_id)
         if not steward:
-            sql += " AND project_id IN (SELECT project_id FROM project_members WHERE user_id = ?)"
+            where += " AND project_id IN (SELECT project_id FROM project_members WHERE user_id = ?)"
             params.append(principal.user.user_id)
+        con = self.gov.store.cached()
         rows = list(
-            self.gov.store.cached().execute(sql + " ORDER BY created_at, output_id", params)
+            con.execute(
+                f"SELECT * FROM outputs WHERE {where} ORDER BY created_at, output_id",  # noqa: S608
+                params,
+            )
         )
         view = self.describe if steward else self.researcher_view
         required: dict[str, int] = {}  # one project read per project, not per output
         reviews: dict[str, list[dict[str, Any]]] = {r["output_id"]: [] for r in rows}
-        for r in self.gov.store.cached().execute(
-            "SELECT * FROM output_reviews ORDER BY created_at, reviewer"
+        # the reviews of the outputs listed, not of every output ever reviewed
+        for r in con.execute(
+            "SELECT * FROM output_reviews WHERE output_id IN "  # noqa: S608
+            f"(SELECT output_id FROM outputs WHERE {where}) ORDER BY created_at, reviewer",
+            params,
         ):
             if r["output_id"] in reviews:
                 reviews[r["output_id"]].append(

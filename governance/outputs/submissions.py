@@ -126,6 +126,7 @@ def submit_exact(
             prepared,
             threshold=threshold,
             multiple=project.sdc_rounding or disclosure.ROUNDING_MULTIPLE,
+            owner=project.project_id,
         )
         population_file = outputs.ledger.write(project.project_id, output_id, done.population)
         stored = {

@@ -9,7 +9,7 @@ the spend is committed whatever happens, and a failure is an answer like any oth
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import duckdb
 
@@ -25,6 +25,8 @@ from governance.sql.engine import Engine
 if TYPE_CHECKING:
     from governance.queries import QueryService
 
+BIND_SALT: Final = "0"  # the salt of the statements whose binding is checked (not run)
+
 
 def prepare_plan(
     node: dict[str, Any],
@@ -37,7 +39,10 @@ def prepare_plan(
     that can refuse a DP query, done before any budget is reserved or data read."""
     plan = dp_query.compile_plan(node, engine.catalogue(cur), rows_per_person=rows_per_person)
     salt = secrets.token_hex(8)
-    if not all(engine.explain(cur, s.sql) for s in dp_sql.statements(plan, salt=salt)):
+    # bound with a fixed salt: the salt is an alphanumeric literal, so whether the
+    # statements bind does not depend on its value, and the engine keeps the verdict
+    bound = dp_sql.statements(plan, salt=BIND_SALT)
+    if not all(engine.explain(cur, s.sql) for s in bound):
         # binding and planning read no table data: a refusal here is data-independent
         raise sql_policy.PolicyError(
             "dp_types", "the query's expressions do not fit the columns' types"
@@ -73,12 +78,22 @@ def answer(
         actor=principal.user.user_id,
         key_id=principal.key_id,
         role=principal.user.role,
+        durable=False,  # made durable by the answer's own commit, before the response
     )
     # from here on data is read: whatever happens, the spend is committed (never
     # refunded) and the response does not depend on what went wrong
     body: dict[str, Any]
+
+    def read(stream: dp_sql.Stream) -> list[tuple[Any, ...]]:
+        # a statement without a salt gives the same rows every time on this immutable
+        # release: they are kept for this project's next identical query (never the
+        # noise, which is drawn afresh below for every answer; see ``Engine.run``)
+        if stream.salted:
+            return cur.execute(stream.sql).fetchall()
+        return engine.fetch(cur, stream.sql, owner=project.project_id)
+
     try:
-        truth = dp.bounded_answers(cur, plan, salt=salt)
+        truth = dp.bounded_answers(cur, plan, salt=salt, read=read)
         body = dp.answer_body(plan, dp.release(prepared, truth))
         status = "done"
     except Exception:  # a failure after reading data looks like any other

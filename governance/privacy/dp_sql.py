@@ -79,6 +79,7 @@ class Stream:
 
     sql: str
     outputs: tuple[tuple[int, str], ...]  # (aggregate index, part) per output column
+    salted: bool = False  # which rows a person keeps depends on the salt (a per-person bound)
 
 
 def statements(plan: Plan, *, salt: str) -> list[Stream]:
@@ -154,7 +155,7 @@ def _rows_stream(plan: Plan, flt: str | None, indices: list[int], salt: str) -> 
             f"ORDER BY hash({hashed}, '{salt}')) <= {plan.rows_per_person}"
         )
     sql = f"SELECT g, {', '.join(selects)} FROM ({rows}) AS bounded GROUP BY g"  # noqa: S608
-    return Stream(sql, tuple(outputs))
+    return Stream(sql, tuple(outputs), salted=not plan.person_level)
 
 
 def _persons_stream(plan: Plan, flt: str | None, indices: list[int], salt: str) -> Stream:
@@ -170,7 +171,8 @@ def _persons_stream(plan: Plan, flt: str | None, indices: list[int], salt: str) 
         f"FROM {quote(plan.source)} AS src WHERE {_base_where(plan, flt)}"
     )
     cap = min(plan.rows_per_person, len(plan.groups))
-    if plan.group and cap < len(plan.groups) and not plan.person_level:
+    salted = bool(plan.group) and cap < len(plan.groups) and not plan.person_level
+    if salted:
         # de-duplicate (person, group) first, then keep at most k pairs per person
         pairs = (  # quoted catalogue names and hub-written predicates only
             f"SELECT pid, g FROM ({pairs}) AS pairs QUALIFY row_number() OVER "  # noqa: S608
@@ -178,7 +180,7 @@ def _persons_stream(plan: Plan, flt: str | None, indices: list[int], salt: str) 
         )
     selects = ", ".join(f"count(*) AS o{n}" for n in range(len(indices)))
     sql = f"SELECT g, {selects} FROM ({pairs}) AS bounded GROUP BY g"  # noqa: S608
-    return Stream(sql, tuple((i, "count") for i in indices))
+    return Stream(sql, tuple((i, "count") for i in indices), salted=salted)
 
 
 def describe(plan: Plan) -> dict[str, Any]:

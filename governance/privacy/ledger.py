@@ -82,14 +82,20 @@ class Ledger:
         actor: str,
         key_id: str | None = None,
         role: str | None = None,
+        durable: bool = True,
     ) -> int:
-        """Reserve (ε, δ) atomically; raises BudgetExhausted (audited) when it does not fit."""
+        """Reserve (ε, δ) atomically; raises BudgetExhausted (audited) when it does not fit.
+
+        ``durable=False``: the caller commits the spend in a durable transaction before it
+        answers (a DP query's answer), which makes this reservation durable too
+        (``Store.transaction``); work that outlives its request keeps the default.
+        """
         try:
             epsilon = accounting.validate_epsilon(epsilon)
             delta = accounting.validate_delta(delta)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
-        with self.store.transaction() as con:
+        with self.store.transaction(durable=durable) as con:
             state = self._state(con, project_id)
             ok = accounting.fits(
                 total=(state.epsilon_total, state.delta_total),

@@ -20,6 +20,7 @@ Three steps, so that nothing that can fail depends on the data:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -29,7 +30,7 @@ import opendp.prelude as dp
 from governance.errors import InvalidRequest
 from governance.privacy import accounting
 from governance.privacy.dp_query import FIXED_POINT, Component, Plan
-from governance.privacy.dp_sql import center, components, describe, statements
+from governance.privacy.dp_sql import Stream, center, components, describe, statements
 
 dp.enable_features("contrib")
 
@@ -105,11 +106,17 @@ def prepare(plan: Plan, epsilon: float) -> Prepared:
 
 
 def bounded_answers(
-    con: duckdb.DuckDBPyConnection, plan: Plan, *, salt: str
+    con: duckdb.DuckDBPyConnection,
+    plan: Plan,
+    *,
+    salt: str,
+    read: Callable[[Stream], list[tuple[Any, ...]]] | None = None,
 ) -> dict[str, list[int]]:
     """The exact answer after contribution bounding: component name → integer per group.
 
-    This is what the noise protects; tests compare it on neighbouring releases.
+    This is what the noise protects; tests compare it on neighbouring releases. ``read``
+    gives a statement's rows (default: run it on ``con``); the service passes one that
+    keeps the rows of unsalted statements per project (``dp_answer``).
     """
     comps = components(plan)
     by_part: dict[tuple[int, str], str] = {(c.aggregate, c.part): c.name for c in comps}
@@ -117,7 +124,8 @@ def bounded_answers(
     index = {g: n for n, g in enumerate(groups)}
     out = {c.name: [0] * len(groups) for c in comps}
     for stream in statements(plan, salt=salt):
-        for row in con.execute(stream.sql).fetchall():
+        rows = read(stream) if read is not None else con.execute(stream.sql).fetchall()
+        for row in rows:
             n = index.get(row[0]) if plan.group else 0
             if n is None:  # cannot happen (the SQL keeps domain values only)
                 continue

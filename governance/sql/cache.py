@@ -16,6 +16,13 @@ The cache holds at most ``maxsize`` entries, dropping the least recently used.
 3
 >>> sorted(cache.keys())
 ['a', 'c']
+>>> sized: Bounded[str, str] = Bounded(10, weigh=len, max_weight=5)
+>>> sized.get_or_make("x", lambda: "abc"), sized.get_or_make("y", lambda: "de")
+('abc', 'de')
+>>> sized.get_or_make("z", lambda: "fg"), sorted(sized.keys())  # "x" dropped: 7 > 5
+('fg', ['y', 'z'])
+>>> sized.get_or_make("big", lambda: "too heavy"), "big" in sized  # returned, not kept
+('too heavy', False)
 """
 
 from __future__ import annotations
@@ -32,7 +39,13 @@ V = TypeVar("V")
 class Bounded(Generic[K, V]):
     """A thread-safe least-recently-used map of at most ``maxsize`` entries."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(
+        self,
+        maxsize: int,
+        *,
+        weigh: Callable[[V], int] | None = None,
+        max_weight: int | None = None,
+    ) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
         self.maxsize = maxsize
@@ -40,6 +53,12 @@ class Bounded(Generic[K, V]):
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        # optionally bounded by weight too (roughly bytes): a value heavier than
+        # ``max_weight`` is returned but not kept
+        self._weigh = weigh
+        self.max_weight = max_weight
+        self._weights: dict[K, int] = {}
+        self.weight = 0
 
     def get_or_make(self, key: K, make: Callable[[], V]) -> V:
         """The cached value of ``key``, or ``make()`` stored under it (an exception raised
@@ -51,12 +70,29 @@ class Bounded(Generic[K, V]):
                 return self._items[key]
             self.misses += 1
         value = make()  # outside the lock: two threads may both make it, both the same
+        weight = self._weigh(value) if self._weigh is not None else 0
+        if self.max_weight is not None and weight > self.max_weight:
+            return value
         with self._lock:
+            self.weight += weight - self._weights.get(key, 0)
             self._items[key] = value
+            self._weights[key] = weight
             self._items.move_to_end(key)
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
+            while len(self._items) > self.maxsize or (
+                self.max_weight is not None and self.weight > self.max_weight
+            ):
+                dropped, _ = self._items.popitem(last=False)
+                self.weight -= self._weights.pop(dropped)
         return value
+
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is kept (a hit: it becomes the most recently used)."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)  # type: ignore[arg-type]
+                self.hits += 1
+                return True
+            return False
 
     def keys(self) -> list[K]:
         with self._lock:
@@ -69,3 +105,5 @@ class Bounded(Generic[K, V]):
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._weights.clear()
+            self.weight = 0

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import duckdb
+import numpy as np
 
 from governance.errors import InvalidRequest
 from governance.sql import policy, scope
@@ -31,6 +32,9 @@ DEFAULT_MEMORY: Final = "2GB"
 DEFAULT_THREADS: Final = 2
 MAX_ROWS: Final = 10_000
 CHECKED_QUERIES: Final = 512  # checked parses kept per release (least recently used dropped)
+KEPT_ANSWERS: Final = 1024  # exact intermediate answers kept per release (see ``Engine.run``)
+KEPT_BYTES: Final = 64 * 2**20  # ... and roughly how many bytes they may take
+_CELL_BYTES: Final = 64  # a Python value in a result row, roughly, with its share of the tuple
 
 Grants = dict[str, list[str]]
 
@@ -80,6 +84,14 @@ class Result:
     truncated: bool
 
 
+def _weight(answer: Any) -> int:
+    """Roughly the bytes a kept answer holds (a result, rows, or a numpy column)."""
+    if isinstance(answer, np.ndarray):
+        return int(answer.nbytes)
+    rows = answer.rows if isinstance(answer, Result) else answer
+    return sum(len(r) for r in rows) * _CELL_BYTES + 64
+
+
 class Engine:
     """One locked-down connection to one release file; a cursor per query."""
 
@@ -120,6 +132,11 @@ class Engine:
         self._catalogue: dict[str, dict[str, str]] | None = None
         self._checks: Bounded[tuple[str, tuple[Any, ...], bool], _Checked] = Bounded(
             CHECKED_QUERIES
+        )
+        self._bound: Bounded[tuple[tuple[str, ...], str], bool] = Bounded(CHECKED_QUERIES)
+        # exact answers of repeated SQL, per owner (a project) and scope: see ``run``
+        self._kept: Bounded[tuple[Any, ...], Any] = Bounded(
+            KEPT_ANSWERS, weigh=_weight, max_weight=KEPT_BYTES
         )
         self._views: tuple[str, ...] = ()  # a scoped engine's TEMP views (see ``scoped``)
         self._scopes: Bounded[frozenset[str], tuple[str, ...]] = Bounded(CHECKED_QUERIES)
@@ -171,8 +188,28 @@ class Engine:
             cur.execute(statement)
         return cur
 
-    def run(self, sql: str, *, max_rows: int = MAX_ROWS, offset: int = 0) -> Result:
-        """At most ``max_rows`` rows after the first ``offset`` (``truncated``: more remain)."""
+    def run(
+        self, sql: str, *, max_rows: int = MAX_ROWS, offset: int = 0, owner: str | None = None
+    ) -> Result:
+        """At most ``max_rows`` rows after the first ``offset`` (``truncated``: more remain).
+
+        With an ``owner`` (a project), the answer is kept for that owner's next identical
+        request (same SQL, page and scope): the release never changes, so neither does
+        the answer, and only the time it takes tells a request that it was kept. Keyed by
+        owner, that time says nothing about any other project's queries. What is kept is
+        bounded (``KEPT_ANSWERS``, ``KEPT_BYTES``; least recently used dropped); a
+        failure is never kept. DP noise is never kept: only the exact answers it is added
+        to (``privacy.dp_answer``), so every DP answer is noised afresh.
+        """
+        if owner is None:
+            return self._run(sql, max_rows=max_rows, offset=offset)
+        key = ("run", owner, self._views, sql, max_rows, offset)
+        kept: Result = self._kept.get_or_make(
+            key, lambda: self._run(sql, max_rows=max_rows, offset=offset)
+        )
+        return Result(list(kept.columns), list(kept.rows), kept.truncated)
+
+    def _run(self, sql: str, *, max_rows: int, offset: int) -> Result:
         cur = self.cursor()
         try:
             rel = cur.execute(sql)
@@ -190,12 +227,48 @@ class Engine:
             cur.close()
         return Result(columns, rows[:max_rows], truncated=len(rows) > max_rows)
 
-    def fetch(self, cur: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[Any, ...]]:
-        """All rows of hub-written SQL on ``cur``; engine errors become fixed messages."""
-        try:
-            return cur.execute(sql).fetchall()
-        except duckdb.Error as exc:
-            raise self.failure(exc) from None
+    def fetch(
+        self, cur: duckdb.DuckDBPyConnection, sql: str, *, owner: str | None = None
+    ) -> list[tuple[Any, ...]]:
+        """All rows of hub-written SQL on ``cur``; engine errors become fixed messages.
+        With an ``owner``, kept for that owner as ``run`` keeps answers."""
+
+        def read() -> list[tuple[Any, ...]]:
+            try:
+                return cur.execute(sql).fetchall()
+            except duckdb.Error as exc:
+                raise self.failure(exc) from None
+
+        if owner is None:
+            return read()
+        rows: list[tuple[Any, ...]] = self._kept.get_or_make(
+            ("fetch", owner, self._views, sql), read
+        )
+        return list(rows)
+
+    def fetch_column(
+        self, cur: duckdb.DuckDBPyConnection, sql: str, *, owner: str | None = None
+    ) -> np.ndarray[Any, Any]:
+        """The only column of hub-written SQL on ``cur`` as one numpy array (no Python
+        object per row); engine errors become fixed messages. With an ``owner``, kept
+        for that owner as ``run`` keeps answers (read-only: nobody changes it)."""
+
+        def read() -> np.ndarray[Any, Any]:
+            try:
+                columns = cur.execute(sql).fetchnumpy()
+            except duckdb.Error as exc:
+                raise self.failure(exc) from None
+            (values,) = columns.values()
+            array = np.array(values)
+            array.flags.writeable = False
+            return array
+
+        if owner is None:
+            return read()
+        column: np.ndarray[Any, Any] = self._kept.get_or_make(
+            ("column", owner, self._views, sql), read
+        )
+        return column
 
     def catalogue(self, cur: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
         """Every table and view of the release: column name → type (no row is read).
@@ -214,11 +287,20 @@ class Engine:
         return {table: dict(columns) for table, columns in self._catalogue.items()}
 
     def explain(self, cur: duckdb.DuckDBPyConnection, sql: str) -> bool:
-        """Whether DuckDB can bind and plan ``sql`` (reads no table data)."""
+        """Whether DuckDB can bind and plan ``sql`` (reads no table data).
+
+        Binding depends only on the release's catalogue (immutable) and the cursor's views
+        (the engine's scope), so a ``True`` verdict is kept per SQL text and scope; a
+        refusal is asked again each time, like the policy's.
+        """
+        key = (self._views, sql)
+        if key in self._bound:
+            return True
         try:
             cur.execute(f"EXPLAIN {sql}").fetchall()
         except duckdb.Error:
             return False
+        self._bound.get_or_make(key, lambda: True)
         return True
 
     def failure(self, exc: BaseException) -> QueryFailed:

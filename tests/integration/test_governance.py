@@ -368,3 +368,32 @@ def test_project_lifecycle_and_role_rules(approved):
             grants={"patients": ["sex"]},
             days=30,
         )
+
+
+def test_a_reservation_not_fsynced_alone_is_made_durable_by_the_next_commit(approved):
+    """A DP query's reservation and the write probe skip their own fsync; the commit that
+    answers is fsynced, and so makes them durable. Whatever happens in between, the
+    store's connection is left fsyncing every later commit."""
+    gov, project, _, _ = approved
+    full = 2  # PRAGMA synchronous: FULL
+    spend = gov.ledger.reserve(
+        project.project_id, epsilon=0.1, purpose="q-1", actor="ana", durable=False
+    )
+    assert gov.store.cached().execute("PRAGMA synchronous").fetchone()[0] == full
+    gov.audit.ensure_writable()
+    with pytest.raises(RuntimeError), gov.store.transaction(durable=False):
+        raise RuntimeError("a failure inside the transaction")
+    assert gov.store.cached().execute("PRAGMA synchronous").fetchone()[0] == full
+    gov.ledger.commit(spend, epsilon=0.1, actor="ana")
+    # what another process reads: the spend committed, with its reserve and commit entries
+    con = sqlite3.connect(gov.store.path)
+    try:
+        state = con.execute("SELECT state FROM budget_spends WHERE spend_id = ?", (spend,))
+        assert state.fetchone()[0] == "committed"
+    finally:
+        con.close()
+    assert [e["action"] for e in gov.audit.entries(project=project.project_id, limit=2)] == [
+        "budget.commit",
+        "budget.reserve",
+    ]
+    assert gov.audit.verify().ok

@@ -89,3 +89,71 @@ def test_a_new_release_is_served_at_once_never_a_stale_catalogue_or_answer(hub):
     assert old.id == "release-0001" and not old.current and old.number == 1
     with pytest.raises(releases.ReleaseError):
         releases.get_release(gov.home, "../release-0001")
+
+
+def test_a_repeated_dp_query_is_bound_once_and_noised_afresh_each_time(hub):
+    gov, who, wide, _, _ = hub
+    service = gov.queries
+    sql = "SELECT sex, count(*) AS n FROM patients GROUP BY sex"
+    dp = {"target": "real", "mode": "dp", "epsilon": 0.2}
+    first = service.run(who["ana"], wide, sql=sql, **dp)
+    engine = service.engine(service.release_for("real"))
+    misses = engine._bound.misses
+    answers = [service.run(who["ana"], wide, sql=sql, **dp) for _ in range(6)]
+    assert engine._bound.misses == misses  # the statements' binding was checked once
+    # every answer is charged and noised again: the same query does not give one answer
+    spent = [a["epsilon_spent"] for a in [first, *answers]]
+    assert spent == [0.2] * 7
+    assert len({str(a["rows"]) for a in [first, *answers]}) > 1
+    assert first["epsilon_remaining"] - answers[-1]["epsilon_remaining"] == pytest.approx(1.2)
+
+
+def test_an_exact_output_counts_every_person_behind_it_once(hub):
+    gov, who, wide, _, _ = hub
+    service = gov.queries
+    sql = "SELECT sex, count(*) AS n FROM patients WHERE year_of_birth < 1960 GROUP BY sex"
+    done = service.run(who["ana"], wide, sql=sql, target="real", mode="exact")
+    output = gov.outputs.output(who["sam"], done["output_id"])
+    expected = service.run(
+        who["ana"],
+        wide,
+        sql="SELECT count(*) AS n FROM patients WHERE year_of_birth < 1960",
+        target="real",
+        mode="exact",
+    )
+    total = gov.outputs.output(who["sam"], expected["output_id"])
+    assert output["manifest"]["population"] == total["manifest"]["population"] > 0
+    # the same people, so the two outputs differ by nobody: no differencing flag
+    assert total["manifest"]["differencing"] == []
+
+
+def test_a_projects_repeated_query_reuses_its_own_answers_never_another_projects(hub):
+    """What a project read from an immutable release is kept for its own next identical
+    query (the answers are the same; only the time differs); another project reading
+    the same SQL reads the release itself, so its timing says nothing of the first's."""
+    gov, who, wide, narrow, _ = hub
+    service = gov.queries
+    light = "SELECT sex, count(*) AS n FROM patients GROUP BY sex"
+    first = service.run(who["ana"], wide, sql=light, target="dummy")
+    dummy = service.engine(service.release_for("dummy"))
+    hits, misses = dummy._kept.hits, dummy._kept.misses
+    again = service.run(who["ana"], wide, sql=light, target="dummy")
+    assert (dummy._kept.hits, dummy._kept.misses) == (hits + 1, misses)
+    assert again["rows"] == first["rows"] and again["query_id"] != first["query_id"]
+    other = service.run(who["ana"], narrow, sql=light, target="dummy")
+    assert (dummy._kept.hits, dummy._kept.misses) == (hits + 1, misses + 1)
+    assert other["rows"] == first["rows"]
+    # each request is still audited and stored on its own
+    ids = {e["target"] for e in gov.audit.entries(action="query.dummy", limit=10)}
+    assert {first["query_id"], again["query_id"], other["query_id"]} <= ids
+
+    exact = "SELECT sex, count(*) AS n FROM patients WHERE year_of_birth < 1970 GROUP BY sex"
+    outputs = [
+        gov.outputs.output(who["sam"], service.run(who["ana"], wide, sql=exact,
+                                                    target="real", mode="exact")["output_id"])
+        for _ in range(2)
+    ]  # fmt: skip
+    one, two = (o["manifest"] for o in outputs)
+    assert outputs[0]["result"] == outputs[1]["result"]
+    assert one["population"] == two["population"] > 0
+    assert two["differencing"] == []  # checked again: the same people, nobody isolated

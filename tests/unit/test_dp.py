@@ -278,3 +278,31 @@ def test_one_row_per_person_sources_run_no_per_person_bound_and_answer_the_same(
         assert c.sensitivity == next(
             b.sensitivity for b in dp_sql.components(bounded) if b.name == c.name
         )
+
+
+EVENT_SQL = (
+    SQL,
+    "SELECT count(DISTINCT person_id) AS p FROM encounters WHERE code = 'a'",
+    "SELECT encounter_type, count(DISTINCT person_id) AS p FROM encounters GROUP BY encounter_type",
+)
+PERSON_SQL = "SELECT sex, count(*) AS n, count(DISTINCT person_id) AS p FROM patients GROUP BY sex"
+
+
+@pytest.mark.parametrize(
+    ("sql", "rows_per_person"),
+    [(sql, k) for sql in EVENT_SQL for k in (1, 2, 5)] + [(PERSON_SQL, 1)],
+)
+def test_a_statement_is_marked_salted_exactly_when_its_rows_depend_on_the_salt(
+    sql, rows_per_person
+):
+    """The service keeps the exact rows of unsalted statements for a project's next
+    identical query; a statement whose per-person bound draws rows by the salt is never
+    kept, or every answer would keep the same people."""
+    con = duckdb.connect()
+    make(con, [(1, [("gp", "a")])])
+    _one_row_per_person(con, [(1, "F", 3)])
+    p = plan(con, sql, rows_per_person=rows_per_person)
+    for one, other in zip(
+        dp_sql.statements(p, salt="s1"), dp_sql.statements(p, salt="s2"), strict=True
+    ):
+        assert one.salted == other.salted == (one.sql != other.sql)

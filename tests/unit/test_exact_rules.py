@@ -197,3 +197,37 @@ def test_the_index_screens_pairs_in_blocks_and_still_finds_the_rules_flags_in_or
     assert key(index.flags(_bits(new), threshold=t, limit=limit)) == key(
         tracker_flags(_bits(new), maps, threshold=t, limit=limit)
     )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.sets(st.integers(0, 40), max_size=40), min_size=0, max_size=6),
+    st.sets(st.integers(0, 40), max_size=40),
+    st.integers(1, 8),
+    st.randoms(use_true_random=False),
+)
+def test_the_ledger_flags_what_the_set_rule_flags_on_pseudonymous_keys(earlier, new, t, rnd):
+    """Populations as a query returns them (64-bit pseudonyms, any order, repeats): the
+    ledger's flags for a new output are the set rule's over the same people."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from governance.outputs.disclosure_ledger import DisclosureLedger
+
+    pseudonym = {p: rnd.randrange(-(2**63), 2**63) for p in range(41)}
+
+    def keys(s):
+        people = [pseudonym[p] for p in s] * 2
+        rnd.shuffle(people)
+        return np.array(people, dtype=np.int64)
+
+    ledger = DisclosureLedger(Path("/nonexistent"))  # nothing stored: no file is read
+    for i, s in enumerate(earlier):
+        ledger.check("p-1", f"o-{i}", keys(s), stored=set(), threshold=t)
+    got = ledger.check("p-1", "o-new", keys(new), stored=set(), threshold=t)
+    expected = tracker_flags(_bits(new), {f"o-{i}": _bits(s) for i, s in enumerate(earlier)},
+                             threshold=t)  # fmt: skip
+    assert sorted((f["rule"], tuple(f["with_outputs"]), f["region"]) for f in got) == sorted(
+        (f["rule"], tuple(f["with_outputs"]), f["region"]) for f in expected
+    )
