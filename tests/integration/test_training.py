@@ -290,22 +290,35 @@ ADASSP = (
 )
 
 
-def test_an_adassp_effect_model_is_accounted_charged_audited_and_carded(setup):
-    """A linear effect model by sufficient-statistics perturbation, through the same
-    governed path as DP-SGD: the ε on the card is the zCDP conversion of the ρ its three
-    Gaussian releases spend, the ledger is charged that plus the DP metrics, the audit
-    entry names the method, and the noise on the card follows the declared bounds."""
-    gov, service, _, who = setup
-    # a project of its own: the module's project budget is for the DP-SGD tests
+def _effects_project(gov, who, title: str) -> str:
+    """A project of its own for an effect model (the module's project budget is for the
+    DP-SGD tests)."""
     project = gov.projects.request(
-        requester=who["ana"].user, title="effects", purpose="who benefits",
+        requester=who["ana"].user, title=title, purpose="who benefits",
         lay_summary="Who benefits", grants={"patients": ["person_id", "year_of_birth",
         "imd_decile", "sex"], "conditions": ["person_id", "code"]}, days=30, members=["mo"],
     )  # fmt: skip
     gov.projects.approve(
         project.project_id, steward=who["sam"].user, epsilon=20.0, delta=1e-5, trainers=["mo"]
     )
-    pid = project.project_id
+    return project.project_id
+
+
+def _opendp_epsilon(rho: float, delta: float) -> float:
+    """OpenDP's own zCDP → (ε, δ) conversion of a ρ-zCDP Gaussian mechanism."""
+    gaussian = dp.m.make_gaussian(
+        dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float), scale=1.0
+    )
+    return float(dp.c.make_zCDP_to_approxDP(gaussian).map((2 * rho) ** 0.5).epsilon(delta))
+
+
+def test_an_adassp_effect_model_is_accounted_charged_audited_and_carded(setup):
+    """A linear effect model by sufficient-statistics perturbation, through the same
+    governed path as DP-SGD: the ε on the card is the zCDP conversion of the ρ its three
+    Gaussian releases spend, the ledger is charged that plus the DP metrics, the audit
+    entry names the method, and the noise on the card follows the declared bounds."""
+    gov, service, _, who = setup
+    pid = _effects_project(gov, who, "effects")
     spec = parse(ADASSP)
     assert spec.learning_method == "adassp"
     before = gov.ledger.state(pid).epsilon_spent
@@ -314,11 +327,7 @@ def test_an_adassp_effect_model_is_accounted_charged_audited_and_carded(setup):
     assert card["method"] == "adassp" and card["accountant"].startswith("zCDP")
     [mech] = card["mechanism"]
     # ε derived independently with OpenDP's zCDP → (ε, δ) conversion of the card's ρ
-    gaussian = dp.m.make_gaussian(
-        dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float), scale=1.0
-    )
-    opendp_eps = dp.c.make_zCDP_to_approxDP(gaussian).map((2 * mech["rho"]) ** 0.5)
-    assert card["epsilon"] == pytest.approx(opendp_eps.epsilon(card["delta"]), rel=1e-7)
+    assert card["epsilon"] == pytest.approx(_opendp_epsilon(mech["rho"], card["delta"]), rel=1e-7)
     assert 2.99 < card["epsilon"] <= 3.0
     # each release is Δ²/(2σ²)-zCDP and they add up to ρ
     parts = [mech["sensitivity"][k] ** 2 / (2 * mech["sigma"][k] ** 2) for k in mech["sigma"]]
@@ -367,15 +376,7 @@ def test_a_stratified_effect_model_is_accounted_charged_audited_and_carded(setup
     naming the method, a card that says what was released, and the steward's audit
     replaying the recipe."""
     gov, service, _, who = setup
-    project = gov.projects.request(
-        requester=who["ana"].user, title="strata", purpose="who benefits, stratified",
-        lay_summary="Who benefits", grants={"patients": ["person_id", "year_of_birth",
-        "imd_decile", "sex"], "conditions": ["person_id", "code"]}, days=30, members=["mo"],
-    )  # fmt: skip
-    gov.projects.approve(
-        project.project_id, steward=who["sam"].user, epsilon=20.0, delta=1e-5, trainers=["mo"]
-    )
-    pid = project.project_id
+    pid = _effects_project(gov, who, "strata")
     spec = parse(STRATA)
     assert spec.learning_method == "strata"
     before = gov.ledger.state(pid).epsilon_spent
@@ -383,11 +384,7 @@ def test_a_stratified_effect_model_is_accounted_charged_audited_and_carded(setup
     card = model.card
     assert card["method"] == "strata" and card["accountant"].startswith("zCDP")
     [mech] = card["mechanism"]
-    gaussian = dp.m.make_gaussian(
-        dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float), scale=1.0
-    )
-    opendp_eps = dp.c.make_zCDP_to_approxDP(gaussian).map((2 * mech["rho"]) ** 0.5)
-    assert card["epsilon"] == pytest.approx(opendp_eps.epsilon(card["delta"]), rel=1e-7)
+    assert card["epsilon"] == pytest.approx(_opendp_epsilon(mech["rho"], card["delta"]), rel=1e-7)
     assert 2.99 < card["epsilon"] <= 3.0
     assert mech["sensitivity"] == {"counts": 1.0, "sums": 0.5}
     # year of birth in 3 bins + missing, t2d 0/1 + missing: 12 strata, two arms each
