@@ -82,7 +82,8 @@ def membership(
             members, non_members = members & (t == 1), non_members & (t == 1)
     config = learners.fit_config(spec, int(card["planned_rows"]))
     loss = learners.loss_of(spec.outcome_type)
-    recipe = learners.replay(spec) if spec.learning_method == "strata" else spec.learning_method
+    # DP-SGD is replayed by mia from ``config``; a one-release learner by its own recipe
+    recipe = "dp-sgd" if spec.learning_method == "dp-sgd" else learners.replay(spec)
     width = x.shape[1]
 
     def fresh() -> torch.nn.Module:

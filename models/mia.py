@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from scipy.stats import binom
 
-from models import adassp, dpsgd
+from models import dpsgd
 from models.metrics import auroc
 
 
@@ -214,12 +214,10 @@ def _fit(
     epsilon: float | None,
     delta: float | None,
 ) -> dpsgd.FitResult:
-    """A model of the audited recipe: DP-SGD, AdaSSP (:mod:`models.adassp`), or a
-    one-release learner's own recipe (``method`` a callable, :func:`models.learners.replay`)."""
+    """A model of the audited recipe: DP-SGD, or a one-release learner's own recipe
+    (AdaSSP, strata: ``method`` a callable, :func:`models.learners.replay`)."""
     if callable(method):
         return method(x, y, epsilon, delta or dpsgd.default_delta(len(y)))
-    if method == "adassp":
-        return adassp.fit(x, y, epsilon=epsilon, delta=delta or dpsgd.default_delta(len(y)))
     return dpsgd.fit(fresh(), x, y, loss=loss, config=config, epsilon=epsilon, delta=delta)
 
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 import torch
@@ -66,23 +66,21 @@ class Factor:
 
     name: str
     columns: tuple[int, ...]  # encoded columns: (value, missing) or the one-hot levels
-    numeric: bool
-    cuts: tuple[float, ...]  # numeric: cut points on the [0, 1] scale
+    kind: Literal["bins", "binary", "levels"]  # binned numeric, 0/1 feature, categorical
+    cuts: tuple[float, ...]  # bins and binary: cut points on the [0, 1] scale
     labels: tuple[str, ...]  # one per level, for the card
     reps: tuple[tuple[float, ...], ...]  # each level's representative encoded values
 
     def layout(self) -> dict[str, Any]:
         """How :class:`StrataModel` expands this factor (public: from the spec)."""
-        if not self.numeric:
-            return {"kind": "levels", "columns": list(self.columns)}
-        if self.labels[0] == "0":  # a 0/1 feature
-            return {"kind": "binary", "columns": list(self.columns)}
-        return {"kind": "bins", "columns": list(self.columns),
-                "knots": [r[0] for r in self.reps[:-1]]}  # fmt: skip
+        out: dict[str, Any] = {"kind": self.kind, "columns": list(self.columns)}
+        if self.kind == "bins":
+            out["knots"] = [r[0] for r in self.reps[:-1]]
+        return out
 
     def level(self, x: np.ndarray) -> np.ndarray:
         """Each row's level of this factor (the last level: missing or "other")."""
-        if self.numeric:
+        if self.kind != "levels":
             value, missing = x[:, self.columns[0]], x[:, self.columns[1]] > 0.5
             return np.where(missing, len(self.cuts) + 1, np.digitize(value, self.cuts))
         hot = x[:, list(self.columns)] > 0.5
@@ -93,14 +91,14 @@ def _numeric(name: str, columns: tuple[int, int], bounds: tuple[float, float],
              cuts: list[float] | None) -> Factor:  # fmt: skip
     lo, hi = bounds
     if cuts is None:  # a 0/1 feature: its two values
-        return Factor(name, columns, True, (0.5,), ("0", "1", "missing"),
+        return Factor(name, columns, "binary", (0.5,), ("0", "1", "missing"),
                       ((0.0, 0.0), (1.0, 0.0), (0.5, 1.0)))  # fmt: skip
     scaled = [(c - lo) / (hi - lo) for c in cuts]
     edges = [0.0, *scaled, 1.0]
     bounds_txt = [f"{lo:g}", *(f"{c:g}" for c in cuts), f"{hi:g}"]
     labels = [f"{a}–{b}" for a, b in itertools.pairwise(bounds_txt)]
     reps = [((a + b) / 2, 0.0) for a, b in itertools.pairwise(edges)]
-    return Factor(name, columns, True, tuple(scaled), (*labels, "missing"),
+    return Factor(name, columns, "bins", tuple(scaled), (*labels, "missing"),
                   (*reps, (0.5, 1.0)))  # fmt: skip
 
 
@@ -118,7 +116,7 @@ def factors(spec: Spec) -> list[Factor]:
             levels = spec.categorical[name]
             cols = tuple(columns.index(f"{name}={v}") for v in levels)
             eye = np.eye(len(levels) + 1)[:, : len(levels)]
-            out.append(Factor(name, cols, False, (), (*levels, "other"),
+            out.append(Factor(name, cols, "levels", (), (*levels, "other"),
                               tuple(tuple(float(v) for v in row) for row in eye)))  # fmt: skip
     return out
 
@@ -144,6 +142,11 @@ class Plan:
     def strata(self) -> int:
         return strata_count(list(self.factors))
 
+    @property
+    def layout(self) -> dict[str, Any]:
+        """What :class:`StrataModel` needs to expand the modifiers (on the card)."""
+        return {"encoded": self.encoded, "factors": [f.layout() for f in self.factors]}
+
     def as_dict(self) -> dict[str, object]:
         names = ("counts", "sums")
         return {
@@ -154,7 +157,7 @@ class Plan:
             "strata": {f.name: list(f.labels) for f in self.factors},
             "cells": 2 * self.strata,
             "threshold_count": THRESHOLD * self.sigma[0],
-            "layout": {"encoded": self.encoded, "factors": [f.layout() for f in self.factors]},
+            "layout": self.layout,
         }
 
 
@@ -269,9 +272,7 @@ def _representatives(p: Plan) -> np.ndarray:
 def coefficients(p: Plan, counts: np.ndarray, sums: np.ndarray, threshold: float) -> np.ndarray:
     """Weighted least squares of ``outcome − ½ ~ 1 + B + t + t·B`` over the strata kept
     (post-processing): ``[b, main…, treat, effect…]``."""
-    layout = p.as_dict()["layout"]
-    assert isinstance(layout, dict)
-    basis = _basis(layout["factors"], torch.from_numpy(_representatives(p))).double().numpy()
+    basis = _basis(p.layout["factors"], torch.from_numpy(_representatives(p))).double().numpy()
     ones = np.ones((len(basis), 1))
     rows = [np.concatenate([ones, basis, arm * ones, arm * basis], 1) for arm in (0.0, 1.0)]
     design = np.stack(rows, axis=1).reshape(2 * len(basis), -1)  # row 2·stratum + arm
@@ -287,9 +288,7 @@ def coefficients(p: Plan, counts: np.ndarray, sums: np.ndarray, threshold: float
 
 def to_module(p: Plan, theta: np.ndarray) -> StrataModel:
     """The fit as a :class:`StrataModel` (centred outcome back on the [0, 1] scale)."""
-    layout = p.as_dict()["layout"]
-    assert isinstance(layout, dict)
-    module = StrataModel(layout)
+    module = StrataModel(p.layout)
     m = len(module.main)
     with torch.no_grad():
         module.bias.fill_(float(CENTRE + theta[0]))

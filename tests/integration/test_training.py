@@ -312,6 +312,28 @@ def _opendp_epsilon(rho: float, delta: float) -> float:
     return float(dp.c.make_zCDP_to_approxDP(gaussian).map((2 * rho) ** 0.5).epsilon(delta))
 
 
+def _charged_audited_reloaded_and_replayed(setup, pid, model, before, method):
+    """What every one-release learner owes, as DP-SGD does: the ledger charged exactly
+    training + DP held-out metrics, a ``train.model`` entry naming the method, a saved
+    model that reloads to the same predictions, and the steward's membership audit
+    replaying the model's own recipe at its ε and δ. Returns the audit entry."""
+    gov, service, _, who = setup
+    card = model.card
+    assert card["epsilon_total"] == pytest.approx(card["epsilon"] + card["metrics_epsilon"])
+    assert gov.ledger.state(pid).epsilon_spent == pytest.approx(before + card["epsilon_total"])
+    [entry] = gov.audit.entries(project=pid, action="train.model", limit=1)
+    details = entry["details"]
+    details = json.loads(details) if isinstance(details, str) else details
+    assert entry["target"] == model.model_id and details["method"] == method
+    people = np.array([[0.2, 0.0, 1.0, 0.0], [0.9, 0.0, 0.0, 0.0]], np.float32)
+    reloaded = training.load(service, pid, model.model_id)
+    assert np.allclose(reloaded.predict(people), model.predict(people), atol=1e-5)
+    report = audits.audit_model(service, who["sam"], pid, model.model_id)
+    assert report["canary"]["accountant_epsilon"] == pytest.approx(card["epsilon"], rel=1e-12)
+    assert 0.3 < report["attack_auc"] < 0.7
+    return entry
+
+
 def test_an_adassp_effect_model_is_accounted_charged_audited_and_carded(setup):
     """A linear effect model by sufficient-statistics perturbation, through the same
     governed path as DP-SGD: the ε on the card is the zCDP conversion of the ρ its three
@@ -338,26 +360,13 @@ def test_an_adassp_effect_model_is_accounted_charged_audited_and_carded(setup):
     assert mech["sensitivity"]["xty"] == pytest.approx(2.5**0.5 * 0.5)
     # no DP-SGD parameter pretends to describe this model
     assert card["steps"] is None and card["epochs"] is None and card["sample_rate"] is None
-    # charged exactly: training + DP held-out metrics, in the same ledger
-    assert card["epsilon_total"] == pytest.approx(card["epsilon"] + card["metrics_epsilon"])
-    assert gov.ledger.state(pid).epsilon_spent == pytest.approx(before + card["epsilon_total"])
-    [entry] = gov.audit.entries(project=pid, action="train.model", limit=1)
-    details = entry["details"]
-    details = json.loads(details) if isinstance(details, str) else details
-    assert entry["target"] == model.model_id and details["method"] == "adassp"
+    entry = _charged_audited_reloaded_and_replayed(setup, pid, model, before, "adassp")
     assert entry["epsilon"] == pytest.approx(card["epsilon_total"])
     # the DP held-out metrics of an effect model, as for DP-SGD
     assert card["metrics"]["kind"].startswith("differentially private")
     assert {"mean_predicted_benefit", "outcome_rmse"} <= set(card["metrics"])
     text = (model.folder / "card.md").read_text()
     assert "AdaSSP" in text and "ρ = " in text and "zCDP" in text
-    people = np.array([[0.2, 0.0, 1.0, 0.0], [0.9, 0.0, 0.0, 0.0]], np.float32)
-    reloaded = training.load(service, pid, model.model_id)
-    assert np.allclose(reloaded.predict(people), model.predict(people), atol=1e-5)
-    # the steward's membership audit replays the model's own recipe (AdaSSP at its ε, δ)
-    report = audits.audit_model(service, who["sam"], pid, model.model_id)
-    assert report["canary"]["accountant_epsilon"] == pytest.approx(card["epsilon"], rel=1e-12)
-    assert 0.3 < report["attack_auc"] < 0.7
     # the T-learner: one fit per disjoint arm, parallel composition, the ε of one
     t_model = training.train(service, who["mo"], pid, dataclasses.replace(spec, learner="t"))
     assert t_model.card["composition"].startswith("parallel")
@@ -390,20 +399,9 @@ def test_a_stratified_effect_model_is_accounted_charged_audited_and_carded(setup
     # year of birth in 3 bins + missing, t2d 0/1 + missing: 12 strata, two arms each
     assert mech["cells"] == 24 and mech["strata"]["year_of_birth"][-1] == "missing"
     assert card["steps"] is None and card["learning_rate"] is None
-    assert card["epsilon_total"] == pytest.approx(card["epsilon"] + card["metrics_epsilon"])
-    assert gov.ledger.state(pid).epsilon_spent == pytest.approx(before + card["epsilon_total"])
-    [entry] = gov.audit.entries(project=pid, action="train.model", limit=1)
-    details = entry["details"]
-    details = json.loads(details) if isinstance(details, str) else details
-    assert entry["target"] == model.model_id and details["method"] == "strata"
+    _charged_audited_reloaded_and_replayed(setup, pid, model, before, "strata")
     text = (model.folder / "card.md").read_text()
     assert "stratified" in text and "cells kept" in text and "ρ = " in text
-    people = np.array([[0.2, 0.0, 1.0, 0.0], [0.9, 0.0, 0.0, 0.0]], np.float32)
-    reloaded = training.load(service, pid, model.model_id)
-    assert np.allclose(reloaded.predict(people), model.predict(people), atol=1e-5)
-    report = audits.audit_model(service, who["sam"], pid, model.model_id)
-    assert report["canary"]["accountant_epsilon"] == pytest.approx(card["epsilon"], rel=1e-12)
-    assert 0.3 < report["attack_auc"] < 0.7
 
 
 def test_specs_are_checked_with_clear_errors():
