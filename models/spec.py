@@ -95,10 +95,11 @@ class Spec:
     # S-learner: the features whose effect on the outcome may depend on the treatment
     # (EconML's X); the others enter as controls only (its W). None: every feature.
     modifiers: list[str] | None = None
-    # the private learner: "dp-sgd" (Opacus) or "adassp" (sufficient-statistics
-    # perturbation, models.adassp: linear effect models of a continuous outcome only).
-    # None: dp-sgd, which found more of who benefits on the benchmark's cohort of ~4,000
-    # (docs/models.md has the measurements)
+    # the private learner: "dp-sgd" (Opacus, every kind), "strata" (a DP stratified
+    # analysis, models.strata) or "adassp" (sufficient-statistics perturbation,
+    # models.adassp); the last two for linear effect models of a continuous outcome
+    # only. None: dp-sgd, the one learner every model kind has (docs/models.md compares
+    # them: the stratified one found the most of who benefits)
     method: Method | None = None
     # method = "strata": each numeric modifier's cut points, in its own units (a 0/1
     # feature needs none); models.strata
