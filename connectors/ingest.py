@@ -41,7 +41,8 @@ CONNECTORS: Final[dict[str, Any]] = {
 
 # A quality gate validates the finished staging file before publication:
 # gate(staging_db, manifest=..., previous_db=..., out_dir=...) -> (passed, report).
-# It lives in governance (which may import connectors, not the reverse).
+# It lives in governance (which may import connectors, not the reverse). A gate with a
+# ``prepare()`` method has it called as the load starts, to set up while the load runs.
 Gate = Callable[..., tuple[bool, dict[str, Any]]]
 
 
@@ -99,6 +100,9 @@ def ingest(
     src = src.absolute()
     connector = CONNECTORS[fmt]
     step = progress or (lambda _label: None)
+    prepare = getattr(gate, "prepare", None)
+    if prepare is not None:
+        prepare()  # a gate's slow set-up (importing GX) overlaps the load
     with releases.ingest_lock(home):
         releases.remove_stale_staging(home)
         folder = releases.releases_dir(home)

@@ -135,8 +135,12 @@ def build_catalogue(
         if table not in tables or _count(con, table) == 0:
             continue
         coded = table in CODED
+        # the encounters this table names, found by scanning encounter ids against this
+        # table's (small) set: testing every row against all encounters would build a
+        # hash table of every encounter id for each coded table (1 s per table at 1M)
         encounter_fk = (
-            "(t.encounter_id IS NULL OR t.encounter_id IN (SELECT encounter_id FROM encounters))"
+            "(t.encounter_id IS NULL OR t.encounter_id IN (SELECT encounter_id FROM encounters "
+            f"WHERE encounter_id IN (SELECT encounter_id FROM {table})))"
             if coded
             else "true"
         )

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +83,10 @@ def _context(docs_dir: Path | None) -> Any:
 
     gx_duckdb.install()
     context = gx.get_context(mode="ephemeral")
+    # an ephemeral context is never saved ("not saved", GX's docstring says), yet GX 1.x
+    # serialises its whole project configuration to YAML after every asset, suite and
+    # definition added: 40 times a run, a fifth of the gate's own time at 200k people
+    context._save_project_config = lambda: None
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     if docs_dir is not None:
         context.add_data_docs_site(
@@ -100,15 +106,96 @@ def _context(docs_dir: Path | None) -> Any:
     return context
 
 
-class _Session:
-    """One GX context over the release file for a whole gate run.
+class _Domains:
+    """The domains of a gate run, computed once each, ahead of Great Expectations.
 
-    Each domain a run needs is materialised once, as a TEMP table on GX's own (single,
-    pooled) connection, and every validation reads it: GX computes a domain's metrics
-    in several queries (one per round of its metric graph), and its own
-    ``create_temp_table`` would rebuild a domain for every pass. The second pass (row
-    keys of violating checks) reuses the first pass's tables, and GX's connections are
-    closed once, at the end.
+    GX computes a domain's metrics in several queries (one per round of its metric
+    graph), and its own ``create_temp_table`` would rebuild a domain for every pass; so
+    each domain is computed once into a table of the run's in-memory database, with only
+    the columns its checks read, and every validation (both passes) reads that. A
+    domain whose checks only count its rows (the quarantine shares, row-count drift)
+    is a view instead: counting it is cheaper than copying it.
+
+    A worker thread builds the tables, on its own cursor, in the order GX validates
+    them (the views first), while the main thread does GX's set-up and validates the
+    domains already built: DuckDB runs outside the GIL, so GX's Python work and the
+    domain queries overlap instead of following each other. A GX query that names a
+    domain still being built waits for it (``_WaitingConnection``).
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, cat: Catalogue) -> None:
+        by_domain: dict[str, list[Check]] = {}
+        for check in cat.checks:
+            by_domain.setdefault(check.domain, []).append(check)
+        counted = [d for d, cs in by_domain.items() if all(c.kind == "row_count" for c in cs)]
+        copied = [d for d in by_domain if d not in counted]
+        self.order = [*counted, *copied]
+        self.names = {d: f"memory.main.hub_domain_{i}" for i, d in enumerate(self.order)}
+        self._ready = {self.names[d]: threading.Event() for d in copied}
+        self._failed: BaseException | None = None
+        for domain in counted:
+            con.execute(f"CREATE VIEW {self.names[domain]} AS {cat.domains[domain].strip()}")
+        cursor = con.cursor()
+        cursor.execute(f"USE {RELEASE}")
+
+        def build() -> None:
+            try:
+                for domain in copied:
+                    read = dict.fromkeys(
+                        ["row_key", *(c.column for c in by_domain[domain] if c.column)]
+                    )
+                    columns = ", ".join(f'"{c}"' for c in read)
+                    cursor.execute(
+                        f"CREATE TABLE {self.names[domain]} AS SELECT {columns} "
+                        f"FROM ({cat.domains[domain].strip()})"
+                    )
+                    self._ready[self.names[domain]].set()
+            except BaseException as exc:  # handed to whichever thread waits next
+                self._failed = exc
+            finally:
+                cursor.close()
+                for event in self._ready.values():
+                    event.set()
+
+        self._worker = threading.Thread(target=build, name="hub-gate-domains", daemon=True)
+        self._worker.start()
+
+    def wait_for(self, sql: str) -> None:
+        for name in _DOMAIN_NAME.findall(sql):
+            if name in self._ready:
+                self._ready[name].wait()
+        if self._failed is not None:
+            raise self._failed
+
+    def close(self) -> None:
+        self._worker.join()
+
+
+_DOMAIN_NAME: Final = re.compile(r"memory\.main\.hub_domain_\d+")
+RELEASE: Final = "hub_release"
+
+
+class _WaitingConnection:
+    """The run's connection as GX's SQLAlchemy engine sees it: every statement first
+    waits for the domains it names."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, domains: _Domains) -> None:
+        self._con = con
+        self._domains = domains
+
+    def execute(self, statement: str, *args: Any) -> Any:
+        self._domains.wait_for(statement)
+        return self._con.execute(statement, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._con, name)
+
+
+class _Session:
+    """One GX context over the release for a whole gate run (see ``_Domains``).
+
+    The second pass (row keys of violating checks) reuses the first pass's domain
+    tables, and GX's connections are closed once, at the end.
     """
 
     def __init__(
@@ -120,26 +207,23 @@ class _Session:
         self.con = con
         self.cat = cat
         self.docs_dir = docs_dir
+        self.domains = _Domains(con, cat)
         self.context = _context(docs_dir)
-        # every engine GX makes is handed this one connection (read-only, ours): the
-        # materialised domains are TEMP tables on it, and closing it closes them all
-        connection = duckdb_engine.ConnectionWrapper(con)
+        # every engine GX makes is handed this one connection (ours): the materialised
+        # domains live in its in-memory database, and closing it closes them all
+        waiting: Any = _WaitingConnection(con, self.domains)  # duck-typed for duckdb_engine
+        connection = duckdb_engine.ConnectionWrapper(waiting)
         self.source = self.context.data_sources.add_sql(
             name="release",
             connection_string="duckdb:///:memory:",
             create_temp_table=False,
             kwargs={"poolclass": StaticPool, "creator": lambda: connection},
         )
-        self.tables: dict[str, str] = {}
         self.batches: dict[str, Any] = {}
         self.passes = 0
 
     def _table(self, domain: str) -> str:
-        if domain not in self.tables:
-            name = f"hub_domain_{len(self.tables)}"
-            self.con.execute(f"CREATE TEMP TABLE {name} AS {self.cat.domains[domain].strip()}")
-            self.tables[domain] = name
-        return self.tables[domain]
+        return self.domains.names[domain]
 
     def _batch(self, domain: str) -> Any:
         # one asset per domain for the whole run: each one added rewrites GX's project
@@ -160,7 +244,7 @@ class _Session:
         self.passes += 1
         tag = "" if self.passes == 1 else f"_pass{self.passes}"
         by_domain: dict[str, list[Check]] = {}
-        for check in checks:
+        for check in sorted(checks, key=lambda c: self.domains.order.index(c.domain)):
             by_domain.setdefault(check.domain, []).append(check)
         definitions = []
         for domain, domain_checks in by_domain.items():
@@ -202,6 +286,10 @@ class _Session:
             for result in validation.results:
                 out[result.expectation_config.meta["check_id"]] = result
         return out
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _exception(result: Any) -> str | None:
@@ -282,54 +370,59 @@ def run_gate(
     docs_dir = out_dir / "data_docs" if out_dir is not None else None
     rows = []
     flagged: dict[str, list[Any]] = {}
-    # one read-only connection for the whole run: the catalogue, GX's queries (handed
-    # this connection, see _Session) and the quarantine listings
-    with duckdb.connect(
-        str(release_db), read_only=True, config={"preserve_insertion_order": False}
-    ) as con:
+    # one connection for the whole run: the catalogue, GX's queries (handed this
+    # connection, see _Session) and the quarantine listings
+    with duckdb.connect(":memory:", config={"preserve_insertion_order": False}) as con:
+        # the release is attached read-only; the run's own tables (its materialised
+        # domains) go in the in-memory database, which every cursor of ``con`` shares
+        con.execute(f"ATTACH {_literal(str(release_db))} AS {RELEASE} (READ_ONLY)")
+        con.execute(f"USE {RELEASE}")
         cat = catalogue.build_catalogue(con, manifest=manifest, previous=previous)
         # pass 1: counts and decisions for every check (GX "BASIC": no per-row lists);
         # pass 2: row keys only for checks that found violations (examples, or all keys
         # when scoring), on the same materialised domains: a clean release costs one pass
         session = _Session(con, cat, docs_dir)
-        results = session.validate(cat.checks, result_format="BASIC", examples=0, docs=True)
-        violating = [
-            c for c in cat.checks
-            if c.kind in ("not_null", "flag", "between", "regex", "unique")
-            and int((results[c.id].result or {}).get("unexpected_count") or 0) > 0
-        ]  # fmt: skip
-        detail = (
-            session.validate(
-                violating,
-                result_format="COMPLETE" if complete else "SUMMARY",
-                examples=10**9 if complete else EXAMPLES,
-                docs=False,
+        try:
+            results = session.validate(cat.checks, result_format="BASIC", examples=0, docs=True)
+            violating = [
+                c for c in cat.checks
+                if c.kind in ("not_null", "flag", "between", "regex", "unique")
+                and int((results[c.id].result or {}).get("unexpected_count") or 0) > 0
+            ]  # fmt: skip
+            detail = (
+                session.validate(
+                    violating,
+                    result_format="COMPLETE" if complete else "SUMMARY",
+                    examples=10**9 if complete else EXAMPLES,
+                    docs=False,
+                )
+                if violating
+                else {}
             )
-            if violating
-            else {}
-        )
-        for check in cat.checks:
-            result = results[check.id]
-            examples = _examples(detail[check.id]) if check.id in detail else []
-            if check.kind == "row_count" and "rows_in" in check.kwargs:
-                # the quarantine's rows are the violations: list them from the table
-                limit = "" if complete else f" LIMIT {EXAMPLES}"
-                keys = [
-                    r[0]
-                    for r in con.execute(
-                        f"SELECT row_key FROM ({cat.domains[check.domain]}){limit}"
-                    ).fetchall()
-                ]
-                examples = keys[:EXAMPLES]
-                if complete:
-                    flagged[check.id] = keys
-            elif complete and check.id in detail:
-                info = detail[check.id].result or {}
-                flagged[check.id] = [
-                    k.get("row_key") if isinstance(k, dict) else k
-                    for k in info.get("unexpected_index_list") or []
-                ]
-            rows.append(_row(check, result, examples))
+            for check in cat.checks:
+                result = results[check.id]
+                examples = _examples(detail[check.id]) if check.id in detail else []
+                if check.kind == "row_count" and "rows_in" in check.kwargs:
+                    # the quarantine's rows are the violations: list them from the table
+                    limit = "" if complete else f" LIMIT {EXAMPLES}"
+                    keys = [
+                        r[0]
+                        for r in con.execute(
+                            f"SELECT row_key FROM ({cat.domains[check.domain]}){limit}"
+                        ).fetchall()
+                    ]
+                    examples = keys[:EXAMPLES]
+                    if complete:
+                        flagged[check.id] = keys
+                elif complete and check.id in detail:
+                    info = detail[check.id].result or {}
+                    flagged[check.id] = [
+                        k.get("row_key") if isinstance(k, dict) else k
+                        for k in info.get("unexpected_index_list") or []
+                    ]
+                rows.append(_row(check, result, examples))
+        finally:
+            session.domains.close()  # the worker is done before its connection closes
     errors = [r for r in rows if not r["passed"] and r["severity"] == "error"]
     warnings = [r for r in rows if not r["passed"] and r["severity"] == "warning"]
     report = {
