@@ -60,12 +60,17 @@ def _expectation(check: Check) -> Any:
         )
     if check.kind == "unique":
         return gxe.ExpectColumnValuesToBeUnique(column=check.column, mostly=mostly, meta=meta)
-    if check.kind == "row_count":
+    if check.kind == "row_count":  # a count column of the one-row ``counts`` domain
         if "rows_in" in check.kwargs:
             limit = math.floor(check.kwargs["rows_in"] * check.threshold)
-            return gxe.ExpectTableRowCountToBeBetween(min_value=0, max_value=limit, meta=meta)
-        return gxe.ExpectTableRowCountToBeBetween(
-            min_value=check.kwargs["min_value"], max_value=check.kwargs["max_value"], meta=meta
+            return gxe.ExpectColumnMaxToBeBetween(
+                column=check.column, min_value=0, max_value=limit, meta=meta
+            )
+        return gxe.ExpectColumnMaxToBeBetween(
+            column=check.column,
+            min_value=check.kwargs["min_value"],
+            max_value=check.kwargs["max_value"],
+            meta=meta,
         )
     if check.kind == "mean":
         return gxe.ExpectColumnMeanToBeBetween(
@@ -112,9 +117,9 @@ class _Domains:
     GX computes a domain's metrics in several queries (one per round of its metric
     graph), and its own ``create_temp_table`` would rebuild a domain for every pass; so
     each domain is computed once into a table of the run's in-memory database, with only
-    the columns its checks read, and every validation (both passes) reads that. A
-    domain whose checks only count its rows (the quarantine shares, row-count drift)
-    is a view instead: counting it is cheaper than copying it.
+    the columns its checks read, and every validation (both passes) reads that. The
+    one-row ``counts`` domain (quarantine shares, row-count drift) is a view instead:
+    its counts are lookups, cheaper than copying.
 
     A worker thread builds the tables, on its own cursor, in the order GX validates
     them (the views first), while the main thread does GX's set-up and validates the
@@ -405,12 +410,7 @@ def run_gate(
                 if check.kind == "row_count" and "rows_in" in check.kwargs:
                     # the quarantine's rows are the violations: list them from the table
                     limit = "" if complete else f" LIMIT {EXAMPLES}"
-                    keys = [
-                        r[0]
-                        for r in con.execute(
-                            f"SELECT row_key FROM ({cat.domains[check.domain]}){limit}"
-                        ).fetchall()
-                    ]
+                    keys = [r[0] for r in con.execute(f"{check.kwargs['rows']}{limit}").fetchall()]
                     examples = keys[:EXAMPLES]
                     if complete:
                         flagged[check.id] = keys
@@ -494,8 +494,8 @@ def plain_sql_counts(release_db: Path, *, manifest: dict[str, Any]) -> dict[str,
                 elif c.kind == "row_count":
                     rows_in = c.kwargs.get("rows_in")
                     select += [
-                        str(rows_in) if rows_in is not None else "count(*)",
-                        "count(*)" if rows_in is not None else "0",
+                        str(rows_in) if rows_in is not None else f"max({col})",
+                        f"max({col})" if rows_in is not None else "0",
                     ]
                 else:  # mean
                     select += [f"count({col})", "0"]

@@ -116,29 +116,38 @@ def _relations(con: duckdb.DuckDBPyConnection) -> list[str]:
     return sorted(str(r[0]) for r in rows)
 
 
-def _matches(con: duckdb.DuckDBPyConnection, values_sql: str) -> int:
-    """How many distinct values of ``values_sql`` (one column ``x``) hold an identifier.
+def _matches(con: duckdb.DuckDBPyConnection, sources: list[str]) -> dict[int, int]:
+    """How many distinct values of each source hold an identifier, by source index.
 
-    Values are de-duplicated as they are before they are normalised and split into
-    words: a column of a million rows usually has a few hundred values, and only those
-    pay for the regular expressions (the count is the same: normalising equal values
-    gives equal results).
+    Each source is a query of one column ``x``. All are scanned in one statement: each
+    source's values are de-duplicated as they are (a column of a million rows usually
+    has a few hundred values), then the values of every source together, so that a
+    value found in a table and again in the view over it (or in ten columns) is
+    normalised, split into words and looked up once. Normalising equal values gives
+    equal results, so the counts are those of scanning each column on its own.
     """
-    return int(
-        con.execute(
-            f"""
-            WITH raw AS (SELECT DISTINCT x FROM ({values_sql}) WHERE x IS NOT NULL),
-            cells AS (SELECT DISTINCT {_norm("x")} AS v FROM raw),
-            words AS (SELECT v, unnest(regexp_split_to_array(v, '{_SPLIT_SQL}')) AS w
-                      FROM cells)
-            SELECT count(DISTINCT v) FROM (
-                SELECT v FROM cells SEMI JOIN scan_values USING (v)
-                UNION ALL
-                SELECT v FROM words SEMI JOIN scan_words USING (w)
-            )
-            """
-        ).fetchall()[0][0]
+    if not sources:
+        return {}
+    branches = " UNION ALL ".join(
+        f"SELECT DISTINCT {i} AS source, x FROM ({sql}) WHERE x IS NOT NULL"
+        for i, sql in enumerate(sources)
     )
+    rows = con.execute(
+        f"""
+        WITH raw AS MATERIALIZED ({branches}),
+        cells AS MATERIALIZED (SELECT x, {_norm("x")} AS v FROM (SELECT DISTINCT x FROM raw)),
+        words AS (SELECT v, unnest(regexp_split_to_array(v, '{_SPLIT_SQL}')) AS w
+                  FROM (SELECT DISTINCT v FROM cells)),
+        hits AS (
+            SELECT v FROM (SELECT DISTINCT v FROM cells) SEMI JOIN scan_values USING (v)
+            UNION SELECT v FROM words SEMI JOIN scan_words USING (w)
+        )
+        SELECT r.source, count(DISTINCT c.v) FROM raw r JOIN cells c USING (x)
+        WHERE c.v IN (SELECT v FROM hits)
+        GROUP BY r.source
+        """
+    ).fetchall()
+    return {int(source): int(found) for source, found in rows}
 
 
 def manifest_strings(manifest: Any) -> list[str]:
@@ -166,19 +175,22 @@ def scan(con: duckdb.DuckDBPyConnection, *, manifest: dict[str, Any]) -> ScanRes
     columns = _text_columns(con)
     relations = _relations(con)
     result = ScanResult(values=values, relations=len(relations), columns=0)
-    for relation in relations:
-        for column in columns.get(relation, []):
-            result.columns += 1
-            found = _matches(con, f'SELECT "{column}"::VARCHAR AS x FROM "{relation}"')
-            if found:
-                result.leaks[f"{relation}.{column}"] = found
     con.execute("CREATE OR REPLACE TEMP TABLE scan_manifest (x VARCHAR)")
     strings = manifest_strings(manifest)
     if strings:
         con.executemany("INSERT INTO scan_manifest VALUES (?)", [[s] for s in strings])
-    found = _matches(con, "SELECT x FROM scan_manifest")
-    if found:
-        result.leaks["the manifest"] = found
+    named: list[str] = []
+    sources: list[str] = []
+    for relation in relations:
+        for column in columns.get(relation, []):
+            named.append(f"{relation}.{column}")
+            sources.append(f'SELECT "{column}"::VARCHAR AS x FROM "{relation}"')
+    result.columns = len(sources)
+    named.append("the manifest")
+    sources.append("SELECT x FROM scan_manifest")
+    for source, found in sorted(_matches(con, sources).items()):
+        if found:
+            result.leaks[named[source]] = found
     con.execute("DROP TABLE scan_values; DROP TABLE scan_words; DROP TABLE scan_manifest")
     if result.leaks:
         where = ", ".join(f"{k} ({n} value{'s' if n > 1 else ''})" for k, n in result.leaks.items())
