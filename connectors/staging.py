@@ -242,13 +242,20 @@ def relation_sql(files: SourceFiles, table: str) -> str:
     """Parquet or newline-delimited JSON files of ``table`` as one relation."""
     paths = files.tables[table]
     if files.kind == "parquet":
-        parts = [
-            f"SELECT * EXCLUDE (file_row_number, filename), file_row_number + 1 AS file_row_number, "
-            f"{quote(files.labels[p])} AS filename "
-            f"FROM read_parquet({quote(str(p))}, filename = true, file_row_number = true)"
-            for p in paths
-        ]
-        return "(" + " UNION ALL BY NAME ".join(parts) + ")"
+        # one reader over every file (columns matched by name), not a union of one reader
+        # per file: each branch of a union leaves its own part-filled row groups, which
+        # the final CHECKPOINT then rewrites (4.9 s of a 1M load with 50 files a table).
+        # A file is named by its label, never its path; the CASE runs only for the rows
+        # whose file is asked for (the quarantined).
+        listed = ", ".join(quote(str(p)) for p in paths)
+        labels = " ".join(f"WHEN {quote(str(p))} THEN {quote(files.labels[p])}" for p in paths)
+        return (
+            "(SELECT * EXCLUDE (file_row_number, filename), "
+            "file_row_number + 1 AS file_row_number, "
+            f"CASE filename {labels} END AS filename "
+            f"FROM read_parquet([{listed}], filename = true, file_row_number = true, "
+            "union_by_name = true))"
+        )
     raise ValueError(f"unknown source kind {files.kind!r}")
 
 
