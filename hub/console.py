@@ -29,6 +29,11 @@ def counting(total: int, label: str, unit: str = "people") -> Iterator[Callable[
         yield lambda n: progress.advance(task, n)
 
 
+class DemoRefused(Exception):
+    """The demo would overwrite work it did not create (here, not in ``hub.demo``, so
+    that every command's error handling does not import the generator)."""
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a CLI error (escaped: messages may quote user input) and the exit to raise."""
     console.print(f"[bold red]error:[/] {escape(str(message))}", soft_wrap=True)

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from governance.settings import HubSettings, get_settings
-from hub.console import console, counting
+from hub.console import DemoRefused, console, counting
 from hub.linkage_summary import print_linkage
 from synthetic_data import summary
 from synthetic_data.generator import SynthConfig, generate
@@ -56,10 +56,6 @@ def _prepare_home(home: Path) -> None:
 
 
 MIN_MODEL_PATIENTS = 30_000  # the DPP cohort then holds enough people to train privately
-
-
-class DemoRefused(Exception):
-    """The demo would overwrite work it did not create."""
 
 
 def run_demo(*, patients: int, dummy_patients: int, seed: int, serve: bool, port: int) -> None:

@@ -21,7 +21,7 @@ from hub.cli.models import models_app
 from hub.cli.models import train as train_command
 from hub.cli.models import trial as trial_command
 from hub.cli.synthetic import synthetic_app
-from hub.console import fail
+from hub.console import DemoRefused, fail
 from synthetic_data.errors import GenerationError
 
 
@@ -29,8 +29,6 @@ class HubTyper(typer.Typer):
     """A Typer app whose commands' known errors become one line and exit code 2."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from hub.demo import DemoRefused
-
         try:
             return super().__call__(*args, **kwargs)
         except (HubError, IngestError, GenerationError, DemoRefused) as exc:

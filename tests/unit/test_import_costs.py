@@ -40,6 +40,18 @@ def test_the_cli_starts_without_the_gate_or_the_generator(tmp_path):
     assert "synthetic_data.generator" not in _loaded("import hub.cli", tmp_path)
 
 
+def test_a_command_that_does_not_generate_never_imports_the_generator(tmp_path):
+    code = (
+        "from hub.cli import app\n"
+        "try:\n"
+        "    app(['releases', 'list'])\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code\n"
+    )
+    loaded = _loaded(code, tmp_path)
+    assert "synthetic_data.generator" not in loaded and "scipy" not in _top(loaded)
+
+
 def test_an_ingest_that_fails_before_its_gate_never_imports_great_expectations(tmp_path):
     code = (
         "import sys\n"
