@@ -42,7 +42,7 @@ CONNECTORS: Final[dict[str, Any]] = {
 # A quality gate validates the finished staging file before publication:
 # gate(staging_db, manifest=..., previous_db=..., out_dir=...) -> (passed, report).
 # It lives in governance (which may import connectors, not the reverse). A gate with a
-# ``prepare()`` method has it called as the load starts, to set up while the load runs.
+# ``prepare()`` method has it called as the build starts, to set up while it runs.
 Gate = Callable[..., tuple[bool, dict[str, Any]]]
 
 
@@ -100,9 +100,6 @@ def ingest(
     src = src.absolute()
     connector = CONNECTORS[fmt]
     step = progress or (lambda _label: None)
-    prepare = getattr(gate, "prepare", None)
-    if prepare is not None:
-        prepare()  # a gate's slow set-up (importing GX) overlaps the load
     with releases.ingest_lock(home):
         releases.remove_stale_staging(home)
         folder = releases.releases_dir(home)
@@ -172,6 +169,12 @@ def _run(
                         spark.stop()
             else:
                 files = connector.stage(con, src)
+            prepare = getattr(gate, "prepare", None)
+            if prepare is not None:
+                # a gate's slow set-up (importing GX: Python, holding the GIL) overlaps
+                # the build's long DuckDB statements, which run outside it; not the
+                # staging's many small queries, which it would starve
+                prepare()
             counts = build.build(
                 con, source=connector.SOURCE, pseudonym_key=keys.pseudonym, progress=step
             )

@@ -19,9 +19,9 @@ class _GateWhenItRuns:
     """``ingest_gate``, importing Great Expectations only when a gate is asked for.
 
     The import takes seconds of one core (GX pulls in pandas, scipy, altair). ``prepare``
-    starts it on a background thread as the load begins, so it overlaps the load's
+    starts it on a background thread as the build begins, so it overlaps the build's
     DuckDB work (which runs outside the GIL) instead of following it; the gate itself
-    waits for it. A load that runs no gate never imports it.
+    waits for it. A load that runs no gate, or fails before its build, never imports it.
     """
 
     def __init__(self) -> None:
