@@ -35,6 +35,7 @@ from benchmarks import (
     models,
     outputs,
     quality,
+    scaling,
     synthetic,
 )
 
@@ -54,6 +55,7 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("generator", generator),
     Benchmark("ingest", ingest),
     Benchmark("quality", quality),
+    Benchmark("scaling", scaling),
     Benchmark("audit", audit),
     Benchmark("api", api),
     Benchmark("load", load, lambda: {"results": PLOTS}),
