@@ -8,12 +8,13 @@ of the same Parquet files, measured side by side in one run.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._measure import run_measured
+from benchmarks._measure import Measured, run_measured
 
 TABLES = ("patients", "encounters", "conditions", "observations", "medications", "procedures")
 
@@ -36,31 +37,36 @@ con.execute("CHECKPOINT")
 """
 
 
+def loads(patients: int, work: Path) -> dict[str, Measured]:
+    """Generate ``patients`` under ``work``; load them plainly, governed, and by `hub ingest`.
+
+    `hub ingest` (gate and Data Docs on) loads into the governed load's home, so its gate
+    also compares with the previous release, as a monthly reload's does.
+    """
+    src = work / "src"
+    nhs_range = "test" if patients <= 450_000 else "synthetic"
+    run_measured(
+        [sys.executable, "-m", "hub.cli", "synth", "-n", str(patients), "--out", str(src),
+         "--nhs-range", nhs_range]
+    )  # fmt: skip
+    plain = run_measured(
+        [sys.executable, "-c", PLAIN.format(tables=TABLES), str(work / "plain.duckdb"), str(src)]
+    )
+    # issue 3's governed ingest: pseudonymisation, vault, views, manifest, checksum
+    governed = run_measured([sys.executable, "-c", GOVERNED, str(src), str(work / "home")])
+    # what `hub ingest` does: the same plus the quality gate and its Data Docs
+    gated = run_measured(
+        [sys.executable, "-m", "hub.cli", "ingest", str(src)],
+        env={**os.environ, "HUB_HOME": str(work / "home")},
+    )
+    return {"plain": plain, "governed": governed, "gated": gated}
+
+
 def run(patients: int = 1_000_000) -> dict[str, float | int]:
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
-        src = work / "src"
-        nhs_range = "test" if patients <= 450_000 else "synthetic"
-        run_measured(
-            [sys.executable, "-m", "hub.cli", "synth", "-n", str(patients), "--out", str(src),
-             "--nhs-range", nhs_range]
-        )  # fmt: skip
-        plain = run_measured(
-            [
-                sys.executable,
-                "-c",
-                PLAIN.format(tables=TABLES),
-                str(work / "plain.duckdb"),
-                str(src),
-            ]
-        )
-        # issue 3's governed ingest: pseudonymisation, vault, views, manifest, checksum
-        governed = run_measured([sys.executable, "-c", GOVERNED, str(src), str(work / "home")])
-        # what `hub ingest` does: the same plus the quality gate and its Data Docs
-        gated = run_measured(
-            [sys.executable, "-m", "hub.cli", "ingest", str(src)],
-            env={**__import__("os").environ, "HUB_HOME": str(work / "home")},
-        )
+        measured = loads(patients, work)
+        plain, governed, gated = measured["plain"], measured["governed"], measured["gated"]
         manifest = json.loads(next((work / "home" / "releases").glob("release-*.json")).read_text())
         rows = sum(t["rows_in"] for t in manifest["tables"].values())
         size = next((work / "home" / "releases").glob("release-*.duckdb")).stat().st_size

@@ -20,7 +20,6 @@ most 1.3x plain SQL, at 200k as well as 1M.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._measure import run_measured
-from benchmarks.ingest import GOVERNED, PLAIN, TABLES
+from benchmarks.ingest import loads
 
 SIZES = (100_000, 200_000, 1_000_000)
 
@@ -53,21 +52,9 @@ print(json.dumps({"plain_sql_s": plain_s, "gx_s": gx_s, "checks": len(result.rep
 
 
 def one(patients: int, work: Path) -> dict[str, Any]:
-    src = work / "src"
-    nhs_range = "test" if patients <= 450_000 else "synthetic"
-    run_measured(
-        [sys.executable, "-m", "hub.cli", "synth", "-n", str(patients), "--out", str(src),
-         "--nhs-range", nhs_range]
-    )  # fmt: skip
-    plain = run_measured(
-        [sys.executable, "-c", PLAIN.format(tables=TABLES), str(work / "plain.duckdb"), str(src)]
-    )
+    measured = loads(patients, work)
+    plain, governed, gated = measured["plain"], measured["governed"], measured["gated"]
     home = work / "home"
-    governed = run_measured([sys.executable, "-c", GOVERNED, str(src), str(home)])
-    gated = run_measured(
-        [sys.executable, "-m", "hub.cli", "ingest", str(src)],
-        env={**os.environ, "HUB_HOME": str(home)},
-    )
     # a script file, not ``python -c``: pyspark (imported by GX) exits a process whose
     # main module has no file, taking it for a doctest run without grpc
     script = work / "gate.py"
