@@ -20,7 +20,7 @@ research tables and OMOP views, and counts rows in, published and quarantined pe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import duckdb
@@ -74,11 +74,12 @@ CREATE OR REPLACE TEMP MACRO hub_bad_number(x) AS (
 );
 CREATE OR REPLACE TEMP MACRO hub_blank(x) AS (nullif(trim(x), ''));
 CREATE OR REPLACE TEMP MACRO hub_id(x) AS ((md5_number_lower(x) >> 1)::BIGINT);
+-- the modulus 11 check, digit by digit through ord(): no cast, so that no string (a
+-- letter, a short value) can raise instead of being refused; DuckDB does not promise
+-- to skip the sum when the pattern test is false
 CREATE OR REPLACE TEMP MACRO hub_nhs_valid(n) AS (
     regexp_full_match(n, '[0-9]{10}')
-    AND ((11 - (list_sum(list_transform(range(9),
-            lambda i: (substr(n, i + 1, 1)::INT) * (10 - i))) % 11)) % 11)
-        = right(n, 1)::INT
+    AND (11 - ((NHS_WEIGHTED_SUM) % 11)) % 11 = ord(n[10]) - 48
 );
 CREATE OR REPLACE TEMP MACRO hub_code_system(uri) AS (
     CASE
@@ -95,7 +96,9 @@ CREATE OR REPLACE TEMP MACRO hub_code_system(uri) AS (
         ELSE uri
     END
 );
-"""
+""".replace(
+    "NHS_WEIGHTED_SUM", " + ".join(f"(ord(n[{i + 1}]) - 48) * {10 - i}" for i in range(9))
+)
 
 
 def install_macros(con: duckdb.DuckDBPyConnection) -> None:
@@ -159,18 +162,32 @@ def build_people(
                    END AS reject
             FROM keyed
         )
-        SELECT *, {key_sql} AS person_id,
-               CASE WHEN reject IS NULL AND row_number() OVER (
-                        PARTITION BY reject IS NULL, source_key ORDER BY source_row) > 1
-                    THEN 'duplicate person'
-                    WHEN reject IS NULL AND row_number() OVER (
-                        PARTITION BY reject IS NULL, source_patient_id ORDER BY source_row) > 1
-                    THEN 'duplicate patient id'
-                    ELSE reject END AS reason
-        FROM checked
+        SELECT *, {key_sql} AS person_id, reject AS reason FROM checked
         """,
         {"source": source, **pads},
     )
+    # repeats are looked for by counting distinct keys (a tenth of the cost of numbering
+    # every row in two windows); only a source that has some pays for finding them
+    repeats = _count(
+        con,
+        """SELECT 2 * count(*) - count(DISTINCT source_key) - count(DISTINCT source_patient_id)
+           FROM stage_people WHERE reason IS NULL""",
+    )
+    if repeats:
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE stage_people AS
+            SELECT * REPLACE (
+                CASE WHEN reject IS NULL AND row_number() OVER (
+                         PARTITION BY reject IS NULL, source_key ORDER BY source_row) > 1
+                     THEN 'duplicate person'
+                     WHEN reject IS NULL AND row_number() OVER (
+                         PARTITION BY reject IS NULL, source_patient_id ORDER BY source_row) > 1
+                     THEN 'duplicate patient id'
+                     ELSE reject END AS reason)
+            FROM stage_people
+            """
+        )
     counts = TableCounts(rows_in=_count(con, "SELECT count(*) FROM stage_patients"))
     counts.rows_in += _admit_rejects(con, "patients")
     collisions = _count(
@@ -212,14 +229,15 @@ def build_people(
     return counts
 
 
-def identifier_batches(
-    con: duckdb.DuckDBPyConnection, batch_rows: int = 100_000
-) -> Iterator[pa.RecordBatch]:
-    """Admitted people's identifiers, streamed for the vault (from TEMP storage only)."""
-    reader = con.sql(
+def identifier_table(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """Admitted people's identifiers for the vault (from TEMP storage only), in memory.
+
+    Held whole (about 200 bytes a person) so that they can be encrypted on a thread of
+    their own while the connection goes on building the event tables.
+    """
+    return con.sql(
         "SELECT person_id, identifiers FROM stage_people WHERE reason IS NULL"
-    ).to_arrow_reader(batch_rows)
-    yield from reader
+    ).to_arrow_table()
 
 
 def build_events(
@@ -442,8 +460,12 @@ def build(
     source: str,
     pseudonym_key: bytes,
     progress: Progress | None = None,
+    people_ready: Callable[[], None] | None = None,
 ) -> dict[str, TableCounts]:
-    """Run the whole build on a connection whose staging views are defined."""
+    """Run the whole build on a connection whose staging views are defined.
+
+    ``people_ready`` is called once people are pseudonymised, before any event table.
+    """
     step = progress or (lambda _label: None)
     views = _views(con)
     if "stage_patients" not in views:
@@ -452,6 +474,8 @@ def build(
     counts: dict[str, TableCounts] = {}
     step("patients")
     counts["patients"] = build_people(con, source=source, pseudonym_key=pseudonym_key)
+    if people_ready is not None:
+        people_ready()
     step("organisations")
     org = build_organisations(con, source=source)
     if org.rows_in:

@@ -19,6 +19,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -175,13 +176,26 @@ def _run(
                 # the build's long DuckDB statements, which run outside it; not the
                 # staging's many small queries, which it would starve
                 prepare()
-            counts = build.build(
-                con, source=connector.SOURCE, pseudonym_key=keys.pseudonym, progress=step
-            )
-            step("encrypting identifiers")
-            vault_rows = vault.encrypt_batches(
-                keys.vault, build.identifier_batches(con), staging_vault
-            )
+            # the identifiers are encrypted on a thread of their own (Python, holding the
+            # GIL) while the event tables are built (DuckDB, outside it)
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vault") as pool:
+                encrypting: list[Future[int]] = []
+
+                def people_ready() -> None:
+                    people = build.identifier_table(con)
+                    encrypting.append(
+                        pool.submit(
+                            vault.encrypt_batches, keys.vault,
+                            people.to_batches(max_chunksize=100_000), staging_vault,
+                        )  # fmt: skip
+                    )
+
+                counts = build.build(
+                    con, source=connector.SOURCE, pseudonym_key=keys.pseudonym,
+                    progress=step, people_ready=people_ready,
+                )  # fmt: skip
+                step("encrypting identifiers")
+                vault_rows = encrypting[0].result()
             skipped: dict[str, int] = getattr(connector, "skipped", lambda _con: {})(con)
         except duckdb.Error as exc:
             raise _safe_duckdb_error(exc) from None

@@ -203,13 +203,18 @@ def test_malformed_rows_are_quarantined_with_reasons_and_nothing_is_lost(tmp_pat
     nhs = bad[1].strip('"')
     bad[0] = '"999998"'
     bad[1] = '"' + nhs[:-1] + str((int(nhs[-1]) + 1) % 10) + '"'
-    pats.write_text("\n".join([*plines, ",".join(dup), ",".join(bad)]) + "\n")
+    lettered = plines[7].split(",")
+    lettered[0] = '"999997"'
+    lettered[1] = '"' + nhs[:-1] + 'A"'  # a letter where a digit belongs: refused, not fatal
+    pats.write_text(
+        "\n".join([*plines, ",".join(dup), ",".join(bad), ",".join(lettered)]) + "\n"
+    )
 
     result = ingest(src, fmt="native", home=hub_home, keys=keys)
     q = result.counts["observations"].quarantined
     assert q.get("unparseable number") == 1 and q.get("unparseable date", 0) >= 1
     p = result.counts["patients"].quarantined
-    assert p == {"duplicate person": 1, "invalid NHS number": 1}
+    assert p == {"duplicate person": 1, "invalid NHS number": 2}
     for table, c in result.counts.items():
         assert c.rows_in == c.published + sum(c.quarantined.values()), table
     con = release_con(result.release.path)
