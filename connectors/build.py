@@ -53,6 +53,8 @@ class TableCounts:
         return out
 
 
+# the NHS number's weighted digit sum: digit i (1-based) times 11 - i, for i = 1..9
+_NHS_WEIGHTED_SUM = " + ".join(f"(ord(n[{i + 1}]) - 48) * {10 - i}" for i in range(9))
 MACROS = r"""
 CREATE OR REPLACE TEMP MACRO hub_date(x) AS (
     CASE
@@ -96,9 +98,7 @@ CREATE OR REPLACE TEMP MACRO hub_code_system(uri) AS (
         ELSE uri
     END
 );
-""".replace(
-    "NHS_WEIGHTED_SUM", " + ".join(f"(ord(n[{i + 1}]) - 48) * {10 - i}" for i in range(9))
-)
+""".replace("NHS_WEIGHTED_SUM", _NHS_WEIGHTED_SUM)
 
 
 def install_macros(con: duckdb.DuckDBPyConnection) -> None:

@@ -182,12 +182,9 @@ def _run(
                 encrypting: list[Future[int]] = []
 
                 def people_ready() -> None:
-                    people = build.identifier_table(con)
+                    batches = build.identifier_table(con).to_batches(max_chunksize=100_000)
                     encrypting.append(
-                        pool.submit(
-                            vault.encrypt_batches, keys.vault,
-                            people.to_batches(max_chunksize=100_000), staging_vault,
-                        )  # fmt: skip
+                        pool.submit(vault.encrypt_batches, keys.vault, batches, staging_vault)
                     )
 
                 counts = build.build(

@@ -206,9 +206,7 @@ def test_malformed_rows_are_quarantined_with_reasons_and_nothing_is_lost(tmp_pat
     lettered = plines[7].split(",")
     lettered[0] = '"999997"'
     lettered[1] = '"' + nhs[:-1] + 'A"'  # a letter where a digit belongs: refused, not fatal
-    pats.write_text(
-        "\n".join([*plines, ",".join(dup), ",".join(bad), ",".join(lettered)]) + "\n"
-    )
+    pats.write_text("\n".join([*plines, ",".join(dup), ",".join(bad), ",".join(lettered)]) + "\n")
 
     result = ingest(src, fmt="native", home=hub_home, keys=keys)
     q = result.counts["observations"].quarantined
