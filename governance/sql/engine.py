@@ -130,6 +130,7 @@ class Engine:
         # what never changes while this release file is read (it is immutable once
         # published): its catalogue, and the checked parse of repeated SQL per grants
         self._catalogue: dict[str, dict[str, str]] | None = None
+        self._policy_names: policy.Names | None = None
         self._checks: Bounded[tuple[str, tuple[Any, ...], bool], _Checked] = Bounded(
             CHECKED_QUERIES
         )
@@ -168,17 +169,26 @@ class Engine:
 
         def make() -> _Checked:
             if not self._views:
-                c = policy.check(cur, sql, granted=granted, real=real)
+                c = policy.check(cur, sql, granted=granted, real=real, names=self._names(cur))
             else:  # the verdict is on the release as granted, not on the filtering views
                 with self._lock:
                     plain = self._con.cursor()
                 try:
-                    c = policy.check(plain, sql, granted=granted, real=real)
+                    c = policy.check(
+                        plain, sql, granted=granted, real=real, names=self._names(plain)
+                    )
                 finally:
                     plain.close()
             return _Checked(c.sql, c.tables, dict(c.columns), c.aggregate, json.dumps(c.node))
 
         return self._checks.get_or_make((sql, grants_key(granted), real), make).fresh()
+
+    def _names(self, plain: duckdb.DuckDBPyConnection) -> policy.Names:
+        """The policy's names of the release (read once: it never changes), from a
+        cursor without this engine's filtering views."""
+        if self._policy_names is None:
+            self._policy_names = policy.release_names(plain)
+        return self._policy_names
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A fresh cursor (policy checks use one too: they must see the same catalogue)."""

@@ -11,8 +11,9 @@ from __future__ import annotations
 import pytest
 
 from connectors import releases
-from governance.errors import PolicyViolation
+from governance.errors import HubError, PolicyViolation
 from governance.facade import Governance
+from governance.sql import policy
 from tests.homes import add_people, approved_project, publish
 
 WIDE = {"patients": ["person_id", "sex", "year_of_birth"]}
@@ -63,6 +64,43 @@ def test_a_cached_check_hands_each_caller_its_own_parse_tree(hub):
         cur.close()
     assert two.node["select_list"]  # ...changes nobody else's
     assert two.tables == frozenset({"patients"})
+
+
+VERDICTS = (
+    SQL,
+    "SELECT sex, count(*) AS n FROM patients WHERE year_of_birth > 1950 GROUP BY sex",
+    "SELECT sex, count(*) AS n FROM patients WHERE ethnicity IS NOT NULL GROUP BY sex",
+    "SELECT sex, count(*) AS n FROM patients p JOIN encounters e USING (person_id) GROUP BY 1",
+    "SELECT sex, count(*) AS n FROM no_such_table GROUP BY sex",
+    "SELECT sex, count(*) AS n FROM patients WHERE imd_decile < 3 GROUP BY sex",
+)
+
+
+@pytest.mark.parametrize("sql", VERDICTS)
+def test_the_engines_kept_names_give_every_verdict_a_fresh_check_gives(hub, sql):
+    """The engine reads the release's table and column names once; a new text checked
+    with them is accepted or refused, and for the same reason, as when they are read
+    again for it (a filter on a hidden column, a table not granted, an unknown name)."""
+    gov = hub[0]
+    service = gov.queries
+    engine = service.engine(service.release_for("real"))
+    cur = engine.cursor()
+    try:
+        engine.check(cur, "SELECT sex, count(*) AS n FROM patients GROUP BY sex",
+                     granted=WIDE, real=True)  # fmt: skip
+        outcomes = []
+        for check in (
+            lambda: engine.check(cur, sql, granted=WIDE, real=True),
+            lambda: policy.check(cur, sql, granted=WIDE, real=True),
+        ):
+            try:
+                outcomes.append(("accepted", sorted(check().columns.items())))
+            except HubError as exc:
+                outcomes.append((type(exc).__name__, str(exc)))
+    finally:
+        cur.close()
+    assert outcomes[0] == outcomes[1]
+    assert (outcomes[0][0] == "accepted") == (sql in (SQL, VERDICTS[1]))
 
 
 def test_a_new_release_is_served_at_once_never_a_stale_catalogue_or_answer(hub):
