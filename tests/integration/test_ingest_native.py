@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -242,6 +243,27 @@ def test_unreadable_source_fails_and_keeps_the_current_release(
         ingest(tmp_path, fmt="native", home=hub_home, keys=keys)
     assert releases.current_id(hub_home) == before
     assert [p.name for p in (hub_home / "releases").glob(".staging*")] == []
+
+
+def test_a_load_failing_after_its_people_leaves_no_vault_or_staging_behind(
+    population_3k, loaded, hub_home, keys, tmp_path
+):
+    """People are pseudonymised and their identifiers are being encrypted (on a thread of
+    their own) when an event file turns out to be corrupt: the load fails cleanly."""
+    before = releases.current_id(hub_home)
+    src = tmp_path / "src"
+    shutil.copytree(population_3k, src)
+    damaged = sorted((src / "observations").glob("*.parquet"))[0]
+    data = bytearray(damaged.read_bytes())
+    # the footer (schema, row groups) stays readable, the column pages do not
+    for at in range(64, len(data) - 4096, 97):
+        data[at] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(SourceError, match="the source could not be read"):
+        ingest(src, fmt="native", home=hub_home, keys=keys)
+    assert releases.current_id(hub_home) == before
+    assert list((hub_home / "releases").glob(".staging*")) == []
+    assert list(releases.vault_dir(hub_home).glob(".staging*")) == []
 
 
 def test_kill_9_mid_load_leaves_the_current_release_untouched(
