@@ -20,6 +20,7 @@ most 1.3x plain SQL, at 200k as well as 1M.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -32,22 +33,13 @@ from benchmarks.ingest import loads
 SIZES = (100_000, 200_000, 1_000_000)
 
 GATE = """
-import json, sys, time
+import json, sys
 from pathlib import Path
 import great_expectations  # noqa: F401  (imported before the clock starts)
+from benchmarks.quality import gate_side_by_side
 from connectors import releases
-from connectors.quality.gate import plain_sql_counts, run_gate
 home = Path(sys.argv[1])
-release = releases.get_release(home, releases.current_id(home))
-t = time.perf_counter()
-plain = plain_sql_counts(release.path, manifest=release.manifest)
-plain_s = time.perf_counter() - t
-t = time.perf_counter()
-result = run_gate(release.path, manifest=release.manifest)
-gx_s = time.perf_counter() - t
-agree = plain == {c["id"]: (c["rows_checked"], c["violations"]) for c in result.report["checks"]}
-print(json.dumps({"plain_sql_s": plain_s, "gx_s": gx_s, "checks": len(result.report["checks"]),
-                  "engines_agree": agree}))
+print(json.dumps(gate_side_by_side(releases.get_release(home, releases.current_id(home)))))
 """
 
 
@@ -59,7 +51,14 @@ def one(patients: int, work: Path) -> dict[str, Any]:
     # main module has no file, taking it for a doctest run without grpc
     script = work / "gate.py"
     script.write_text(GATE)
-    gate = json.loads(run_measured([sys.executable, str(script), str(home)]).stdout)
+    # the script imports ``benchmarks`` (not an installed package): from this checkout
+    root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    gate = json.loads(
+        run_measured(
+            [sys.executable, str(script), str(home)], env={**os.environ, "PYTHONPATH": path}
+        ).stdout
+    )
     return {
         "patients": patients,
         "plain_load_s": round(plain.seconds, 2),
