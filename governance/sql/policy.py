@@ -274,7 +274,7 @@ class Names:
     (``Engine.check``) instead of asking DuckDB's catalogue three to five times a query.
     """
 
-    tables: frozenset[str]  # lower-cased, every table and view (``release_tables``)
+    tables: frozenset[str]  # lower-cased, every table and view
     columns: Mapping[str, frozenset[str]]  # by table name as written, lower-cased columns
 
     def of(self, table: str) -> frozenset[str]:
@@ -304,6 +304,8 @@ def plan_columns(
     Projections list what a scan returns; a filter pushed into the scan reads its
     columns too, so the words of each scan's filter that are columns of its table count.
     """
+    if names is None:
+        names = release_names(con)
     try:
         rows = con.execute(f"EXPLAIN (FORMAT json) {sql}").fetchall()
     except (duckdb.BinderException, duckdb.CatalogException) as exc:
@@ -322,23 +324,10 @@ def plan_columns(
         columns = read.setdefault(table, set())
         columns.update(projected)
         if filters:
-            present = names.of(table) if names is not None else _table_columns(con, table)
+            present = names.of(table)
             words = {w.lower() for w in _WORD.findall(_QUOTED.sub("", filters))}
             columns.update(words & present)
     return {t: frozenset(c) for t, c in read.items()}
-
-
-def release_tables(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
-    """The tables and views of the release ``con`` reads (names only)."""
-    rows = con.execute("SELECT DISTINCT lower(table_name) FROM duckdb_columns()").fetchall()
-    return frozenset(r[0] for r in rows)
-
-
-def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
-    rows = con.execute(
-        "SELECT column_name FROM duckdb_columns() WHERE table_name = $t", {"t": table}
-    ).fetchall()
-    return {r[0].lower() for r in rows}
 
 
 def _column_names(node: Any) -> set[str]:
@@ -396,7 +385,6 @@ def has_aggregate(item: dict[str, Any]) -> bool:
 
 
 def _check_named_columns(
-    con: duckdb.DuckDBPyConnection,
     node: dict[str, Any],
     tables: frozenset[str],
     granted: dict[str, list[str]],
@@ -438,7 +426,7 @@ def check(
     if names is None:
         names = release_names(con)
     tables = check_tree(node, granted, known=names.tables, sql=sql)
-    _check_named_columns(con, node, tables, granted, names)
+    _check_named_columns(node, tables, granted, names)
     columns = plan_columns(con, sql, granted, names)
     for table, read in columns.items():
         if table not in granted:
