@@ -92,6 +92,65 @@ def _weight(answer: Any) -> int:
     return sum(len(r) for r in rows) * _CELL_BYTES + 64
 
 
+class Planner:
+    """A release's schema without its data, for rule 4's plans.
+
+    An in-memory database holding every table of the release, empty, with the same
+    column types, and every view with the same definition; DuckDB's
+    ``statistics_propagation`` optimiser is off. A plan made here depends only on the
+    SQL and the schema: the columns a scan reads are those the optimised plan of the
+    real release reads, or more (statistics only ever prune), so a verdict made here is
+    the same whatever the release holds. Shared by threads (one cursor each).
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        tables = con.execute(
+            """SELECT table_name, list(column_name ORDER BY column_index),
+                      list(data_type ORDER BY column_index)
+               FROM duckdb_columns() c
+               WHERE NOT internal AND schema_name = 'main'
+                 AND database_name = current_database()
+                 AND table_name IN (SELECT table_name FROM duckdb_tables()
+                                    WHERE database_name = current_database()
+                                      AND schema_name = 'main')
+               GROUP BY table_name ORDER BY table_name"""
+        ).fetchall()
+        views = con.execute(
+            """SELECT sql FROM duckdb_views() WHERE NOT internal AND NOT temporary
+                 AND schema_name = 'main' AND database_name = current_database()
+               ORDER BY view_oid"""
+        ).fetchall()
+        self._con = duckdb.connect(
+            ":memory:",
+            config={
+                "enable_external_access": False,
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+                "threads": 1,
+                "memory_limit": "256MB",
+                "max_temp_directory_size": "0B",
+            },
+        )
+        for table, columns, types in tables:
+            body = ", ".join(f"{_ident(c)} {t}" for c, t in zip(columns, types, strict=True))
+            self._con.execute(f"CREATE TABLE {_ident(table)} ({body})")
+        for (view,) in views:
+            self._con.execute(view)
+        self._con.execute("SET disabled_optimizers = 'statistics_propagation'")
+        self._con.execute("SET lock_configuration = true")
+
+    def explain(self, sql: str) -> list[tuple[Any, ...]]:
+        cur = self._con.cursor()
+        try:
+            return cur.execute(f"EXPLAIN (FORMAT json) {sql}").fetchall()
+        finally:
+            cur.close()
+
+
+def _ident(name: str) -> str:
+    return '"' + str(name).replace('"', '""') + '"'
+
+
 class Engine:
     """One locked-down connection to one release file; a cursor per query."""
 
@@ -131,6 +190,7 @@ class Engine:
         # published): its catalogue, and the checked parse of repeated SQL per grants
         self._catalogue: dict[str, dict[str, str]] | None = None
         self._policy_names: policy.Names | None = None
+        self._policy_planner: Planner | None = None
         self._checks: Bounded[tuple[str, tuple[Any, ...], bool], _Checked] = Bounded(
             CHECKED_QUERIES
         )
@@ -169,14 +229,18 @@ class Engine:
 
         def make() -> _Checked:
             if not self._views:
-                c = policy.check(cur, sql, granted=granted, real=real, names=self._names(cur))
+                c = policy.check(
+                    cur, sql, granted=granted, real=real, names=self._names(cur),
+                    planner=self._planner(cur),
+                )  # fmt: skip
             else:  # the verdict is on the release as granted, not on the filtering views
                 with self._lock:
                     plain = self._con.cursor()
                 try:
                     c = policy.check(
-                        plain, sql, granted=granted, real=real, names=self._names(plain)
-                    )
+                        plain, sql, granted=granted, real=real, names=self._names(plain),
+                        planner=self._planner(plain),
+                    )  # fmt: skip
                 finally:
                     plain.close()
             return _Checked(c.sql, c.tables, dict(c.columns), c.aggregate, json.dumps(c.node))
@@ -189,6 +253,15 @@ class Engine:
         if self._policy_names is None:
             self._policy_names = policy.release_names(plain)
         return self._policy_names
+
+    def _planner(self, plain: duckdb.DuckDBPyConnection) -> Planner:
+        """The release's schema without its data, for rule 4's plans (made once)."""
+        if self._policy_planner is None:
+            planner = Planner(plain)
+            with self._lock:
+                if self._policy_planner is None:
+                    self._policy_planner = planner
+        return self._policy_planner
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A fresh cursor (policy checks use one too: they must see the same catalogue)."""

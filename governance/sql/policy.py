@@ -17,7 +17,10 @@ A researcher's SQL is checked before anything runs, against the project's grants
 4. **Granted columns only**, named anywhere in the parse tree or read by a scan of the
    plan (``EXPLAIN (FORMAT json)``: projections, and the columns of filters pushed into
    scans), which covers what ``*`` expands to and columns used only in WHERE, JOIN or
-   ORDER BY.
+   ORDER BY. The plan is made on the release's schema alone (``engine.Planner``: its tables
+   empty, DuckDB's statistics propagation off), never on its data: DuckDB's optimiser
+   prunes a filter that the data's min/max statistics prove false, so a plan of the
+   real tables would make a verdict, and so a refusal, depend on the data.
 5. **Aggregates only on the real release**: the outermost SELECT returns aggregates and
    group keys only, never ``*``, and never groups by a person-level key.
 
@@ -30,7 +33,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import duckdb
 
@@ -244,7 +247,7 @@ def check_tree(
     return frozenset(tables)
 
 
-__all__ = ["PolicyError", "QueryMistake", "check", "parse", "plan_columns"]
+__all__ = ["Plans", "PolicyError", "QueryMistake", "check", "parse", "plan_columns"]
 
 _QUOTED = re.compile(r"'(?:[^']|'')*'")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -293,21 +296,38 @@ def release_names(con: duckdb.DuckDBPyConnection) -> Names:
     )
 
 
+class Plans(Protocol):
+    """Plans SQL on a release's schema without its data (``governance.sql.engine.Planner``)."""
+
+    def explain(self, sql: str) -> list[tuple[Any, ...]]: ...
+
+
+def _planner(con: duckdb.DuckDBPyConnection) -> Plans:
+    from governance.sql.engine import Planner  # the engine opens databases, and uses this module
+
+    return Planner(con)
+
+
 def plan_columns(
     con: duckdb.DuckDBPyConnection,
     sql: str,
     granted: dict[str, list[str]] | None = None,
     names: Names | None = None,
+    planner: Plans | None = None,
 ) -> dict[str, frozenset[str]]:
-    """Rule 4: the columns DuckDB's plan really reads, per table.
+    """Rule 4: the columns DuckDB's plan of ``sql`` reads, per table, planned on the
+    release's schema alone (``governance.sql.engine.Planner``; made from ``con`` when not
+    given).
 
     Projections list what a scan returns; a filter pushed into the scan reads its
     columns too, so the words of each scan's filter that are columns of its table count.
     """
     if names is None:
         names = release_names(con)
+    if planner is None:
+        planner = _planner(con)
     try:
-        rows = con.execute(f"EXPLAIN (FORMAT json) {sql}").fetchall()
+        rows = planner.explain(sql)
     except (duckdb.BinderException, duckdb.CatalogException) as exc:
         # identifiers are not in research tables: asking for one lands here
         mistake = unknown_name(exc, sql, granted, ALLOWED_FUNCTIONS)
@@ -414,10 +434,11 @@ def check(
     granted: dict[str, list[str]],
     real: bool,
     names: Names | None = None,
+    planner: Plans | None = None,
 ) -> CheckedQuery:
     """All five rules. ``con`` is a read-only connection to the target release;
-    ``names``, when given, must be ``release_names`` of a connection that sees the same
-    tables (an engine keeps them per release)."""
+    ``names`` and ``planner``, when given, must be made from a connection that sees the
+    same tables (an engine keeps them per release)."""
     node = parse(con, sql)
     if node.get("type") != "SELECT_NODE" and real:
         raise PolicyError(
@@ -427,7 +448,7 @@ def check(
         names = release_names(con)
     tables = check_tree(node, granted, known=names.tables, sql=sql)
     _check_named_columns(node, tables, granted, names)
-    columns = plan_columns(con, sql, granted, names)
+    columns = plan_columns(con, sql, granted, names, planner)
     for table, read in columns.items():
         if table not in granted:
             raise PolicyError("granted_tables", f"table {table!r} is not granted to this project")
