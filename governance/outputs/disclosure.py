@@ -18,6 +18,11 @@ Rules, as OpenSAFELY and most UK TREs apply them:
    of one person's many rows is redacted like a count of few people.
 5. **Extremes**: minimum and maximum values describe one person; exact outputs refuse
    them before anything runs (``exact_plan``); a table that has them gets them suppressed.
+6. **Rows**: a grouped row whose every count is small (or unsafe) is left out of the
+   table (rule ``row_suppressed``): its group keys alone would say that a combination of
+   them exists, and with fine keys (birth year, sex, deprivation decile) that one person
+   has it. A row redacted only by secondary suppression stays (its group is not small);
+   a table without group keys keeps its one row.
 
 A project may set its own threshold and rounding; they apply to every rule here and to
 the disclosure ledger's checks for differencing and trackers.
@@ -170,6 +175,7 @@ def apply_sdc(
                 result.actions.append(
                     CellAction(i, col, "extreme", "minimum and maximum describe one person")
                 )
+    primary = set(hidden)  # small or unsafe by themselves, before secondary suppression
     _secondary(out, count_columns, group_columns, hidden, result)
     rows_hidden = {i for i, _ in hidden}
     for i, row in enumerate(out):
@@ -199,6 +205,13 @@ def apply_sdc(
                 result.actions.append(
                     CellAction(i, col, "rounded", f"rounded to {MEAN_DECIMALS} decimal place")
                 )
+    if group_columns and count_columns:
+        gone = [i for i in range(len(out)) if all((i, c) in primary for c in count_columns)]
+        for i in gone:
+            reason = "every count of this row was redacted: its group is not shown"
+            result.actions.append(CellAction(i, "*", "row_suppressed", reason))
+        dropped = set(gone)
+        result.rows = [row for i, row in enumerate(out) if i not in dropped]
     return result
 
 

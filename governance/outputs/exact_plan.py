@@ -196,8 +196,112 @@ def _expression() -> PolicyError:
     )
 
 
+def _plain(node: Any) -> dict[str, Any] | None:
+    """The column a value is, through casts (``CAST(x AS DOUBLE)``); None if computed."""
+    while isinstance(node, dict) and node.get("class") == "CAST":
+        node = node.get("child")
+    if isinstance(node, dict) and node.get("class") == "COLUMN_REF":
+        return node
+    return None
+
+
+def computed_names(node: dict[str, Any]) -> set[str]:
+    """Every output name, at any level below the outer SELECT, that holds a computed value
+    (anything but a column, through casts), followed through aliases and positional
+    renames of derived tables and CTEs to a fixpoint."""
+    names: set[str] = set()
+    while True:
+        before = len(names)
+        for n in _walk(node):
+            if n is node or n.get("type") != "SELECT_NODE":
+                continue
+            for item in n.get("select_list") or []:
+                if item.get("class") == "STAR":
+                    continue
+                ref = _plain(item)
+                if ref is None or str(ref.get("column_names", [""])[-1]).lower() in names:
+                    names.add(output_name(item))
+        for aliases, inner in _positional(node):
+            for i, alias in enumerate(aliases):
+                if i < len(inner) and inner[i].get("class") != "STAR":
+                    ref = _plain(inner[i])
+                    if ref is None or str(ref.get("column_names", [""])[-1]).lower() in names:
+                        names.add(str(alias).lower())
+        names.discard("")
+        if len(names) == before:
+            return names
+
+
+def _positional(node: dict[str, Any]) -> list[tuple[list[Any], list[dict[str, Any]]]]:
+    out = []
+    for n in _walk(node):
+        if n.get("type") == "SUBQUERY" and n.get("column_name_alias"):
+            inner = ((n.get("subquery") or {}).get("node") or {}).get("select_list") or []
+            out.append((list(n["column_name_alias"]), list(inner)))
+        if isinstance(n.get("aliases"), list) and n["aliases"] and "query_node" in n:
+            inner = (n.get("query_node") or {}).get("select_list") or []
+            out.append((list(n["aliases"]), list(inner)))
+    return out
+
+
+def _refs(table: Any) -> set[str]:
+    """The names (alias, else table name) of every relation in a FROM item."""
+    out: set[str] = set()
+    stack = [table]
+    while stack:
+        t = stack.pop()
+        if not isinstance(t, dict):
+            continue
+        if t.get("type") == "JOIN":
+            stack.extend([t.get("left"), t.get("right")])
+        elif t.get("type") in ("BASE_TABLE", "SUBQUERY"):
+            out.add(str(t.get("alias") or t.get("table_name") or "").lower())
+    return out - {""}
+
+
+def nullable_relations(node: dict[str, Any]) -> set[str]:
+    """Relations of the outer FROM whose columns an outer join can fill with NULLs (where
+    one exists, an unqualified column may be one of them)."""
+    out: set[str] = set()
+    stack = [node.get("from_table")]
+    while stack:
+        t = stack.pop()
+        if not isinstance(t, dict) or t.get("type") != "JOIN":
+            continue
+        kind = str(t.get("join_type", "")).upper()
+        if kind in ("LEFT", "FULL", "OUTER"):
+            out |= _refs(t.get("right"))
+        if kind in ("RIGHT", "FULL", "OUTER"):
+            out |= _refs(t.get("left"))
+        stack.extend([t.get("left"), t.get("right")])
+    return out
+
+
+def _outer() -> PolicyError:
+    return PolicyError(
+        "exact_outer_join_aggregate",
+        "in exact mode an aggregate over a column of an outer join's optional side is not "
+        "allowed (the join decides which rows it counts): use count(*), an inner join, or "
+        "qualify the column with a table every row has",
+    )
+
+
+def _conditional() -> PolicyError:
+    return PolicyError(
+        "exact_conditional_aggregate",
+        "in exact mode an aggregate takes a column (or *), never a FILTER or an expression: "
+        "every figure of an output must cover the same rows, so that one person cannot be "
+        "counted by one column and left out of another (group by the condition instead)",
+    )
+
+
 def _classify_aggregate(
-    position: int, call: dict[str, Any], names: set[str], relations: set[str]
+    position: int,
+    call: dict[str, Any],
+    names: set[str],
+    relations: set[str],
+    computed: set[str],
+    nullable: set[str],
 ) -> OutputColumn:
     name = _fn(call)
     args = [(a or {}).get("expression") for a in call.get("arguments") or []]
@@ -209,6 +313,27 @@ def _classify_aggregate(
         )
     if (call.get("order_bys") or {}).get("orders"):
         raise PolicyError("exact_unknown_aggregate", "ordered aggregates are not allowed")
+    # Two figures of one output over different rows (count(*) beside count(*) FILTER
+    # (WHERE NOT <one person>), sum(x) beside sum(CASE WHEN <one person> THEN 0 ELSE x
+    # END)) differ by one person, and each passes the cell rules alone: refused by
+    # construction, so every figure of a cell is over the rows the ledger's populations
+    # describe.
+    if call.get("filter"):
+        raise _conditional()
+    for arg in args:
+        ref = _plain(arg)
+        if ref is None and not (
+            isinstance(arg, dict) and arg.get("class") == "STAR"
+        ):  # count(*) may arrive as count(STAR)
+            raise _conditional()
+        if ref is not None and str(ref.get("column_names", [""])[-1]).lower() in computed:
+            raise _conditional()
+        # an outer join fills a column with NULLs where its ON or a derived table's WHERE
+        # says (WHERE person_id <> P): count(o.x) beside count(*) would then differ by P
+        if ref is not None and nullable:
+            qualified = [str(n).lower() for n in ref.get("column_names", [])]
+            if len(qualified) < 2 or qualified[-2] in nullable:
+                raise _outer()
     if any(_has_aggregate(a) for a in args):
         raise _expression()
     if name in COUNTS:
@@ -282,6 +407,8 @@ def classify(node: dict[str, Any]) -> ExactPlan:
     _check_structure(node)
     names = person_names(node)
     relations = relation_names(node)
+    computed = computed_names(node)
+    nullable = nullable_relations(node)
     columns: list[OutputColumn] = []
     keys: list[dict[str, Any]] = []
     for position, item in enumerate(node.get("select_list") or []):
@@ -298,7 +425,9 @@ def classify(node: dict[str, Any]) -> ExactPlan:
             keys.append(item)
             columns.append(OutputColumn(position, "group", item))
             continue
-        columns.append(_classify_aggregate(position, _aggregate_of(item), names, relations))
+        columns.append(
+            _classify_aggregate(position, _aggregate_of(item), names, relations, computed, nullable)
+        )
     aliases = [str(i.get("alias")).lower() for i in node.get("select_list") or [] if i.get("alias")]
     if len(aliases) != len(set(aliases)):
         raise PolicyError("exact_duplicate_names", "give every output column its own name")

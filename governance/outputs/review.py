@@ -104,8 +104,16 @@ class OutputReview:
         required: int | None = None,
     ) -> dict[str, Any]:
         """An output as its project's members see it: status and reasons always, the
-        disclosure rules applied, and the download link once approved (no table before)."""
+        disclosure rules applied, and the download link once approved (no table before).
+
+        What the disclosure checks found (how many cells were small, suppressed or
+        rounded) and whether the query failed are written after the data is read: they
+        are data, so members see them only once a steward has approved the output (the
+        approved table shows them anyway). Before that, and after a rejection or a
+        return, a member sees the same fields whatever the data held.
+        """
         manifest = json.loads(row["manifest"])
+        shown = ("rules", "counts") if row["status"] == "approved" else ("rules",)
         reviews = self._reviews(row["output_id"]) if reviews is None else reviews
         return {
             "output_id": row["output_id"],
@@ -121,7 +129,7 @@ class OutputReview:
             "reviewers_required": (
                 self._required(row["project_id"]) if required is None else required
             ),
-            "disclosure": {k: manifest[k] for k in ("rules", "counts", "failed") if k in manifest},
+            "disclosure": {k: manifest[k] for k in shown if k in manifest},
             "download_url": download_url(row["output_id"]) if row["status"] == "approved" else None,
         }
 

@@ -112,11 +112,15 @@ def submit_exact(
     outputs = service.gov.outputs
     output_id = outputs.new_id()
     threshold = project.sdc_threshold or disclosure.REDACTION_THRESHOLD
+    multiple = project.sdc_rounding or disclosure.ROUNDING_MULTIPLE
     manifest: dict[str, Any] = {
         "output_id": output_id,
         "project": project.project_id,
         "query_sha256": hashlib.sha256(sql.encode()).hexdigest(),
         "release": release.id,
+        # the rules are the project's, known before any data is read: every output
+        # carries them, a failed one too (their absence would mark it as failed)
+        "rules": {"redaction_threshold": threshold, "rounding_multiple": multiple},
     }
     population_file = None
     try:
@@ -125,7 +129,7 @@ def submit_exact(
             sql,
             prepared,
             threshold=threshold,
-            multiple=project.sdc_rounding or disclosure.ROUNDING_MULTIPLE,
+            multiple=multiple,
             owner=project.project_id,
         )
         population_file = outputs.ledger.write(project.project_id, output_id, done.population)

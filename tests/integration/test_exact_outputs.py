@@ -82,6 +82,19 @@ def _output(gov, who, answer):
         ("SELECT count(*) FROM (SELECT p.person_id FROM patients p, conditions c) d",
          "derived_join"),
         ("SELECT sum(value) FROM observations", "needs_count"),
+        # two figures of one output over different rows differ by one person (a
+        # red-team's differencing inside one output, which no ledger of populations sees)
+        ("SELECT count(*) AS n, count(*) FILTER (WHERE person_id <> 5) AS d FROM patients",
+         "conditional_aggregate"),
+        ("SELECT count(*) AS n, sum(CASE WHEN person_id = 5 THEN 0 ELSE value END) AS s "
+         "FROM observations", "conditional_aggregate"),
+        ("SELECT count(*) AS n, sum(x) AS s FROM (SELECT CASE WHEN person_id = 5 THEN 0 "
+         "ELSE value END AS x, person_id FROM observations) d", "conditional_aggregate"),
+        ("WITH w AS (SELECT person_id, value * (person_id <> 5)::INT AS v FROM observations) "
+         "SELECT count(*) AS n, sum(v) AS s FROM w", "conditional_aggregate"),
+        ("SELECT count(*) AS n, count(o.value) AS v FROM patients p LEFT JOIN (SELECT "
+         "person_id, value FROM observations WHERE person_id <> 5) o USING (person_id)",
+         "outer_join_aggregate"),
         ("SELECT count(*) AS n, sum(value) AS n FROM observations", "duplicate_names"),
     ],
 )  # fmt: skip
@@ -113,21 +126,31 @@ def test_counts_sums_and_means_are_released_by_what_they_compute(hub):
 def test_a_sum_one_person_dominates_is_redacted_not_rounded(hub):
     gov, projects, who, _ = hub
     cur = gov.queries.engine(gov.queries.release_for("real")).cursor()
-    year, decile, sex = cur.execute(
-        "SELECT year_of_birth, imd_decile, sex FROM patients WHERE imd_decile IS NOT NULL "
-        "GROUP BY ALL HAVING count(*) = 1 ORDER BY ALL LIMIT 1"
-    ).fetchall()[0]
+    # the person with the most systolic blood pressure readings (about 130 mmHg each),
+    # beside nine people with one cholesterol reading each (about 5 mmol/L): a cell of ten
+    # people whose sum is nearly all one person's
+    big = cur.execute(
+        "SELECT person_id FROM observations WHERE code = '271649006' GROUP BY person_id "
+        "ORDER BY sum(value) DESC, person_id LIMIT 1"
+    ).fetchall()[0][0]
+    small = [
+        r[0]
+        for r in cur.execute(
+            "SELECT person_id FROM observations WHERE code = '1005671000000105' "
+            "GROUP BY person_id HAVING count(*) = 1 ORDER BY person_id LIMIT 9"
+        ).fetchall()
+    ]
     cur.close()
-    # one person singled out by birth year, deprivation and sex carries the whole sum
     answer = _exact(
         gov, who, projects["one"],
-        f"SELECT count(*) AS n, sum(CASE WHEN year_of_birth = {year} AND imd_decile = {decile}"
-        f" AND sex = '{sex}' THEN 1000000 ELSE 0 END) AS s FROM patients",
+        "SELECT count(DISTINCT person_id) AS n, sum(value) AS s FROM observations "
+        f"WHERE (code = '271649006' AND person_id = {big}) OR (code = '1005671000000105' "
+        f"AND person_id IN ({', '.join(map(str, small))}))",
     )  # fmt: skip
     out = _output(gov, who, answer)
-    assert out["result"]["rows"][0][0] % 5 == 0  # the count is fine
-    assert out["result"]["rows"][0][1] is None  # the sum is one person's value: redacted
-    assert out["manifest"]["cells"][0]["rule"] == "p_percent"
+    assert out["result"]["rows"][0][0] == 10  # ten people: the count is fine
+    assert out["result"]["rows"][0][1] is None  # the sum is nearly one person's: redacted
+    assert out["manifest"]["cells"][0]["rule"] in ("p_percent", "dominance")
 
 
 def test_a_count_of_one_persons_many_rows_is_redacted(hub):
@@ -226,6 +249,33 @@ def test_a_failure_after_reading_data_goes_to_the_steward_not_the_researcher(hub
     assert query["status"] == "returned" and query["output"]["reasons"] == [
         "the cast fails; fix it"
     ]
+
+
+def test_before_a_decision_a_researcher_sees_the_same_whatever_the_data_held(hub):
+    """A red-team read a patient's deprivation decile in three free exact queries: the
+    researcher's view showed at once whether a query had failed, and how many of its
+    cells were small, suppressed or rounded (all written after the data is read)."""
+    gov, projects, who, target = hub
+    views = []
+    for sql in (
+        # fails only for one person's row; a population with a small cell; an empty one
+        "SELECT count(*) AS n FROM patients WHERE CAST(CASE WHEN person_id = "
+        f"{target} THEN 'x' ELSE '1' END AS INTEGER) = 1",
+        f"SELECT sex, count(*) AS n FROM patients WHERE person_id = {target} GROUP BY sex",
+        "SELECT sex, count(*) AS n FROM patients WHERE year_of_birth < 1000 GROUP BY sex",
+        "SELECT sex, count(*) AS n FROM patients GROUP BY sex",
+    ):
+        answer = _exact(gov, who, projects["one"], sql)
+        seen = gov.outputs.output(who["ana"], answer["output_id"])
+        query = gov.queries.get(who["ana"], projects["one"], answer["query_id"])
+        assert query["output"] == seen
+        views.append(
+            {k: v for k, v in seen.items() if k not in ("output_id", "query_id", "created_at")}
+        )
+    assert all(v == views[0] for v in views), [
+        {k: x for k, x in v.items() if x != views[0].get(k)} for v in views
+    ]
+    assert views[0]["disclosure"] == {"rules": {"redaction_threshold": 7, "rounding_multiple": 5}}
 
 
 def test_researchers_learn_each_decision_with_its_reason(hub):

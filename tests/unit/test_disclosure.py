@@ -18,10 +18,34 @@ def test_the_named_boundaries():
 def test_a_lone_small_cell_takes_its_smallest_neighbour_with_it():
     rows = [{"sex": "F", "n": 120}, {"sex": "M", "n": 3}, {"sex": "U", "n": 40}]
     result = apply_sdc(rows, count_columns=["n"], group_columns=["sex"])
-    assert [r["n"] for r in result.rows] == [120, None, None]
+    # the small group's row is left out (its key alone says someone is in it); the
+    # neighbour redacted with it stays, its count hidden
+    assert [(r["sex"], r["n"]) for r in result.rows] == [("F", 120), ("U", None)]
     rules = {(a.row, a.rule) for a in result.actions if a.rule != "rounded"}
-    assert rules == {(1, "small_count"), (2, "secondary")}
-    assert result.manifest()["counts"] == {"rounded": 1, "secondary": 1, "small_count": 1}
+    assert rules == {(1, "small_count"), (2, "secondary"), (1, "row_suppressed")}
+    assert result.manifest()["counts"] == {
+        "rounded": 1, "row_suppressed": 1, "secondary": 1, "small_count": 1,
+    }  # fmt: skip
+
+
+def test_a_table_of_fine_groups_lists_only_the_groups_that_are_not_small():
+    """A red-team listed one person's birth year, sex and decile as a row whose count
+    alone was redacted; such rows are not published at all."""
+    rows = [
+        {"yob": 1915, "sex": "F", "decile": 1, "n": 1},
+        {"yob": 1916, "sex": "F", "decile": 3, "n": 1},
+        {"yob": 1950, "sex": "M", "decile": 5, "n": 40},
+        {"yob": 1951, "sex": "M", "decile": 5, "n": 41},
+    ]
+    result = apply_sdc(rows, count_columns=["n"], group_columns=["yob", "sex", "decile"])
+    assert [r["yob"] for r in result.rows] == [1950, 1951]
+    assert all(r["yob"] not in (1915, 1916) for r in result.rows)
+
+
+def _with_dropped(rows, result, keys):
+    """The published table with each left-out row back in, its count as None."""
+    kept = {tuple(r[k] for k in keys): r for r in result.rows}
+    return [kept.get(tuple(r[k] for k in keys), {**r, "n": None}) for r in rows]
 
 
 def test_minimum_and_maximum_are_suppressed():
@@ -42,7 +66,11 @@ tables = st.lists(
 def test_no_small_count_is_published_and_every_count_is_rounded(cells):
     rows = [{"a": a, "b": b, "n": n} for a, b, n in cells]
     result = apply_sdc(rows, count_columns=["n"], group_columns=["a", "b"])
-    for original, safe in zip(rows, result.rows, strict=True):
+    published = {(r["a"], r["b"]) for r in result.rows}
+    for original in rows:
+        if (original["a"], original["b"]) not in published:
+            assert original["n"] <= 7  # only small groups are left out
+    for original, safe in zip(rows, _with_dropped(rows, result, ("a", "b")), strict=True):
         if safe["n"] is not None:
             assert original["n"] > 7
             assert safe["n"] % ROUNDING_MULTIPLE == 0
@@ -53,10 +81,12 @@ def test_no_small_count_is_published_and_every_count_is_rounded(cells):
 def test_no_line_of_the_table_has_a_lone_redaction(cells):
     rows = [{"a": a, "b": b, "n": n} for a, b, n in cells]
     result = apply_sdc(rows, count_columns=["n"], group_columns=["a", "b"])
+    # a row left out is as hidden as a redacted count: a line total gives it back alone
+    table = _with_dropped(rows, result, ("a", "b"))
     for key in ("a", "b"):
         other = "b" if key == "a" else "a"
         lines = defaultdict(list)
-        for r in result.rows:
+        for r in table:
             lines[r[other]].append(r["n"])
         for values in lines.values():
             if len(values) > 1:
@@ -75,4 +105,4 @@ def test_the_manifest_records_the_projects_own_rules_not_the_defaults():
     )
     rules = result.manifest()["rules"]
     assert rules == {"redaction_threshold": 10, "rounding_multiple": 10}
-    assert result.rows[0]["n"] is None  # 8 is redacted under a threshold of 10
+    assert [r["g"] for r in result.rows] == ["b"]  # 8 is small under a threshold of 10
