@@ -274,10 +274,14 @@ def fit(
             for xb, yb in loader:
                 if len(xb) == 0:
                     # An empty Poisson batch (probability (1-q)^n, negligible at the batch
-                    # sizes allowed) leaves the model as it is but is still counted.
+                    # sizes allowed) leaves the model as it is but is still counted, and
+                    # reported like any other step: how many batches were empty depends
+                    # on how many people the cohort holds, which no progress bar may show
                     if engine is not None:
                         engine.accountant.step(noise_multiplier=noise, sample_rate=q)
                     result.steps += 1
+                    if on_step is not None:
+                        on_step(1)
                     continue
                 optimizer.zero_grad()
                 out = criterion(model(xb).squeeze(-1), yb)

@@ -161,13 +161,17 @@ def train(
     except BaseException:
         gov.ledger.commit(spend, actor=user.user_id)  # data was read: no refund
         raise
-    spent = card["epsilon_total"]
-    gov.ledger.commit(spend, epsilon=spent, delta=delta, actor=user.user_id)
+    # the whole reservation is spent, as it is when a run fails: committing the
+    # accountant's certified ε instead (a hair below) would publish, on the public
+    # register's ε used, which runs failed, and a failure can depend on the data
+    spent = spec.epsilon + dp_plan.epsilon
+    gov.ledger.commit(spend, actor=user.user_id)
     gov.audit.record(AuditEvent(
         action="train.model", actor=user.user_id, key_id=principal.key_id, role=user.role,
         project=project_id, release=rows.release, epsilon=spent, delta=delta,
         target=model_id, result_sha256=card["artifact_sha256"],
         details={"kind": spec.kind, "method": card["method"],
+                 "certified_epsilon": card["epsilon_total"],
                  "noise_multiplier": card["noise_multiplier"], "epochs": card["epochs"]},
     ))  # fmt: skip
     return trained

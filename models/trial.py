@@ -296,7 +296,8 @@ def run(
     except BaseException:
         gov.ledger.commit(spend, actor=user.user_id)  # data was read: no refund
         raise
-    gov.ledger.commit(spend, epsilon=est.epsilon, delta=delta, actor=user.user_id)
+    # the whole reservation, as when it fails (see ``models.training.train``)
+    gov.ledger.commit(spend, actor=user.user_id)
     trial_id = "t-" + secrets.token_hex(6)
     estimate = describe(study, est, delta=delta, release=rows.release, trial_id=trial_id)
     privacy = {k: estimate[k] for k in ("epsilon", "delta", "rho", "accountant")}
@@ -308,8 +309,9 @@ def run(
                   **privacy},
         event=AuditEvent(
             action="trial.estimate", actor=user.user_id, key_id=principal.key_id,
-            role=user.role, project=project_id, release=rows.release, epsilon=est.epsilon,
-            delta=delta, details={"estimator": "aipw", "rho": est.rho, "trial_id": trial_id},
+            role=user.role, project=project_id, release=rows.release, epsilon=spec.epsilon,
+            delta=delta, details={"estimator": "aipw", "rho": est.rho, "trial_id": trial_id,
+                                  "certified_epsilon": est.epsilon},
         ),
     )  # fmt: skip
     return {
