@@ -59,3 +59,23 @@ def test_secure_noise_has_the_asked_standard_deviation_and_no_mean():
     assert abs(draws.std() / 3.0 - 1) < 0.01
     # normal tails: about 4.55% beyond 2 sd
     assert abs(np.mean(np.abs(draws) > 6.0) - 0.0455) < 0.003
+
+
+@pytest.mark.parametrize("rows", [0, 3, 400])
+def test_the_progress_a_modeller_watches_counts_every_planned_step_whatever_the_cohort(rows):
+    """A red-team read a cohort's size from `hub train`'s progress bar, which advanced
+    only on non-empty Poisson batches (0/120 steps for an empty cohort, 9/120 for one
+    person). Every planned step is reported, empty or not."""
+    import torch
+
+    from models.dpsgd import FitConfig, fit
+
+    x = np.random.default_rng(0).normal(size=(rows, 3))
+    y = (x[:, 0] > 0).astype(np.float32) if rows else np.zeros(0, np.float32)
+    reported = []
+    config = FitConfig(epochs=3, batch_size=64, planned_rows=3_000)
+    result = fit(
+        torch.nn.Linear(3, 1), x, y, loss="bce", config=config, epsilon=1.0, delta=1e-6,
+        on_step=reported.append,
+    )  # fmt: skip
+    assert sum(reported) == result.steps == 3 * config.steps_per_epoch(3_000)
