@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import duckdb
 
-from connectors import build, releases, schema, vault
+from connectors import build, releases, schema, staging, vault
 from connectors.errors import IngestError, SourceError
 from connectors.linkage import index as person_index
 from connectors.quality import identifier_scan
@@ -147,6 +147,7 @@ def _run(
         con.execute("SET preserve_insertion_order = false")
         con.execute("SET enable_progress_bar = false")
         con.execute(f"SET temp_directory = '{staging_db}.tmp'")
+        staging.harden_connection(con)  # no cast of a source value may raise
         build.install_macros(con)
         step("reading source")
         linked: feeds.Linked | None = None

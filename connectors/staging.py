@@ -123,6 +123,28 @@ def require_regular_file(path: Path) -> None:
     raise SourceError(f"{describe(path)} is {kind}: only regular files are read")
 
 
+def harden_connection(con: duckdb.DuckDBPyConnection) -> None:
+    """Set up a connection that reads source files so that no cast of a source value raises.
+
+    DuckDB 2.0's ``type_pushdown`` optimizer pushes a cast over a CSV column
+    (``try_cast(col AS DATE)``, ``AS INTEGER``, ``AS TIMESTAMP``...) into the CSV reader,
+    which then raises a ConversionException on a value it cannot convert instead of
+    giving NULL (DuckDB 2.0.1: ``SELECT try_cast(d AS DATE) FROM read_csv('t.csv',
+    all_varchar = true)`` fails on a ``31/03/2015``): one bad value would stop a whole
+    load where its row should be quarantined. Parquet and JSON readers are not affected.
+    Every connection that reads source files during ingest is set up here; a DuckDB
+    without that optimizer needs nothing.
+    """
+    known = {r[0] for r in con.execute("SELECT name FROM duckdb_optimizers()").fetchall()}
+    if "type_pushdown" not in known:
+        return
+    current = con.execute("SELECT current_setting('disabled_optimizers')").fetchall()[0][0]
+    disabled = {n.strip() for n in str(current or "").split(",") if n.strip()}
+    if "type_pushdown" not in disabled:
+        disabled.add("type_pushdown")
+        con.execute(f"SET disabled_optimizers = {quote(', '.join(sorted(disabled)))}")
+
+
 def quote(value: str) -> str:
     """A SQL string literal (file paths come from the operator, not from users)."""
     return "'" + value.replace("'", "''") + "'"

@@ -4,13 +4,23 @@ A layout names its files and maps its own column names and conventions (date for
 sex codes, NHS numbers with spaces) onto the hub's. Every relation below keeps the
 feed's own local id as ``record_key`` (``<feed>|<local id>``): the linkage decides which
 person each record key belongs to.
+
+A CSV file is never read here: ``connectors.sources.feeds`` reads each one once with the
+hub's CSV reader (``connectors.staging.read_csv_table``) into a TEMP relation whose
+columns carry the header's names, and passes those relations in (``tables``). The
+columns a CSV file must have are the ones the SQL below reads from it
+(``columns_read``, found by DuckDB's own parser).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+
+import duckdb
 
 from connectors.errors import SourceError
 from connectors.staging import quote
@@ -117,16 +127,88 @@ def file_of(folder: Path, stem: str, ext: str) -> Path:
     return path
 
 
-def relation(path: Path) -> str:
-    """SQL reading one feed file, every CSV column as text (conventions differ)."""
+def relation(path: Path, tables: Mapping[Path, str]) -> str:
+    """SQL reading one feed file: a Parquet file directly; a CSV file from the relation
+    it was read into (``tables``: every column as text, conventions differ)."""
     if path.suffix == ".parquet":
         return f"read_parquet({quote(str(path))})"
-    return f"read_csv({quote(str(path))}, header = true, all_varchar = true)"
+    if path not in tables:
+        raise ValueError(f"{path.name} was not read into a table before its SQL was built")
+    return tables[path]
 
 
-def identity_sql(feed: str, lay: Layout, folder: Path) -> str:
+def files_read(lay: Layout, folder: Path) -> list[Path]:
+    """The files of ``folder`` that the layout reads (a required one missing: refused)."""
+    out = [file_of(folder, lay.patients, lay.ext)]
+    if lay.encounters is not None:
+        out.append(file_of(folder, lay.encounters, lay.ext))
+    if lay.events:
+        out += [p for t in EVENT_FILES if (p := folder / f"{t}.{lay.ext}").is_file()]
+    return list(dict.fromkeys(out))
+
+
+def target(lay: Layout, path: Path) -> str:
+    """The warehouse table a row of this file feeds: where a row the reader rejected is
+    quarantined and counted. A patients (identity) file's row is a record of a person;
+    A&E's attendances are encounters that carry their identifiers."""
+    if path.stem in EVENT_FILES:
+        return path.stem
+    return "encounters" if path.stem == lay.encounters else "patients"
+
+
+def columns_read(
+    con: duckdb.DuckDBPyConnection, lay: Layout, folder: Path
+) -> dict[Path, list[str]]:
+    """Each CSV file the layout reads, and the columns its SQL reads from it (in order).
+
+    Every statement below reads one file, so each column it names is that file's: the
+    statements are built over a placeholder and DuckDB's parser lists their columns.
+    """
+    out: dict[Path, list[str]] = {}
+    for path in files_read(lay, folder):
+        if path.suffix != ".csv":
+            continue
+        placeholder = {path: "feed_file"}
+        statements: list[str | None] = []
+        if path.stem == lay.patients:
+            statements.append(identity_sql("feed", lay, folder, placeholder))
+            statements.append(details_sql("feed", lay, folder, placeholder))
+        if path.stem == lay.encounters:
+            statements.append(encounters_sql("feed", lay, folder, None, placeholder))
+        if path.stem in EVENT_FILES:
+            statements.append(events_sql("feed", lay, folder, path.stem, placeholder))
+        names: dict[str, str] = {}
+        for sql in statements:
+            if sql is not None:
+                for name in _column_refs(con, sql):
+                    names.setdefault(name.lower(), name)
+        out[path] = list(names.values())
+    return out
+
+
+def _column_refs(con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
+    parsed = json.loads(con.execute("SELECT json_serialize_sql($s)", {"s": sql}).fetchall()[0][0])
+    if parsed.get("error"):
+        raise ValueError(f"a layout's SQL does not parse: {parsed.get('error_message')}")
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("class") == "COLUMN_REF":
+                found.append(str(node["column_names"][-1]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(parsed)
+    return found
+
+
+def identity_sql(feed: str, lay: Layout, folder: Path, tables: Mapping[Path, str]) -> str:
     """One row per feed record: its key and its identifiers, normalised for linkage."""
-    rel = relation(file_of(folder, lay.patients, lay.ext))
+    rel = relation(file_of(folder, lay.patients, lay.ext), tables)
     return f"""
         SELECT {quote(feed)} || '|' || {lay.local_id}::VARCHAR AS record_key,
                {quote(feed)} AS feed,
@@ -141,11 +223,11 @@ def identity_sql(feed: str, lay: Layout, folder: Path) -> str:
     """
 
 
-def details_sql(feed: str, lay: Layout, folder: Path) -> str | None:
+def details_sql(feed: str, lay: Layout, folder: Path, tables: Mapping[Path, str]) -> str | None:
     """What a GP record or the death register adds about the person (None: nothing)."""
     if lay.practice is None and lay.death_date is None:
         return None
-    rel = relation(file_of(folder, lay.patients, lay.ext))
+    rel = relation(file_of(folder, lay.patients, lay.ext), tables)
     reg = lay.registration or ("NULL::DATE", "NULL::DATE")
     return f"""
         SELECT {quote(feed)} || '|' || {lay.local_id}::VARCHAR AS record_key,
@@ -159,10 +241,12 @@ def details_sql(feed: str, lay: Layout, folder: Path) -> str | None:
     """
 
 
-def encounters_sql(feed: str, lay: Layout, folder: Path, organisation: str | None) -> str | None:
+def encounters_sql(
+    feed: str, lay: Layout, folder: Path, organisation: str | None, tables: Mapping[Path, str]
+) -> str | None:
     if lay.encounters is None:
         return None
-    rel = relation(file_of(folder, lay.encounters, lay.ext))
+    rel = relation(file_of(folder, lay.encounters, lay.ext), tables)
     org = lay.encounter_organisation or quote(organisation or "")
     start, end = lay.encounter_dates
     if lay.ext == "parquet" or not start.startswith("try_"):
@@ -182,14 +266,16 @@ def encounters_sql(feed: str, lay: Layout, folder: Path, organisation: str | Non
     """
 
 
-def events_sql(feed: str, lay: Layout, folder: Path, table: str) -> str | None:
+def events_sql(
+    feed: str, lay: Layout, folder: Path, table: str, tables: Mapping[Path, str]
+) -> str | None:
     """One clinical table of a feed in the hub's staging shape (``stage_<table>``)."""
     if not lay.events:
         return None
     path = folder / f"{table}.{lay.ext}"
     if not path.is_file():
         return None
-    rel = relation(path)
+    rel = relation(path, tables)
     id_col = f"{table[:-1]}_id"
     enc = lay.encounter_id if lay.encounter_id != "attendance_id" else "encounter_id"
     coded = (

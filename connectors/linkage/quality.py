@@ -23,7 +23,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from connectors.staging import quote
+from connectors.staging import harden_connection, quote
 
 GROUPS = {
     "sex": "t.sex",
@@ -64,6 +64,7 @@ def against_truth(assignments: pa.Table, truth_dir: Path) -> dict[str, Any]:
     people = truth_dir / "people.parquet"
     con = duckdb.connect()
     try:
+        harden_connection(con)  # it reads files beside the source
         con.register("a", assignments)
         con.execute(
             f"""CREATE TABLE joined AS

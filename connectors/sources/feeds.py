@@ -13,11 +13,22 @@ them to persons in the identifier zone (``connectors.linkage``), and defines the
 - ``source_patient_id`` is the person index's id (``p<n>``): the pseudonym is the keyed
   hash of it, so a person keeps one pseudonym across releases for as long as the index
   (in the vault folder) is kept.
+
+Every CSV file is read once, by the CSV reader the other connectors use
+(``connectors.staging.read_csv_table``: one explicit dialect, columns by position). Its
+header must name every column the layout reads, once; otherwise the load is refused,
+naming the file and the column. A row the reader cannot read (too few or too many
+fields, not UTF-8) is quarantined with its reason and counted under the table it feeds
+(``layouts.target``); a rejected identity record is not linked, so its encounters and
+events are quarantined as ``unknown person``. A value that does not parse (a date in
+another convention) is NULL, never an error (``staging.harden_connection``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -28,7 +39,13 @@ import pyarrow as pa
 from connectors.errors import IngestError, SourceError
 from connectors.linkage import index as person_index
 from connectors.linkage import layouts, link, quality
-from connectors.staging import SourceFiles, quote
+from connectors.staging import (
+    SourceFiles,
+    csv_header,
+    harden_connection,
+    quote,
+    read_csv_table,
+)
 
 SOURCE: Final = "feeds"
 VERSION: Final = "1.0"
@@ -74,13 +91,85 @@ def read_manifest(src: Path) -> dict[str, Any]:
     return manifest
 
 
-def identities_sql(src: Path, feeds: list[dict[str, Any]]) -> str:
+def identities_sql(src: Path, feeds: list[dict[str, Any]], tables: dict[Path, str]) -> str:
     """Every feed record's key and identifiers, with ``nhs_valid`` (needs the hub's
-    macros on the connection: ``connectors.build.install_macros``)."""
+    macros on the connection: ``connectors.build.install_macros``; ``tables``: the CSV
+    files read by ``read_csv_files``)."""
     union = " UNION ALL ".join(
-        layouts.identity_sql(f["name"], layouts.layout(f["layout"]), src / f["path"]) for f in feeds
+        layouts.identity_sql(f["name"], layouts.layout(f["layout"]), src / f["path"], tables)
+        for f in feeds
     )
     return f"SELECT *, coalesce(hub_nhs_valid(nhs_number), false) AS nhs_valid FROM ({union})"
+
+
+def read_csv_files(
+    con: duckdb.DuckDBPyConnection,
+    src: Path,
+    feeds: list[dict[str, Any]],
+    files: SourceFiles,
+    *,
+    identities_only: bool = False,
+) -> dict[Path, str]:
+    """Read every CSV file the feeds' layouts read (registered in ``files``), once each,
+    into a TEMP table; return, for each file, the relation the layouts read it from.
+
+    The header is checked first: each column the layout reads must be named exactly once
+    (matched without regard to case, as DuckDB matches names); a file that is empty or
+    lacks one is refused, naming the file and the column, never a value. The rows are
+    read by position (``read_csv_table``) and the relation names the columns the layout
+    reads. Rows the reader rejects are in ``stage_rejects`` under the warehouse table the
+    file feeds (``layouts.target``).
+    """
+    tables: dict[Path, str] = {}
+    for n, feed in enumerate(feeds):
+        lay = layouts.layout(feed["layout"])
+        for path, needed in layouts.columns_read(con, lay, src / feed["path"]).items():
+            if identities_only and path.stem != lay.patients:
+                continue
+            where = path.relative_to(src).as_posix()
+            with _naming(where, path):
+                names = csv_header(path)
+            at: dict[str, list[int]] = {}
+            for i, name in enumerate(names):
+                at.setdefault(name.lower(), []).append(i)
+            for column in needed:
+                found = at.get(column.lower(), [])
+                if not found:
+                    raise SourceError(f"a feed has no {column} column in {where}")
+                if len(found) > 1:
+                    raise SourceError(
+                        f"{where} names the {column} column {len(found)} times: "
+                        "a column the feed's layout reads must be named once"
+                    )
+            key = f"feed{n}_{path.stem}"
+            reader = SourceFiles(
+                kind="csv", tables={key: [path]}, labels={path: files.labels[path]}
+            )
+            with _naming(where, path):
+                read_csv_table(
+                    con, files=reader, table=key, width=len(names),
+                    target=layouts.target(lay, path),
+                )  # fmt: skip
+            columns = ", ".join(f'c{at[c.lower()][0]} AS "{c}"' for c in needed)
+            con.execute(
+                f"CREATE OR REPLACE TEMP VIEW {key} AS "
+                f"SELECT {columns}, file_row_number, filename FROM raw_{key}"
+            )
+            tables[path] = key
+    return tables
+
+
+@contextmanager
+def _naming(where: str, path: Path) -> Iterator[None]:
+    """A refusal of the CSV reader names the file by its place in the feeds folder
+    (``ae/attendances.csv``, where the reader says ``attendances.csv``)."""
+    try:
+        yield
+    except SourceError as exc:
+        message = str(exc)
+        if message.startswith(path.name):
+            raise SourceError(where + message.removeprefix(path.name)) from None
+        raise SourceError(f"{where}: {message}") from None
 
 
 def read_identities(src: Path) -> pa.Table:
@@ -89,8 +178,18 @@ def read_identities(src: Path) -> pa.Table:
 
     con = duckdb.connect()
     try:
+        harden_connection(con)
         build.install_macros(con)
-        return con.sql(identities_sql(src, read_manifest(src)["feeds"])).to_arrow_table()
+        feeds = read_manifest(src)["feeds"]
+        files = SourceFiles(kind="feeds")
+        for f in feeds:
+            lay = layouts.layout(f["layout"])
+            files.add(
+                f"{f['name']}/{lay.patients}",
+                layouts.file_of(src / f["path"], lay.patients, lay.ext),
+            )
+        tables = read_csv_files(con, src, feeds, files, identities_only=True)
+        return con.sql(identities_sql(src, feeds, tables)).to_arrow_table()
     finally:
         con.close()
 
@@ -124,16 +223,11 @@ def stage_linked(
             if path.suffix in (".csv", ".parquet") and path.is_file():
                 files.add(f"{feed['name']}/{path.stem}", path)
         files.layouts[feed["name"]] = feed["layout"]
-        layouts.file_of(folder, lay.patients, lay.ext)
+        layouts.files_read(lay, folder)  # a file the layout needs is missing: refused
+    step("reading feed files")
+    tables = read_csv_files(con, src, feeds, files)
     step("reading feed identities")
-    identity = " UNION ALL ".join(
-        layouts.identity_sql(f["name"], layouts.layout(f["layout"]), src / f["path"]) for f in feeds
-    )
-    con.execute(
-        f"""CREATE TEMP TABLE feed_identities AS
-            SELECT *, coalesce(hub_nhs_valid(nhs_number), false) AS nhs_valid
-            FROM ({identity})"""
-    )
+    con.execute(f"CREATE TEMP TABLE feed_identities AS {identities_sql(src, feeds, tables)}")
     duplicates = con.execute(
         "SELECT count(*) - count(DISTINCT record_key) FROM feed_identities"
     ).fetchall()[0]
@@ -156,8 +250,8 @@ def stage_linked(
         "CREATE TEMP TABLE record_person AS SELECT record_key, 'p' || person AS pid FROM linked_in"
     )
     con.unregister("linked_in")
-    _stage_people(con, src, feeds)
-    _stage_events(con, src, feeds)
+    _stage_people(con, src, feeds, tables)
+    _stage_events(con, src, feeds, tables)
     if (src / "organisations.parquet").is_file():
         files.add("organisations", src / "organisations.parquet")
         con.execute(
@@ -183,11 +277,20 @@ def stage_linked(
     return files, Linked(result, report)
 
 
-def _stage_people(con: duckdb.DuckDBPyConnection, src: Path, feeds: list[dict[str, Any]]) -> None:
+def _stage_people(
+    con: duckdb.DuckDBPyConnection,
+    src: Path,
+    feeds: list[dict[str, Any]],
+    tables: dict[Path, str],
+) -> None:
     details = [
         sql
         for f in feeds
-        if (sql := layouts.details_sql(f["name"], layouts.layout(f["layout"]), src / f["path"]))
+        if (
+            sql := layouts.details_sql(
+                f["name"], layouts.layout(f["layout"]), src / f["path"], tables
+            )
+        )
     ]
     detail_sql = (
         " UNION ALL ".join(details)
@@ -300,14 +403,19 @@ def _stage_people(con: duckdb.DuckDBPyConnection, src: Path, feeds: list[dict[st
     )
 
 
-def _stage_events(con: duckdb.DuckDBPyConnection, src: Path, feeds: list[dict[str, Any]]) -> None:
+def _stage_events(
+    con: duckdb.DuckDBPyConnection,
+    src: Path,
+    feeds: list[dict[str, Any]],
+    tables: dict[Path, str],
+) -> None:
     orgs = {f["name"]: f.get("organisation_code") for f in feeds}
     encounters = [
         sql
         for f in feeds
         if (
             sql := layouts.encounters_sql(
-                f["name"], layouts.layout(f["layout"]), src / f["path"], orgs[f["name"]]
+                f["name"], layouts.layout(f["layout"]), src / f["path"], orgs[f["name"]], tables
             )
         )
     ]
@@ -328,7 +436,7 @@ def _stage_events(con: duckdb.DuckDBPyConnection, src: Path, feeds: list[dict[st
             for f in feeds
             if (
                 sql := layouts.events_sql(
-                    f["name"], layouts.layout(f["layout"]), src / f["path"], table
+                    f["name"], layouts.layout(f["layout"]), src / f["path"], table, tables
                 )
             )
         ]
