@@ -74,28 +74,86 @@ class SourceFiles:
         return sorted(out, key=lambda e: (str(e["table"]), str(e["sha256"])))
 
 
-# file names that carry no personal data: exporters' fixed names and numbered parts
-_SAFE_NAME = re.compile(
-    r"[a-z_]+\.csv|[A-Z][A-Za-z]+(\.[0-9]+)?\.ndjson|part-[0-9]+\.(parquet|csv)"
-    r"|[a-z_]+\.(parquet|csv)|[A-Za-z0-9_.-]{1,40}",
-    re.IGNORECASE,
+# FHIR R4's resource types (hl7.org/fhir/R4/resourcelist.html): bulk exports name their
+# files after them ("Patient.ndjson", "Observation.000.ndjson")
+FHIR_RESOURCE_TYPES: Final = frozenset(
+    """Account ActivityDefinition AdverseEvent AllergyIntolerance Appointment
+    AppointmentResponse AuditEvent Basic Binary BiologicallyDerivedProduct BodyStructure
+    Bundle CapabilityStatement CarePlan CareTeam CatalogEntry ChargeItem
+    ChargeItemDefinition Claim ClaimResponse ClinicalImpression CodeSystem Communication
+    CommunicationRequest CompartmentDefinition Composition ConceptMap Condition Consent
+    Contract Coverage CoverageEligibilityRequest CoverageEligibilityResponse
+    DetectedIssue Device DeviceDefinition DeviceMetric DeviceRequest DeviceUseStatement
+    DiagnosticReport DocumentManifest DocumentReference EffectEvidenceSynthesis Encounter
+    Endpoint EnrollmentRequest EnrollmentResponse EpisodeOfCare EventDefinition Evidence
+    EvidenceVariable ExampleScenario ExplanationOfBenefit FamilyMemberHistory Flag Goal
+    GraphDefinition Group GuidanceResponse HealthcareService ImagingStudy Immunization
+    ImmunizationEvaluation ImmunizationRecommendation ImplementationGuide InsurancePlan
+    Invoice Library Linkage List Location Measure MeasureReport Media Medication
+    MedicationAdministration MedicationDispense MedicationKnowledge MedicationRequest
+    MedicationStatement MedicinalProduct MedicinalProductAuthorization
+    MedicinalProductContraindication MedicinalProductIndication
+    MedicinalProductIngredient MedicinalProductInteraction MedicinalProductManufactured
+    MedicinalProductPackaged MedicinalProductPharmaceutical
+    MedicinalProductUndesirableEffect MessageDefinition MessageHeader MolecularSequence
+    NamingSystem NutritionOrder Observation ObservationDefinition OperationDefinition
+    OperationOutcome Organization OrganizationAffiliation Parameters Patient
+    PaymentNotice PaymentReconciliation Person PlanDefinition Practitioner
+    PractitionerRole Procedure Provenance Questionnaire QuestionnaireResponse
+    RelatedPerson RequestGroup ResearchDefinition ResearchElementDefinition
+    ResearchStudy ResearchSubject RiskAssessment RiskEvidenceSynthesis Schedule
+    SearchParameter ServiceRequest Slot Specimen SpecimenDefinition StructureDefinition
+    StructureMap Subscription Substance SubstanceNucleicAcid SubstancePolymer
+    SubstanceProtein SubstanceReferenceInformation SubstanceSourceMaterial
+    SubstanceSpecification SupplyDelivery SupplyRequest Task TerminologyCapabilities
+    TestReport TestScript ValueSet VerificationResult VisionPrescription""".split()  # noqa: SIM905
 )
-# ... unless they look like Synthea's "<Given><n>_<Family><n>_<uuid>.json"
-_PERSONAL_NAME = re.compile(r".*[A-Za-z]+[0-9]+_.*|.*[0-9a-f]{8}-[0-9a-f]{4}-.*", re.IGNORECASE)
+# the names of the files (and folders) exporters write: Synthea's CSV files, the hub's
+# own tables and parts, the regional feeds' files, FHIR's resource types
+KNOWN_FILE_STEMS: Final = frozenset(
+    {
+        "allergies", "careplans", "claims", "claims_transactions", "conditions", "devices",
+        "encounters", "imaging_studies", "immunizations", "medications", "observations",
+        "organizations", "patients", "payer_transitions", "payers", "procedures",
+        "providers", "supplies", "patient_expenses", "organisations", "part", "data", "feeds", "attendances",
+        "deaths", "spells", "truth", "records", "people", "fhir", "bulk", "output",
+        "synthea", "csv", "export", "manifest", "real", "dummy", "src",
+    }
+    | {t.lower() for t in FHIR_RESOURCE_TYPES}
+)  # fmt: skip
+_NUMBERED = re.compile(r"[._-]?[0-9]+$")
+
+
+def _known(name: str) -> bool:
+    """Whether a file or folder name is one exporters write (then it carries no one's
+    data): its stem, less extensions and a part number, is a known file or resource."""
+    stem = name
+    while True:
+        base, dot, ext = stem.rpartition(".")
+        if dot and base and ext.lower() in ("csv", "ndjson", "json", "parquet", "gz", "zst"):
+            stem = base
+        else:
+            break
+    stem = _NUMBERED.sub("", stem)
+    return stem.lower() in KNOWN_FILE_STEMS and len(name) <= 60
 
 
 def describe(path: Path, label: str | None = None) -> str:
-    """How a file is named in an error: its name, unless the name may be personal data.
+    """How a file is named in an error: its name only when it is one exporters write.
 
-    Synthea names each FHIR Bundle after its patient: such a file is named by its
-    content hash (``sha256sum`` finds it) or, before it can be read, by its suffix.
+    Exporters name files after patients (Synthea's Bundles ``Alfred550_West559_<uuid>``,
+    a trust's ``Alfred_West_1961-07-03.json`` or ``MRN-0012345.json``): any other file is
+    named by its content hash (``sha256sum`` finds it) or, before it can be read, by its
+    suffix and, when known, its folder's name.
     """
     name = path.name
-    if _SAFE_NAME.fullmatch(name) and not _PERSONAL_NAME.fullmatch(name):
+    if _known(name):
         return name
+    suffix = "".join(c for c in path.suffix if c.isalnum() or c == ".")[:12]
     if label:
-        return f"the {path.suffix or 'extensionless'} file with sha256 {label}..."
-    return f"a {path.suffix or 'extensionless'} file in {path.parent.name or 'the folder'}"
+        return f"the {suffix or 'extensionless'} file with sha256 {label}..."
+    folder = path.parent.name if _known(path.parent.name) else "the folder"
+    return f"a {suffix or 'extensionless'} file in {folder}"
 
 
 def require_regular_file(path: Path) -> None:

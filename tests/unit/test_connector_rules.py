@@ -54,6 +54,35 @@ def test_file_names_that_carry_a_patient_name_are_never_printed(tmp_path):
     assert describe(Path("procedures.csv")) == "procedures.csv"
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Alfred_West_1961-07-03.json", "MRN-0012345.json", "Sumiko Medhurst.ndjson",
+        "west_alfred.csv", "9434765919.parquet", "patients-of-dr-jones.csv",
+    ],
+)  # fmt: skip
+def test_a_file_named_after_a_person_is_never_named_in_an_error(tmp_path, name):
+    """A red-team's truncated Bundle saved as Alfred_West_1961-07-03.json was refused
+    with its name printed: names are printed only when exporters write them."""
+    folder = tmp_path / "Alfred_West"
+    message = describe(folder / name) + describe(folder / name, "0123456789abcdef")
+    for word in ("Alfred", "West", "1961", "0012345", "Sumiko", "west", "9434765919", "jones"):
+        assert word not in message
+
+
+def test_the_names_exporters_write_are_named_in_errors():
+    from connectors.linkage import layouts as feed_layouts
+    from connectors.sources import native
+
+    names = [f"{f}.csv" for f in layouts.FIELDS]
+    names += [f"{t}.csv" for t in native.TABLES] + ["part-00000.parquet", "feeds.json"]
+    names += [f"{lay.patients}.{lay.ext}" for lay in feed_layouts.LAYOUTS.values()]
+    names += [f"{lay.encounters}.csv" for lay in feed_layouts.LAYOUTS.values() if lay.encounters]
+    names += ["Patient.ndjson", "Observation.000.ndjson", "ExplanationOfBenefit.2.ndjson"]
+    for name in names:
+        assert describe(Path(name)) == name
+
+
 def test_only_regular_files_are_read(tmp_path):
     fifo = tmp_path / "patients.csv"
     os.mkfifo(fifo)
