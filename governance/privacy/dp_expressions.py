@@ -45,6 +45,28 @@ _INFIX: Final = {
 # functions a DP predicate may call: the policy's scalars (all deterministic, none reads
 # anything but its arguments), less any that is also an aggregate
 DP_FUNCTIONS: Final = frozenset(SCALARS - AGGREGATES - frozenset(_INFIX))
+# Functions whose result can be much longer than their inputs. One of them costs time in
+# proportion to its constant's length; nested, the cost multiplies (eight nested
+# replace(x, 'a', 'aaaaaaaaaa') made 10^8 characters per matching row, and a DP answer's
+# response time counted the matching people). They may not take one another's results,
+# and a constant is at most MAX_LITERAL_CHARS long: a row's cost stays bounded.
+_GROWS: Final = frozenset({"replace", "concat", "||"})
+MAX_LITERAL_CHARS: Final = 200
+
+
+def _grows(node: Any) -> bool:
+    """Whether an expression calls a function that can grow a value."""
+    if isinstance(node, dict):
+        if node.get("class") == "FUNCTION" and str(node.get("function_name", "")).lower() in (
+            _GROWS
+        ):
+            return True
+        return any(_grows(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_grows(v) for v in node)
+    return False
+
+
 # types a DP predicate may cast to
 _TYPES: Final = frozenset(
     {
@@ -203,7 +225,14 @@ class Compiler:
         if cls == "COLUMN_REF":
             return self.column(node, scope)
         if cls == "CONSTANT":
-            return render_literal(node.get("literal") or {})
+            literal = node.get("literal") or {}
+            if len(str(literal.get("text", ""))) > MAX_LITERAL_CHARS:
+                raise PolicyError(
+                    "dp_string_growth",
+                    f"a constant longer than {MAX_LITERAL_CHARS} characters is not allowed "
+                    "in dp mode",
+                )
+            return render_literal(literal)
         if cls == "CONJUNCTION" and kind in ("CONJUNCTION_AND", "CONJUNCTION_OR"):
             joiner = " AND " if kind == "CONJUNCTION_AND" else " OR "
             children = node.get("children") or []
@@ -293,6 +322,13 @@ class Compiler:
         args_nodes = node.get("arguments") or []
         if any((a or {}).get("name") for a in args_nodes):
             raise PolicyError("dp_unsupported", "named arguments are not allowed in dp mode")
+        if name in _GROWS and any(_grows((a or {}).get("expression")) for a in args_nodes):
+            raise PolicyError(
+                "dp_string_growth",
+                f"{name} of the result of replace, concat or || is not allowed in dp mode: "
+                "nested, they grow a value exponentially, and how long a query takes must "
+                "not depend on how many rows match",
+            )
         args = [self.expr((a or {}).get("expression"), scope) for a in args_nodes]
         if node.get("is_operator") and name in _INFIX:
             if len(args) == 2:

@@ -218,6 +218,15 @@ def test_shapes_outside_the_plan_grammar_are_refused_with_a_rule():
         ),
         "SELECT max(code) FROM encounters": "dp_aggregate",
         "SELECT code, count(*) FROM encounters GROUP BY code": "dp_group_key",
+        # a red-team timed nested replace()s: each matching row cost 10^8 characters
+        "SELECT count(*) FROM encounters WHERE length(replace(replace(code, 'a', 'aaaaaaaaaa'),"
+        " 'a', 'aaaaaaaaaa')) > 5": "dp_string_growth",
+        "SELECT count(*) FROM encounters WHERE length(code || (code || code)) > 5": (
+            "dp_string_growth"
+        ),
+        "SELECT count(*) FROM encounters WHERE length(concat(code, replace(code, 'a', 'b')))"
+        " > 5": "dp_string_growth",
+        f"SELECT count(*) FROM encounters WHERE code <> '{'a' * 201}'": "dp_string_growth",
     }
     for sql, rule in refused.items():
         with pytest.raises(PolicyError) as err:
