@@ -130,6 +130,10 @@ class Cohorts:
                     raise sql_policy.PolicyError(
                         "cohort_types", "the cohort's expressions do not fit the columns' types"
                     )
+                # the result's types (binding only, no data): values of some types fail
+                # when a row is read (cohort_sql.check_result_types)
+                described = cur.execute(f"DESCRIBE {runnable}").fetchall()
+                cohort_sql.check_result_types(str(r[1]) for r in described)
             finally:
                 cur.close()
         except (HubError, PolicyViolation) as exc:

@@ -14,7 +14,8 @@ functions) and accepts only these shapes, refusing everything else with a rule n
   row-local. No cross joins, ASOF, positional or lateral joins;
 * **row-local expressions**: columns of the joined relations, constants, comparisons,
   AND/OR/NOT, CASE, casts and allow-listed scalar functions;
-* **person-local semi-joins**: ``person_id IN (SELECT person_id FROM <accepted> ...)``;
+* **person-local semi-joins**: ``person_id IN (SELECT person_id FROM <accepted> ...)``
+  (the SQL that runs drops the subquery's NULL keys, so IN and NOT IN are two-valued);
 * **aggregates per person only**: an aggregate may appear only in a SELECT grouped by a
   person key (``GROUP BY person_id``), so ``max(observed_date)`` over everyone, which
   makes every row depend on everyone, is refused;
@@ -23,14 +24,18 @@ functions) and accepts only these shapes, refusing everything else with a rule n
 
 One row per person is proven from the structure, never checked on the data (a check on
 the data would be a yes/no answer about it): a base table is unique when the steward
-declared it person-level; ``GROUP BY person_id`` makes a relation unique; an inner or left
-join of unique relations on the person is unique. The cohort must return ``person_id`` as
+declared it person-level; ``GROUP BY person_id`` makes a relation unique; ``DISTINCT``
+makes it unique only when every select item is a person key; an inner or left join of
+unique relations on the person is unique. The cohort must return ``person_id`` as
 a person key of a unique relation.
 
 The SQL that runs is written from the checked tree (``cohort_sql``: DuckDB's own
-``json_deserialize_sql``) with every scalar operation in ``TRY(...)`` and every cast a
-``TRY_CAST``, so no value can turn into an error once data is read, and wrapped so that
-rows without a person are dropped.
+``json_deserialize_sql``) so that no value can turn into an error once data is read,
+aggregate or not (every scalar operation in ``TRY(...)``, every cast a ``TRY_CAST``, what
+is computed over aggregates in an outer SELECT, arithmetic aggregates over DOUBLE), and
+wrapped so that rows without a person are dropped. The few errors ``TRY`` does not catch
+are refused here: ``LIKE ... ESCAPE``, and date parts that are not constants of
+``DATE_PARTS``.
 
 >>> catalogue = {"patients": {"person_id": "VARCHAR", "sex": "VARCHAR"},
 ...              "observations": {"person_id": "VARCHAR", "observed_date": "DATE"}}
@@ -166,11 +171,13 @@ class _Checker:
                 raise _refuse("cohort_aggregate", "HAVING needs GROUP BY person_id")
             self.expr(node["having"], scope, aggregate=True, semijoin=False)
         columns: dict[str, bool] = {}
+        keys: list[bool] = []  # every item, named or not: is it a person key
         for item in node.get("select_list") or []:
             if not isinstance(item, dict) or item.get("class") == "STAR":
                 raise _refuse("cohort_columns", "name the cohort's columns (no *)")
             self.expr(item, scope, aggregate=grouped is not None, semijoin=False)
             is_key = item.get("class") == "COLUMN_REF" and scope.resolve(item["column_names"])
+            keys.append(bool(is_key))
             name = str(item.get("alias") or "")
             if not name and item.get("class") == "COLUMN_REF":
                 name = str(item["column_names"][-1])
@@ -184,7 +191,9 @@ class _Checker:
         if grouped is not None:
             unique = grouped
         elif distinct:
-            unique = from_unique or all(columns.values())
+            # DISTINCT makes a row per person only when every item (named or not) is
+            # that person's key: ``SELECT DISTINCT person_id, value + 0`` has many
+            unique = from_unique or all(keys)
         else:
             unique = from_unique
         return Relation(columns, unique)
@@ -373,6 +382,23 @@ class _Checker:
             or (node.get("order_bys") or {}).get("orders")
         ):
             raise _refuse("cohort_functions", "unsupported function call")
+        # errors that TRY() does not catch (DuckDB's NotImplemented and Syntax errors)
+        # would make a run fail on one value: LIKE ... ESCAPE raises on a bad escape, and
+        # a date part such as 'era' on every row that reaches it
+        if name == "like_escape":
+            raise _refuse("cohort_functions", "LIKE ... ESCAPE is not allowed in a cohort")
+        if name in SPECIFIER_FUNCTIONS:
+            part = args[0] if args else None
+            literal = (part or {}).get("literal") or {}
+            if (
+                (part or {}).get("class") != "CONSTANT"
+                or literal.get("kind") != "STRING"
+                or str(literal.get("text", "")).lower() not in DATE_PARTS
+            ):
+                raise _refuse(
+                    "cohort_functions",
+                    f"{name} takes a constant date part ('year', 'month', 'day', ...)",
+                )
         for a in args:
             self.expr(a, scope, aggregate=aggregate, semijoin=False)
 
@@ -383,13 +409,40 @@ class _Checker:
         child = node.get("child") or {}
         if child.get("class") != "COLUMN_REF" or not scope.resolve(child["column_names"]):
             raise refuse
+        if not self.one_key_type:
+            # keys of different types would be compared through a cast that can raise
+            raise _refuse("cohort_subquery", "person keys of different types cannot be compared")
         sub = node.get("subquery") or {}
         if not _empty(sub.get("named_param_map")):
             raise refuse
+        items = (sub.get("node") or {}).get("select_list") or []
         rel = self.select(sub.get("node"))
-        if len(rel.columns) != 1 or not all(rel.columns.values()):
+        if len(items) != 1 or len(rel.columns) != 1 or not all(rel.columns.values()):
             raise refuse
+        # the subquery's key may be NULL (the nullable side of a LEFT JOIN): the SQL the
+        # hub runs drops NULL keys in every semi-join (``cohort_sql``), so that
+        # ``x IN (...)`` is two-valued and NOT IN cannot go NULL for everyone
 
+
+# functions of a date part: the part must be a constant from DATE_PARTS, and the hub
+# reads their dates as TIMESTAMP (``cohort_sql``), where each of these parts is total
+SPECIFIER_FUNCTIONS: Final = frozenset(
+    {"date_part", "datepart", "date_trunc", "datetrunc", "date_diff", "datediff", "date_sub"}
+)
+DATE_PARTS: Final = frozenset(
+    {
+        "year", "years", "y", "yr", "yrs", "month", "months", "mon", "mons", "day", "days",
+        "d", "dayofmonth", "decade", "decades", "dec", "decs", "century", "centuries",
+        "cent", "c", "millennium", "millennia", "mil", "mils", "quarter", "quarters",
+        "week", "weeks", "w", "weekofyear", "dow", "dayofweek", "weekday", "isodow", "doy",
+        "dayofyear", "yearweek", "isoyear", "julian", "epoch", "hour", "hours", "h", "hr",
+        "hrs", "minute", "minutes", "min", "mins", "m", "second", "seconds", "sec", "secs",
+        "s", "millisecond", "milliseconds", "ms", "msec", "msecs", "microsecond",
+        "microseconds", "us", "usec", "usecs",
+    }
+)  # fmt: skip
+# functions of one date that raise (uncaught by TRY) on an INTERVAL: read as TIMESTAMP
+TIMESTAMP_FUNCTIONS: Final = frozenset({"week", "dayofweek"})
 
 _SUBQUERY_RULE: Final = (
     "the only subqueries in a cohort are derived tables in FROM and person_id IN (SELECT "
