@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from governance.privacy import domains
+from governance.privacy.cohort_query import DATE_PARTS, SPECIFIER_FUNCTIONS, TIMESTAMP_FUNCTIONS
 from governance.sql.policy import AGGREGATES, SCALARS, PolicyError
 
 PERSON: Final = "person_id"
@@ -329,7 +330,31 @@ class Compiler:
                 "nested, they grow a value exponentially, and how long a query takes must "
                 "not depend on how many rows match",
             )
+        # errors TRY() does not catch (DuckDB's NotImplemented and Syntax errors) would
+        # make the answer a fixed no_answer exactly when a row reaches them, a yes/no
+        # oracle: LIKE ... ESCAPE raises on an escape that is not one character, a date
+        # part function on a part it does not know ('timezone'), and week, day of week
+        # and such parts on an INTERVAL (age(), to_days()). Dates are read as TIMESTAMP
+        # there (an INTERVAL becomes NULL), where every part of DATE_PARTS is total.
+        if name == "like_escape":
+            raise PolicyError("dp_functions", "LIKE ... ESCAPE is not allowed in dp mode")
+        if name in SPECIFIER_FUNCTIONS:
+            part = (args_nodes[0] or {}).get("expression") if args_nodes else None
+            literal = (part or {}).get("literal") or {}
+            if (
+                (part or {}).get("class") != "CONSTANT"
+                or literal.get("kind") != "STRING"
+                or str(literal.get("text", "")).lower() not in DATE_PARTS
+            ):
+                raise PolicyError(
+                    "dp_functions",
+                    f"{name} takes a constant date part ('year', 'month', 'day', ...)",
+                )
         args = [self.expr((a or {}).get("expression"), scope) for a in args_nodes]
+        if name in SPECIFIER_FUNCTIONS:
+            args = [args[0], *(f"TRY_CAST({a} AS TIMESTAMP)" for a in args[1:])]
+        elif name in TIMESTAMP_FUNCTIONS:
+            args = [f"TRY_CAST({a} AS TIMESTAMP)" for a in args]
         if node.get("is_operator") and name in _INFIX:
             if len(args) == 2:
                 return f"TRY({args[0]} {_INFIX[name]} {args[1]})"
