@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -104,6 +105,11 @@ def _check_structure(node: dict[str, Any]) -> None:
             "exact_grouping_sets", "ROLLUP, CUBE and GROUPING SETS are not allowed in exact mode"
         )
     for n in _walk(node):
+        if n.get("class") == "STAR" and (n.get("columns") or n.get("expr")):
+            raise PolicyError(
+                "exact_columns_expression",
+                "COLUMNS(...) is not allowed in exact mode: name the columns",
+            )
         if n.get("type") == "SET_OPERATION_NODE":
             raise PolicyError("exact_set_operation", "set operations are not allowed in exact mode")
         if n.get("class") == "WINDOW":
@@ -196,12 +202,25 @@ def _expression() -> PolicyError:
     )
 
 
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def _plain(node: Any) -> dict[str, Any] | None:
-    """The column a value is, through casts (``CAST(x AS DOUBLE)``); None if computed."""
+    """The column a value is, through casts (``CAST(x AS DOUBLE)``); None if computed.
+
+    A ``TRY_CAST`` is computed: it is NULL where a value does not fit (``TRY_CAST(value
+    AS TINYINT)`` counts the rows with a value up to 127, a condition). So is a column
+    whose name is not an identifier: DuckDB names an unaliased expression of a derived
+    table by its text (``"(value + 1)"``), which can be referred to from outside.
+    """
     while isinstance(node, dict) and node.get("class") == "CAST":
+        if node.get("try_cast"):
+            return None
         node = node.get("child")
     if isinstance(node, dict) and node.get("class") == "COLUMN_REF":
-        return node
+        names = [str(n) for n in node.get("column_names", [])]
+        if names and all(_IDENT.fullmatch(n) for n in names):
+            return node
     return None
 
 
@@ -217,13 +236,25 @@ def computed_names(node: dict[str, Any]) -> set[str]:
                 continue
             for item in n.get("select_list") or []:
                 if item.get("class") == "STAR":
+                    # * REPLACE (<expression> AS x), * RENAME (<computed> AS y)
+                    for rep in item.get("replace_list") or []:
+                        ref = _plain(rep.get("value"))
+                        if ref is None or (str(ref.get("column_names", [""])[-1]).lower() in names):
+                            names.add(str(rep.get("key", "")).lower())
+                    for ren in item.get("rename_list") or []:
+                        if str((ren.get("key") or {}).get("column", "")).lower() in names:
+                            names.add(str(ren.get("value", "")).lower())
                     continue
                 ref = _plain(item)
                 if ref is None or str(ref.get("column_names", [""])[-1]).lower() in names:
                     names.add(output_name(item))
         for aliases, inner in _positional(node):
+            if any(i.get("class") == "STAR" for i in inner):
+                # which column a position names behind * is not followed: all computed
+                names.update(str(a).lower() for a in aliases)
+                continue
             for i, alias in enumerate(aliases):
-                if i < len(inner) and inner[i].get("class") != "STAR":
+                if i < len(inner):
                     ref = _plain(inner[i])
                     if ref is None or str(ref.get("column_names", [""])[-1]).lower() in names:
                         names.add(str(alias).lower())
@@ -322,9 +353,7 @@ def _classify_aggregate(
         raise _conditional()
     for arg in args:
         ref = _plain(arg)
-        if ref is None and not (
-            isinstance(arg, dict) and arg.get("class") == "STAR"
-        ):  # count(*) may arrive as count(STAR)
+        if ref is None:
             raise _conditional()
         if ref is not None and str(ref.get("column_names", [""])[-1]).lower() in computed:
             raise _conditional()

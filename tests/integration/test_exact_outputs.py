@@ -95,6 +95,17 @@ def _output(gov, who, answer):
         ("SELECT count(*) AS n, count(o.value) AS v FROM patients p LEFT JOIN (SELECT "
          "person_id, value FROM observations WHERE person_id <> 5) o USING (person_id)",
          "outer_join_aggregate"),
+        # the same condition hidden by other spellings of a computed column
+        ("SELECT count(*) AS n, sum(value) AS s FROM (SELECT * REPLACE (CASE WHEN "
+         "person_id = 5 THEN 0 ELSE value END AS value) FROM observations) d",
+         "conditional_aggregate"),
+        ("SELECT count(*) AS n, sum(w) AS s FROM (SELECT * RENAME (v AS w) FROM (SELECT "
+         "person_id, value * (person_id <> 5)::INT AS v FROM observations) a) d",
+         "conditional_aggregate"),
+        ("SELECT count(*) AS n, sum(\"abs(\"\"value\"\")\") AS s FROM (SELECT person_id, abs(value) "
+         "FROM observations) d", "conditional_aggregate"),
+        ("SELECT count(*) AS n, count(TRY_CAST(value AS TINYINT)) AS c FROM observations",
+         "conditional_aggregate"),
         ("SELECT count(*) AS n, sum(value) AS n FROM observations", "duplicate_names"),
     ],
 )  # fmt: skip
