@@ -387,18 +387,11 @@ class _Checker:
         # a date part such as 'era' on every row that reaches it
         if name == "like_escape":
             raise _refuse("cohort_functions", "LIKE ... ESCAPE is not allowed in a cohort")
-        if name in SPECIFIER_FUNCTIONS:
-            part = args[0] if args else None
-            literal = (part or {}).get("literal") or {}
-            if (
-                (part or {}).get("class") != "CONSTANT"
-                or literal.get("kind") != "STRING"
-                or str(literal.get("text", "")).lower() not in DATE_PARTS
-            ):
-                raise _refuse(
-                    "cohort_functions",
-                    f"{name} takes a constant date part ('year', 'month', 'day', ...)",
-                )
+        if name in SPECIFIER_FUNCTIONS and not safe_date_part(args[0] if args else None):
+            raise _refuse(
+                "cohort_functions",
+                f"{name} takes a constant date part ('year', 'month', 'day', ...)",
+            )
         for a in args:
             self.expr(a, scope, aggregate=aggregate, semijoin=False)
 
@@ -422,6 +415,16 @@ class _Checker:
         # the subquery's key may be NULL (the nullable side of a LEFT JOIN): the SQL the
         # hub runs drops NULL keys in every semi-join (``cohort_sql``), so that
         # ``x IN (...)`` is two-valued and NOT IN cannot go NULL for everyone
+
+
+def safe_date_part(part: Any) -> bool:
+    """Whether a date part function's first argument is a constant part of DATE_PARTS."""
+    literal = (part or {}).get("literal") or {}
+    return bool(
+        (part or {}).get("class") == "CONSTANT"
+        and literal.get("kind") == "STRING"
+        and str(literal.get("text", "")).lower() in DATE_PARTS
+    )
 
 
 # functions of a date part: the part must be a constant from DATE_PARTS, and the hub

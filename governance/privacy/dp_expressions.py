@@ -21,7 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from governance.privacy import domains
-from governance.privacy.cohort_query import DATE_PARTS, SPECIFIER_FUNCTIONS, TIMESTAMP_FUNCTIONS
+from governance.privacy.cohort_query import (
+    SPECIFIER_FUNCTIONS,
+    TIMESTAMP_FUNCTIONS,
+    safe_date_part,
+)
 from governance.sql.policy import AGGREGATES, SCALARS, PolicyError
 
 PERSON: Final = "person_id"
@@ -340,12 +344,7 @@ class Compiler:
             raise PolicyError("dp_functions", "LIKE ... ESCAPE is not allowed in dp mode")
         if name in SPECIFIER_FUNCTIONS:
             part = (args_nodes[0] or {}).get("expression") if args_nodes else None
-            literal = (part or {}).get("literal") or {}
-            if (
-                (part or {}).get("class") != "CONSTANT"
-                or literal.get("kind") != "STRING"
-                or str(literal.get("text", "")).lower() not in DATE_PARTS
-            ):
+            if not safe_date_part(part):
                 raise PolicyError(
                     "dp_functions",
                     f"{name} takes a constant date part ('year', 'month', 'day', ...)",
