@@ -110,6 +110,16 @@ def _check_structure(node: dict[str, Any]) -> None:
                 "exact_columns_expression",
                 "COLUMNS(...) is not allowed in exact mode: name the columns",
             )
+        if n.get("type") == "JOIN" and str(n.get("ref_type", "")).upper() in (
+            "POSITIONAL",
+            "ASOF",
+        ):
+            # a positional join pairs one person's row with another's by position and
+            # pads the shorter side with NULLs; an ASOF join pairs by nearest value
+            raise PolicyError(
+                "exact_join",
+                "POSITIONAL and ASOF joins are not allowed in exact mode: join on keys",
+            )
         if n.get("type") == "SET_OPERATION_NODE":
             raise PolicyError("exact_set_operation", "set operations are not allowed in exact mode")
         if n.get("class") == "WINDOW":

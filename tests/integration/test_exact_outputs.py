@@ -106,6 +106,13 @@ def _output(gov, who, answer):
          "FROM observations) d", "conditional_aggregate"),
         ("SELECT count(*) AS n, count(TRY_CAST(value AS TINYINT)) AS c FROM observations",
          "conditional_aggregate"),
+        # a positional join pads the shorter side with NULLs: count(q.x) then leaves out
+        # whoever the other side's WHERE dropped
+        ("SELECT count(*) AS n, count(q.year_of_birth) AS m FROM (SELECT person_id FROM "
+         "patients) p POSITIONAL JOIN (SELECT person_id, year_of_birth FROM patients WHERE "
+         "person_id <> 5) q", "join"),
+        ("SELECT count(*) AS n FROM patients p ASOF JOIN conditions c ON "
+         "p.person_id = c.person_id AND p.year_of_birth >= year(c.onset_date)", "join"),
         ("SELECT count(*) AS n, sum(value) AS n FROM observations", "duplicate_names"),
     ],
 )  # fmt: skip
