@@ -26,7 +26,7 @@ from governance.privacy.cohort_query import (
     TIMESTAMP_FUNCTIONS,
     safe_date_part,
 )
-from governance.sql.policy import AGGREGATES, SCALARS, PolicyError
+from governance.sql.policy import AGGREGATES, GROWS, SCALARS, PolicyError, grows
 
 PERSON: Final = "person_id"
 Catalogue = Mapping[str, Mapping[str, str]]  # table or view -> column -> type
@@ -50,26 +50,9 @@ _INFIX: Final = {
 # functions a DP predicate may call: the policy's scalars (all deterministic, none reads
 # anything but its arguments), less any that is also an aggregate
 DP_FUNCTIONS: Final = frozenset(SCALARS - AGGREGATES - frozenset(_INFIX))
-# Functions whose result can be much longer than their inputs. One of them costs time in
-# proportion to its constant's length; nested, the cost multiplies (eight nested
-# replace(x, 'a', 'aaaaaaaaaa') made 10^8 characters per matching row, and a DP answer's
-# response time counted the matching people). They may not take one another's results,
-# and a constant is at most MAX_LITERAL_CHARS long: a row's cost stays bounded.
-_GROWS: Final = frozenset({"replace", "concat", "||"})
+# a constant is at most MAX_LITERAL_CHARS long in dp mode (what a row may cost: see
+# ``governance.sql.policy.GROWS``, whose rules every query meets first)
 MAX_LITERAL_CHARS: Final = 200
-
-
-def _grows(node: Any) -> bool:
-    """Whether an expression calls a function that can grow a value."""
-    if isinstance(node, dict):
-        if node.get("class") == "FUNCTION" and str(node.get("function_name", "")).lower() in (
-            _GROWS
-        ):
-            return True
-        return any(_grows(v) for v in node.values())
-    if isinstance(node, list):
-        return any(_grows(v) for v in node)
-    return False
 
 
 # types a DP predicate may cast to
@@ -327,7 +310,7 @@ class Compiler:
         args_nodes = node.get("arguments") or []
         if any((a or {}).get("name") for a in args_nodes):
             raise PolicyError("dp_unsupported", "named arguments are not allowed in dp mode")
-        if name in _GROWS and any(_grows((a or {}).get("expression")) for a in args_nodes):
+        if name in GROWS and any(grows((a or {}).get("expression")) for a in args_nodes):
             raise PolicyError(
                 "dp_string_growth",
                 f"{name} of the result of replace, concat or || is not allowed in dp mode: "

@@ -240,11 +240,75 @@ def check_tree(
                 raise PolicyError(
                     "allowed_functions", "functions from other schemas are not allowed"
                 )
+            _check_cost(name, n)
         if n.get("class") == "STAR" and n.get("columns"):
             raise PolicyError("allowed_functions", "COLUMNS(...) expressions are not allowed")
         if kind in ("SUBQUERY_REF",) and n.get("subquery") is None:
             raise PolicyError("syntax", "unsupported subquery")
     return frozenset(tables)
+
+
+# What one row may cost. How long a query on the real release takes must not depend on
+# one person's values (a DP answer's or an exact submission's response time would then
+# say whether a CASE WHEN <one person> reached an expensive branch): functions that grow
+# a value may not take one another's results, nor constants longer than MAX_COST_CHARS,
+# nor more than MAX_CONCAT_ARGS arguments (eight nested replace()s made 10^8 characters
+# a row); a regular expression's pattern is a constant of at most MAX_COST_CHARS
+# without counted repetition (a pattern built from a column is compiled again for every
+# row, and (.?){1000} repeated sends RE2 to its slowest engine: 16-49 s for one row).
+GROWS: Final = frozenset({"replace", "concat", "||"})
+REGEX: Final = frozenset({"regexp_matches", "regexp_full_match"})
+MAX_COST_CHARS: Final = 200
+MAX_CONCAT_ARGS: Final = 8
+
+
+def _arguments(node: dict[str, Any]) -> list[Any]:
+    return [(a or {}).get("expression") for a in node.get("arguments") or []]
+
+
+def _short_constant(node: Any) -> bool:
+    literal = (node or {}).get("literal") or {} if isinstance(node, dict) else {}
+    return bool(
+        isinstance(node, dict)
+        and node.get("class") == "CONSTANT"
+        and len(str(literal.get("text", ""))) <= MAX_COST_CHARS
+    )
+
+
+def grows(node: Any) -> bool:
+    """Whether an expression calls a function that can grow a value."""
+    return any(
+        n.get("class") == "FUNCTION" and str(n.get("function_name", "")).lower() in GROWS
+        for n in _walk(node)
+    )
+
+
+def _check_cost(name: str, node: dict[str, Any]) -> None:
+    args = _arguments(node)
+    costly = PolicyError(
+        "costly_expression",
+        f"{name} here could cost a row unbounded time: replace, concat and || may not take "
+        f"one another's results, more than {MAX_CONCAT_ARGS} arguments or constants over "
+        f"{MAX_COST_CHARS} characters, and a regular expression's pattern must be a short "
+        "constant",
+    )
+    if name in GROWS:
+        if len(args) > MAX_CONCAT_ARGS or any(grows(a) for a in args):
+            raise costly
+        for a in args:
+            if isinstance(a, dict) and a.get("class") == "CONSTANT" and not _short_constant(a):
+                raise costly
+    if name in REGEX:
+        if not all(_short_constant(a) for a in args[1:]):
+            raise costly
+        if len(args) > 1 and "{" in str(((args[1] or {}).get("literal") or {}).get("text", "")):
+            # a counted repetition multiplies RE2's program: ('(.?){1000}' * 20) cost
+            # 116 ms a row, ('(.?)' * 50) 0.06 ms
+            raise PolicyError(
+                "costly_expression",
+                "counted repetition ({n}) is not allowed in a regular expression: repeat "
+                "the item, or use + or *",
+            )
 
 
 __all__ = ["Plans", "PolicyError", "QueryMistake", "check", "parse", "plan_columns"]

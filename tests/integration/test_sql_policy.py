@@ -64,8 +64,24 @@ def con(release):
         ("SELECT count(*) FROM duckdb_tables()", "no_table_functions"),
         ("SELECT count(*) FROM main.patients p, other.main.x", "granted_tables"),
         ("", "one_select"),
+        # what one row may cost is bounded: a red-team timed one person's row at 16-49 s
+        # behind CASE WHEN <that person> (nested growth, a pattern built per row)
+        ("SELECT count(*) FROM patients WHERE length(replace(replace(sex, 'F', 'FFFFFFFFFF'), "
+         "'F', 'FFFFFFFFFF')) > 5", "costly_expression"),
+        ("SELECT count(*) FROM patients WHERE length(sex || (sex || sex)) > 5",
+         "costly_expression"),
+        (f"SELECT count(*) FROM patients WHERE length(concat({', '.join(['sex'] * 9)})) > 5",
+         "costly_expression"),
+        (f"SELECT count(*) FROM patients WHERE length(replace(sex, 'F', '{'F' * 201}')) > 5",
+         "costly_expression"),
+        ("SELECT count(*) FROM patients WHERE regexp_matches(sex, concat(sex, '(.?){1000}'))",
+         "costly_expression"),
+        (f"SELECT count(*) FROM patients WHERE regexp_matches(sex, '{'(.?){1000}' * 20}')",
+         "costly_expression"),
+        (f"SELECT count(*) FROM patients WHERE regexp_matches(sex, '{'(.?)' * 51}')",
+         "costly_expression"),
     ],
-)
+)  # fmt: skip
 def test_escapes_are_refused_naming_the_rule(con, sql, rule):
     with pytest.raises(PolicyError) as refused:
         check(con, sql, granted=GRANTS, real=True)
