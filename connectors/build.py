@@ -20,6 +20,8 @@ research tables and OMOP views, and counts rows in, published and quarantined pe
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -75,7 +77,14 @@ CREATE OR REPLACE TEMP MACRO hub_bad_number(x) AS (
     x IS NOT NULL AND trim(x) <> '' AND try_cast(x AS DOUBLE) IS NULL
 );
 CREATE OR REPLACE TEMP MACRO hub_blank(x) AS (nullif(trim(x), ''));
-CREATE OR REPLACE TEMP MACRO hub_id(x) AS ((md5_number_lower(x) >> 1)::BIGINT);
+-- an event's (or a source record's) published id: a keyed hash of its source id. Until
+-- the build installs the hub's id key (``install_id_key``) any use of it fails: an
+-- unkeyed hash would let whoever holds the export map every published id back to it
+CREATE OR REPLACE TEMP MACRO hub_id(x) AS (
+    CASE WHEN x IS NULL THEN NULL
+         ELSE error('hub_id: the event id key is not installed (build.install_id_key)') END
+    ::BIGINT
+);
 -- the modulus 11 check, digit by digit through ord(): no cast, so that no string (a
 -- letter, a short value) can raise instead of being refused; DuckDB does not promise
 -- to skip the sum when the pattern test is false
@@ -104,6 +113,35 @@ CREATE OR REPLACE TEMP MACRO hub_code_system(uri) AS (
 def install_macros(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(MACROS)
     staging.ensure_rejects(con)
+
+
+# what the id key is derived for: a key of its own, never the pseudonym key itself
+_ID_KEY_CONTEXT = b"health-data-hub/event-ids/v1"
+
+
+def id_key(pseudonym_key: bytes) -> str:
+    """The hub-only key of published ids (hex): HMAC-SHA256(pseudonym key, context).
+
+    Derived, so that the same keys give the same ids in every release and another key
+    unlinkable ones, and so that a leak of ids and their source ids reveals nothing of
+    the pseudonym key.
+    """
+    return hmac.new(pseudonym_key, _ID_KEY_CONTEXT, hashlib.sha256).hexdigest()
+
+
+def install_id_key(con: duckdb.DuckDBPyConnection, pseudonym_key: bytes) -> None:
+    """Make ``hub_id(x)`` the keyed id ``md5_number_lower(id_key || ':' || x) >> 1``.
+
+    The key is written into a TEMP macro: TEMP objects live in the connection's memory
+    and are never stored in the database file (the release). The staging views call
+    ``hub_id`` by name and are bound when they are read, so they use the keyed macro
+    however early they were defined.
+    """
+    key = id_key(pseudonym_key)  # hex digits only: safe in a SQL literal
+    con.execute(
+        f"""CREATE OR REPLACE TEMP MACRO hub_id(x) AS
+            ((md5_number_lower('{key}:' || x) >> 1)::BIGINT)"""
+    )
 
 
 def _admit_rejects(con: duckdb.DuckDBPyConnection, name: str) -> int:
@@ -470,6 +508,7 @@ def build(
     views = _views(con)
     if "stage_patients" not in views:
         raise IngestError("the source has no patients: nothing can be linked")
+    install_id_key(con, pseudonym_key)  # before any staging view is read
     create_schema(con)
     counts: dict[str, TableCounts] = {}
     step("patients")

@@ -7,10 +7,14 @@ or, failing that, the UUID of its ``urn:uuid:`` fullUrl, and references by
 (``Practitioner?identifier=...``) and references to resources outside the export
 (DiagnosticReport, DocumentReference, ...) are kept as they are or left empty, never
 fatal. Resource types the warehouse has no table for are counted in the manifest
-(``skipped_resources``), not dropped silently.
+(``skipped_resources``), not dropped silently: by type when the type is a FHIR R4
+resource type name, otherwise under one fixed label (a ``resourceType`` is data).
 
 Direct identifiers (identifiers, names, telecom, address, birth date, the narrative
-``text``, mother's maiden name and birth place extensions) go to the vault only.
+``text``, mother's maiden name and birth place extensions, whatever the case of their
+URL) go to the vault only. Published ids are the hub's keyed ids (``hub_id``) of
+resource ids and references; an organisation keeps its ODS code. No source value is
+cast in a way that can raise: a value of the wrong type is NULL or quarantines its row.
 """
 
 from __future__ import annotations
@@ -26,11 +30,54 @@ from connectors.staging import SourceFiles, describe, quote
 SOURCE = "fhir"
 VERSION = "1.0"
 NHS_NUMBER_SYSTEM: Final = "https://fhir.nhs.uk/Id/nhs-number"
+ODS_SYSTEM: Final = "https://fhir.nhs.uk/Id/ods-organization-code"
 LOADED_TYPES: Final = (
     "Patient", "Encounter", "Condition", "Observation", "MedicationRequest",
     "MedicationStatement", "Procedure", "Immunization", "AllergyIntolerance", "Device",
     "Organization", "Location", "Practitioner", "PractitionerRole", "CarePlan",
 )  # fmt: skip
+
+# every resource type of FHIR R4 (4.0.1): the only type names a manifest may give; any
+# other resourceType is data (a line can put a patient's name there) and is only counted
+R4_RESOURCE_TYPES: Final = frozenset({
+    "Account", "ActivityDefinition", "AdverseEvent", "AllergyIntolerance", "Appointment",
+    "AppointmentResponse", "AuditEvent", "Basic", "Binary", "BiologicallyDerivedProduct",
+    "BodyStructure", "Bundle", "CapabilityStatement", "CarePlan", "CareTeam",
+    "CatalogEntry", "ChargeItem", "ChargeItemDefinition", "Claim", "ClaimResponse",
+    "ClinicalImpression", "CodeSystem", "Communication", "CommunicationRequest",
+    "CompartmentDefinition", "Composition", "ConceptMap", "Condition", "Consent",
+    "Contract", "Coverage", "CoverageEligibilityRequest", "CoverageEligibilityResponse",
+    "DetectedIssue", "Device", "DeviceDefinition", "DeviceMetric", "DeviceRequest",
+    "DeviceUseStatement", "DiagnosticReport", "DocumentManifest", "DocumentReference",
+    "EffectEvidenceSynthesis", "Encounter", "Endpoint", "EnrollmentRequest",
+    "EnrollmentResponse", "EpisodeOfCare", "EventDefinition", "Evidence",
+    "EvidenceVariable", "ExampleScenario", "ExplanationOfBenefit", "FamilyMemberHistory",
+    "Flag", "Goal", "GraphDefinition", "Group", "GuidanceResponse", "HealthcareService",
+    "ImagingStudy", "Immunization", "ImmunizationEvaluation", "ImmunizationRecommendation",
+    "ImplementationGuide", "InsurancePlan", "Invoice", "Library", "Linkage", "List",
+    "Location", "Measure", "MeasureReport", "Media", "Medication",
+    "MedicationAdministration", "MedicationDispense", "MedicationKnowledge",
+    "MedicationRequest", "MedicationStatement", "MedicinalProduct",
+    "MedicinalProductAuthorization", "MedicinalProductContraindication",
+    "MedicinalProductIndication", "MedicinalProductIngredient",
+    "MedicinalProductInteraction", "MedicinalProductManufactured",
+    "MedicinalProductPackaged", "MedicinalProductPharmaceutical",
+    "MedicinalProductUndesirableEffect", "MessageDefinition", "MessageHeader",
+    "MolecularSequence", "NamingSystem", "NutritionOrder", "Observation",
+    "ObservationDefinition", "OperationDefinition", "OperationOutcome", "Organization",
+    "OrganizationAffiliation", "Parameters", "Patient", "PaymentNotice",
+    "PaymentReconciliation", "Person", "PlanDefinition", "Practitioner", "PractitionerRole",
+    "Procedure", "Provenance", "Questionnaire", "QuestionnaireResponse", "RelatedPerson",
+    "RequestGroup", "ResearchDefinition", "ResearchElementDefinition", "ResearchStudy",
+    "ResearchSubject", "RiskAssessment", "RiskEvidenceSynthesis", "Schedule",
+    "SearchParameter", "ServiceRequest", "Slot", "Specimen", "SpecimenDefinition",
+    "StructureDefinition", "StructureMap", "Subscription", "Substance",
+    "SubstanceNucleicAcid", "SubstancePolymer", "SubstanceProtein",
+    "SubstanceReferenceInformation", "SubstanceSourceMaterial", "SubstanceSpecification",
+    "SupplyDelivery", "SupplyRequest", "Task", "TerminologyCapabilities", "TestReport",
+    "TestScript", "ValueSet", "VerificationResult", "VisionPrescription",
+})  # fmt: skip
+NOT_A_RESOURCE_TYPE: Final = "(not a FHIR R4 resource type)"
 
 MACROS = r"""
 CREATE OR REPLACE TEMP MACRO fhir_ref(x) AS (
@@ -42,7 +89,18 @@ CREATE OR REPLACE TEMP MACRO fhir_ref(x) AS (
 );
 CREATE OR REPLACE TEMP MACRO fhir_first(j, path) AS (json_extract(j, path || '[0]'));
 CREATE OR REPLACE TEMP MACRO fhir_coding(cc) AS (json_extract(cc, '$.coding[0]'));
-"""
+-- a Patient extension that identifies (mother's maiden name, birth place): the URL's
+-- case varies between profiles (patient-mothersMaidenName, patient-birthPlace)
+CREATE OR REPLACE TEMP MACRO fhir_identifying_extension(url) AS (
+    contains(lower(url), 'maiden') OR contains(lower(url), 'birthplace')
+);
+-- an organisation named by an identifier: an ODS code is public and published as it is;
+-- any other identifier or resource id of the export only as the hub's keyed id
+CREATE OR REPLACE TEMP MACRO fhir_org_code(system, value, ref) AS (
+    CASE WHEN system = 'ODS_SYSTEM' AND nullif(trim(value), '') IS NOT NULL THEN trim(value)
+         ELSE hub_id(coalesce(nullif(trim(value), ''), ref))::VARCHAR END
+);
+""".replace("ODS_SYSTEM", ODS_SYSTEM)
 
 
 SUFFIXES: Final = (".ndjson", ".json")
@@ -216,24 +274,26 @@ def _patients(con: duckdb.DuckDBPyConnection) -> None:
                CASE r ->> '$.gender' WHEN 'male' THEN 'M' WHEN 'female' THEN 'F'
                     ELSE r ->> '$.gender' END AS sex,
                coalesce(
-                   list_filter(exts, lambda e: ends_with(e ->> '$.url', 'EthnicCategory'))[1]
+                   list_filter(exts, lambda e: ends_with(lower(e ->> '$.url'), 'ethniccategory'))[1]
                        ->> '$.valueCodeableConcept.text',
                    list_filter(
-                       from_json(coalesce(list_filter(exts, lambda e: ends_with(e ->> '$.url', 'us-core-race'))[1]
+                       from_json(coalesce(list_filter(exts, lambda e: ends_with(lower(e ->> '$.url'), 'us-core-race'))[1]
                            -> '$.extension', '[]'), '["JSON"]'),
                        lambda e: e ->> '$.url' = 'text')[1] ->> '$.valueString'
                ) AS ethnicity,
                r ->> '$.address[0].district' AS local_authority,
                NULL::INTEGER AS imd_decile,
-               r ->> '$.generalPractitioner[0].identifier.value' AS practice_code,
+               CASE WHEN (r ->> '$.generalPractitioner[0].identifier.value') IS NOT NULL
+                    THEN fhir_org_code(r ->> '$.generalPractitioner[0].identifier.system',
+                                       r ->> '$.generalPractitioner[0].identifier.value', NULL)
+               END AS practice_code,
                NULL::DATE AS registration_start, NULL::DATE AS registration_end,
                hub_date(r ->> '$.deceasedDateTime') AS death_date,
                json_object(
                    'identifier', r -> '$.identifier', 'name', r -> '$.name',
                    'telecom', r -> '$.telecom', 'address', r -> '$.address',
                    'birthDate', r ->> '$.birthDate',
-                   'extension', [e FOR e IN exts IF contains(e ->> '$.url', 'maiden')
-                                 OR contains(e ->> '$.url', 'birthPlace')]
+                   'extension', [e FOR e IN exts IF fhir_identifying_extension(e ->> '$.url')]
                )::VARCHAR AS identifiers,
                CASE WHEN hub_bad_date(r ->> '$.birthDate') OR hub_bad_date(r ->> '$.deceasedDateTime')
                     THEN 'unparseable date' END AS bad_reason,
@@ -284,7 +344,8 @@ def _events(con: duckdb.DuckDBPyConnection) -> None:
             "encounters", ("Encounter",), "$.subject.reference",
             "coalesce(r ->> '$.type[0].text', r ->> '$.class.code') AS encounter_type, "
             + _coded("$.type[0]") + ", "
-            "coalesce(r ->> '$.serviceProvider.identifier.value', "
+            "fhir_org_code(r ->> '$.serviceProvider.identifier.system', "
+            "r ->> '$.serviceProvider.identifier.value', "
             "fhir_ref(r ->> '$.serviceProvider.reference')) AS organisation_code, "
             "hub_date(r ->> '$.period.start') AS start_date, "
             "hub_date(r ->> '$.period.end') AS end_date",
@@ -352,7 +413,7 @@ def _events(con: duckdb.DuckDBPyConnection) -> None:
         (
             "care_plans", ("CarePlan",), "$.subject.reference",
             "{enc}, " + _careplan_coded() + ", "
-            "r ->> '$.addresses[0].reference' AS reason_code, "
+            "reason.reason_code, "
             "hub_date(r ->> '$.period.start') AS start_date, "
             "hub_date(r ->> '$.period.end') AS end_date",
             ("$.period.start", "$.period.end"),
@@ -364,15 +425,24 @@ def _events(con: duckdb.DuckDBPyConnection) -> None:
            SELECT DISTINCT ON (rid) rid AS med_rid, r -> '$.code' AS med_code FROM fhir_resources
            WHERE rtype = 'Medication' AND rid IS NOT NULL"""
     )
+    # a care plan's reason is a reference to a Condition: published as that condition's
+    # code (as Synthea's CSV REASONCODE), never as the reference (a source id)
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE fhir_condition_codes AS
+           SELECT DISTINCT ON (rid) rid AS condition_rid,
+                  r ->> '$.code.coding[0].code' AS reason_code
+           FROM fhir_resources WHERE rtype = 'Condition' AND rid IS NOT NULL"""
+    )
+    joins = {
+        "medications": "LEFT JOIN fhir_medications med "
+        "ON med.med_rid = fhir_key(r ->> '$.medicationReference.reference')",
+        "care_plans": "LEFT JOIN fhir_condition_codes reason "
+        "ON reason.condition_rid = fhir_key(r ->> '$.addresses[0].reference')",
+    }
     for target, types, patient, body, dates in specs:
         listed = ", ".join(f"'{t}'" for t in types)
         checks = " OR ".join(f"hub_bad_date(r ->> '{d}')" for d in dates) or "false"
-        join = (
-            "LEFT JOIN fhir_medications med "
-            "ON med.med_rid = fhir_key(r ->> '$.medicationReference.reference')"
-            if target == "medications"
-            else ""
-        )
+        join = joins.get(target, "")
         con.execute(
             f"""
             CREATE TEMP VIEW stage_{target} AS
@@ -390,7 +460,8 @@ def _organisations(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE TEMP VIEW stage_organisations AS
-        SELECT coalesce(r ->> '$.identifier[0].value', rid) AS organisation_code,
+        SELECT fhir_org_code(r ->> '$.identifier[0].system', r ->> '$.identifier[0].value', rid)
+                   AS organisation_code,
                r ->> '$.name' AS name,
                coalesce(r ->> '$.type[0].text', r ->> '$.type[0].coding[0].display') AS kind,
                r ->> '$.address[0].city' AS local_authority
@@ -401,24 +472,29 @@ def _organisations(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE TEMP VIEW stage_unlinked_fhir_locations AS
-        SELECT rid AS location_id, r ->> '$.name' AS name, r ->> '$.status' AS status,
-               r ->> '$.managingOrganization.identifier.value' AS organisation_code
+        SELECT hub_id(rkey) AS location_id, r ->> '$.name' AS name, r ->> '$.status' AS status,
+               fhir_org_code(r ->> '$.managingOrganization.identifier.system',
+                             r ->> '$.managingOrganization.identifier.value',
+                             fhir_key(r ->> '$.managingOrganization.reference'))
+                   AS organisation_code
         FROM fhir_resources WHERE rtype = 'Location'
         """
     )
     con.execute(
         """
         CREATE TEMP VIEW stage_unlinked_fhir_practitioners AS
-        SELECT rid AS practitioner_id, r ->> '$.gender' AS gender,
-               (r ->> '$.active')::BOOLEAN AS active
+        SELECT hub_id(rkey) AS practitioner_id, r ->> '$.gender' AS gender,
+               try_cast(r ->> '$.active' AS BOOLEAN) AS active
         FROM fhir_resources WHERE rtype = 'Practitioner'
         """
     )
     con.execute(
         """
         CREATE TEMP VIEW stage_unlinked_fhir_practitioner_roles AS
-        SELECT rid AS practitioner_role_id,
-               r ->> '$.organization.identifier.value' AS organisation_code,
+        SELECT hub_id(rkey) AS practitioner_role_id,
+               fhir_org_code(r ->> '$.organization.identifier.system',
+                             r ->> '$.organization.identifier.value',
+                             fhir_key(r ->> '$.organization.reference')) AS organisation_code,
                r ->> '$.specialty[0].coding[0].code' AS specialty_code,
                r ->> '$.specialty[0].coding[0].display' AS specialty
         FROM fhir_resources WHERE rtype = 'PractitionerRole'
@@ -427,23 +503,38 @@ def _organisations(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def skipped(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """Resources the warehouse has no table for, and values that are not resources."""
+    """Resources the warehouse has no table for, and values that are not resources.
+
+    A resource is counted under its type only when that is a FHIR R4 resource type name:
+    a ``resourceType`` is the export's text, and anything else is counted under one
+    fixed label, never published.
+    """
     listed = ", ".join(f"'{t}'" for t in (*LOADED_TYPES, "Medication"))
+    known = ", ".join(f"'{t}'" for t in sorted(R4_RESOURCE_TYPES))
     rows = con.execute(
-        f"""SELECT rtype, count(*) FROM fhir_resources WHERE rtype NOT IN ({listed})
-            GROUP BY 1 UNION ALL SELECT problem, n FROM fhir_unread"""
+        f"""SELECT CASE WHEN rtype IN ({known}) THEN rtype ELSE $other END, count(*)
+            FROM fhir_resources WHERE rtype NOT IN ({listed})
+            GROUP BY 1 UNION ALL SELECT problem, n FROM fhir_unread""",
+        {"other": NOT_A_RESOURCE_TYPE},
     ).fetchall()
     return {str(r[0]): int(r[1]) for r in sorted(rows)}
 
 
 def identifying_values(con: duckdb.DuckDBPyConnection) -> None:
-    """``stage_identifying_values``: patients' names, identifiers, telecom and addresses."""
+    """``stage_identifying_values``: patients' names, identifiers, telecom, addresses,
+    coordinates (the address's geolocation extension), birth place and mother's maiden
+    name (extensions whatever the case of their URL)."""
     con.execute(
         """
         CREATE TEMP VIEW stage_identifying_values AS
         WITH p AS (SELECT r FROM fhir_resources WHERE rtype IN ('Patient', 'RelatedPerson')),
         names AS (SELECT unnest(from_json(coalesce(r -> '$.name', '[]'), '["JSON"]')) AS n
-                  FROM p)
+                  FROM p),
+        exts AS (SELECT unnest(from_json(coalesce(r -> '$.extension', '[]'), '["JSON"]')) AS e
+                 FROM p),
+        places AS (SELECT e -> '$.valueAddress' AS a FROM exts
+                   WHERE contains(lower(e ->> '$.url'), 'birthplace')),
+        geo AS (SELECT unnest(json_extract(r, '$.address[*].extension[*]')) AS e FROM p)
         SELECT 'name' AS meaning, unnest(json_extract_string(r, '$.name[*].given[*]')) AS value
         FROM p
         UNION ALL SELECT 'name', unnest(json_extract_string(r, '$.name[*].family')) FROM p
@@ -461,5 +552,12 @@ def identifying_values(con: duckdb.DuckDBPyConnection) -> None:
         UNION ALL SELECT 'address', unnest(json_extract_string(r, '$.address[*].line[*]'))
         FROM p
         UNION ALL SELECT 'address', unnest(json_extract_string(r, '$.address[*].text')) FROM p
+        UNION ALL SELECT 'name', e ->> '$.valueString' FROM exts
+        WHERE contains(lower(e ->> '$.url'), 'maiden')
+        UNION ALL SELECT 'birthplace', concat_ws(' ', a ->> '$.city', a ->> '$.district',
+                     a ->> '$.state', a ->> '$.country') FROM places
+        UNION ALL SELECT 'birthplace', a ->> '$.text' FROM places
+        UNION ALL SELECT 'coordinate', unnest(json_extract_string(e, '$.extension[*].valueDecimal'))
+        FROM geo WHERE contains(lower(e ->> '$.url'), 'geolocation')
         """
     )

@@ -7,7 +7,10 @@ their code systems kept (SNOMED CT, LOINC, RxNorm, CVX); supplies, imaging studi
 payer transitions, claims and expenses fill ``synthea_<file>`` tables under the hub's
 own column names, the person pseudonymised. Identifying columns (names, SSN, licence,
 passport, address, member ids, whatever the release spells them) go to the vault or
-nowhere; unknown columns and files are dropped and counted in the manifest.
+nowhere; unknown columns and files are dropped and counted in the manifest (a column
+named only when Synthea documents its name). Ids and references to other records
+(encounters, claims, payers, providers, organisations) are published as the hub's keyed
+ids (``hub_id``), never as the export's. All files of one table must share one header.
 
 Files may be truncated: references to missing people are quarantined, references to
 missing encounters are kept as they are (the quality gate reports them). Rows of files
@@ -38,6 +41,8 @@ EVENT_FILES: Final = {
     "allergies": "allergies", "devices": "devices", "careplans": "care_plans",
 }  # fmt: skip
 READ_FILES: Final = frozenset(layouts.FIELDS)
+# every column name some Synthea file documents: the only header names the manifest gives
+KNOWN_COLUMNS: Final = frozenset().union(*(layouts.known_columns(f) for f in layouts.FIELDS))
 # a column name recorded in the manifest must look like one: anything else may be data
 _COLUMN_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,39}")
 # files whose identifying values the identifier scan looks for
@@ -118,9 +123,37 @@ def discover(src: Path) -> SourceFiles:
     return files
 
 
+def _same_header(files: SourceFiles, name: str) -> Header:
+    """The header of every file of one table, which must be the same in each.
+
+    The files of a table are read by position, with the first file's header: a second
+    file (``patients.csv`` beside ``Patients.csv``) whose columns are in another order,
+    or are others, would publish one field as another (a birthplace as an ethnicity).
+    Such an export is refused, naming both files, never a value.
+    """
+    paths = files.tables[name]
+    header = resolve_header(name, paths[0])
+    first = [n.upper() for n in csv_header(paths[0])]
+    for path in paths[1:]:
+        other = [n.upper() for n in csv_header(path)]
+        if other != first:
+            why = (
+                "the same columns in another order"
+                if sorted(other) == sorted(first)
+                else "different columns"
+            )
+            raise SourceError(
+                f"{describe(paths[0], files.labels[paths[0]])} and "
+                f"{describe(path, files.labels[path])} are both Synthea {name} files but "
+                f"their headers differ ({why}); the files of one table are read with one "
+                "header, so the load is refused: remove or merge one of them"
+            )
+    return header
+
+
 def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
     files = discover(src)
-    headers = {name: resolve_header(name, paths[0]) for name, paths in files.tables.items()}
+    headers = {name: _same_header(files, name) for name in files.tables}
     for name, header in headers.items():
         target = {**EVENT_FILES, "organizations": "organisations"}.get(name, name)
         if name in layouts.PERSON_LINKED or name in layouts.UNLINKED:
@@ -133,7 +166,7 @@ def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
         con.execute(
             f"""
             CREATE TEMP VIEW stage_organisations AS
-            SELECT hub_blank({h.column("id")}) AS organisation_code,
+            SELECT {_keyed(h.column("id"))}::VARCHAR AS organisation_code,
                    {_text(h, "name")} AS name, 'provider' AS kind,
                    {_text(h, "city")} AS local_authority
             FROM raw_organizations
@@ -162,6 +195,11 @@ def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
 def _text(h: Header, field_name: str) -> str:
     column = h.column(field_name)
     return f"hub_blank({column})" if column else "NULL::VARCHAR"
+
+
+def _keyed(column: str | None) -> str:
+    """A source id (or a reference to one) as the hub's keyed id: never the id itself."""
+    return f"hub_id(hub_blank({column}))" if column else "NULL::BIGINT"
 
 
 def _patients(con: duckdb.DuckDBPyConnection, h: Header) -> None:
@@ -229,7 +267,7 @@ def _events(con: duckdb.DuckDBPyConnection, h: Header, target: str) -> None:
 
     bodies = {
         "encounters": f"{_text(h, 'class')} AS encounter_type, 'SNOMED CT' AS code_system, "
-        f"{coded}, {_text(h, 'organisation')} AS organisation_code, "
+        f"{coded}, {_keyed(c('organisation'))}::VARCHAR AS organisation_code, "
         f"{date(start)} AS start_date, {date(stop)} AS end_date",
         "conditions": f"{_system(h, 'SNOMED CT')} AS code_system, {coded}, "
         f"{date(start)} AS onset_date, {date(stop)} AS end_date",
@@ -294,7 +332,7 @@ def _numeric(h: Header) -> str:
 def _side_table(con: duckdb.DuckDBPyConnection, h: Header, *, linked: bool) -> None:
     """Supplies, claims, payers, ...: only their allow-listed fields, under hub names."""
     listed = [
-        f"hub_blank({h.column(f.name)}) AS {f.name}"
+        f"{_keyed(h.column(f.name)) if f.source_id else _text(h, f.name)} AS {f.name}"
         for f in layouts.FIELDS[h.file]
         if f.name != "patient" and h.column(f.name)
     ]
@@ -316,11 +354,17 @@ def _side_table(con: duckdb.DuckDBPyConnection, h: Header, *, linked: bool) -> N
 
 
 def _column_report(headers: dict[str, Header]) -> dict[str, int]:
-    """Unknown columns, counted per file and named only when the name is a column name."""
+    """Unknown columns, counted per file; named only when the name is one the connector
+    knows (a column some Synthea file documents, misplaced): any other header cell may
+    be data (a patient's name, an SSN) and is only counted."""
     out: dict[str, int] = {}
     for name, h in sorted(headers.items()):
+        unknown = h.unnamed
         for column in h.unknown:
-            out[f"column {name}.{column}"] = 1
-        if h.unnamed:
-            out[f"columns of {name} not named like columns"] = h.unnamed
+            if column in KNOWN_COLUMNS:
+                out[f"column {name}.{column}"] = 1
+            else:
+                unknown += 1
+        if unknown:
+            out[f"columns of {name} unknown to the connector"] = unknown
     return out

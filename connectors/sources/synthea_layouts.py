@@ -12,6 +12,10 @@ the hub reads; every column is classified by meaning:
   (``OWNER_NAME`` and ``OWNERNAME`` are both a policy-holder's name);
 * a *withheld* column, known and deliberately not published (costs, free text).
 
+A field that holds a source record's id or a reference to one (``source_id``) is
+published only as the hub's keyed id, so that it still joins (a claim's appointment to
+its encounter) but cannot be traced back to the export.
+
 A column that is none of these is unknown: it is dropped and counted in the manifest.
 A file whose header lacks a field the hub needs is refused, naming the file, the field
 and the spellings expected, never a value.
@@ -120,8 +124,8 @@ IDENTIFYING: Final[dict[str, dict[str, str]]] = {
         "SSN": "ssn", "DRIVERS": "licence", "PASSPORT": "passport", "PREFIX": "name_prefix",
         "FIRST": "name", "MIDDLE": "name", "LAST": "name", "SUFFIX": "name_suffix",
         "MAIDEN": "name", "ADDRESS": "address", "BIRTHDATE": "birth_date",
-        "BIRTHPLACE": "place", "CITY": "place", "STATE": "place", "ZIP": "place",
-        "FIPS": "place", "LAT": "place", "LON": "place",
+        "BIRTHPLACE": "birthplace", "CITY": "place", "STATE": "place", "ZIP": "place",
+        "FIPS": "place", "LAT": "coordinate", "LON": "coordinate",
     },
     "payer_transitions": {"OWNER_NAME": "name", "OWNERNAME": "name", "MEMBERID": "identifier"},
     "claims_transactions": {"PATIENTINSURANCEID": "identifier"},
@@ -134,10 +138,13 @@ IDENTIFYING: Final[dict[str, dict[str, str]]] = {
                   "LAT": "site", "LON": "site"},
     "payers": {"ADDRESS": "site", "CITY": "site", "ZIP": "site", "PHONE": "site"},
 }  # fmt: skip
-# meanings whose values the identifier scan looks for in everything published
+# meanings whose values the identifier scan looks for in everything published (a city,
+# state or ZIP alone is an everyday value: "place" is vaulted, not scanned; a birthplace
+# is "City  State  Country", looked for only as those words together)
 SCANNED_MEANINGS: Final = frozenset(
-    {"name", "ssn", "licence", "passport", "address", "telecom", "identifier"}
-)
+    {"name", "ssn", "licence", "passport", "address", "telecom", "identifier", "birthplace",
+     "coordinate"}
+)  # fmt: skip
 # which identifying columns of patients.csv are whole-name parts (for full-name matching)
 NAME_PARTS: Final = ("PREFIX", "FIRST", "MIDDLE", "LAST", "SUFFIX")
 
@@ -149,10 +156,18 @@ class Field:
     name: str
     spellings: tuple[str, ...]
     required: bool = True
+    # the field holds a source record's id or a reference to one (an encounter, claim,
+    # payer, provider, organisation): published only as the hub's keyed id (``hub_id``)
+    source_id: bool = False
 
 
-def _f(name: str, *spellings: str, required: bool = True) -> Field:
-    return Field(name, spellings, required)
+def _f(name: str, *spellings: str, required: bool = True, source_id: bool = False) -> Field:
+    return Field(name, spellings, required, source_id)
+
+
+def _id(name: str, *spellings: str) -> Field:
+    """An optional field holding a source id or a reference to one."""
+    return Field(name, spellings, required=False, source_id=True)
 
 
 _EVENT = (_f("patient", "PATIENT"), _f("encounter", "ENCOUNTER", required=False))
@@ -195,14 +210,14 @@ FIELDS: Final[dict[str, tuple[Field, ...]]] = {
                       _f("city", "CITY", required=False)),
     # source-specific tables: published under the hub's own column names
     "supplies": (
-        _f("patient", "PATIENT"), _f("encounter", "ENCOUNTER", required=False),
+        _f("patient", "PATIENT"), _id("encounter", "ENCOUNTER"),
         _f("date", "DATE", required=False), _f("code", "CODE", required=False),
         _f("description", "DESCRIPTION", required=False),
         _f("quantity", "QUANTITY", required=False),
     ),
     "imaging_studies": (
-        _f("patient", "PATIENT"), _f("imaging_study_id", "ID", required=False),
-        _f("encounter", "ENCOUNTER", required=False), _f("date", "DATE", required=False),
+        _f("patient", "PATIENT"), _id("imaging_study_id", "ID"),
+        _id("encounter", "ENCOUNTER"), _f("date", "DATE", required=False),
         _f("bodysite_code", "BODYSITE_CODE", required=False),
         _f("bodysite_description", "BODYSITE_DESCRIPTION", required=False),
         _f("modality_code", "MODALITY_CODE", required=False),
@@ -213,18 +228,17 @@ FIELDS: Final[dict[str, tuple[Field, ...]]] = {
     ),
     "payer_transitions": (
         _f("patient", "PATIENT"), _f("start", "START_DATE", "START_YEAR", required=False),
-        _f("end", "END_DATE", "END_YEAR", required=False), _f("payer", "PAYER", required=False),
-        _f("secondary_payer", "SECONDARY_PAYER", required=False),
+        _f("end", "END_DATE", "END_YEAR", required=False), _id("payer", "PAYER"),
+        _id("secondary_payer", "SECONDARY_PAYER"),
         _f("ownership", "PLAN_OWNERSHIP", "OWNERSHIP", required=False),
     ),
     "claims": (
-        _f("patient", "PATIENTID"), _f("claim_id", "ID", required=False),
-        _f("provider_id", "PROVIDERID", required=False),
-        _f("primary_payer_id", "PRIMARYPATIENTINSURANCEID", required=False),
-        _f("secondary_payer_id", "SECONDARYPATIENTINSURANCEID", required=False),
-        _f("department_id", "DEPARTMENTID", required=False),
+        _f("patient", "PATIENTID"), _id("claim_id", "ID"), _id("provider_id", "PROVIDERID"),
+        _id("primary_payer_id", "PRIMARYPATIENTINSURANCEID"),
+        _id("secondary_payer_id", "SECONDARYPATIENTINSURANCEID"),
+        _f("department_id", "DEPARTMENTID", required=False),  # a department code
         *(_f(f"diagnosis{i}", f"DIAGNOSIS{i}", required=False) for i in range(1, 9)),
-        _f("appointment_id", "APPOINTMENTID", required=False),
+        _id("appointment_id", "APPOINTMENTID"),  # the claim's encounter
         _f("current_illness_date", "CURRENTILLNESSDATE", required=False),
         _f("service_date", "SERVICEDATE", required=False),
         _f("status1", "STATUS1", required=False), _f("status2", "STATUS2", required=False),
@@ -236,35 +250,34 @@ FIELDS: Final[dict[str, tuple[Field, ...]]] = {
         _f("claim_type2", "HEALTHCARECLAIMTYPEID2", required=False),
     ),
     "claims_transactions": (
-        _f("patient", "PATIENTID"), _f("transaction_id", "ID", required=False),
-        _f("claim_id", "CLAIMID", required=False), _f("charge_id", "CHARGEID", required=False),
+        _f("patient", "PATIENTID"), _id("transaction_id", "ID"), _id("claim_id", "CLAIMID"),
+        _f("charge_id", "CHARGEID", required=False),  # the line's number in its claim
         _f("type", "TYPE", required=False), _f("amount", "AMOUNT", required=False),
         _f("method", "METHOD", required=False), _f("from_date", "FROMDATE", required=False),
         _f("to_date", "TODATE", required=False),
-        _f("place_of_service", "PLACEOFSERVICE", required=False),
+        _id("place_of_service", "PLACEOFSERVICE"),  # an organisation
         _f("procedure_code", "PROCEDURECODE", required=False),
         _f("units", "UNITS", required=False), _f("unit_amount", "UNITAMOUNT", required=False),
         _f("payments", "PAYMENTS", required=False),
         _f("adjustments", "ADJUSTMENTS", required=False),
         _f("transfers", "TRANSFERS", required=False),
-        _f("outstanding", "OUTSTANDING", required=False),
-        _f("provider_id", "PROVIDERID", required=False),
+        _f("outstanding", "OUTSTANDING", required=False), _id("provider_id", "PROVIDERID"),
     ),
     "patient_expenses": (
         _f("patient", "PATIENT_ID"), _f("year", "YEAR", required=False),
-        _f("payer_id", "PAYER_ID", required=False),
+        _id("payer_id", "PAYER_ID"),
         _f("healthcare_expenses", "HEALTHCARE_EXPENSES", required=False),
         _f("insurance_costs", "INSURANCE_COSTS", required=False),
         _f("covered_costs", "COVERED_COSTS", required=False),
     ),
     # files that name no person: organisations' and clinicians' names stay out
     "payers": (
-        _f("payer_id", "ID"), _f("name", "NAME", required=False),
+        _f("payer_id", "ID", source_id=True), _f("name", "NAME", required=False),
         _f("ownership", "OWNERSHIP", required=False),
         _f("state_headquartered", "STATE_HEADQUARTERED", required=False),
     ),
     "providers": (
-        _f("provider_id", "ID"), _f("organisation_id", "ORGANIZATION", required=False),
+        _f("provider_id", "ID", source_id=True), _id("organisation_id", "ORGANIZATION"),
         _f("gender", "GENDER", required=False), _f("speciality", "SPECIALITY", required=False),
         _f("state", "STATE", required=False),
     ),

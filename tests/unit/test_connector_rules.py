@@ -134,3 +134,43 @@ def test_the_scan_reads_the_manifest_too():
     con = _staged([("1", "fine")], [("name", "Zebedee345")])
     with pytest.raises(IdentifierLeak, match="the manifest"):
         scan(con, manifest={"source": {"not_read": {"column supplies.ZEBEDEE345": 1}}})
+
+
+IDS = [
+    ("name", "Lyndon118"), ("name", "Greenholt190"), ("name", "Lyndon118 Greenholt190"),
+    ("name", "Mr. Greenholt190"), ("name", "O'Neill"), ("address", "814 Padberg Street"),
+    ("address", "668 Blanda Parade Unit 56"), ("ssn", "999-87-7360"),
+    ("telecom", "555-810-7203"), ("identifier", "9990000018"),
+    ("birthplace", "Stockholm  Stockholm  SE"), ("birthplace", "Boston"),
+    ("coordinate", "59.25093149941897"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "Visit for Lyndon Greenholt", "Seen: Mr. Lyndon118 Greenholt190.",
+        "Fall at home, 814 Padberg Street", "lives at 668 Blanda Parade", "SSN 999 87 7360",
+        "call (555) 810-7203 today", "555.810.7203", "+1 555 810 7203", "NHS 999 000 0018",
+        "born in Stockholm, Stockholm SE", "at 59.25093149941897",
+    ],
+)  # fmt: skip
+def test_the_scan_finds_identifiers_inside_sentences_and_in_digit_groups(cell):
+    con = _staged([("1", cell)], IDS)
+    with pytest.raises(IdentifierLeak, match=r"conditions\.description") as err:
+        scan(con, manifest={})
+    for word in ("lyndon", "greenholt", "padberg", "7360", "7203", "0018", "stockholm", "59.25"):
+        assert word not in str(err.value).lower()
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "Stockholm", "Boston", "Padberg Street", "Greenholt Street", "Lyndon", "Mr Greenholt",
+        "O'Neill Health Centre", "Amount 7619.099999999998", "Code 428251000124104",
+        "1999877360", "x9998773600", "2020-02-06T08:45:50Z",
+    ],
+)  # fmt: skip
+def test_plain_words_city_names_codes_and_amounts_are_not_leaks(cell):
+    con = _staged([("1", cell)], IDS)
+    assert scan(con, manifest={}).leaks == {}

@@ -1,0 +1,437 @@
+"""What the Synthea and FHIR connectors must never publish, on edited real exports.
+
+Each test loads a copy of a real fixture export into which a red team put something:
+identifiers inside sentences, ``resourceType`` strings that are data, bad values, two
+files for one table. Published ids are keyed: no published value equals a source id of
+the export, or an unkeyed hash of one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from connectors import build
+from connectors.errors import SourceError
+from connectors.ingest import ingest
+from connectors.quality.identifier_scan import IdentifierLeak
+from connectors.secrets import resolve_keys
+from connectors.sources import fhir
+from tests.conftest import FIXTURES, release_con
+
+SYNTHEA_2023 = FIXTURES / "synthea-3.x-2023"  # Lyndon118 Reid278 Greenholt190, ...
+SYNTHEA_2025 = FIXTURES / "synthea-3.x-2025"  # with organizations and providers
+FHIR_BULK = FIXTURES / "fhir-bulk-10"
+FHIR_BUNDLES = FIXTURES / "fhir-bundles-3.x"
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+
+
+def copy(export: Path, tmp_path: Path) -> Path:
+    out = tmp_path / export.name
+    shutil.copytree(export, out)
+    return out
+
+
+def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    return rows[0], rows[1:]
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    path.write_text(out.getvalue())
+
+
+def set_cell(path: Path, column: str, value: str, row: int = 0) -> None:
+    header, rows = read_csv(path)
+    rows[row][header.index(column)] = value
+    write_csv(path, header, rows)
+
+
+def ndjson(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_ndjson(path: Path, resources: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in resources))
+
+
+def source_ids(export: Path) -> set[str]:
+    """Every id and reference of an export: its UUIDs, and every FHIR resource's ``id``."""
+    found: set[str] = set()
+    for path in export.iterdir():
+        if path.suffix not in (".csv", ".ndjson", ".json"):
+            continue
+        text = path.read_text()
+        found.update(m.lower() for m in UUID.findall(text))
+        found.update(UUID.findall(text))
+        if path.suffix == ".ndjson":
+            found.update(r["id"] for r in ndjson(path) if "id" in r)
+        elif path.suffix == ".json":
+            entries = json.loads(text).get("entry", [])
+            found.update(e["resource"]["id"] for e in entries if "id" in e.get("resource", {}))
+    return found
+
+
+def published_source_ids(release: Path, ids: set[str]) -> dict[str, int]:
+    """Columns of the release holding a source id, or its unkeyed hash, as a value."""
+    con = duckdb.connect()
+    con.execute(f"ATTACH '{release}' AS rel (READ_ONLY)")
+    con.execute("CREATE TEMP TABLE ids (id VARCHAR)")
+    con.executemany("INSERT INTO ids VALUES (?)", [[i] for i in sorted(ids)])
+    con.execute(
+        """CREATE TEMP TABLE unkeyed AS
+           SELECT DISTINCT h FROM (
+               SELECT md5_number_lower(id)::HUGEINT AS h FROM ids
+               UNION ALL SELECT (md5_number_lower(id) >> 1)::HUGEINT FROM ids
+               UNION ALL SELECT md5_number_upper(id)::HUGEINT FROM ids
+               UNION ALL SELECT (md5_number_upper(id) >> 1)::HUGEINT FROM ids)"""
+    )
+    columns = con.execute(
+        """SELECT table_name, column_name, data_type FROM duckdb_columns()
+           WHERE database_name = 'rel'"""
+    ).fetchall()
+    hits: dict[str, int] = {}
+    for table, column, kind in columns:
+        ref = f'rel.main."{table}"."{column}"'
+        if kind == "VARCHAR":
+            sql = f"""SELECT count(*) FROM (SELECT DISTINCT "{column}" AS x
+                      FROM rel.main."{table}" WHERE "{column}" IS NOT NULL) v
+                      WHERE EXISTS (SELECT 1 FROM ids WHERE contains(v.x, ids.id))"""
+        elif kind in ("BIGINT", "UBIGINT", "HUGEINT", "INTEGER"):
+            sql = f"""SELECT count(*) FROM rel.main."{table}"
+                      WHERE "{column}"::HUGEINT IN (SELECT h FROM unkeyed)"""
+        else:
+            continue
+        n = con.execute(sql).fetchall()[0][0]
+        if n:
+            hits[ref] = n
+    return hits
+
+
+# -- 5. published ids are keyed -------------------------------------------------------
+
+
+@pytest.mark.parametrize("export", [SYNTHEA_2023, SYNTHEA_2025], ids=lambda p: p.name)
+def test_synthea_ids_are_keyed_stable_and_still_join(export, tmp_path, keys):
+    first = ingest(export, fmt="synthea", home=tmp_path / "a", keys=keys)
+    assert published_source_ids(first.release.path, source_ids(export)) == {}
+    con = release_con(first.release.path)
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+
+    def unjoined(sql: str) -> tuple[int, int]:
+        return tuple(con.execute(sql).fetchall()[0])  # (references, not found)
+
+    # the extras publish the keyed encounter id: they join to encounters as they did
+    for table, column in (
+        ("synthea_supplies", "encounter"),
+        ("synthea_imaging_studies", "encounter"),
+        ("synthea_claims", "appointment_id"),
+    ):
+        if table in tables:
+            refs, missing = unjoined(
+                f"""SELECT count({column}), count({column}) FILTER (e.encounter_id IS NULL)
+                    FROM {table} x LEFT JOIN encounters e ON e.encounter_id = x.{column}"""
+            )
+            assert refs > 0 and missing == 0, table
+            kind = con.execute(
+                f"SELECT data_type FROM duckdb_columns() WHERE table_name = '{table}' "
+                f"AND column_name = '{column}'"
+            ).fetchall()
+            assert kind == [("BIGINT",)], table
+    refs, missing = unjoined(
+        """SELECT count(payer), count(payer) FILTER (p.payer_id IS NULL)
+           FROM synthea_payer_transitions t LEFT JOIN synthea_payers p ON p.payer_id = t.payer"""
+    )
+    assert refs > 0 and missing == 0
+    if "synthea_providers" in tables:
+        refs, missing = unjoined(
+            """SELECT count(organisation_id),
+                      count(organisation_id) FILTER (o.organisation_code IS NULL)
+               FROM synthea_providers p
+               LEFT JOIN organisations o ON o.organisation_code = p.organisation_id::VARCHAR"""
+        )
+        assert refs > 0 and missing == 0
+        refs, missing = unjoined(
+            """SELECT count(e.organisation_code),
+                      count(e.organisation_code) FILTER (o.organisation_code IS NULL)
+               FROM encounters e LEFT JOIN organisations o USING (organisation_code)"""
+        )
+        assert refs > 0 and missing == 0
+    # the same keys give the same ids; another key, others; the key is never stored
+    again = ingest(export, fmt="synthea", home=tmp_path / "b", keys=keys)
+    assert again.release.manifest["content_hash"] == first.release.manifest["content_hash"]
+    ids = "SELECT list(encounter_id ORDER BY encounter_id) FROM encounters"
+    assert release_con(again.release.path).execute(ids).fetchall() == con.execute(ids).fetchall()
+    other_keys = resolve_keys(tmp_path / "c", create=True)
+    other = ingest(export, fmt="synthea", home=tmp_path / "c", keys=other_keys)
+    theirs = set(release_con(other.release.path).execute(ids).fetchall()[0][0])
+    assert not theirs & set(con.execute(ids).fetchall()[0][0])
+    blob = first.release.path.read_bytes()
+    assert build.id_key(keys.pseudonym).encode() not in blob
+    assert build.id_key(keys.pseudonym) not in json.dumps(first.release.manifest)
+
+
+@pytest.mark.parametrize("export", [FHIR_BULK, FHIR_BUNDLES], ids=lambda p: p.name)
+def test_fhir_ids_are_keyed_and_still_join(export, tmp_path, keys):
+    result = ingest(export, fmt="fhir", home=tmp_path / "a", keys=keys)
+    assert published_source_ids(result.release.path, source_ids(export)) == {}
+    con = release_con(result.release.path)
+    refs, missing = con.execute(
+        """SELECT count(c.encounter_id), count(c.encounter_id) FILTER (e.encounter_id IS NULL)
+           FROM conditions c LEFT JOIN encounters e USING (encounter_id)"""
+    ).fetchall()[0]
+    assert refs > 0 and missing == 0
+    refs, missing = con.execute(
+        """SELECT count(r.organisation_code),
+                  count(r.organisation_code) FILTER (o.organisation_code IS NULL)
+           FROM fhir_practitioner_roles r LEFT JOIN organisations o USING (organisation_code)"""
+    ).fetchall()[0]
+    assert refs > 0 and missing == 0
+
+
+def test_fhir_ods_codes_stay_and_a_care_plan_reason_is_a_code(tmp_path, keys):
+    patient = {
+        "resourceType": "Patient", "id": "p-1", "gender": "female", "birthDate": "1961-04-02",
+        "generalPractitioner": [{"identifier": {
+            "system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "A81001"}}],
+    }  # fmt: skip
+    condition = {
+        "resourceType": "Condition", "id": "c-1", "subject": {"reference": "Patient/p-1"},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]},
+        "onsetDateTime": "2020-01-01",
+    }  # fmt: skip
+    plan = {
+        "resourceType": "CarePlan", "id": "cp-1", "subject": {"reference": "Patient/p-1"},
+        "addresses": [{"reference": "Condition/c-1"}], "period": {"start": "2020-01-02"},
+        "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "698360004"}]}],
+    }  # fmt: skip
+    folder = tmp_path / "fhir"
+    folder.mkdir()
+    write_ndjson(folder / "Resources.000.ndjson", [patient, condition, plan])
+    result = ingest(folder, fmt="fhir", home=tmp_path / "hub", keys=keys)
+    con = release_con(result.release.path)
+    assert con.execute("SELECT practice_code FROM patients").fetchall() == [("A81001",)]
+    assert con.execute("SELECT reason_code FROM care_plans").fetchall() == [("44054006",)]
+
+
+# -- 1. mother's maiden name and birth place, whatever the URL's case --------------------
+
+
+def test_fhir_maiden_name_and_birth_place_are_vaulted_and_looked_for(tmp_path, keys):
+    con = duckdb.connect()
+    build.install_macros(con)
+    fhir.stage(con, FHIR_BULK)
+    build.install_id_key(con, keys.pseudonym)
+    maidens = [
+        e["valueString"]
+        for p in ndjson(FHIR_BULK / "Patient.000.ndjson")
+        for e in p.get("extension", [])
+        if e["url"].endswith("patient-mothersMaidenName")
+    ]
+    assert maidens
+    identifiers = " ".join(
+        r[0] for r in con.execute("SELECT identifiers FROM stage_patients").fetchall()
+    )
+    for maiden in maidens:
+        assert maiden in identifiers
+    assert "Olathe" in identifiers  # a birth place
+    looked_for = {
+        (m, v)
+        for m, v in con.execute("SELECT meaning, value FROM stage_identifying_values").fetchall()
+    }
+    assert {("name", m) for m in maidens} <= looked_for
+    assert ("birthplace", "Olathe Kansas US") in looked_for
+    assert ("coordinate", "38.37796654358168") in looked_for
+    # free text repeating the maiden name is now redacted (it is among the identifiers)
+    src = copy(FHIR_BULK, tmp_path)
+    patients = ndjson(src / "Patient.000.ndjson")
+    person = next(p for p in patients if any("aiden" in e["url"] for e in p.get("extension", [])))
+    maiden = next(e["valueString"] for e in person["extension"] if "aiden" in e["url"])
+    for e in person["extension"]:
+        e["url"] = e["url"].replace("mothersMaidenName", "MothersMaidenname")  # odd case
+    write_ndjson(src / "Patient.000.ndjson", patients)
+    note = {
+        "resourceType": "Observation", "id": "note-1", "status": "final",
+        "code": {"text": "Carer's note"}, "subject": {"reference": f"Patient/{person['id']}"},
+        "effectiveDateTime": "2020-01-01", "valueString": f"Mother's maiden name {maiden}",
+    }  # fmt: skip
+    write_ndjson(src / "Observation.000.ndjson", [note])
+    result = ingest(src, fmt="fhir", home=tmp_path / "hub", keys=keys)
+    assert result.release.manifest["tables"]["observations"]["redacted_free_text"] == 1
+    assert maiden.encode() not in result.release.path.read_bytes()
+
+
+# -- 2. a bad value never fails the load ----------------------------------------------
+
+
+def test_fhir_values_of_the_wrong_type_are_null_or_quarantined(tmp_path, keys):
+    src = copy(FHIR_BULK, tmp_path)
+    practitioners = ndjson(src / "Practitioner.000.ndjson")
+    practitioners[0]["active"] = "maybe"
+    practitioners[1]["active"] = {"value": True}
+    practitioners[2]["active"] = 12
+    write_ndjson(src / "Practitioner.000.ndjson", practitioners)
+    patients = ndjson(src / "Patient.000.ndjson")
+    patients[0]["identifier"] = patients[0]["identifier"][0]  # an object, not a list
+    patients[1]["extension"] = {"url": "x"}
+    patients[2]["name"] = {"family": "Solo"}
+    write_ndjson(src / "Patient.000.ndjson", patients)
+    encounters = ndjson(src / "Encounter.000.ndjson")
+    encounters[0]["period"] = {"start": {"year": 2020}}
+    write_ndjson(src / "Encounter.000.ndjson", encounters)
+    pid = patients[3]["id"]
+    odd = {
+        "resourceType": "Observation", "id": "o-1", "subject": {"reference": f"Patient/{pid}"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]},
+        "effectiveDateTime": "2020-01-01", "valueQuantity": {"value": "tall", "unit": "cm"},
+    }  # fmt: skip
+    write_ndjson(src / "Observation.000.ndjson", [odd])
+    result = ingest(src, fmt="fhir", home=tmp_path / "hub", keys=keys)
+    con = release_con(result.release.path)
+    active = dict(
+        con.execute("SELECT active IS NULL, count(*) FROM fhir_practitioners GROUP BY 1").fetchall()
+    )
+    assert active[True] == 3 and active[False] == len(practitioners) - 3
+    assert result.counts["encounters"].quarantined == {"unparseable date": 1}
+    assert con.execute("SELECT value FROM observations").fetchall() == [(None,)]
+    assert result.counts["patients"].published == len(patients)
+
+
+# -- 3. two files of one Synthea table with different headers ---------------------------
+
+
+@pytest.mark.parametrize("swap", [True, False])
+def test_two_files_of_one_synthea_table_must_share_their_header(swap, tmp_path, keys):
+    src = copy(SYNTHEA_2025, tmp_path)
+    header, rows = read_csv(src / "patients.csv")
+    write_csv(src / "patients.csv", header, rows[:1])
+    if swap:  # the same columns, two swapped: BIRTHPLACE would be read as ETHNICITY
+        i, j = header.index("ETHNICITY"), header.index("BIRTHPLACE")
+        order = list(range(len(header)))
+        order[i], order[j] = j, i
+        write_csv(src / "Patients.csv", [header[k] for k in order],
+                  [[r[k] for k in order] for r in rows[1:]])  # fmt: skip
+        with pytest.raises(SourceError) as err:
+            ingest(src, fmt="synthea", home=tmp_path / "hub", keys=keys)
+        message = str(err.value)
+        assert "patients.csv" in message and "Patients.csv" in message
+        assert "another order" in message
+        for row in rows:
+            for value in row:
+                if len(value) > 3:
+                    assert value not in message
+        assert not list((tmp_path / "hub" / "releases").glob("release-*.duckdb"))
+    else:  # the same header: both files are read
+        write_csv(src / "Patients.csv", header, rows[1:])
+        result = ingest(src, fmt="synthea", home=tmp_path / "hub", keys=keys)
+        assert result.counts["patients"].published == len(rows)
+
+
+def test_a_renamed_column_in_a_second_file_is_refused(tmp_path, keys):
+    src = copy(SYNTHEA_2025, tmp_path)
+    header, rows = read_csv(src / "encounters.csv")
+    write_csv(src / "ENCOUNTERS.csv", [h.replace("DESCRIPTION", "DESC") for h in header], rows)
+    with pytest.raises(SourceError, match="different columns") as err:
+        ingest(src, fmt="synthea", home=tmp_path / "hub", keys=keys)
+    assert "encounters.csv" in str(err.value) and "ENCOUNTERS.csv" in str(err.value)
+
+
+# -- 4. names from the export's structure are published only when known ----------------
+
+
+def test_a_resource_type_that_is_data_is_only_counted(tmp_path, keys):
+    src = copy(FHIR_BULK, tmp_path)
+    junk = "Medhurst, Sumiko 1927-05-21 66801"
+    lines = [{"resourceType": junk, "id": "x1"}, {"resourceType": "Claim", "id": "c1"}]
+    write_ndjson(src / "Other.000.ndjson", lines)
+    result = ingest(src, fmt="fhir", home=tmp_path / "hub", keys=keys)
+    assert result.skipped == {fhir.NOT_A_RESOURCE_TYPE: 1, "Claim": 1}
+    assert junk not in json.dumps(result.release.manifest)
+    assert "Medhurst" not in json.dumps(result.release.manifest)
+
+
+def test_synthea_header_names_are_published_only_when_known(tmp_path, keys):
+    src = copy(SYNTHEA_2025, tmp_path)
+    header, rows = read_csv(src / "supplies.csv")
+    extra = ["LYNDON118", "SSN", "NOTES_2"]
+    write_csv(src / "supplies.csv", header + extra, [[*r, "a", "b", "c"] for r in rows])
+    result = ingest(src, fmt="synthea", home=tmp_path / "hub", keys=keys)
+    not_read = result.release.manifest["source"]["not_read"]
+    assert not_read == {
+        "column supplies.SSN": 1,
+        "columns of supplies unknown to the connector": 2,
+    }
+
+
+# -- 6. identifiers inside sentences ---------------------------------------------------
+
+
+def _refused(src: Path, fmt: str, home: Path, keys, where: str, secret: str) -> None:
+    with pytest.raises(IdentifierLeak) as err:
+        ingest(src, fmt=fmt, home=home, keys=keys)
+    message = str(err.value)
+    assert where in message, message
+    for word in re.split(r"[\s,]+", secret):
+        assert word.lower() not in message.lower(), word
+    assert not list((home / "releases").glob("release-*.duckdb"))
+
+
+# (text put into the export, the identifying part of it)
+SYNTHEA_LEAKS = [
+    # Lyndon118 Reid278 Greenholt190: a full name, with Synthea's numbers or without
+    ("Visit for Lyndon Greenholt", "Lyndon Greenholt"),
+    ("Visit for Lyndon118 Reid278 Greenholt190", "Lyndon118 Reid278 Greenholt190"),
+    ("Fall at home, 814 Padberg Street", "814 Padberg"),
+    ("Patient SSN 999 87 7360", "999 87 7360"),
+    ("Born in Stockholm, Stockholm SE", "Stockholm"),  # BIRTHPLACE
+    ("Found at 59.25093149941897", "59.25093149941897"),  # LAT
+]
+
+
+@pytest.mark.parametrize(("text", "secret"), SYNTHEA_LEAKS)
+def test_synthea_identifiers_inside_text_refuse_the_release(text, secret, tmp_path, keys):
+    src = copy(SYNTHEA_2023, tmp_path)
+    set_cell(src / "encounters.csv", "DESCRIPTION", text, row=3)
+    _refused(src, "synthea", tmp_path / "hub", keys, "encounters.description", secret)
+
+
+FHIR_LEAKS = [
+    ("Call 555 810 7203", "555 810 7203"),  # telecom 555-810-7203
+    ("Born in Olathe, Kansas US", "Olathe"),  # birthPlace
+    ("Seen at 38.37796654358168", "38.37796654358168"),  # the address's geolocation
+    ("Visit for Harold594 VonRueden376", "Harold594 VonRueden376"),  # mother's maiden name
+    ("Fall at home, 633 Abernathy Landing", "Abernathy"),
+]
+
+
+@pytest.mark.parametrize(("text", "secret"), FHIR_LEAKS)
+def test_fhir_identifiers_inside_text_refuse_the_release(text, secret, tmp_path, keys):
+    src = copy(FHIR_BULK, tmp_path)
+    conditions = ndjson(src / "Condition.000.ndjson")
+    conditions[0]["code"]["coding"][0]["display"] = text
+    write_ndjson(src / "Condition.000.ndjson", conditions)
+    _refused(src, "fhir", tmp_path / "hub", keys, "conditions.description", secret)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Stockholm", "Padberg Street", "Greenholt Street", "Lyndon", "Amount 7619.099999999998",
+     "Code 428251000124104", "Massachusetts US", "Mr Greenholt"],
+)  # fmt: skip
+def test_plain_words_city_names_and_numbers_do_not_refuse(text, tmp_path, keys):
+    src = copy(SYNTHEA_2023, tmp_path)
+    set_cell(src / "encounters.csv", "DESCRIPTION", text, row=3)
+    result = ingest(src, fmt="synthea", home=tmp_path / "hub", keys=keys)
+    assert result.release.manifest["identifier_scan"]["passed"]
