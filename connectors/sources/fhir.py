@@ -25,7 +25,7 @@ from typing import Final
 import duckdb
 
 from connectors.errors import SourceError
-from connectors.staging import SourceFiles, describe, quote
+from connectors.staging import FHIR_RESOURCE_TYPES, SourceFiles, describe, quote
 
 SOURCE = "fhir"
 VERSION = "1.0"
@@ -39,44 +39,7 @@ LOADED_TYPES: Final = (
 
 # every resource type of FHIR R4 (4.0.1): the only type names a manifest may give; any
 # other resourceType is data (a line can put a patient's name there) and is only counted
-R4_RESOURCE_TYPES: Final = frozenset({
-    "Account", "ActivityDefinition", "AdverseEvent", "AllergyIntolerance", "Appointment",
-    "AppointmentResponse", "AuditEvent", "Basic", "Binary", "BiologicallyDerivedProduct",
-    "BodyStructure", "Bundle", "CapabilityStatement", "CarePlan", "CareTeam",
-    "CatalogEntry", "ChargeItem", "ChargeItemDefinition", "Claim", "ClaimResponse",
-    "ClinicalImpression", "CodeSystem", "Communication", "CommunicationRequest",
-    "CompartmentDefinition", "Composition", "ConceptMap", "Condition", "Consent",
-    "Contract", "Coverage", "CoverageEligibilityRequest", "CoverageEligibilityResponse",
-    "DetectedIssue", "Device", "DeviceDefinition", "DeviceMetric", "DeviceRequest",
-    "DeviceUseStatement", "DiagnosticReport", "DocumentManifest", "DocumentReference",
-    "EffectEvidenceSynthesis", "Encounter", "Endpoint", "EnrollmentRequest",
-    "EnrollmentResponse", "EpisodeOfCare", "EventDefinition", "Evidence",
-    "EvidenceVariable", "ExampleScenario", "ExplanationOfBenefit", "FamilyMemberHistory",
-    "Flag", "Goal", "GraphDefinition", "Group", "GuidanceResponse", "HealthcareService",
-    "ImagingStudy", "Immunization", "ImmunizationEvaluation", "ImmunizationRecommendation",
-    "ImplementationGuide", "InsurancePlan", "Invoice", "Library", "Linkage", "List",
-    "Location", "Measure", "MeasureReport", "Media", "Medication",
-    "MedicationAdministration", "MedicationDispense", "MedicationKnowledge",
-    "MedicationRequest", "MedicationStatement", "MedicinalProduct",
-    "MedicinalProductAuthorization", "MedicinalProductContraindication",
-    "MedicinalProductIndication", "MedicinalProductIngredient",
-    "MedicinalProductInteraction", "MedicinalProductManufactured",
-    "MedicinalProductPackaged", "MedicinalProductPharmaceutical",
-    "MedicinalProductUndesirableEffect", "MessageDefinition", "MessageHeader",
-    "MolecularSequence", "NamingSystem", "NutritionOrder", "Observation",
-    "ObservationDefinition", "OperationDefinition", "OperationOutcome", "Organization",
-    "OrganizationAffiliation", "Parameters", "Patient", "PaymentNotice",
-    "PaymentReconciliation", "Person", "PlanDefinition", "Practitioner", "PractitionerRole",
-    "Procedure", "Provenance", "Questionnaire", "QuestionnaireResponse", "RelatedPerson",
-    "RequestGroup", "ResearchDefinition", "ResearchElementDefinition", "ResearchStudy",
-    "ResearchSubject", "RiskAssessment", "RiskEvidenceSynthesis", "Schedule",
-    "SearchParameter", "ServiceRequest", "Slot", "Specimen", "SpecimenDefinition",
-    "StructureDefinition", "StructureMap", "Subscription", "Substance",
-    "SubstanceNucleicAcid", "SubstancePolymer", "SubstanceProtein",
-    "SubstanceReferenceInformation", "SubstanceSourceMaterial", "SubstanceSpecification",
-    "SupplyDelivery", "SupplyRequest", "Task", "TerminologyCapabilities", "TestReport",
-    "TestScript", "ValueSet", "VerificationResult", "VisionPrescription",
-})  # fmt: skip
+R4_RESOURCE_TYPES: Final = FHIR_RESOURCE_TYPES  # one list: connectors.staging
 NOT_A_RESOURCE_TYPE: Final = "(not a FHIR R4 resource type)"
 
 MACROS = r"""
