@@ -54,6 +54,13 @@ class Layout:
     events: bool = False  # conditions, observations, medications, procedures files
 
 
+def _keyed(feed: str, col: str) -> str:
+    """A published id: the hub's keyed hash (``hub_id``) of the feed and its local id, so
+    that no one holding a trust's extract can map a published event back to its record,
+    and two feeds' local ids never collide. A blank id stays NULL (quarantined)."""
+    return f"hub_id({quote(feed)} || '|' || nullif(trim({col}::VARCHAR), ''))"
+
+
 def _dmy(col: str) -> str:
     return f"try_strptime({col}, '%d/%m/%Y')::DATE"
 
@@ -252,8 +259,7 @@ def encounters_sql(
     if lay.ext == "parquet" or not start.startswith("try_"):
         start, end = _iso(start), _iso(end)
     return f"""
-        SELECT try_cast(regexp_replace({lay.encounter_id}::VARCHAR, '[^0-9]', '', 'g') AS BIGINT)
-                   AS id,
+        SELECT {_keyed(feed, lay.encounter_id)} AS id,
                {lay.encounter_id}::VARCHAR AS source_id,
                {quote(feed)} || '|' || {lay.local_id}::VARCHAR AS record_key,
                {lay.encounter_type}::VARCHAR AS encounter_type,
@@ -306,9 +312,9 @@ def events_sql(
             f"THEN 'unparseable number' ELSE {bad} END"
         )
     return f"""
-        SELECT try_cast({id_col} AS BIGINT) AS id, {id_col}::VARCHAR AS source_id,
+        SELECT {_keyed(feed, id_col)} AS id, {id_col}::VARCHAR AS source_id,
                {quote(feed)} || '|' || {lay.local_id}::VARCHAR AS record_key,
-               try_cast({enc} AS BIGINT) AS encounter_id, {coded}{value}, {first}{second},
+               {_keyed(feed, enc)} AS encounter_id, {coded}{value}, {first}{second},
                {bad} AS bad_reason, {quote(feed)} AS feed
         FROM {rel}
     """

@@ -148,3 +148,36 @@ def test_a_feed_file_without_its_columns_is_refused_naming_file_and_column(
     assert message in result.stderr and "Traceback" not in result.stderr
     assert "error in the reader" not in result.stderr
     assert not list((tmp_path / "home" / "releases").glob("release-*.duckdb"))
+
+
+def test_published_event_ids_do_not_lead_back_to_a_trusts_records(region, tmp_path):
+    """Spell, attendance and event ids were published as the feeds' own numbers, so a
+    trust could map every published event (and its pseudonymous person) back to its own
+    records; they are a keyed hash of the feed and the local id now."""
+    feeds = _copy(region, tmp_path / "feeds")
+    done = hub(tmp_path / "home", "ingest", str(feeds), "--format", "feeds")
+    assert done.returncode == 0, done.stderr[-2000:]
+    raw: set[int] = set()
+    for path in feeds.rglob("*.csv"):
+        with path.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                for key, value in row.items():
+                    digits = "".join(c for c in (value or "") if c.isdigit())
+                    if key and key.endswith("_id") and digits:
+                        raw.add(int(digits[:18]))
+    release = sorted((tmp_path / "home" / "releases").glob("release-*.duckdb"))[-1]
+    con = duckdb.connect(str(release), read_only=True)
+    try:
+        published = {
+            r[0]
+            for table, column in (
+                ("encounters", "encounter_id"),
+                ("conditions", "condition_id"),
+                ("observations", "observation_id"),
+                ("conditions", "encounter_id"),
+            )
+            for r in con.execute(f"SELECT DISTINCT {column} FROM {table}").fetchall()
+        }
+    finally:
+        con.close()
+    assert len(published) > 100 and not published & raw
