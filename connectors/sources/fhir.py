@@ -487,12 +487,26 @@ def identifying_values(con: duckdb.DuckDBPyConnection) -> None:
     """``stage_identifying_values``: patients' names, identifiers, telecom, addresses,
     coordinates (the address's geolocation extension), birth place and mother's maiden
     name (extensions whatever the case of their URL)."""
+    # a name part FHIR holds as a list of strings, also when an exporter wrote one string
     con.execute(
-        """
+        """CREATE OR REPLACE TEMP MACRO fhir_words(n, k) AS (
+               CASE json_type(n -> ('$.' || k))
+                    WHEN 'VARCHAR' THEN n ->> ('$.' || k)
+                    ELSE array_to_string(json_extract_string(n, '$.' || k || '[*]'), ' ')
+               END)"""
+    )
+    con.execute(
+        r"""
         CREATE TEMP VIEW stage_identifying_values AS
         WITH p AS (SELECT r FROM fhir_resources WHERE rtype IN ('Patient', 'RelatedPerson')),
-        names AS (SELECT unnest(from_json(coalesce(r -> '$.name', '[]'), '["JSON"]')) AS n
+        names AS (SELECT unnest(CASE json_type(r -> '$.name') WHEN 'OBJECT' THEN [r -> '$.name']
+                                ELSE from_json(coalesce(r -> '$.name', '[]'), '["JSON"]') END)
+                             AS n
                   FROM p),
+        -- the same fields whatever their shape: an exporter that writes one object where
+        -- FHIR has a list (identifier: {...}), or a string where it has one (given: "Ann")
+        leaves AS (SELECT t.fullkey, t.value ->> '$' AS value
+                   FROM p, json_tree(p.r) AS t WHERE t.type = 'VARCHAR'),
         exts AS (SELECT unnest(from_json(coalesce(r -> '$.extension', '[]'), '["JSON"]')) AS e
                  FROM p),
         places AS (SELECT e -> '$.valueAddress' AS a FROM exts
@@ -502,12 +516,9 @@ def identifying_values(con: duckdb.DuckDBPyConnection) -> None:
         FROM p
         UNION ALL SELECT 'name', unnest(json_extract_string(r, '$.name[*].family')) FROM p
         UNION ALL SELECT 'name', unnest(json_extract_string(r, '$.name[*].text')) FROM p
-        UNION ALL SELECT 'name', concat_ws(' ',
-                     array_to_string(json_extract_string(n, '$.given[*]'), ' '),
-                     n ->> '$.family') FROM names
-        UNION ALL SELECT 'name', concat_ws(' ',
-                     array_to_string(json_extract_string(n, '$.prefix[*]'), ' '),
-                     array_to_string(json_extract_string(n, '$.given[*]'), ' '),
+        UNION ALL SELECT 'name', concat_ws(' ', fhir_words(n, 'given'), n ->> '$.family')
+        FROM names
+        UNION ALL SELECT 'name', concat_ws(' ', fhir_words(n, 'prefix'), fhir_words(n, 'given'),
                      n ->> '$.family') FROM names
         UNION ALL SELECT 'identifier', unnest(json_extract_string(r, '$.identifier[*].value'))
         FROM p
@@ -522,5 +533,13 @@ def identifying_values(con: duckdb.DuckDBPyConnection) -> None:
         UNION ALL SELECT 'birthplace', a ->> '$.text' FROM places
         UNION ALL SELECT 'coordinate', unnest(json_extract_string(e, '$.extension[*].valueDecimal'))
         FROM geo WHERE contains(lower(e ->> '$.url'), 'geolocation')
+        UNION ALL SELECT CASE WHEN fullkey LIKE '$.name%' THEN 'name'
+                              WHEN fullkey LIKE '$.address%' THEN 'address'
+                              WHEN fullkey LIKE '$.telecom%' THEN 'telecom'
+                              ELSE 'identifier' END, value
+        FROM leaves WHERE regexp_full_match(fullkey,
+            '\$\.(name(\[[0-9]+\])?\.(given|family|text)|identifier(\[[0-9]+\])?\.value'
+            || '|telecom(\[[0-9]+\])?\.value|address(\[[0-9]+\])?\.(line|text))'
+            || '(\[[0-9]+\])?')
         """
     )

@@ -435,3 +435,22 @@ def test_plain_words_city_names_and_numbers_do_not_refuse(text, tmp_path, keys):
     set_cell(src / "encounters.csv", "DESCRIPTION", text, row=3)
     result = ingest(src, fmt="synthea", home=tmp_path / "hub", keys=keys)
     assert result.release.manifest["identifier_scan"]["passed"]
+
+
+def test_a_patient_written_in_the_wrong_shape_is_still_looked_for(tmp_path, keys):
+    """An exporter that writes one object where FHIR has a list (``identifier: {...}``,
+    ``name: {...}``) or a string where it has one (``given: "Ann"``) took that patient's
+    values out of what the scan looks for; every shape is read now."""
+    src = copy(FHIR_BULK, tmp_path)
+    patients = ndjson(src / "Patient.000.ndjson")
+    target = patients[0]
+    ssn = next(i for i in target["identifier"] if "ssn" in str(i.get("system", "")).lower())
+    target["identifier"] = ssn  # one object, not a list
+    name = target["name"][0]
+    target["name"] = {"family": name["family"], "given": name["given"][0]}  # and a string
+    write_ndjson(src / "Patient.000.ndjson", patients)
+    full = f"{name['given'][0]} {name['family']}"
+    conditions = ndjson(src / "Condition.000.ndjson")
+    conditions[0]["code"]["coding"][0]["display"] = f"Visit for {full}, SSN {ssn['value']}"
+    write_ndjson(src / "Condition.000.ndjson", conditions)
+    _refused(src, "fhir", tmp_path / "hub", keys, "conditions.description", full)
