@@ -24,6 +24,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 import duckdb
 import pyarrow as pa
@@ -43,6 +44,7 @@ class TableCounts:
     published: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
     redacted: int = 0  # published rows whose free text was removed
+    rare_text: dict[str, int] = field(default_factory=dict)  # column -> cells emptied
 
     def as_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -52,6 +54,8 @@ class TableCounts:
         }
         if self.redacted:
             out["redacted_free_text"] = self.redacted
+        if self.rare_text:
+            out["rare_text_removed"] = dict(sorted(self.rare_text.items()))
         return out
 
 
@@ -108,6 +112,59 @@ CREATE OR REPLACE TEMP MACRO hub_code_system(uri) AS (
     END
 );
 """.replace("NHS_WEIGHTED_SUM", _NHS_WEIGHTED_SUM)
+
+
+# Free text is published only when at least MIN_TEXT_PEOPLE people share it. A
+# description, a text value or an encounter type that one or two people have can only
+# be about them: a name however written ("WEST, Alfred", "A. West"), a street, a birth
+# date, a phone number with any separators. Looking for each form of each identifier
+# (``identifier_scan``) cannot be complete; counting who shares a text is, whatever it
+# says. Free text is a column named for it (a description, a text value, a note, a
+# name, a category, an encounter type); codes, dates and amounts kept as text by a
+# source's extra tables are not (the identifier scan looks at every text column).
+MIN_TEXT_PEOPLE: Final = 3
+_FREE_TEXT_WORDS: Final = ("description", "text", "note", "comment", "name")
+_FREE_TEXT_COLUMNS: Final = frozenset({"encounter_type", "category"})
+
+
+def is_free_text(column: str) -> bool:
+    """Whether a column of a person's table holds free text (by its name)."""
+    name = column.lower()
+    return name in _FREE_TEXT_COLUMNS or any(w in name for w in _FREE_TEXT_WORDS)
+
+
+def remove_rare_text(con: duckdb.DuckDBPyConnection, counts: dict[str, TableCounts]) -> None:
+    """Empty every free-text cell of a person's table whose text fewer than
+    ``MIN_TEXT_PEOPLE`` people share (counted per table and column)."""
+    rows = con.execute(
+        """SELECT table_name, list(column_name ORDER BY column_index)
+                  FILTER (WHERE data_type = 'VARCHAR'),
+                  bool_or(column_name = 'person_id')
+           FROM duckdb_columns() WHERE NOT internal AND database_name = current_database()
+             AND schema_name = 'main' AND table_name IN (SELECT table_name FROM duckdb_tables()
+                 WHERE database_name = current_database() AND NOT temporary)
+           GROUP BY table_name ORDER BY table_name"""
+    ).fetchall()
+    for table, columns, personal in rows:
+        if not personal or table == "patients" or table.startswith("_"):
+            continue
+        for column in columns or []:
+            if not is_free_text(column):
+                continue
+            rare = f"""SELECT "{column}" FROM "{table}" WHERE "{column}" IS NOT NULL
+                         AND "{column}" <> $redacted
+                       GROUP BY 1 HAVING count(DISTINCT person_id) < {MIN_TEXT_PEOPLE}"""
+            n = _count(
+                con,
+                f'SELECT count(*) FROM "{table}" WHERE "{column}" IN ({rare})',
+                {"redacted": REDACTED},
+            )
+            if n:
+                con.execute(
+                    f'UPDATE "{table}" SET "{column}" = NULL WHERE "{column}" IN ({rare})',
+                    {"redacted": REDACTED},
+                )
+                counts.setdefault(table, TableCounts()).rare_text[column] = n
 
 
 def install_macros(con: duckdb.DuckDBPyConnection) -> None:
@@ -526,5 +583,7 @@ def build(
     step("source-specific tables")
     counts.update(build_extras(con))
     counts.update(build_unlinked(con))
+    step("free text")
+    remove_rare_text(con, counts)
     create_views(con)
     return counts
