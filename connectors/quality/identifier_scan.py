@@ -13,8 +13,8 @@ with those values (all normalised: lower case, spacing collapsed):
   four characters mixing letters and digits (Synthea's ``Jacinto644``, a passport
   number), or at least six characters with a digit (an SSN, a phone number, a member id);
 * so is a value that holds a multi-word identifying value as whole words: a full name
-  (``Visit for Lyndon Greenholt``; Synthea's numbered names are also looked for without
-  their numbers), a street address line (``Fall at home, 814 Padberg Street``; also
+  (``Visit for Lyndon Greenholt``, also surname first: ``GREENHOLT, Lyndon``; Synthea's
+  numbered names are also looked for without their numbers), a street address line (``Fall at home, 814 Padberg Street``; also
   without its flat or unit), a birthplace (``Lawrence Massachusetts US``). Words are
   split as for distinctive words, so punctuation between them does not matter;
 * so is a value whose digits, in a run of digit groups joined by spaces, dashes, dots or
@@ -158,12 +158,18 @@ def _prepare(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int, int]:
                 THEN [p, regexp_replace(p, '([^0-9 ])[0-9]+( |$)', '\\1\\2', 'g')]
                 ELSE [p] END) AS p
             FROM base
+        ), turned AS (  -- a name written surname first ("WEST, Alfred"): family given
+            SELECT meaning, p FROM variants
+            UNION ALL
+            SELECT meaning, string_split(p, ' ')[-1] || ' ' || string_split(p, ' ')[1]
+            FROM variants WHERE meaning = 'name' AND contains(p, ' ')
+              AND NOT regexp_matches(p, '^({"|".join(NAME_TITLES)}) ')
         )
         SELECT p, CASE WHEN length(split_part(p, ' ', 1)) >= 4 AND NOT left(p, 1) BETWEEN '0' AND '9'
                        THEN split_part(p, ' ', 1)
                        ELSE coalesce(nullif(regexp_extract(p, '(?:^| )([^ 0-9][^ ]{{3,}})', 1), ''),
                                      split_part(p, ' ', 1)) END AS anchor
-        FROM (SELECT DISTINCT p FROM variants
+        FROM (SELECT DISTINCT p FROM turned
               WHERE contains(p, ' ') AND length(p) >= {MIN_PHRASE_LENGTH}
                 AND NOT (meaning = 'name'
                          AND regexp_full_match(p, '({"|".join(NAME_TITLES)}) [^ ]+')))

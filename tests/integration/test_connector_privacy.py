@@ -527,3 +527,12 @@ def test_a_patient_written_in_the_wrong_shape_is_still_looked_for(tmp_path, keys
     # shared by three people, so that the scan (not the rare-text rule) must find it
     _fhir_text_for_people(src, f"Visit for {full}, SSN {ssn['value']}", people=3)
     _refused(src, "fhir", tmp_path / "hub", keys, "conditions.description", full)
+
+
+def test_a_name_written_surname_first_in_a_table_of_no_one_refuses_the_release(tmp_path, keys):
+    """A payer's, organisation's or location's name belongs to no person, so the
+    rare-text rule cannot apply there: a patient's name written surname first ("Mayert,
+    Eustolia (self-pay)", a red-team's third round) is looked for in both orders."""
+    src = copy(SYNTHEA_2023, tmp_path)
+    set_cell(src / "payers.csv", "NAME", "Greenholt, Lyndon (self-pay)", row=0)
+    _refused(src, "synthea", tmp_path / "hub", keys, "synthea_payers.name", "Greenholt Lyndon")
