@@ -38,6 +38,7 @@ from governance.outputs.person_keys import (
     output_name,
     person_names,
     relation_names,
+    renames,
     tainted,
 )
 from governance.outputs.person_keys import fn as _fn
@@ -258,7 +259,7 @@ def computed_names(node: dict[str, Any]) -> set[str]:
                 ref = _plain(item)
                 if ref is None or str(ref.get("column_names", [""])[-1]).lower() in names:
                     names.add(output_name(item))
-        for aliases, inner in _positional(node):
+        for aliases, inner in renames(node):
             if any(i.get("class") == "STAR" for i in inner):
                 # which column a position names behind * is not followed: all computed
                 names.update(str(a).lower() for a in aliases)
@@ -273,31 +274,9 @@ def computed_names(node: dict[str, Any]) -> set[str]:
             return names
 
 
-def _positional(node: dict[str, Any]) -> list[tuple[list[Any], list[dict[str, Any]]]]:
-    out = []
-    for n in _walk(node):
-        if n.get("type") == "SUBQUERY" and n.get("column_name_alias"):
-            inner = ((n.get("subquery") or {}).get("node") or {}).get("select_list") or []
-            out.append((list(n["column_name_alias"]), list(inner)))
-        if isinstance(n.get("aliases"), list) and n["aliases"] and "query_node" in n:
-            inner = (n.get("query_node") or {}).get("select_list") or []
-            out.append((list(n["aliases"]), list(inner)))
-    return out
-
-
-def _refs(table: Any) -> set[str]:
-    """The names (alias, else table name) of every relation in a FROM item."""
-    out: set[str] = set()
-    stack = [table]
-    while stack:
-        t = stack.pop()
-        if not isinstance(t, dict):
-            continue
-        if t.get("type") == "JOIN":
-            stack.extend([t.get("left"), t.get("right")])
-        elif t.get("type") in ("BASE_TABLE", "SUBQUERY"):
-            out.add(str(t.get("alias") or t.get("table_name") or "").lower())
-    return out - {""}
+def _relations_of(table: Any) -> set[str]:
+    """The names of every relation in one FROM item (``person_relations``'s walk)."""
+    return {r.lower() for r in person_relations({"from_table": table})} - {""}
 
 
 def nullable_relations(node: dict[str, Any]) -> set[str]:
@@ -311,9 +290,9 @@ def nullable_relations(node: dict[str, Any]) -> set[str]:
             continue
         kind = str(t.get("join_type", "")).upper()
         if kind in ("LEFT", "FULL", "OUTER"):
-            out |= _refs(t.get("right"))
+            out |= _relations_of(t.get("right"))
         if kind in ("RIGHT", "FULL", "OUTER"):
-            out |= _refs(t.get("left"))
+            out |= _relations_of(t.get("left"))
         stack.extend([t.get("left"), t.get("right")])
     return out
 

@@ -90,7 +90,7 @@ def person_names(node: dict[str, Any]) -> set[str]:
                 elif tainted(item, names, relations):
                     names.add(output_name(item))
         # positional renames (d(a, b), WITH w(a, b)) carry the taint of their column
-        for aliases, inner in _renames(node):
+        for aliases, inner in renames(node):
             star = any(i.get("class") == "STAR" for i in inner)
             for i, alias in enumerate(aliases):
                 if star or (i < len(inner) and tainted(inner[i], names, relations)):
@@ -100,7 +100,7 @@ def person_names(node: dict[str, Any]) -> set[str]:
             return names
 
 
-def _renames(node: dict[str, Any]) -> Iterator[tuple[list[Any], list[dict[str, Any]]]]:
+def renames(node: dict[str, Any]) -> Iterator[tuple[list[Any], list[dict[str, Any]]]]:
     """(positional aliases, the select list they rename) of derived tables and CTEs."""
     for n in walk(node):
         if n.get("type") == "SUBQUERY" and n.get("column_name_alias"):

@@ -26,7 +26,14 @@ from governance.privacy.cohort_query import (
     TIMESTAMP_FUNCTIONS,
     safe_date_part,
 )
-from governance.sql.policy import AGGREGATES, GROWS, SCALARS, PolicyError, grows
+from governance.sql.policy import (
+    AGGREGATES,
+    GROWS,
+    MAX_COST_CHARS,
+    SCALARS,
+    PolicyError,
+    grows,
+)
 
 PERSON: Final = "person_id"
 Catalogue = Mapping[str, Mapping[str, str]]  # table or view -> column -> type
@@ -50,9 +57,9 @@ _INFIX: Final = {
 # functions a DP predicate may call: the policy's scalars (all deterministic, none reads
 # anything but its arguments), less any that is also an aggregate
 DP_FUNCTIONS: Final = frozenset(SCALARS - AGGREGATES - frozenset(_INFIX))
-# a constant is at most MAX_LITERAL_CHARS long in dp mode (what a row may cost: see
-# ``governance.sql.policy.GROWS``, whose rules every query meets first)
-MAX_LITERAL_CHARS: Final = 200
+# a constant is at most MAX_LITERAL_CHARS long in dp mode, any constant, not only a
+# grower's (what a row may cost: ``governance.sql.policy.GROWS``, met by every query)
+MAX_LITERAL_CHARS: Final = MAX_COST_CHARS
 
 
 # types a DP predicate may cast to

@@ -132,8 +132,8 @@ class Planner:
             },
         )
         for table, columns, types in tables:
-            body = ", ".join(f"{_ident(c)} {t}" for c, t in zip(columns, types, strict=True))
-            self._con.execute(f"CREATE TABLE {_ident(table)} ({body})")
+            body = ", ".join(f"{scope.ident(c)} {t}" for c, t in zip(columns, types, strict=True))
+            self._con.execute(f"CREATE TABLE {scope.ident(table)} ({body})")
         for (view,) in views:
             self._con.execute(view)
         self._con.execute("SET disabled_optimizers = 'statistics_propagation'")
@@ -145,10 +145,6 @@ class Planner:
             return cur.execute(f"EXPLAIN (FORMAT json) {sql}").fetchall()
         finally:
             cur.close()
-
-
-def _ident(name: str) -> str:
-    return '"' + str(name).replace('"', '""') + '"'
 
 
 class Engine:
@@ -189,8 +185,9 @@ class Engine:
         # what never changes while this release file is read (it is immutable once
         # published): its catalogue, and the checked parse of repeated SQL per grants
         self._catalogue: dict[str, dict[str, str]] | None = None
-        self._policy_names: policy.Names | None = None
-        self._policy_planner: Planner | None = None
+        # the policy's names and schema-only planner, made once per release and shared
+        # with this engine's scoped copies (``scoped``), like the caches below
+        self._schema: Bounded[str, Any] = Bounded(2)
         self._checks: Bounded[tuple[str, tuple[Any, ...], bool], _Checked] = Bounded(
             CHECKED_QUERIES
         )
@@ -250,18 +247,13 @@ class Engine:
     def _names(self, plain: duckdb.DuckDBPyConnection) -> policy.Names:
         """The policy's names of the release (read once: it never changes), from a
         cursor without this engine's filtering views."""
-        if self._policy_names is None:
-            self._policy_names = policy.release_names(plain)
-        return self._policy_names
+        names: policy.Names = self._schema.get_or_make("names", lambda: policy.release_names(plain))
+        return names
 
     def _planner(self, plain: duckdb.DuckDBPyConnection) -> Planner:
         """The release's schema without its data, for rule 4's plans (made once)."""
-        if self._policy_planner is None:
-            planner = Planner(plain)
-            with self._lock:
-                if self._policy_planner is None:
-                    self._policy_planner = planner
-        return self._policy_planner
+        planner: Planner = self._schema.get_or_make("planner", lambda: Planner(plain))
+        return planner
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A fresh cursor (policy checks use one too: they must see the same catalogue)."""

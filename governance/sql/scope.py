@@ -44,7 +44,8 @@ UNFILTERED: Final = frozenset({"organisations"})
 
 # names come from the release's own catalogue and values from the governance store,
 # always quoted (identifiers and literals): no user text reaches these statements
-def _ident(name: str) -> str:
+def ident(name: str) -> str:
+    """A quoted SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -59,19 +60,19 @@ def statements(
     if PERSON_SOURCES not in catalogue:
         raise ValueError("the release records no per-person sources")
     allowed = ", ".join(_literal(s) for s in sorted(systems)) or "NULL"
-    base = f"{_ident(catalog)}.main."
+    base = f"{ident(catalog)}.main."
     out: list[str] = []
     tables = {t: c for t, c in catalogue.items() if not t.startswith("_") and t not in OMOP_VIEWS}
     for table, columns in sorted(tables.items()):
         if table in UNFILTERED or table == "patients" or "source_system" not in columns:
             continue
         out.append(
-            f"CREATE TEMP VIEW {_ident(table)} AS SELECT * FROM {base}{_ident(table)} "  # noqa: S608
+            f"CREATE TEMP VIEW {ident(table)} AS SELECT * FROM {base}{ident(table)} "  # noqa: S608
             f"WHERE source_system IN ({allowed})"
         )
     if "patients" in tables:
         withheld = [
-            f"CASE WHEN s.{kind} THEN p.{_ident(c)} END AS {_ident(c)}"
+            f"CASE WHEN s.{kind} THEN p.{ident(c)} END AS {ident(c)}"
             for kind, cols in SUPPLIED.items()
             for c in cols
             if c in tables["patients"]
@@ -90,10 +91,10 @@ def statements(
             continue
         if "person_id" in columns:
             out.append(
-                f"CREATE TEMP VIEW {_ident(table)} AS SELECT * FROM {base}{_ident(table)} "  # noqa: S608
+                f"CREATE TEMP VIEW {ident(table)} AS SELECT * FROM {base}{ident(table)} "  # noqa: S608
                 "WHERE person_id IN (SELECT person_id FROM patients)"
             )
     for view, sql in OMOP_VIEWS.items():
         if view in catalogue:
-            out.append(f"CREATE TEMP VIEW {_ident(view)} AS {sql}")
+            out.append(f"CREATE TEMP VIEW {ident(view)} AS {sql}")
     return out
