@@ -28,6 +28,8 @@ from governance.privacy import cohort_query, cohort_sql
 from governance.sql import policy as sql_policy
 
 if TYPE_CHECKING:
+    import duckdb
+
     from connectors.releases import Release
     from governance.access.people import Principal
     from governance.queries import QueryService
@@ -77,6 +79,21 @@ class CohortRows:
         return len(next(iter(self.columns.values()), []))
 
 
+def cohort_runnable(
+    cur: duckdb.DuckDBPyConnection, node: dict[str, Any], catalogue: dict[str, dict[str, str]]
+) -> str:
+    """The SQL the hub runs for a cohort's checked parse tree: its rules
+    (``cohort_query.check``, refusing with PolicyError), every expression hardened
+    (``cohort_sql.hardened_tree``), one row per person kept (``cohort_sql.wrap_sql``).
+    Reads no data; the neighbour tests run exactly this."""
+    cohort_query.check(node, catalogue)
+    tree = cohort_sql.hardened_tree(node)
+    inner = cur.execute(
+        "SELECT json_deserialize_sql($t::JSON)", {"t": cohort_sql.statement_json(tree)}
+    ).fetchall()[0][0]
+    return cohort_sql.wrap_sql(str(inner))
+
+
 class Cohorts:
     def __init__(self, service: QueryService) -> None:
         self.service = service
@@ -119,13 +136,7 @@ class Cohorts:
             cur = engine.cursor()
             try:
                 checked = engine.check(cur, sql, granted=project.granted or {}, real=False)
-                cohort_query.check(checked.node, engine.catalogue(cur))
-                tree = cohort_sql.hardened_tree(checked.node)
-                inner = cur.execute(
-                    "SELECT json_deserialize_sql($t::JSON)",
-                    {"t": cohort_sql.statement_json(tree)},
-                ).fetchall()[0][0]
-                runnable = cohort_sql.wrap_sql(str(inner))
+                runnable = cohort_runnable(cur, checked.node, engine.catalogue(cur))
                 if not engine.explain(cur, runnable):
                     raise sql_policy.PolicyError(
                         "cohort_types", "the cohort's expressions do not fit the columns' types"

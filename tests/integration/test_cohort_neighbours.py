@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from connectors import releases
 from connectors.ingest import ingest
 from connectors.secrets import resolve_keys
-from governance.privacy import cohort_query, cohort_sql
+from governance.cohorts import cohort_runnable
 from governance.sql.policy import PolicyError
 
 PIECES = {
@@ -90,25 +90,21 @@ def releases_pair(population_3k, tmp_path_factory):
 
 
 def _runnable(con: duckdb.DuckDBPyConnection, sql: str) -> str | None:
+    """The SQL the service runs for ``sql`` (``cohorts.cohort_runnable``, what
+    ``Cohorts.prepare`` keeps), or None if a cohort rule refuses it."""
     text = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0]
     tree = json.loads(text)
     if tree.get("error"):
         return None
-    node = tree["statements"][0]["node"]
     catalogue: dict[str, dict[str, str]] = {}
     for t, c, d in con.execute(
         "SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE NOT internal"
     ).fetchall():
         catalogue.setdefault(t, {})[c] = d
     try:
-        cohort_query.check(node, catalogue)
+        return cohort_runnable(con, tree["statements"][0]["node"], catalogue)
     except PolicyError:
         return None
-    hardened = json.dumps(
-        {"error": False, "statements": [{"node": cohort_sql.hardened_tree(node)}]}
-    )
-    inner = con.execute("SELECT json_deserialize_sql(?::JSON)", [hardened]).fetchall()[0][0]
-    return cohort_sql.wrap_sql(inner)
 
 
 @settings(

@@ -22,7 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from governance.privacy import cohort_query, cohort_sql
+from governance.cohorts import cohort_runnable
+from governance.privacy import cohort_sql
 from governance.sql.policy import PolicyError
 
 TABLES = {
@@ -80,10 +81,8 @@ def _hardened(con: duckdb.DuckDBPyConnection, node: dict[str, Any]) -> str:
 
 
 def _runnable(con: duckdb.DuckDBPyConnection, sql: str) -> str:
-    """The SQL the hub would run (PolicyError when the cohort is refused)."""
-    node = _tree(con, sql)
-    cohort_query.check(node, _catalogue(con))
-    return _hardened(con, node)
+    """The SQL the hub runs (``Cohorts.prepare``'s; PolicyError when refused)."""
+    return cohort_runnable(con, _tree(con, sql), _catalogue(con))
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> dict[Any, tuple[Any, ...]]:
