@@ -154,16 +154,12 @@ def remove_rare_text(con: duckdb.DuckDBPyConnection, counts: dict[str, TableCoun
             rare = f"""SELECT "{column}" FROM "{table}" WHERE "{column}" IS NOT NULL
                          AND "{column}" <> $redacted
                        GROUP BY 1 HAVING count(DISTINCT person_id) < {MIN_TEXT_PEOPLE}"""
-            n = _count(
+            n = _count(  # an UPDATE answers with the rows it changed
                 con,
-                f'SELECT count(*) FROM "{table}" WHERE "{column}" IN ({rare})',
+                f'UPDATE "{table}" SET "{column}" = NULL WHERE "{column}" IN ({rare})',
                 {"redacted": REDACTED},
             )
             if n:
-                con.execute(
-                    f'UPDATE "{table}" SET "{column}" = NULL WHERE "{column}" IN ({rare})',
-                    {"redacted": REDACTED},
-                )
                 counts.setdefault(table, TableCounts()).rare_text[column] = n
 
 
