@@ -68,6 +68,14 @@ class FitConfig:
         """``1 / steps``: exactly the rate Opacus accounts for (it reads ``1 / len(loader)``)."""
         return 1.0 / self.steps_per_epoch(n)
 
+    def expected_batch(self, n: int) -> float:
+        """What a step's noisy gradient sum is divided by: the planned rows per step
+        (about ``batch_size``). Opacus divides by ``int(len(dataset) * q)``, the
+        cohort's own size times ``q``: 0 below one person per step (the weights became
+        NaN exactly then) and otherwise a step size that counts the cohort."""
+        rows = self.planned_rows if self.planned_rows is not None else n
+        return max(1.0, rows / self.steps_per_epoch(n))
+
 
 @dataclass
 class FitResult:
@@ -192,6 +200,21 @@ def _secure_add_noise(self: Any) -> None:
         _mark_as_processed(p.summed_grad)
 
 
+def _noise_only_step(optimizer: Any) -> None:
+    """The step of an empty Poisson batch in a private run: a zero gradient sum plus
+    the step's noise, divided and applied as any step's. Skipping it left the weights
+    untouched, so a cohort that nobody joined returned its seeded initial weights
+    exactly, and every run told whether a batch had held anyone."""
+    for p in optimizer.params:
+        p.summed_grad = torch.zeros_like(p)
+    optimizer.add_noise()
+    if optimizer.loss_reduction == "mean":
+        for p in optimizer.params:
+            p.grad /= optimizer.expected_batch_size
+    optimizer.original_optimizer.step()
+    optimizer.zero_grad()
+
+
 def default_delta(n: int) -> float:
     """δ well below 1/n: at most 1e-6 and at most 1/(10 n)."""
     return min(1e-6, 0.1 / max(n, 1))
@@ -261,6 +284,8 @@ def fit(
         else:
             model, optimizer, _ = prepared
         setattr(optimizer, "add_noise", types.MethodType(_secure_add_noise, optimizer))  # noqa: B010
+        # the divisor is planned, never read from the cohort (``FitConfig.expected_batch``)
+        optimizer.expected_batch_size = config.expected_batch(n)  # type: ignore[attr-defined]
     result = FitResult(
         model=model, private=private, epsilon=math.inf, delta=delta if private else 0.0,
         noise_multiplier=noise, sample_rate=q, steps=0, accountant="rdp" if private else "none",
@@ -273,11 +298,12 @@ def fit(
             started = time.perf_counter()
             for xb, yb in loader:
                 if len(xb) == 0:
-                    # An empty Poisson batch (probability (1-q)^n, negligible at the batch
-                    # sizes allowed) leaves the model as it is but is still counted, and
-                    # reported like any other step: how many batches were empty depends
-                    # on how many people the cohort holds, which no progress bar may show
+                    # An empty Poisson batch is counted and reported like any other step
+                    # (how many batches were empty depends on how many people the cohort
+                    # holds, which no progress bar may show); in a private run it still
+                    # adds its noise, so the weights never show that nobody was drawn
                     if engine is not None:
+                        _noise_only_step(optimizer)
                         engine.accountant.step(noise_multiplier=noise, sample_rate=q)
                     result.steps += 1
                     if on_step is not None:
@@ -321,7 +347,10 @@ def predict(model: torch.nn.Module, x: np.ndarray, *, loss: Loss) -> np.ndarray:
         out = module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).squeeze(-1)
         if loss == "bce":
             out = torch.sigmoid(out)
-    return np.asarray(out.numpy(), dtype=np.float64)
+    values = np.asarray(out.numpy(), dtype=np.float64)
+    # a diverged model (weights overflowed to inf or NaN) predicts a fixed value, so its
+    # held-out metrics and audits are computed like any other model's, never an error
+    return np.where(np.isfinite(values), values, 0.5 if loss == "bce" else 0.0)
 
 
 def per_sample_loss(

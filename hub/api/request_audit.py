@@ -15,6 +15,7 @@ is dropped. Requests without a valid key and the anonymous routes (``/v1/health`
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from typing import Final
@@ -29,6 +30,7 @@ from governance.facade import Governance
 from hub import http_errors as problems
 
 HEADER: Final = "X-Request-ID"
+log = logging.getLogger("hub.api")
 _SAFE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
@@ -44,12 +46,14 @@ class RequestAudit:
         ctx = RequestContext(request_id=secrets.token_hex(12))
         token = bind_request(ctx)
         replaced = False
+        started = False
 
         async def sending(message: Message) -> None:
-            nonlocal replaced
+            nonlocal replaced, started
             if replaced:
                 return  # the handler's answer was replaced by a 503
             if message["type"] == "http.response.start":
+                started = True
                 MutableHeaders(scope=message)[HEADER] = ctx.request_id
                 if ctx.actor is not None and ctx.outcomes == 0 and not ctx.unavailable:
                     try:
@@ -64,6 +68,23 @@ class RequestAudit:
 
         try:
             await self.app(scope, receive, sending)
+        except Exception as exc:
+            # an unexpected error: answered here, with its id and its outcome entry (left
+            # to Starlette, its 500 would come from the outermost middleware, past this
+            # one, unaudited); the log names the error's type, never its message
+            if started:
+                raise
+            log.error("unexpected %s while handling a request", type(exc).__name__)
+            response = problems.problem(
+                500, "internal_error", "the hub could not complete the request"
+            )
+            if ctx.actor is not None and ctx.outcomes == 0:
+                try:
+                    await anyio.to_thread.run_sync(self._record, ctx, scope, 500)
+                except AuditUnavailable as unavailable:
+                    response = problems.problem(503, unavailable.code, str(unavailable))
+            response.headers[HEADER] = ctx.request_id
+            await response(scope, receive, send)
         finally:
             unbind_request(token)
 
