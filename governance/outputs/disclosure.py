@@ -21,8 +21,11 @@ Rules, as OpenSAFELY and most UK TREs apply them:
 6. **Rows**: a grouped row whose every count is small (or unsafe) is left out of the
    table (rule ``row_suppressed``): its group keys alone would say that a combination of
    them exists, and with fine keys (birth year, sex, deprivation decile) that one person
-   has it. A row redacted only by secondary suppression stays (its group is not small);
-   a table without group keys keeps its one row.
+   has it. It leaves no trace: the rules above then run on the other rows as if it had
+   never been there (a secondary redaction on its account, or a count of what was done
+   to it, would say that a small group exists). A row redacted only by secondary
+   suppression stays (its group is not small); a table without group keys keeps its
+   one row. What was done to a left-out row is listed for the steward only.
 
 A project may set its own threshold and rounding; they apply to every rule here and to
 the disclosure ledger's checks for differencing and trackers.
@@ -44,7 +47,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 REDACTION_THRESHOLD: Final = 7
@@ -107,6 +110,7 @@ class CellAction:
     column: str
     rule: str  # "small_count", "secondary", "p_percent", "dominance", "rounded", "extreme"
     reason: str
+    left_out: bool = False  # on a row left out of the table: for the steward's eyes only
 
 
 @dataclass
@@ -119,7 +123,8 @@ class SdcResult:
     def manifest(self) -> dict[str, Any]:
         by_rule: dict[str, int] = defaultdict(int)
         for a in self.actions:
-            by_rule[a.rule] += 1
+            if not a.left_out:  # the counts members see never tell that a row was left out
+                by_rule[a.rule] += 1
         return {
             "rules": {
                 "redaction_threshold": self.threshold,
@@ -155,6 +160,64 @@ def apply_sdc(
     if threshold < 0 or multiple < 1:
         raise ValueError("threshold must be >= 0 and rounding multiple >= 1")
     unsafe = unsafe or {}
+    gone: list[int] = []
+    if group_columns and count_columns:
+        gone = [
+            i
+            for i, row in enumerate(rows)
+            if all(_primary(row, i, c, unsafe, threshold) for c in count_columns)
+        ]
+    if not gone:
+        return _apply(rows, count_columns, group_columns, extreme_columns, sum_columns,
+                      mean_columns, unsafe, threshold, multiple)  # fmt: skip
+    # the rows left out go first, before anything else looks at the table
+    kept = [i for i in range(len(rows)) if i not in set(gone)]
+    position = {old: new for new, old in enumerate(kept)}
+    result = _apply(
+        [rows[i] for i in kept], count_columns, group_columns, extreme_columns, sum_columns,
+        mean_columns, {(position[i], c): v for (i, c), v in unsafe.items() if i in position},
+        threshold, multiple,
+    )  # fmt: skip
+    actions = [replace(a, row=kept[a.row]) for a in result.actions]
+    for i in gone:
+        for col in count_columns:
+            value = rows[i].get(col)
+            if value is not None and redacted(int(value), threshold):
+                small = f"count at or below {threshold}"
+                actions.append(CellAction(i, col, "small_count", small, left_out=True))
+            elif (i, col) in unsafe:
+                actions.append(CellAction(i, col, *unsafe[(i, col)], left_out=True))
+        reason = "every count of this row was redacted: its group is not shown"
+        actions.append(CellAction(i, "*", "row_suppressed", reason, left_out=True))
+    result.actions = sorted(actions, key=lambda a: a.row)
+    return result
+
+
+def _primary(
+    row: Mapping[str, Any],
+    i: int,
+    col: str,
+    unsafe: Mapping[tuple[int, str], tuple[str, str]],
+    threshold: int,
+) -> bool:
+    """The cell is redacted by itself (small or unsafe), before secondary suppression."""
+    value = row.get(col)
+    if value is not None and redacted(int(value), threshold):
+        return True
+    return (i, col) in unsafe
+
+
+def _apply(
+    rows: Sequence[dict[str, Any]],
+    count_columns: Sequence[str],
+    group_columns: Sequence[str],
+    extreme_columns: Sequence[str],
+    sum_columns: Sequence[str],
+    mean_columns: Sequence[str],
+    unsafe: Mapping[tuple[int, str], tuple[str, str]],
+    threshold: int,
+    multiple: int,
+) -> SdcResult:
     out = [dict(r) for r in rows]
     result = SdcResult(out, threshold=threshold, multiple=multiple)
     hidden: set[tuple[int, str]] = set()
@@ -175,7 +238,6 @@ def apply_sdc(
                 result.actions.append(
                     CellAction(i, col, "extreme", "minimum and maximum describe one person")
                 )
-    primary = set(hidden)  # small or unsafe by themselves, before secondary suppression
     _secondary(out, count_columns, group_columns, hidden, result)
     rows_hidden = {i for i, _ in hidden}
     for i, row in enumerate(out):
@@ -205,13 +267,6 @@ def apply_sdc(
                 result.actions.append(
                     CellAction(i, col, "rounded", f"rounded to {MEAN_DECIMALS} decimal place")
                 )
-    if group_columns and count_columns:
-        gone = [i for i in range(len(out)) if all((i, c) in primary for c in count_columns)]
-        for i in gone:
-            reason = "every count of this row was redacted: its group is not shown"
-            result.actions.append(CellAction(i, "*", "row_suppressed", reason))
-        dropped = set(gone)
-        result.rows = [row for i, row in enumerate(out) if i not in dropped]
     return result
 
 

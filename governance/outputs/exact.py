@@ -28,6 +28,7 @@ from governance.outputs.disclosure_ledger import unique_keys
 from governance.outputs.exact_plan import (
     ExactPlan,
     OutputColumn,
+    check_person_joins,
     classify,
     column_ref,
     constant,
@@ -101,6 +102,7 @@ def prepare(
 ) -> Prepared:
     """Classify the output columns and bind the hub's own queries: reads no data."""
     plan = classify(node)
+    check_person_joins(node, catalogue)
     keys = [f"g{i}" for i, _ in enumerate(plan.positions("group"))]
     stats, pops = [], []
     for relation in person_relations(node):

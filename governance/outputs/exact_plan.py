@@ -509,3 +509,83 @@ def person_relations(node: dict[str, Any]) -> list[str]:
         elif ref.get("type") in ("BASE_TABLE", "SUBQUERY"):
             out.append(str(ref.get("alias") or ref.get("table_name") or ""))
     return out
+
+
+def _people_names(ref: Any, catalogue: dict[str, dict[str, str]]) -> set[str]:
+    """The names (alias, else table) of a FROM subtree's relations that may hold
+    people's rows: all but base tables the catalogue shows without a person_id."""
+    out: set[str] = set()
+    stack = [ref]
+    while stack:
+        r = stack.pop()
+        if not isinstance(r, dict):
+            continue
+        if r.get("type") == "JOIN":
+            stack.extend([r.get("left"), r.get("right")])
+            continue
+        table = str(r.get("table_name") or "").lower()
+        if r.get("type") == "BASE_TABLE" and table in catalogue and PERSON not in catalogue[table]:
+            continue  # a reference table (codes, terms): nobody's rows
+        out.add(str(r.get("alias") or table).lower())
+    return out
+
+
+def _person_equality(node: Any, left: set[str], right: set[str]) -> bool:
+    """``node`` is ``a.person_id = b.person_id`` with ``a`` on one side, ``b`` the other."""
+    if not isinstance(node, dict) or node.get("type") not in (
+        "COMPARE_EQUAL",
+        "COMPARE_NOT_DISTINCT_FROM",
+    ):
+        return False
+    sides = []
+    for side in (node.get("left"), node.get("right")):
+        names = [str(n).lower() for n in (side or {}).get("column_names", [])]
+        if (side or {}).get("class") != "COLUMN_REF" or len(names) != 2 or names[1] != PERSON:
+            return False
+        sides.append(names[0])
+    a, b = sides
+    return (a in left and b in right) or (a in right and b in left)
+
+
+def _conjuncts(node: Any) -> list[Any]:
+    if isinstance(node, dict) and node.get("type") == "CONJUNCTION_AND":
+        return [c for child in node.get("children", []) for c in _conjuncts(child)]
+    return [node]
+
+
+def check_person_joins(node: dict[str, Any], catalogue: dict[str, dict[str, str]]) -> None:
+    """Rule ``exact_join``: two sides of a join that both hold people's rows are joined on
+    person_id (``ON a.person_id = b.person_id [AND ...]`` or ``USING (person_id, ...)``),
+    so each row of an exact output is one person's.
+
+    Otherwise one person's row pairs with everybody's: ``patients p CROSS JOIN patients
+    q WHERE q.<one person>`` counts N rows per person of ``q``, so two outputs that
+    differ by that one person differ by N (no rounding hides it), while the people
+    behind each cell, and the population the disclosure ledger compares, are
+    everyone of ``p`` in both.
+    """
+
+    def visit(ref: Any) -> None:
+        if not isinstance(ref, dict) or ref.get("type") != "JOIN":
+            return
+        visit(ref.get("left"))
+        visit(ref.get("right"))
+        left = _people_names(ref.get("left"), catalogue)
+        right = _people_names(ref.get("right"), catalogue)
+        if not left or not right:
+            return
+        using = {str(c).lower() for c in ref.get("using_columns") or []}
+        on_person = str(ref.get("ref_type", "")).upper() == "REGULAR" and (
+            PERSON in using
+            or any(_person_equality(c, left, right) for c in _conjuncts(ref.get("condition")))
+        )
+        if not on_person:
+            raise PolicyError(
+                "exact_join",
+                "in exact mode, tables of people are joined on person_id "
+                "(JOIN ... ON a.person_id = b.person_id, or USING (person_id)): otherwise "
+                "one person's rows are counted once for every row they are paired with",
+            )
+
+    visit(node.get("from_table"))
+

@@ -113,6 +113,22 @@ def _output(gov, who, answer):
          "person_id <> 5) q", "join"),
         ("SELECT count(*) AS n FROM patients p ASOF JOIN conditions c ON "
          "p.person_id = c.person_id AND p.year_of_birth >= year(c.onset_date)", "join"),
+        # one person's rows paired with everybody's: a difference of N rows per person
+        # that no rounding hides, while every cell's people are everyone (red team)
+        ("SELECT count(*) AS n FROM patients p CROSS JOIN patients q WHERE "
+         "q.year_of_birth = 1950", "join"),
+        ("SELECT count(*) AS n FROM patients p, conditions c WHERE p.person_id = c.person_id",
+         "join"),
+        ("SELECT count(*) AS n FROM patients p JOIN patients q ON p.year_of_birth = "
+         "q.year_of_birth", "join"),
+        ("SELECT count(*) AS n FROM patients p JOIN conditions c ON p.person_id = "
+         "c.person_id OR p.sex = 'F'", "join"),
+        ("SELECT count(*) AS n FROM patients p JOIN conditions c ON p.person_id = "
+         "c.person_id JOIN patients q ON q.year_of_birth = p.year_of_birth", "join"),
+        ("SELECT count(*) AS n FROM (SELECT person_id, sex FROM patients) p NATURAL JOIN "
+         "(SELECT person_id, code FROM conditions) c", "join"),
+        ("SELECT count(*) AS n FROM patients p JOIN (SELECT person_id, year_of_birth FROM "
+         "patients) q ON p.person_id < q.person_id", "join"),
         ("SELECT count(*) AS n, sum(value) AS n FROM observations", "duplicate_names"),
     ],
 )  # fmt: skip
@@ -182,15 +198,17 @@ def test_a_count_of_one_persons_many_rows_is_redacted(hub):
     assert out["manifest"]["cells"][0]["rule"] == "small_count"
 
 
-def test_a_join_that_repeats_one_persons_rows_for_everyone_is_redacted(hub):
+def test_a_join_that_repeats_one_persons_rows_for_everyone_is_refused(hub):
     gov, projects, who, target = hub
-    answer = _exact(
-        gov, who, projects["one"],
-        "SELECT p.sex, count(*) AS n, sum(o.value) AS s FROM patients p JOIN observations o "
-        f"ON TRUE WHERE o.person_id = {target} GROUP BY p.sex",
-    )  # fmt: skip
-    out = _output(gov, who, answer)
-    assert all(v is None for row in out["result"]["rows"] for v in row[1:])
+    before = len(gov.outputs.pending(who["sam"]))
+    with pytest.raises(PolicyViolation, match="exact_join") as refused:
+        _exact(
+            gov, who, projects["one"],
+            "SELECT p.sex, count(*) AS n, sum(o.value) AS s FROM patients p JOIN observations o "
+            f"ON TRUE WHERE o.person_id = {target} GROUP BY p.sex",
+        )  # fmt: skip
+    assert "person_id" in str(refused.value)  # the message says how to join
+    assert len(gov.outputs.pending(who["sam"])) == before
 
 
 def test_a_tracker_built_from_three_outputs_is_flagged(hub):

@@ -16,16 +16,42 @@ def test_the_named_boundaries():
 
 
 def test_a_lone_small_cell_takes_its_smallest_neighbour_with_it():
-    rows = [{"sex": "F", "n": 120}, {"sex": "M", "n": 3}, {"sex": "U", "n": 40}]
-    result = apply_sdc(rows, count_columns=["n"], group_columns=["sex"])
-    # the small group's row is left out (its key alone says someone is in it); the
-    # neighbour redacted with it stays, its count hidden
-    assert [(r["sex"], r["n"]) for r in result.rows] == [("F", 120), ("U", None)]
-    rules = {(a.row, a.rule) for a in result.actions if a.rule != "rounded"}
-    assert rules == {(1, "small_count"), (2, "secondary"), (1, "row_suppressed")}
-    assert result.manifest()["counts"] == {
-        "rounded": 1, "row_suppressed": 1, "secondary": 1, "small_count": 1,
-    }  # fmt: skip
+    rows = [
+        {"sex": "F", "n": 120, "k": 1},
+        {"sex": "F", "n": 3, "k": 2},
+        {"sex": "U", "n": 40, "k": 1},
+    ]
+    result = apply_sdc(rows, count_columns=["n"], group_columns=["sex", "k"])
+    assert [(r["sex"], r["n"]) for r in result.rows] == [("F", 120), ("U", 40)]
+    # a row with two counts, one small: the row stays, and the smallest other cell of
+    # the small one's line (its column, over the groups) is redacted with it
+    rows = [{"sex": "F", "a": 120, "b": 3}, {"sex": "M", "a": 90, "b": 50}]
+    result = apply_sdc(rows, count_columns=["a", "b"], group_columns=["sex"])
+    assert [(r["sex"], r["a"], r["b"]) for r in result.rows] == [("F", 120, None), ("M", 90, None)]
+    rules = {(a.row, a.column, a.rule) for a in result.actions if a.rule != "rounded"}
+    assert rules == {(0, "b", "small_count"), (1, "b", "secondary")}
+
+
+def test_a_row_left_out_leaves_no_trace():
+    """A red-team grouped by ``(<one person's traits> AND decile = d)``: the one-person
+    row was left out, but its neighbour in the same sex was redacted on its account and
+    the counts members see listed it, so each approved table told whether the decile
+    was d. The table with the small group and the table without it now differ only in
+    the values that person is counted in."""
+    with_ = [
+        {"sex": "M", "k": False, "n": 1465}, {"sex": "M", "k": True, "n": 1},
+        {"sex": "F", "k": False, "n": 1535},
+    ]  # fmt: skip
+    without = [{"sex": "M", "k": False, "n": 1466}, {"sex": "F", "k": False, "n": 1535}]
+    a = apply_sdc(with_, count_columns=["n"], group_columns=["sex", "k"])
+    b = apply_sdc(without, count_columns=["n"], group_columns=["sex", "k"])
+    assert a.rows == b.rows == [
+        {"sex": "M", "k": False, "n": 1465}, {"sex": "F", "k": False, "n": 1535},
+    ]  # fmt: skip
+    assert a.manifest()["counts"] == b.manifest()["counts"] == {"rounded": 2}
+    # the steward still sees what was left out, and why
+    steward = {(c["row"], c["rule"], c["left_out"]) for c in a.manifest()["cells"]}
+    assert steward == {(1, "small_count", True), (1, "row_suppressed", True)}
 
 
 def test_a_table_of_fine_groups_lists_only_the_groups_that_are_not_small():
@@ -78,19 +104,28 @@ def test_no_small_count_is_published_and_every_count_is_rounded(cells):
 
 
 @given(tables)
-def test_no_line_of_the_table_has_a_lone_redaction(cells):
+def test_no_line_of_the_published_table_has_a_lone_redaction(cells):
     rows = [{"a": a, "b": b, "n": n} for a, b, n in cells]
     result = apply_sdc(rows, count_columns=["n"], group_columns=["a", "b"])
-    # a row left out is as hidden as a redacted count: a line total gives it back alone
-    table = _with_dropped(rows, result, ("a", "b"))
     for key in ("a", "b"):
         other = "b" if key == "a" else "a"
         lines = defaultdict(list)
-        for r in table:
+        for r in result.rows:
             lines[r[other]].append(r["n"])
         for values in lines.values():
             if len(values) > 1:
                 assert sum(v is None for v in values) != 1, values
+
+
+@given(tables)
+def test_what_is_published_is_what_the_table_without_its_left_out_rows_publishes(cells):
+    rows = [{"a": a, "b": b, "n": n} for a, b, n in cells]
+    result = apply_sdc(rows, count_columns=["n"], group_columns=["a", "b"])
+    published = {(r["a"], r["b"]) for r in result.rows}
+    rest = [r for r in rows if (r["a"], r["b"]) in published]
+    again = apply_sdc(rest, count_columns=["n"], group_columns=["a", "b"])
+    assert again.rows == result.rows
+    assert again.manifest()["counts"] == result.manifest()["counts"]
 
 
 def test_the_manifest_records_the_projects_own_rules_not_the_defaults():
