@@ -56,6 +56,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -366,6 +367,7 @@ class _Checker:
                     "cohort_aggregate",
                     "aggregates in a cohort must be per person: GROUP BY person_id",
                 )
+            _check_arity(name, args)
             inner = {"aggregate": False, "semijoin": False}
             for a in args:
                 self.expr(a, scope, **inner)
@@ -415,6 +417,35 @@ class _Checker:
         # the subquery's key may be NULL (the nullable side of a LEFT JOIN): the SQL the
         # hub runs drops NULL keys in every semi-join (``cohort_sql``), so that
         # ``x IN (...)`` is two-valued and NOT IN cannot go NULL for everyone
+
+
+# how many arguments each aggregate takes in a cohort: its value, and for arg_max and
+# max_by the value it is ordered by. DuckDB also takes a top-n count (``max(x, n)``,
+# ``arg_max(x, y, n)``), which it checks only when a group receives a row: ``n = 0`` or
+# ``n = 10**8`` then fails the whole run exactly when one person's row reaches it
+AGGREGATE_ARITY: Final = {
+    "count": (0, 1), "count_star": (0, 0),
+    "arg_max": (2, 2), "arg_min": (2, 2), "max_by": (2, 2), "min_by": (2, 2),
+    "quantile_cont": (2, 2), "quantile_disc": (2, 2),
+}  # fmt: skip
+
+
+def _check_arity(name: str, args: list[Any]) -> None:
+    low, high = AGGREGATE_ARITY.get(name, (1, 1))
+    if not low <= len(args) <= high:
+        raise _refuse(
+            "cohort_aggregate",
+            f"{name} takes {low if low == high else f'{low} to {high}'} argument(s) in a cohort",
+        )
+    if name.startswith("quantile"):
+        arg = args[1] or {}
+        text = str((arg.get("literal") or {}).get("text")) if arg.get("class") == "CONSTANT" else ""
+        try:
+            fraction = float(text)
+        except ValueError:
+            fraction = math.nan
+        if not 0.0 <= fraction <= 1.0:
+            raise _refuse("cohort_aggregate", f"{name} takes a constant fraction from 0 to 1")
 
 
 def safe_date_part(part: Any) -> bool:

@@ -218,6 +218,19 @@ def test_dates_cannot_be_averaged_and_intervals_cannot_be_returned():
          "cohort_functions"),
         ("SELECT p.person_id, date_diff('timezone', DATE '2000-01-01', DATE '2000-01-02') "
          "AS d FROM patients p", "cohort_functions"),
+        # an aggregate's top-n count is checked only when a group receives a row: the
+        # run failed exactly when one person's row reached it (a red-team yes/no answer)
+        (f"SELECT pp.person_id FROM patients pp WHERE pp.person_id NOT IN (SELECT "
+         f"person_id FROM patients pp WHERE {AT_TARGET} GROUP BY person_id "
+         "HAVING max(year_of_birth, 0) IS NULL)", "cohort_aggregate"),
+        (f"SELECT o.person_id, min(o.num, 100000000) AS m {PER_PERSON}", "cohort_aggregate"),
+        (f"SELECT o.person_id, arg_max(o.num, o.value, -1) AS m {PER_PERSON}",
+         "cohort_aggregate"),
+        (f"SELECT o.person_id, max_by(o.num, o.value, 0) AS m {PER_PERSON}", "cohort_aggregate"),
+        (f"SELECT o.person_id, quantile_cont(o.value, 2) AS m {PER_PERSON}", "cohort_aggregate"),
+        (f"SELECT o.person_id, quantile_disc(o.value, o.value) AS m {PER_PERSON}",
+         "cohort_aggregate"),
+        (f"SELECT o.person_id, count(o.value, o.num) AS m {PER_PERSON}", "cohort_aggregate"),
     ],
 )  # fmt: skip
 def test_errors_that_try_does_not_catch_are_refused(sql, rule):
@@ -225,6 +238,16 @@ def test_errors_that_try_does_not_catch_are_refused(sql, rule):
     with pytest.raises(PolicyError) as refused:
         _runnable(con, sql)
     assert refused.value.rule == rule
+
+
+def test_aggregates_with_their_own_arguments_still_work():
+    con = _db([TARGET], observations=[("t", "x", 1.0, 1, "a", "2021-03-04")])
+    sql = _runnable(
+        con,
+        f"SELECT o.person_id, max(o.num) AS a, arg_max(o.value, o.observed_date) AS b, "
+        f"quantile_cont(o.value, 0.5) AS c, count(*) AS d, count(o.text) AS e {PER_PERSON}",
+    )
+    assert con.execute(sql).fetchall() == [("t", 1, 1.0, 1.0, 1, 1)]
 
 
 def test_constant_date_parts_still_work():
