@@ -362,17 +362,18 @@ class Engine:
         return {table: dict(columns) for table, columns in self._catalogue.items()}
 
     def explain(self, cur: duckdb.DuckDBPyConnection, sql: str) -> bool:
-        """Whether DuckDB can bind and plan ``sql`` (reads no table data).
+        """Whether DuckDB can bind and plan ``sql``, planned on the release's schema alone
+        (``Planner``: no data, no statistics), so the verdict cannot depend on what the
+        release holds; the engine's scope views only filter rows, so they bind the same.
 
-        Binding depends only on the release's catalogue (immutable) and the cursor's views
-        (the engine's scope), so a ``True`` verdict is kept per SQL text and scope; a
-        refusal is asked again each time, like the policy's.
+        A ``True`` verdict is kept per SQL text and scope; a refusal is asked again each
+        time, like the policy's.
         """
         key = (self._views, sql)
         if key in self._bound:
             return True
         try:
-            cur.execute(f"EXPLAIN {sql}").fetchall()
+            self._planner(cur).explain(sql)
         except duckdb.Error:
             return False
         self._bound.get_or_make(key, lambda: True)
