@@ -332,7 +332,7 @@ def _numeric(h: Header) -> str:
 def _side_table(con: duckdb.DuckDBPyConnection, h: Header, *, linked: bool) -> None:
     """Supplies, claims, payers, ...: only their allow-listed fields, under hub names."""
     listed = [
-        f"{_keyed(h.column(f.name)) if f.source_id else _text(h, f.name)} AS {f.name}"
+        f"{_side_value(h, f)} AS {f.name}"
         for f in layouts.FIELDS[h.file]
         if f.name != "patient" and h.column(f.name)
     ]
@@ -351,6 +351,22 @@ def _side_table(con: duckdb.DuckDBPyConnection, h: Header, *, linked: bool) -> N
             f"""CREATE TEMP VIEW stage_unlinked_synthea_{h.file} AS
                 SELECT {", ".join(listed)} FROM raw_{h.file}"""
         )
+
+
+def _side_value(h: Header, f: layouts.Field) -> str:
+    """A side table's field as published: a keyed id, a DATE, a year, or text."""
+    if f.source_id:
+        return _keyed(h.column(f.name))
+    column = h.column(f.name)
+    if f.kind == "date":
+        return f"hub_date({column})"
+    if f.kind == "year":  # '2015', '2015-03-01' or '2015-03-01T08:45:50Z': the year alone
+        text = f"trim({column})"
+        return (
+            f"CASE WHEN regexp_matches({text}, '^[0-9]{{4}}([^0-9]|$)') "
+            f"THEN CAST(left({text}, 4) AS INTEGER) END"
+        )
+    return _text(h, f.name)
 
 
 def _column_report(headers: dict[str, Header]) -> dict[str, int]:

@@ -159,10 +159,16 @@ class Field:
     # the field holds a source record's id or a reference to one (an encounter, claim,
     # payer, provider, organisation): published only as the hub's keyed id (``hub_id``)
     source_id: bool = False
+    # a side table's date or time: published as a DATE (the day, as every event of the
+    # warehouse), or only its year; never the export's text, which Synthea writes to the
+    # second (a newborn's first payer, claim and expense rows hold their birth instant)
+    kind: str = "text"  # "text", "date" or "year"
 
 
-def _f(name: str, *spellings: str, required: bool = True, source_id: bool = False) -> Field:
-    return Field(name, spellings, required, source_id)
+def _f(
+    name: str, *spellings: str, required: bool = True, source_id: bool = False, kind: str = "text"
+) -> Field:
+    return Field(name, spellings, required, source_id, kind)
 
 
 def _id(name: str, *spellings: str) -> Field:
@@ -211,13 +217,13 @@ FIELDS: Final[dict[str, tuple[Field, ...]]] = {
     # source-specific tables: published under the hub's own column names
     "supplies": (
         _f("patient", "PATIENT"), _id("encounter", "ENCOUNTER"),
-        _f("date", "DATE", required=False), _f("code", "CODE", required=False),
+        _f("date", "DATE", required=False, kind="date"), _f("code", "CODE", required=False),
         _f("description", "DESCRIPTION", required=False),
         _f("quantity", "QUANTITY", required=False),
     ),
     "imaging_studies": (
         _f("patient", "PATIENT"), _id("imaging_study_id", "ID"),
-        _id("encounter", "ENCOUNTER"), _f("date", "DATE", required=False),
+        _id("encounter", "ENCOUNTER"), _f("date", "DATE", required=False, kind="date"),
         _f("bodysite_code", "BODYSITE_CODE", required=False),
         _f("bodysite_description", "BODYSITE_DESCRIPTION", required=False),
         _f("modality_code", "MODALITY_CODE", required=False),
@@ -227,8 +233,9 @@ FIELDS: Final[dict[str, tuple[Field, ...]]] = {
         _f("procedure_code", "PROCEDURE_CODE", required=False),
     ),
     "payer_transitions": (
-        _f("patient", "PATIENT"), _f("start", "START_DATE", "START_YEAR", required=False),
-        _f("end", "END_DATE", "END_YEAR", required=False), _id("payer", "PAYER"),
+        _f("patient", "PATIENT"),
+        _f("start", "START_DATE", "START_YEAR", required=False, kind="year"),
+        _f("end", "END_DATE", "END_YEAR", required=False, kind="year"), _id("payer", "PAYER"),
         _id("secondary_payer", "SECONDARY_PAYER"),
         _f("ownership", "PLAN_OWNERSHIP", "OWNERSHIP", required=False),
     ),
@@ -239,8 +246,8 @@ FIELDS: Final[dict[str, tuple[Field, ...]]] = {
         _f("department_id", "DEPARTMENTID", required=False),  # a department code
         *(_f(f"diagnosis{i}", f"DIAGNOSIS{i}", required=False) for i in range(1, 9)),
         _id("appointment_id", "APPOINTMENTID"),  # the claim's encounter
-        _f("current_illness_date", "CURRENTILLNESSDATE", required=False),
-        _f("service_date", "SERVICEDATE", required=False),
+        _f("current_illness_date", "CURRENTILLNESSDATE", required=False, kind="date"),
+        _f("service_date", "SERVICEDATE", required=False, kind="date"),
         _f("status1", "STATUS1", required=False), _f("status2", "STATUS2", required=False),
         _f("statusp", "STATUSP", required=False),
         _f("outstanding1", "OUTSTANDING1", required=False),
@@ -253,8 +260,9 @@ FIELDS: Final[dict[str, tuple[Field, ...]]] = {
         _f("patient", "PATIENTID"), _id("transaction_id", "ID"), _id("claim_id", "CLAIMID"),
         _f("charge_id", "CHARGEID", required=False),  # the line's number in its claim
         _f("type", "TYPE", required=False), _f("amount", "AMOUNT", required=False),
-        _f("method", "METHOD", required=False), _f("from_date", "FROMDATE", required=False),
-        _f("to_date", "TODATE", required=False),
+        _f("method", "METHOD", required=False),
+        _f("from_date", "FROMDATE", required=False, kind="date"),
+        _f("to_date", "TODATE", required=False, kind="date"),
         _id("place_of_service", "PLACEOFSERVICE"),  # an organisation
         _f("procedure_code", "PROCEDURECODE", required=False),
         _f("units", "UNITS", required=False), _f("unit_amount", "UNITAMOUNT", required=False),
@@ -264,7 +272,7 @@ FIELDS: Final[dict[str, tuple[Field, ...]]] = {
         _f("outstanding", "OUTSTANDING", required=False), _id("provider_id", "PROVIDERID"),
     ),
     "patient_expenses": (
-        _f("patient", "PATIENT_ID"), _f("year", "YEAR", required=False),
+        _f("patient", "PATIENT_ID"), _f("year", "YEAR", required=False, kind="year"),
         _id("payer_id", "PAYER_ID"),
         _f("healthcare_expenses", "HEALTHCARE_EXPENSES", required=False),
         _f("insurance_costs", "INSURANCE_COSTS", required=False),

@@ -24,7 +24,7 @@ from connectors.ingest import ingest
 from connectors.quality.identifier_scan import IdentifierLeak
 from connectors.secrets import resolve_keys
 from connectors.sources import fhir
-from tests.conftest import FIXTURES, release_con
+from tests.conftest import FIXTURES, SHARED, release_con
 
 SYNTHEA_2023 = FIXTURES / "synthea-3.x-2023"  # Lyndon118 Reid278 Greenholt190, ...
 SYNTHEA_2025 = FIXTURES / "synthea-3.x-2025"  # with organizations and providers
@@ -536,3 +536,46 @@ def test_a_name_written_surname_first_in_a_table_of_no_one_refuses_the_release(t
     src = copy(SYNTHEA_2023, tmp_path)
     set_cell(src / "payers.csv", "NAME", "Greenholt, Lyndon (self-pay)", row=0)
     _refused(src, "synthea", tmp_path / "hub", keys, "synthea_payers.name", "Greenholt Lyndon")
+
+
+SHARED_SYNTHEA = SHARED / "fixtures" / "synthea-csv"
+_TIMESTAMP_TEXT = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+
+
+@pytest.mark.parametrize(
+    "export",
+    [SYNTHEA_2023, SYNTHEA_2025, SHARED_SYNTHEA],
+    ids=lambda p: p.parent.name + "/" + p.name,
+)
+def test_no_published_text_holds_a_date_and_side_tables_publish_days_or_years(
+    export, tmp_path, keys
+):
+    """The side tables (payer transitions, claims, transactions, expenses, supplies,
+    imaging) published Synthea's timestamps as text, to the second: a newborn's first
+    rows held their birth instant, while ``patients`` keeps only year and month."""
+    if not export.exists():
+        pytest.skip(f"{export} is not on this machine")
+    result = ingest(export, fmt="synthea", home=tmp_path / "h", keys=keys)
+    con = release_con(result.release.path)
+    columns = con.execute(
+        "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND table_name NOT LIKE '\\_%' ESCAPE '\\'"
+    ).fetchall()
+    for table, column, kind in columns:
+        if kind == "VARCHAR":
+            n = con.execute(
+                f'SELECT count(*) FROM "{table}" WHERE regexp_matches("{column}", ?)',
+                [_TIMESTAMP_TEXT],
+            ).fetchone()[0]
+            assert n == 0, (table, column)
+    kinds = {(t, c): k for t, c, k in columns}
+    for table, column, kind in [
+        ("synthea_payer_transitions", "start", "INTEGER"),
+        ("synthea_claims", "service_date", "DATE"),
+        ("synthea_claims_transactions", "from_date", "DATE"),
+        ("synthea_patient_expenses", "year", "INTEGER"),
+    ]:
+        if (table, column) in kinds:
+            assert kinds[(table, column)] == kind, (table, column)
+    years = con.execute("SELECT count(start), min(start) FROM synthea_payer_transitions").fetchone()
+    assert years[0] > 0 and 1900 < years[1] < 2100  # the years are read, not dropped
