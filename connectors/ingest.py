@@ -39,6 +39,37 @@ FORMATS: Final = ("native", "synthea", "fhir", "feeds")
 CONNECTORS: Final[dict[str, Any]] = {
     "native": native, "synthea": synthea, "fhir": fhir, "feeds": feeds,
 }  # fmt: skip
+_FHIR_SUFFIXES: Final = (".ndjson", ".json", ".ndjson.gz", ".json.gz")
+# a path is not repeated back: exporters and engineers name files and folders after people
+MISSING: Final = "the file or folder given does not exist (check the path)"
+
+
+def detect_format(src: Path) -> str:
+    """The format of an export, from the names its exporter writes (no file is read):
+    a region's ``feeds.json``, Synthea's ``patients.csv``, the hub's own ``patients/``
+    folder, or FHIR's ``.ndjson``/``.json`` files (Bulk Data or Bundles)."""
+    if not src.exists():
+        raise SourceError(MISSING)
+    if src.is_file():
+        if src.name.lower().endswith(_FHIR_SUFFIXES):
+            return "fhir"
+        raise SourceError(
+            "cannot tell this file's format: pass --format (native, synthea, fhir or feeds)"
+        )
+    names = {p.name.lower(): p for p in src.iterdir()}
+    if "feeds.json" in names:
+        return "feeds"
+    if "patients.csv" in names or "patients.csv.gz" in names:
+        return "synthea"
+    if "patients" in names and names["patients"].is_dir():
+        return "native"
+    if any(p.name.lower().endswith(_FHIR_SUFFIXES) for p in src.rglob("*") if p.is_file()):
+        return "fhir"
+    raise SourceError(
+        "cannot tell this folder's format (no feeds.json, patients.csv, patients/ folder "
+        "or FHIR .ndjson/.json files): pass --format (native, synthea, fhir or feeds)"
+    )
+
 
 # A quality gate validates the finished staging file before publication:
 # gate(staging_db, manifest=..., previous_db=..., out_dir=...) -> (passed, report).
@@ -97,7 +128,7 @@ def ingest(
     if fmt not in CONNECTORS:
         raise IngestError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if not src.exists() and not src.is_symlink():
-        raise SourceError(f"{src} does not exist")
+        raise SourceError(MISSING)
     src = src.absolute()
     connector = CONNECTORS[fmt]
     step = progress or (lambda _label: None)

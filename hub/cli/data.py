@@ -151,10 +151,11 @@ def ingest(
         str,
         typer.Option(
             "--format",
-            help="native (hub synth output), synthea (CSV), fhir, or feeds (a region's "
-            "separate extracts with a feeds.json, linked to persons).",
+            help="auto (the default: told from the files' names), native (hub synth "
+            "output), synthea (CSV), fhir, or feeds (a region's separate extracts with a "
+            "feeds.json, linked to persons).",
         ),
-    ] = "native",
+    ] = "auto",
     dummy: Annotated[
         bool, typer.Option("--dummy", help="Publish as the dummy release researchers develop on.")
     ] = False,
@@ -166,7 +167,8 @@ def ingest(
     ] = "duckdb",
 ) -> None:
     """Load a source into a new release and publish it if every step succeeds."""
-    from connectors.ingest import GateFailed
+    from connectors.errors import SourceError
+    from connectors.ingest import GateFailed, detect_format
     from connectors.ingest import ingest as run_ingest
     from connectors.quality import gate_when_it_runs
     from connectors.secrets import resolve_keys
@@ -174,6 +176,12 @@ def ingest(
     settings = get_settings()
     # the dummy release has a catalogue (and keys) of its own under $HUB_HOME/dummy
     home = settings.home / "dummy" if dummy else settings.home
+    if format == "auto":
+        try:
+            format = detect_format(src)
+        except SourceError as exc:
+            raise _fail(str(exc)) from None
+        console.print(f"format: {format} (told from the files' names; --format to choose)")
     try:
         keys = settings.keys(create=True) if not dummy else resolve_keys(home, create=True)
         with console.status("ingesting") as status:

@@ -26,10 +26,12 @@ SYNTHEA_EXPORTS = ["synthea-2.x-2019", "synthea-2.x-2022", "synthea-3.x-2023", "
 FHIR_EXPORTS = ["fhir-bulk-10", "fhir-bundles-3.x"]
 
 
-def ingest(src: Path, fmt: str, home: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+def ingest(
+    src: Path, fmt: str | None, home: Path, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HUB_HOME": str(home), "COLUMNS": "200"}
     return subprocess.run(
-        [*HUB, "ingest", str(src), "--format", fmt],
+        [*HUB, "ingest", str(src), *(["--format", fmt] if fmt else [])],
         capture_output=True,
         text=True,
         env=env,
@@ -387,3 +389,24 @@ def test_impossible_values_block_the_release(value, tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert "plausibility.observations.value_possible" in last, last
     nothing_published(home)
+
+
+@pytest.mark.parametrize(
+    ("export", "fmt"),
+    [("synthea-3.x-2023", "synthea"), ("fhir-bulk-10", "fhir"), ("fhir-bundles-3.x", "fhir")],
+)
+def test_ingest_tells_the_format_from_the_files_names(export, fmt, tmp_path):
+    result = ingest(FIXTURES / export, None, tmp_path / "home")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    assert f"format: {fmt}" in out and "published release-0001" in out
+
+
+def test_a_folder_of_no_known_format_or_a_missing_path_is_named_not_echoed(tmp_path):
+    person = tmp_path / "Alfred_West_1961-07-03"
+    person.mkdir()
+    (person / "notes.txt").write_text("nothing the hub reads")
+    line = refused(ingest(person, None, tmp_path / "home"), "pass --format")
+    assert "Alfred" not in line and "1961" not in line
+    line = refused(ingest(tmp_path / "Alfred_West_1961-07-03.json", None, tmp_path / "h2"))
+    assert "does not exist" in line and "Alfred" not in line
