@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from connectors import pseudonym, schema, staging
 from connectors.errors import IngestError
+from connectors.quality import reference
 
 Progress = Callable[[str], None]
 REDACTED = "[removed: identifying text]"
@@ -163,8 +164,37 @@ def remove_rare_text(con: duckdb.DuckDBPyConnection, counts: dict[str, TableCoun
                 counts.setdefault(table, TableCounts()).rare_text[column] = n
 
 
+def _possible_values_macro() -> str:
+    """``hub_value_possible(system, code, unit, value)``: the quality gate's possible range
+    for a value (its code's, else its unit's, else a bound no record reaches)."""
+    by_code = ", ".join(
+        f"'{m.code_system}|{m.code}': [{m.low}, {m.high}]" for m in reference.MEASURES
+    )
+    by_unit = ", ".join(f"'{u}': [{lo}, {hi}]" for u, (lo, hi) in reference.UNIT_RANGES.items())
+    low, high = reference.ANY_UNIT_RANGE
+    key = "coalesce(cs, '') || '|' || coalesce(code, '')"
+    return f"""CREATE OR REPLACE TEMP MACRO hub_value_possible(cs, code, unit, v) AS (
+        v BETWEEN coalesce((MAP {{{by_code}}})[{key}][1],
+                           (MAP {{{by_unit}}})[coalesce(unit, '')][1], {low})
+              AND coalesce((MAP {{{by_code}}})[{key}][2],
+                           (MAP {{{by_unit}}})[coalesce(unit, '')][2], {high}))"""
+
+
+# a person whose record is impossible is quarantined (their events go with them), as the
+# quality gate would otherwise refuse the whole release for that one record
+_IMPOSSIBLE_PERSON: Final = f"""
+    WHEN birth_date IS NOT NULL AND (year(birth_date) < {reference.EARLIEST_BIRTH_YEAR}
+                                     OR birth_date > current_date)
+        THEN 'impossible birth date'
+    WHEN death_date < date_trunc('month', birth_date) THEN 'death before birth'
+    WHEN year(death_date) - year(birth_date) > {reference.MAX_AGE_YEARS}
+        THEN 'impossible age at death'
+    WHEN registration_end < registration_start THEN 'registration ends before it starts'"""
+
+
 def install_macros(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(MACROS)
+    con.execute(_possible_values_macro())
     staging.ensure_rejects(con)
 
 
@@ -250,6 +280,7 @@ def build_people(
                        WHEN bad_reason IS NOT NULL THEN bad_reason
                        WHEN nhs_number IS NOT NULL AND NOT hub_nhs_valid(nhs_number)
                            THEN 'invalid NHS number'
+                       {_IMPOSSIBLE_PERSON}
                    END AS reject
             FROM keyed
         )
@@ -338,9 +369,18 @@ def build_events(
     counts = TableCounts(rows_in=_count(con, f"SELECT count(*) FROM stage_{name}"))
     counts.rows_in += _admit_rejects(con, name)
     columns = [c for c, _ in schema.event_columns(table)]
-    # a number that is not finite (inf, nan, 1e400) is never published
+    # a number that is not finite (inf, nan, 1e400) is never published, nor one outside
+    # what its code or unit makes possible (a 511 cm height): that row is quarantined,
+    # where the gate would otherwise refuse the whole release for it
+    possible = (
+        "WHEN NOT hub_value_possible(s.code_system, s.code, s.unit, s.value) "
+        "THEN 'impossible value' "
+        if {"code_system", "code", "unit"} <= set(columns)
+        else ""
+    )
     reject = (
-        "coalesce(s.bad_reason, CASE WHEN NOT isfinite(s.value) THEN 'non-finite number' END)"
+        "coalesce(s.bad_reason, CASE WHEN NOT isfinite(s.value) THEN 'non-finite number' "
+        f"{possible}END)"
         if "value" in columns
         else "s.bad_reason"
     )

@@ -345,3 +345,45 @@ def test_cli_ingest_and_releases_list(population_3k, hub_home):
     manifest = json.loads((hub_home / "releases" / "release-0001.json").read_text())
     assert manifest["release_id"] == "release-0001"
     assert duckdb.connect(str(hub_home / "releases" / "release-0001.duckdb"), read_only=True)
+
+
+def test_one_impossible_record_is_quarantined_not_a_refused_release(tmp_path, hub_home, keys):
+    """A red team refused whole loads with one parseable but impossible value (a BMI of
+    2,331, a birth date of 1800-01-01, a death before birth): each check failed at a 0%
+    threshold. The record is quarantined at the build instead, with its reason, and the
+    gate (on, as ``hub ingest`` runs it) judges the quarantined share."""
+    from connectors.quality import gate_when_it_runs
+
+    src = make_csv_population(tmp_path)
+    obs = src / "observations" / "part-00000.csv"
+    lines = obs.read_text().splitlines()
+    assert lines[1].split(",")[4] == '"60621009"'  # a BMI
+    row = lines[1].split(",")
+    row[6] = "2331"
+    lines[1] = ",".join(row)
+    obs.write_text("\n".join(lines) + "\n")
+    pats = src / "patients" / "part-00000.csv"
+    plines = pats.read_text().splitlines()
+    header = plines[0].split(",")
+    born, died = header.index('"date_of_birth"'), header.index('"date_of_death"')
+    first = plines[1].split(",")
+    first[born] = "1800-01-01"  # an exporter's "unknown"
+    plines[1] = ",".join(first)
+    second = plines[2].split(",")
+    second[died] = "1901-01-01"
+    plines[2] = ",".join(second)
+    pats.write_text("\n".join(plines) + "\n")
+
+    result = ingest(src, fmt="native", home=hub_home, keys=keys, gate=gate_when_it_runs)
+    assert result.release is not None  # published, the gate passed
+    assert result.counts["observations"].quarantined.get("impossible value") == 1
+    people = result.counts["patients"].quarantined
+    assert people == {"impossible birth date": 1, "death before birth": 1}
+    for table, c in result.counts.items():
+        assert c.rows_in == c.published + sum(c.quarantined.values()), table
+    con = release_con(result.release.path)
+    assert (
+        con.execute("SELECT max(value) FROM observations WHERE code = '60621009'").fetchone()[0]
+        < 100
+    )
+    assert con.execute("SELECT min(year_of_birth) FROM patients").fetchone()[0] >= 1900
