@@ -181,6 +181,25 @@ def _possible_values_macro() -> str:
         ELSE CASE unit {by_unit} ELSE v BETWEEN {low} AND {high} END END)"""
 
 
+def _conversion_macros() -> str:
+    """``hub_measure_unit`` and ``hub_measure_value``: a measured code's value in another
+    UCUM unit, converted to the code's one unit (``reference.CONVERSIONS``); any other
+    value and unit as they are."""
+    units, values = [], []
+    for m in reference.MEASURES:
+        for (source, target), (scale, offset) in reference.CONVERSIONS.items():
+            if target != m.unit:
+                continue
+            when = f"WHEN code = '{m.code}' AND cs = '{m.code_system}' AND unit = '{source}'"
+            units.append(f"{when} THEN '{target}'")
+            values.append(f"{when} THEN v * {scale!r} + {offset!r}")
+    return f"""
+        CREATE OR REPLACE TEMP MACRO hub_measure_unit(cs, code, unit) AS (
+            CASE {" ".join(units)} ELSE unit END);
+        CREATE OR REPLACE TEMP MACRO hub_measure_value(cs, code, unit, v) AS (
+            CASE {" ".join(values)} ELSE v END);"""
+
+
 # a person whose record is impossible is quarantined (their events go with them), as the
 # quality gate would otherwise refuse the whole release for that one record
 _IMPOSSIBLE_PERSON: Final = f"""
@@ -196,6 +215,7 @@ _IMPOSSIBLE_PERSON: Final = f"""
 def install_macros(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(MACROS)
     con.execute(_possible_values_macro())
+    con.execute(_conversion_macros())
     staging.ensure_rejects(con)
 
 
@@ -373,10 +393,15 @@ def build_events(
     # a number that is not finite (inf, nan, 1e400) is never published, nor one outside
     # what its code or unit makes possible (a 511 cm height): that row is quarantined,
     # where the gate would otherwise refuse the whole release for it
+    measured = {"code_system", "code", "unit", "value"} <= set(columns)
+    # a measured code's value in another UCUM unit is converted to the code's one unit
+    # (a weight in [lb_av] to kg) before anything judges it
+    unit_sql = "hub_measure_unit(s.code_system, s.code, s.unit)"
+    value_sql = "hub_measure_value(s.code_system, s.code, s.unit, s.value)"
     possible = (
-        "WHEN NOT hub_value_possible(s.code_system, s.code, s.unit, s.value) "
+        f"WHEN NOT hub_value_possible(s.code_system, s.code, {unit_sql}, {value_sql}) "
         "THEN 'impossible value' "
-        if {"code_system", "code", "unit"} <= set(columns)
+        if measured
         else ""
     )
     reject = (
@@ -392,6 +417,8 @@ def build_events(
         "s.id" if c == table.id_column else "m.person_id" if c == "person_id"
         else system if c == "source_system"
         else f"CASE WHEN r.id IS NULL THEN s.{c} ELSE {REDACTED!r} END" if c == "value_text"
+        else unit_sql if measured and c == "unit"
+        else value_sql if measured and c == "value"
         else f"s.{c}"
         for c in columns
     )  # fmt: skip

@@ -38,6 +38,19 @@ MEASURES: Final = (
     Measure("LOINC", "8302-2", "body height", "cm", 20.0, 250.0),
 )
 
+# UCUM units converted to a measured code's one unit when a load is built: (from, to) ->
+# (scale, offset), value_to = value_from * scale + offset. FHIR's vital-signs profile
+# allows a weight in [lb_av] or g and a height in [in_i]; HbA1c comes as NGSP % or IFCC
+# mmol/mol (the IFCC-NGSP master equation); cholesterol in mg/dL or mmol/L
+CONVERSIONS: Final = {
+    ("[lb_av]", "kg"): (0.45359237, 0.0), ("g", "kg"): (0.001, 0.0),
+    ("[oz_av]", "kg"): (0.028349523125, 0.0),
+    ("[in_i]", "cm"): (2.54, 0.0), ("m", "cm"): (100.0, 0.0), ("mm", "cm"): (0.1, 0.0),
+    ("[ft_i]", "cm"): (30.48, 0.0),
+    ("%", "mmol/mol"): (10.929, -10.929 * 2.15), ("mmol/mol", "%"): (0.09148, 2.152),
+    ("mg/dL", "mmol/L"): (1 / 38.67, 0.0), ("mmol/L", "mg/dL"): (38.67, 0.0),
+}  # fmt: skip
+
 # impossible-value bounds by unit, for numeric observations whose code has no range of
 # its own: a value outside them is impossible whatever was measured in that unit
 UNIT_RANGES: Final = {

@@ -579,3 +579,35 @@ def test_no_published_text_holds_a_date_and_side_tables_publish_days_or_years(
             assert kinds[(table, column)] == kind, (table, column)
     years = con.execute("SELECT count(start), min(start) FROM synthea_payer_transitions").fetchone()
     assert years[0] > 0 and 1900 < years[1] < 2100  # the years are read, not dropped
+
+
+def test_a_measure_in_another_ucum_unit_is_converted_not_refused(tmp_path, keys):
+    """FHIR's vital-signs profile allows a weight in [lb_av] and a height in [in_i]; the
+    gate accepts one unit per measured code, so a US export refused the whole load (a
+    red-team find). The build converts them to the code's one unit."""
+    from connectors.quality import gate_when_it_runs
+
+    src = copy(SYNTHEA_2023, tmp_path)
+    header, rows = read_csv(src / "observations.csv")
+    code, value, unit = header.index("CODE"), header.index("VALUE"), header.index("UNITS")
+    kilos = {}
+    for i, row in enumerate(rows):
+        if row[code] == "29463-7" and row[unit] == "kg":
+            kilos[i] = float(row[value])
+            row[value], row[unit] = f"{float(row[value]) / 0.45359237:.4f}", "[lb_av]"
+        elif row[code] == "8302-2" and row[unit] == "cm":
+            row[value], row[unit] = f"{float(row[value]) / 2.54:.4f}", "[in_i]"
+    assert kilos
+    write_csv(src / "observations.csv", header, rows)
+    result = ingest(src, fmt="synthea", home=tmp_path / "h", keys=keys, gate=gate_when_it_runs)
+    con = release_con(result.release.path)
+    units = dict(
+        con.execute(
+            "SELECT code, list(DISTINCT unit) FROM observations "
+            "WHERE code IN ('29463-7', '8302-2') GROUP BY code"
+        ).fetchall()
+    )
+    assert units == {"29463-7": ["kg"], "8302-2": ["cm"]}
+    weights = sorted(r[0] for r in con.execute(
+        "SELECT value FROM observations WHERE code = '29463-7'").fetchall())  # fmt: skip
+    assert weights == pytest.approx(sorted(kilos.values()), abs=1e-3)
