@@ -28,15 +28,16 @@ from governance.outputs.disclosure_ledger import unique_keys
 from governance.outputs.exact_plan import (
     ExactPlan,
     OutputColumn,
+    check_cte_names,
     check_person_joins,
     classify,
     column_ref,
     constant,
-    person_relations,
+    relation_tables,
     row_level_tree,
 )
 from governance.outputs.person_keys import PERSON
-from governance.sql.engine import Engine
+from governance.sql.engine import MAX_ROWS, Engine
 from governance.sql.policy import PolicyError
 
 FAILED_REASON: Final = (
@@ -102,10 +103,11 @@ def prepare(
 ) -> Prepared:
     """Classify the output columns and bind the hub's own queries: reads no data."""
     plan = classify(node)
+    check_cte_names(node, catalogue)
     check_person_joins(node, catalogue)
     keys = [f"g{i}" for i, _ in enumerate(plan.positions("group"))]
     stats, pops = [], []
-    for relation in person_relations(node):
+    for relation, table in relation_tables(node):
         tree = row_level_tree(node, _select_items(plan, relation))
         try:
             rows = _sql(cur, tree)
@@ -127,12 +129,18 @@ def prepare(
             f"WITH r AS ({rows}), per AS (SELECT {per} FROM r WHERE pid IS NOT NULL "  # noqa: S608
             f"GROUP BY ALL) SELECT {summary} FROM per{group}"
         )
-        population = f"SELECT DISTINCT pid FROM ({rows}) AS r WHERE pid IS NOT NULL"  # noqa: S608
+        # a person's key with how many rows they give the output: two outputs over the
+        # same people differ in the ledger when one person's rows differ (a filter that
+        # adds one person's other records, a join that repeats only their row)
+        population = (
+            f"SELECT (hash(pid, count(*)) >> 1)::BIGINT FROM ({rows}) AS r "  # noqa: S608
+            "WHERE pid IS NOT NULL GROUP BY pid"
+        )
         if rows and engine.explain(cur, sql) and engine.explain(cur, population):
             stats.append(sql)
             pops.append(population)
             continue
-        if relation.lower() in catalogue and PERSON not in catalogue[relation.lower()]:
+        if table is not None and PERSON not in catalogue.get(table.lower(), {PERSON: ""}):
             continue  # a reference table (codes, terms): nobody's rows
         raise PolicyError(
             "exact_person_unknown",
@@ -183,6 +191,9 @@ def compute(
     ``owner`` (the project), the exact answers read are kept for its next identical
     query (``Engine.run``); disclosure control and the ledger's check run every time."""
     result = engine.run(sql, owner=owner)
+    if result.truncated:
+        # rows cut before disclosure control would decide which small groups show
+        raise ValueError(f"the output has more than {MAX_ROWS:,} rows")
     plan = prepared.plan
     names = result.columns
     if len(set(names)) != len(names):

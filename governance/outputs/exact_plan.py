@@ -106,6 +106,16 @@ def _check_structure(node: dict[str, Any]) -> None:
             "exact_grouping_sets", "ROLLUP, CUBE and GROUPING SETS are not allowed in exact mode"
         )
     for n in _walk(node):
+        if n.get("type") == "SELECT_NODE" and any(
+            "LIMIT" in str((m or {}).get("type", "")) for m in n.get("modifiers") or []
+        ):
+            # LIMIT keeps the first rows in an order the data decides: a one-person group
+            # takes the only place and is then left out, so an empty table says it exists
+            raise PolicyError(
+                "exact_limit",
+                "LIMIT and OFFSET are not allowed in exact mode: which rows remain would "
+                "depend on small cells (order the released table yourself)",
+            )
         if n.get("class") == "STAR" and (n.get("columns") or n.get("expr")):
             raise PolicyError(
                 "exact_columns_expression",
@@ -495,6 +505,47 @@ def as_json(tree: dict[str, Any]) -> str:
     return json.dumps(tree)
 
 
+def relation_tables(node: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """The relations of the outer FROM clause, left to right, as (name, table): the name
+    a query uses for it (alias, else table) and the table it reads (None for a derived
+    table)."""
+    out: list[tuple[str, str | None]] = []
+    stack = [node.get("from_table")]
+    while stack:
+        ref = stack.pop()
+        if not isinstance(ref, dict):
+            continue
+        if ref.get("type") == "JOIN":
+            stack.extend([ref.get("right"), ref.get("left")])
+        elif ref.get("type") in ("BASE_TABLE", "SUBQUERY"):
+            table = str(ref.get("table_name") or "") if ref.get("type") == "BASE_TABLE" else None
+            out.append((str(ref.get("alias") or table or ""), table))
+    return out
+
+
+def check_cte_names(node: dict[str, Any], catalogue: dict[str, dict[str, str]]) -> None:
+    """Rule ``exact_cte_name``: a CTE may not take a release table's name. Named like a
+    table without person_id (``WITH organisations AS (SELECT ... FROM patients ...)``),
+    it passed for a reference table, nobody's rows: no join rule, no people counted."""
+    shadowing = sorted(cte_names(node) & set(catalogue))
+    if shadowing:
+        raise PolicyError(
+            "exact_cte_name",
+            f"a CTE may not take the name of a release table ({', '.join(shadowing)}) in "
+            "exact mode: name it something else",
+        )
+
+
+def cte_names(node: Any) -> set[str]:
+    names: set[str] = set()
+    for n in _walk(node):
+        cte_map = n.get("cte_map") if isinstance(n, dict) else None
+        if isinstance(cte_map, dict):
+            for entry in cte_map.get("map", []):
+                names.add(str(entry.get("key", "")).lower())
+    return names
+
+
 def person_relations(node: dict[str, Any]) -> list[str]:
     """The relations of the outer FROM clause, left to right: each one's person_id is a
     way to attribute a row to a person."""
@@ -588,4 +639,3 @@ def check_person_joins(node: dict[str, Any], catalogue: dict[str, dict[str, str]
             )
 
     visit(node.get("from_table"))
-

@@ -129,6 +129,17 @@ def _output(gov, who, answer):
          "(SELECT person_id, code FROM conditions) c", "join"),
         ("SELECT count(*) AS n FROM patients p JOIN (SELECT person_id, year_of_birth FROM "
          "patients) q ON p.person_id < q.person_id", "join"),
+        # a CTE named like a table without person_id passed for nobody's rows; an alias
+        # so named hid a table of people the same way (red team, second round)
+        ("WITH organisations AS (SELECT imd_decile AS d FROM patients WHERE "
+         "year_of_birth = 1950) SELECT d, count(*) AS n FROM organisations, patients "
+         "GROUP BY d", "cte_name"),
+        ("SELECT count(*) AS n FROM patients AS organisations CROSS JOIN patients q "
+         "WHERE q.year_of_birth = 1950", "join"),
+        # LIMIT lets a one-person group take the only place, then be left out
+        ("SELECT year_of_birth = 1950 AS k, count(*) AS n FROM patients GROUP BY ALL "
+         "ORDER BY 1 DESC LIMIT 1", "limit"),
+        ("SELECT sex, count(*) AS n FROM patients GROUP BY sex OFFSET 1", "limit"),
         ("SELECT count(*) AS n, sum(value) AS n FROM observations", "duplicate_names"),
     ],
 )  # fmt: skip
@@ -408,3 +419,39 @@ def test_half_written_population_files_are_swept_only_when_old(hub, tmp_path):
     assert old.exists() and running.exists()
     assert sweep_partials(gov.outputs.outputs_dir, older_than_s=30) == 1
     assert not old.exists() and running.exists()  # another process may be writing it
+
+
+def test_outputs_over_the_same_people_that_differ_in_one_persons_rows_are_flagged(hub):
+    """A filter that adds one person's other records (``... OR <one person>``) leaves the
+    people behind the output unchanged, so a ledger of people saw nothing; the ledger
+    keys each person with how many rows they give, so the pair is flagged."""
+    gov, projects, who, target = hub
+    pid = projects["one"]
+    cur = gov.queries.engine(gov.queries.release_for("real")).cursor()
+    code = cur.execute(
+        f"SELECT code FROM observations WHERE person_id = {target} GROUP BY code "
+        "ORDER BY count(*) LIMIT 1"
+    ).fetchall()[0][0]
+    cur.close()
+    base = (
+        "SELECT count(*) AS n FROM patients p JOIN observations o ON o.person_id = "
+        f"p.person_id WHERE o.code = '{code}'"
+    )
+    first = _exact(gov, who, pid, base)
+    second = _exact(gov, who, pid, f"{base} OR p.person_id = {target}")
+    flags = _output(gov, who, second)["manifest"]["differencing"]
+    pair = [f for f in flags if f["with_outputs"] == [first["output_id"]]]
+    assert pair and pair[0]["rule"] == "differencing" and pair[0]["people_in_difference"] == 1
+
+
+def test_an_output_with_more_rows_than_the_engine_returns_fails_for_the_steward(hub):
+    """Rows cut at the engine's limit before disclosure control would decide which
+    small groups show: such an output fails instead."""
+    gov, projects, who, _ = hub
+    answer = _exact(
+        gov, who, projects["one"],
+        "SELECT p.year_of_birth, p.sex, p.imd_decile, o.code, o.value, count(*) AS n "
+        "FROM patients p JOIN observations o USING (person_id) GROUP BY ALL",
+    )  # fmt: skip
+    out = _output(gov, who, answer)
+    assert answer["status"] == "pending_review" and out["manifest"]["failed"] is True
