@@ -14,12 +14,18 @@ number; a quote left open is refused, because it swallows the rows after it.
 Every relation carries ``filename`` (the file's label) and ``file_row_number`` (1-based
 data row within its file), so a quarantined row can be found in its source without
 copying its content.
+
+A source file's extensions are matched whatever their case (``Conditions.CSV``,
+``Condition.000.NDJSON``), and a file may be gzip-compressed (``conditions.csv.gz``): it
+is read as it is, by DuckDB's gzip reader (``split_name``, ``open_binary``).
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
+import io
 import os
 import re
 import stat
@@ -40,6 +46,43 @@ REJECT_REASONS: Final = {
     "LINE SIZE OVER MAXIMUM": "line too long",
     "CAST ERROR": "unreadable value",
 }
+
+
+# a source file's compression suffix -> DuckDB's name for it (read natively)
+COMPRESSIONS: Final = {".gz": "gzip"}
+# notes an export ships beside its data (README.md, SOURCE.md): never data, not counted
+NOTE_SUFFIXES: Final = frozenset({".md"})
+
+
+def split_name(path: Path) -> tuple[str, str, str]:
+    """A source file's name as ``(stem, suffix, compression)``, whatever its case.
+
+    ``Condition.000.NDJSON.gz`` -> ``("Condition.000", ".ndjson", "gzip")``;
+    ``patients.csv`` -> ``("patients", ".csv", "none")``. The suffix is lower-cased;
+    the stem keeps its case.
+    """
+    name = path.name
+    compression = "none"
+    base, dot, ext = name.rpartition(".")
+    if dot and base and f".{ext.lower()}" in COMPRESSIONS:
+        compression = COMPRESSIONS[f".{ext.lower()}"]
+        name = base
+    base, dot, ext = name.rpartition(".")
+    if dot and base:
+        return base, f".{ext.lower()}", compression
+    return name, "", compression
+
+
+def compression_of(path: Path) -> str:
+    """DuckDB's ``compression`` for a source file: ``gzip`` or ``none``."""
+    return split_name(path)[2]
+
+
+def open_binary(path: Path) -> io.BufferedIOBase:
+    """A source file's bytes, decompressed when it is gzip-compressed."""
+    if compression_of(path) == "gzip":
+        return gzip.GzipFile(path, "rb")
+    return path.open("rb")
 
 
 @dataclass
@@ -214,8 +257,11 @@ def csv_header(path: Path) -> list[str]:
     The header's names are only compared with known names; a header that is data (a
     file without one) is never quoted back.
     """
-    with path.open("rb") as fh:
-        raw = fh.readline(HEADER_LIMIT + 1)
+    try:
+        with open_binary(path) as fh:
+            raw = fh.readline(HEADER_LIMIT + 1)
+    except (OSError, EOFError):  # a gzip file that is corrupt or cut short
+        raise SourceError(f"{describe(path)} cannot be read: {_gzip_cause(path)}") from None
     if not raw.strip():
         raise SourceError(f"{describe(path)} is empty: a header line was expected")
     if len(raw) > HEADER_LIMIT:
@@ -253,19 +299,29 @@ def read_csv_table(
     for n, path in enumerate(files.tables[table]):
         label = files.labels[path]
         rej = f"rej_{table}_{n}"
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE raw_part AS
-            SELECT * EXCLUDE (ordinality), ordinality AS file_row_number,
-                   {quote(label)} AS filename
-            FROM read_csv({quote(str(path))}, auto_detect = false, header = true,
-                          delim = ',', quote = '"', escape = '"', encoding = 'utf-8',
-                          columns = {columns}, strict_mode = true, ignore_errors = true,
-                          store_rejects = true, rejects_table = '{rej}',
-                          rejects_scan = '{rej}_scan', max_line_size = 4194304)
-                 WITH ORDINALITY
-            """
-        )
+        compression = compression_of(path)
+        try:
+            con.execute(
+                f"""
+                CREATE OR REPLACE TEMP TABLE raw_part AS
+                SELECT * EXCLUDE (ordinality), ordinality AS file_row_number,
+                       {quote(label)} AS filename
+                FROM read_csv({quote(str(path))}, auto_detect = false, header = true,
+                              delim = ',', quote = '"', escape = '"', encoding = 'utf-8',
+                              compression = '{compression}',
+                              columns = {columns}, strict_mode = true, ignore_errors = true,
+                              store_rejects = true, rejects_table = '{rej}',
+                              rejects_scan = '{rej}_scan', max_line_size = 4194304)
+                     WITH ORDINALITY
+                """
+            )
+        except duckdb.IOException:
+            if compression == "none":
+                raise
+            # DuckDB's message may quote the file's path: never passed on
+            raise SourceError(
+                f"{describe(path, label)} cannot be read: {_gzip_cause(path)}"
+            ) from None
         open_quotes = con.execute(
             f"SELECT min(line) FROM {rej} WHERE error_type = 'UNQUOTED VALUE'"
         ).fetchall()[0][0]
@@ -301,10 +357,16 @@ def read_csv_table(
         con.execute(f"DROP TABLE raw_part; DROP TABLE {rej}; DROP TABLE {rej}_scan")
 
 
+def _gzip_cause(path: Path) -> str:
+    if compression_of(path) == "gzip":
+        return "it is not a complete gzip file (corrupt, or cut short)"
+    return "the file cannot be read"
+
+
 def _last_line(path: Path) -> int:
     """The number of the file's last line (1-based, counting the header)."""
     lines, last = 0, b""
-    with path.open("rb") as fh:
+    with open_binary(path) as fh:
         while chunk := fh.read(1 << 20):
             lines += chunk.count(b"\n")
             last = chunk[-1:]

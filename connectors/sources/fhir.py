@@ -19,13 +19,25 @@ cast in a way that can raise: a value of the wrong type is NULL or quarantines i
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Final
 
 import duckdb
+import pyarrow as pa
 
 from connectors.errors import SourceError
-from connectors.staging import FHIR_RESOURCE_TYPES, SourceFiles, describe, quote
+from connectors.staging import (
+    FHIR_RESOURCE_TYPES,
+    NOTE_SUFFIXES,
+    SourceFiles,
+    compression_of,
+    describe,
+    ensure_rejects,
+    open_binary,
+    quote,
+    split_name,
+)
 
 SOURCE = "fhir"
 VERSION = "1.0"
@@ -45,9 +57,18 @@ NOT_A_RESOURCE_TYPE: Final = "(not a FHIR R4 resource type)"
 MACROS = r"""
 CREATE OR REPLACE TEMP MACRO fhir_ref(x) AS (
     CASE
-        WHEN x IS NULL OR contains(x, '?') THEN NULL
+        WHEN x IS NULL OR contains(x, '?') OR starts_with(x, '#') THEN NULL
         WHEN starts_with(x, 'urn:uuid:') THEN substr(x, 10)
         ELSE regexp_extract(x, '([A-Za-z]+)/([^/]+?)(/_history/[^/]+)?$', 2)
+    END
+);
+-- a local reference ('#med') names a resource in the resource's own contained[] (of the
+-- given type): that resource, else NULL
+CREATE OR REPLACE TEMP MACRO fhir_contained(r, ref, rtype) AS (
+    CASE WHEN starts_with(ref, '#') THEN
+        list_filter(json_extract(r, '$.contained[*]'),
+                    lambda c: (c ->> '$.id') = substr(ref, 2)
+                              AND (c ->> '$.resourceType') = rtype)[1]
     END
 );
 CREATE OR REPLACE TEMP MACRO fhir_first(j, path) AS (json_extract(j, path || '[0]'));
@@ -66,13 +87,28 @@ CREATE OR REPLACE TEMP MACRO fhir_org_code(system, value, ref) AS (
 """.replace("ODS_SYSTEM", ODS_SYSTEM)
 
 
-SUFFIXES: Final = (".ndjson", ".json")
+SUFFIXES: Final = (".ndjson", ".json")  # any case, gzip-compressed or not (.ndjson.gz)
 # what a FHIR R4 resource of each type does not guarantee (the gate does not require it)
 # (a Device has no period of use; a Patient need not carry a district or an ethnicity)
 UNGUARANTEED: Final = {
     "devices": ("start_date", "end_date"),
     "patients": ("local_authority", "ethnicity"),
 }
+# the table a resource type fills: a line of that type that cannot be read is
+# quarantined there (and counts against the gate's quarantine check)
+TABLE_OF_TYPE: Final = {
+    "Patient": "patients", "Encounter": "encounters", "Condition": "conditions",
+    "Observation": "observations", "MedicationRequest": "medications",
+    "MedicationStatement": "medications", "Procedure": "procedures",
+    "Immunization": "immunizations", "AllergyIntolerance": "allergies", "Device": "devices",
+    "CarePlan": "care_plans", "Organization": "organisations", "Location": "fhir_locations",
+    "Practitioner": "fhir_practitioners", "PractitionerRole": "fhir_practitioner_roles",
+}  # fmt: skip
+# a line that cannot be read and names no table's type is counted under these
+BAD_LINE: Final = {"not valid JSON": "(line not valid JSON)", "not UTF-8": "(line not UTF-8)"}
+_LINE_TYPE = re.compile(rb'"resourceType"\s*:\s*"([A-Za-z]{1,64})"')
+_PART_NUMBER = re.compile(r"[._-]?[0-9]+$")
+_BATCH_BYTES: Final = 1 << 26  # lines handed to DuckDB at a time by the line reader
 
 
 def discover(src: Path) -> SourceFiles:
@@ -81,42 +117,172 @@ def discover(src: Path) -> SourceFiles:
         files.add("resources", src)
         return files
     for path in sorted(src.rglob("*")):
-        if path.suffix not in SUFFIXES or path.name == "log.ndjson":
-            continue
-        files.add("resources", path)  # a FIFO, link or device here is refused by name
+        if path.is_dir() and not path.is_symlink():
+            continue  # its files are walked
+        stem, suffix, _compression = split_name(path)
+        if suffix in SUFFIXES and not (suffix == ".ndjson" and stem.lower() == "log"):
+            files.add("resources", path)  # a FIFO, link or device here is refused by name
+        elif suffix not in NOTE_SUFFIXES:  # README.md, SOURCE.md: notes, not data
+            # the export's log.ndjson, other files: counted, never named, never dropped
+            files.ignored["files"] = files.ignored.get("files", 0) + 1
     if not files.tables:
-        raise SourceError(f"{describe(src)} holds no .ndjson or .json FHIR files")
+        raise SourceError(
+            f"{describe(src)} holds no .ndjson or .json FHIR files (nor .ndjson.gz, .json.gz)"
+        )
     return files
 
 
 def _read(con: duckdb.DuckDBPyConnection, files: SourceFiles) -> None:
-    """Every file's JSON values into TEMP ``fhir_raw``; a file that is not JSON is refused."""
+    """Every file's JSON values into TEMP ``fhir_raw``.
+
+    A .json file holds one value and is refused if it is not JSON. An NDJSON file is read
+    whole when it can be; if DuckDB's reader refuses it, it is read again one line at a
+    time (``_read_lines``): a line that is not UTF-8 or not JSON goes to TEMP
+    ``fhir_bad_lines`` (file label, line number, reason; never its content) and the rest
+    loads. An NDJSON file without one readable JSON object is refused.
+    """
     con.execute(
         """CREATE OR REPLACE TEMP TABLE fhir_raw
            (json JSON, source_file VARCHAR, source_row BIGINT)"""
+    )
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE fhir_bad_lines
+           (table_name VARCHAR, source_file VARCHAR, source_row BIGINT, reason VARCHAR)"""
     )
     for path in files.tables["resources"]:
         label = files.labels[path]
         # NDJSON holds one value per line; a .json file one value (a resource or a
         # Bundle), pretty-printed or not. A top-level array is kept whole (and counted
         # as not a resource), never unnested by guesswork
-        fmt = "newline_delimited" if path.suffix == ".ndjson" else "unstructured"
+        ndjson = split_name(path)[1] == ".ndjson"
+        fmt = "newline_delimited" if ndjson else "unstructured"
+        compression = compression_of(path)
         try:
             con.execute(
                 f"""
                 INSERT INTO fhir_raw
                 SELECT json, {quote(label)}, ordinality
                 FROM read_json_objects({quote(str(path))}, format = '{fmt}',
+                                       compression = '{compression}',
                                        maximum_object_size = 268435456) WITH ORDINALITY
                 """
             )
+        except duckdb.InvalidInputException:
+            if not ndjson:
+                raise SourceError(
+                    f"{describe(path, label)} cannot be loaded: it is not valid JSON"
+                ) from None
+            _read_lines(con, path, label)
         except duckdb.Error as exc:
             cause = {
-                "InvalidInputException": "it is not valid JSON or newline-delimited JSON",
-                "IOException": "it cannot be read",
+                "IOException": "it cannot be read"
+                + (
+                    " (not a complete gzip file: corrupt, or cut short)"
+                    if compression != "none"
+                    else ""
+                ),
                 "OutOfMemoryException": "it does not fit in memory",
             }.get(type(exc).__name__, "the JSON reader failed")
             raise SourceError(f"{describe(path, label)} cannot be loaded: {cause}") from None
+
+
+def _file_type(path: Path) -> str | None:
+    """The resource type a Bulk Data file is named after (``Condition.000.ndjson``)."""
+    stem = _PART_NUMBER.sub("", split_name(path)[0])
+    return stem if stem in TABLE_OF_TYPE else None
+
+
+def _read_lines(con: duckdb.DuckDBPyConnection, path: Path, label: str) -> None:
+    """An NDJSON file one line at a time, numbered by line; bad lines are set aside.
+
+    Python only splits the bytes into lines and checks UTF-8; DuckDB decides which line
+    is JSON (``json_valid``, the test its reader makes). A bad line is quarantined in
+    the table of its resource type (the file's Bulk Data name, else the line's first
+    ``resourceType``), else counted (``BAD_LINE``); its content is never kept.
+    """
+    con.execute("CREATE OR REPLACE TEMP TABLE fhir_lines (n BIGINT, line VARCHAR, hint VARCHAR)")
+    file_type = _file_type(path)
+    bad: list[tuple[str | None, int, str]] = []
+    numbers: list[int] = []
+    lines: list[str] = []
+    hints: list[str | None] = []
+    size = 0
+
+    def hint_of(raw: bytes) -> str | None:
+        if file_type:
+            return file_type
+        found = _LINE_TYPE.search(raw)
+        return found.group(1).decode() if found else None
+
+    def flush() -> None:
+        nonlocal size
+        if numbers:
+            batch = pa.table(
+                {"n": pa.array(numbers, pa.int64()), "line": pa.array(lines, pa.string()),
+                 "hint": pa.array(hints, pa.string())}
+            )  # fmt: skip
+            con.register("fhir_line_batch", batch)
+            try:
+                con.execute("INSERT INTO fhir_lines SELECT n, line, hint FROM fhir_line_batch")
+            finally:
+                con.unregister("fhir_line_batch")
+        numbers.clear()
+        lines.clear()
+        hints.clear()
+        size = 0
+
+    try:
+        with open_binary(path) as fh:
+            for n, raw in enumerate(fh, start=1):
+                raw = raw.rstrip(b"\r\n")
+                if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]  # a byte-order mark
+                if not raw.strip():
+                    continue  # a blank line holds no value
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    bad.append((hint_of(raw), n, "not UTF-8"))
+                    continue
+                numbers.append(n)
+                lines.append(text)
+                hints.append(None if file_type else hint_of(raw))
+                size += len(raw)
+                if size >= _BATCH_BYTES:
+                    flush()
+            flush()
+    except (OSError, EOFError):  # a gzip file that is corrupt or cut short
+        raise SourceError(
+            f"{describe(path, label)} cannot be loaded: it cannot be read (not a complete "
+            "gzip file: corrupt, or cut short)"
+        ) from None
+    objects = con.execute(
+        "SELECT count(*) FROM fhir_lines WHERE json_type(try_cast(line AS JSON)) = 'OBJECT'"
+    ).fetchall()[0][0]
+    if not objects:
+        raise SourceError(
+            f"{describe(path, label)} cannot be loaded: it is not valid JSON or "
+            "newline-delimited JSON"
+        )
+    con.execute(
+        f"""INSERT INTO fhir_raw SELECT line::JSON, {quote(label)}, n FROM fhir_lines
+            WHERE json_valid(line)"""
+    )
+    # the type a line names becomes the table it is quarantined in, else NULL (counted)
+    cases = " ".join(f"WHEN {quote(t)} THEN {quote(table)}" for t, table in TABLE_OF_TYPE.items())
+    con.execute(
+        f"""INSERT INTO fhir_bad_lines
+            SELECT CASE coalesce($file_type, hint) {cases} END, {quote(label)}, n,
+                   'not valid JSON'
+            FROM fhir_lines WHERE NOT json_valid(line)""",
+        {"file_type": file_type},
+    )
+    if bad:
+        con.executemany(
+            f"INSERT INTO fhir_bad_lines VALUES (?, {quote(label)}, ?, ?)",
+            [[TABLE_OF_TYPE.get(t or ""), n, reason] for t, n, reason in bad],
+        )
+    con.execute("DROP TABLE fhir_lines")
 
 
 def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
@@ -137,6 +303,13 @@ def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
         FROM fhir_raw
         """
     )
+    # a line that cannot be read is quarantined in its type's table (file and line
+    # number only, as the CSV reader's rejected rows), else counted as not read
+    ensure_rejects(con)
+    con.execute(
+        """INSERT INTO stage_rejects SELECT table_name, source_file, source_row, reason
+           FROM fhir_bad_lines WHERE table_name IS NOT NULL"""
+    )
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE fhir_entries AS
@@ -152,11 +325,15 @@ def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
         )
         """
     )
+    bad_cases = " ".join(f"WHEN {quote(k)} THEN {quote(v)}" for k, v in BAD_LINE.items())
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE fhir_unread AS
         SELECT problem, count(*) AS n FROM (
             SELECT problem FROM fhir_values WHERE problem IS NOT NULL
+            UNION ALL
+            SELECT CASE reason BAD_CASES ELSE '(line not read)' END
+            FROM fhir_bad_lines WHERE table_name IS NULL
             UNION ALL
             SELECT CASE WHEN json_type(e) <> 'OBJECT' THEN '(Bundle entry not an object)'
                         WHEN (e -> '$.resource') IS NULL THEN '(Bundle entry without resource)'
@@ -166,7 +343,7 @@ def stage(con: duckdb.DuckDBPyConnection, src: Path) -> SourceFiles:
                    END
             FROM fhir_entries
         ) WHERE problem IS NOT NULL GROUP BY 1
-        """
+        """.replace("BAD_CASES", bad_cases)
     )
     con.execute(
         """
@@ -290,9 +467,27 @@ def _careplan_coded() -> str:
     )
 
 
+def _org_code(path: str, key: str = "fhir_key") -> str:
+    """The organisation a reference names: by its identifier, by the identifier of the
+    Organization in the resource's own ``contained[]`` that a local reference (``#org``)
+    names, else by the referenced resource's keyed id."""
+    contained = f"fhir_contained(r, r ->> '{path}.reference', 'Organization')"
+    return (
+        f"fhir_org_code(coalesce(r ->> '{path}.identifier.system', "
+        f"{contained} ->> '$.identifier[0].system'), "
+        f"coalesce(r ->> '{path}.identifier.value', {contained} ->> '$.identifier[0].value'), "
+        f"{key}(r ->> '{path}.reference'))"
+    )
+
+
 def _medication_coded() -> str:
-    """A medication's code, inline or from the Medication resource it references."""
-    cc = "coalesce(r -> '$.medicationCodeableConcept', med.med_code)"
+    """A medication's code, inline, from the Medication it references in the export, or
+    from the Medication in its own ``contained[]`` that a local reference (``#med``)
+    names."""
+    contained = (
+        "fhir_contained(r, r ->> '$.medicationReference.reference', 'Medication') -> '$.code'"
+    )
+    cc = f"coalesce(r -> '$.medicationCodeableConcept', {contained}, med.med_code)"
     return (
         f"hub_code_system({cc} ->> '$.coding[0].system') AS code_system, "
         f"{cc} ->> '$.coding[0].code' AS code, "
@@ -307,9 +502,7 @@ def _events(con: duckdb.DuckDBPyConnection) -> None:
             "encounters", ("Encounter",), "$.subject.reference",
             "coalesce(r ->> '$.type[0].text', r ->> '$.class.code') AS encounter_type, "
             + _coded("$.type[0]") + ", "
-            "fhir_org_code(r ->> '$.serviceProvider.identifier.system', "
-            "r ->> '$.serviceProvider.identifier.value', "
-            "fhir_ref(r ->> '$.serviceProvider.reference')) AS organisation_code, "
+            + _org_code("$.serviceProvider", "fhir_ref") + " AS organisation_code, "
             "hub_date(r ->> '$.period.start') AS start_date, "
             "hub_date(r ->> '$.period.end') AS end_date",
             ("$.period.start", "$.period.end"),
@@ -376,7 +569,8 @@ def _events(con: duckdb.DuckDBPyConnection) -> None:
         (
             "care_plans", ("CarePlan",), "$.subject.reference",
             "{enc}, " + _careplan_coded() + ", "
-            "reason.reason_code, "
+            "coalesce(fhir_contained(r, r ->> '$.addresses[0].reference', 'Condition') "
+            "->> '$.code.coding[0].code', reason.reason_code) AS reason_code, "
             "hub_date(r ->> '$.period.start') AS start_date, "
             "hub_date(r ->> '$.period.end') AS end_date",
             ("$.period.start", "$.period.end"),
@@ -433,13 +627,10 @@ def _organisations(con: duckdb.DuckDBPyConnection) -> None:
     )
     # staff and places name no patient; names, telecom and addresses stay out
     con.execute(
-        """
+        f"""
         CREATE TEMP VIEW stage_unlinked_fhir_locations AS
         SELECT hub_id(rkey) AS location_id, r ->> '$.name' AS name, r ->> '$.status' AS status,
-               fhir_org_code(r ->> '$.managingOrganization.identifier.system',
-                             r ->> '$.managingOrganization.identifier.value',
-                             fhir_key(r ->> '$.managingOrganization.reference'))
-                   AS organisation_code
+               {_org_code("$.managingOrganization")} AS organisation_code
         FROM fhir_resources WHERE rtype = 'Location'
         """
     )
@@ -452,12 +643,10 @@ def _organisations(con: duckdb.DuckDBPyConnection) -> None:
         """
     )
     con.execute(
-        """
+        f"""
         CREATE TEMP VIEW stage_unlinked_fhir_practitioner_roles AS
         SELECT hub_id(rkey) AS practitioner_role_id,
-               fhir_org_code(r ->> '$.organization.identifier.system',
-                             r ->> '$.organization.identifier.value',
-                             fhir_key(r ->> '$.organization.reference')) AS organisation_code,
+               {_org_code("$.organization")} AS organisation_code,
                r ->> '$.specialty[0].coding[0].code' AS specialty_code,
                r ->> '$.specialty[0].coding[0].display' AS specialty
         FROM fhir_resources WHERE rtype = 'PractitionerRole'

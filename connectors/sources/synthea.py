@@ -29,7 +29,14 @@ import duckdb
 
 from connectors.errors import SourceError
 from connectors.sources import synthea_layouts as layouts
-from connectors.staging import SourceFiles, csv_header, describe, read_csv_table
+from connectors.staging import (
+    NOTE_SUFFIXES,
+    SourceFiles,
+    csv_header,
+    describe,
+    read_csv_table,
+    split_name,
+)
 
 SOURCE = "synthea"
 VERSION = "2.0"
@@ -109,17 +116,25 @@ def discover(src: Path) -> SourceFiles:
             f"{describe(src)} is not a folder: --format synthea reads the folder of a "
             "Synthea CSV export (patients.csv, encounters.csv, ...)"
         )
-    if not (src / "patients.csv").exists() and not (src / "patients.csv").is_symlink():
-        raise SourceError(f"{describe(src)} has no patients.csv: not a Synthea CSV export")
     files = SourceFiles(kind="csv")
+    found: dict[str, list[Path]] = {}
     for path in sorted(src.iterdir()):
-        if path.suffix.lower() != ".csv":
-            continue
-        stem = path.stem.lower()
-        if stem not in READ_FILES:
+        # any case of the extension, gzip-compressed or not: Conditions.CSV, conditions.csv.gz
+        stem, suffix, _compression = split_name(path)
+        if suffix == ".csv" and stem.lower() in READ_FILES:
+            found.setdefault(stem.lower(), []).append(path)
+        elif path.is_dir() and not path.is_symlink():
+            files.ignored["folders"] = files.ignored.get("folders", 0) + 1
+        elif suffix not in NOTE_SUFFIXES:  # README.md, SOURCE.md: notes, not data
+            # never dropped silently: counted, never named (a name can be data)
             files.ignored["files"] = files.ignored.get("files", 0) + 1
-            continue
-        files.add(stem, path)
+    if "patients" not in found:
+        raise SourceError(
+            f"{describe(src)} has no patients.csv (or patients.csv.gz): not a Synthea CSV export"
+        )
+    for stem, paths in found.items():
+        for path in paths:
+            files.add(stem, path)  # a FIFO, link or device is refused by name
     return files
 
 

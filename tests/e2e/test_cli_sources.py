@@ -374,7 +374,9 @@ def test_non_finite_numbers_never_publish(tmp_path):
 
 
 @pytest.mark.parametrize("value", ["1e308", "5000"])
-def test_impossible_values_block_the_release(value, tmp_path):
+def test_an_impossible_value_is_quarantined_and_the_release_published(value, tmp_path):
+    """A 5,000 cm head circumference once refused the whole release (the check's 0%
+    threshold): the row is now quarantined with its reason and the rest is published."""
     src = copy("synthea-3.x-2025", tmp_path)
     lines = (src / "observations.csv").read_text().splitlines()
     # a head circumference (LOINC 9843-4, cm) has no reference range of its own
@@ -385,10 +387,14 @@ def test_impossible_values_block_the_release(value, tmp_path):
     (src / "observations.csv").write_text("\n".join(lines) + "\n")
     home = tmp_path / "hub"
     result = ingest(src, "synthea", home)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert "plausibility.observations.value_possible" in last, last
-    nothing_published(home)
+    assert result.returncode == 0, result.stderr
+    quarantined = manifest(home)["tables"]["observations"]["quarantined"]
+    assert quarantined == {"impossible value": 1}
+    release = next((home / "releases").glob("release-*.duckdb"))
+    con = duckdb.connect(str(release), read_only=True)
+    assert con.execute(
+        "SELECT count(*) FROM observations WHERE code = '9843-4' AND value > 300"
+    ).fetchall() == [(0,)]
 
 
 @pytest.mark.parametrize(
