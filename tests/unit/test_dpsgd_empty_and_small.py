@@ -26,7 +26,9 @@ def _fit(n: int, config: dpsgd.FitConfig, *, optimizer: str = "sgd") -> torch.nn
     y = (rng.uniform(size=n) < 0.5).astype(np.float32)
     cfg = dpsgd.FitConfig(**{**config.__dict__, "optimizer": optimizer})
     model = dpsgd.build("logistic", 2)
-    return dpsgd.unwrap(dpsgd.fit(model, x, y, loss="bce", config=cfg, epsilon=1.0, delta=1e-6).model)
+    return dpsgd.unwrap(
+        dpsgd.fit(model, x, y, loss="bce", config=cfg, epsilon=1.0, delta=1e-6).model
+    )
 
 
 def _weights(model: torch.nn.Module) -> np.ndarray:
