@@ -511,10 +511,10 @@ def _events(con: duckdb.DuckDBPyConnection) -> None:
             "conditions", ("Condition",), "$.subject.reference",
             "{enc}, " + _coded("$.code") + ", "
             "hub_date(coalesce(r ->> '$.onsetDateTime', r ->> '$.onsetPeriod.start', "
-            "r ->> '$.recordedDate')) AS onset_date, "
+            "r ->> '$.recordedDate', r ->> '$.assertedDate')) AS onset_date, "
             "hub_date(coalesce(r ->> '$.abatementDateTime', r ->> '$.abatementPeriod.end')) "
             "AS end_date",
-            ("$.onsetDateTime", "$.onsetPeriod.start", "$.recordedDate",
+            ("$.onsetDateTime", "$.onsetPeriod.start", "$.recordedDate", "$.assertedDate",
              "$.abatementDateTime", "$.abatementPeriod.end"),
         ),
         (
@@ -549,16 +549,18 @@ def _events(con: duckdb.DuckDBPyConnection) -> None:
         (
             "immunizations", ("Immunization",), "$.patient.reference",
             "{enc}, " + _coded("$.vaccineCode") + ", "
-            "hub_date(r ->> '$.occurrenceDateTime') AS immunization_date",
-            ("$.occurrenceDateTime",),
+            # STU3 (Synthea's STU3 exporter) writes the date as ``date``
+            "hub_date(coalesce(r ->> '$.occurrenceDateTime', r ->> '$.date')) "
+            "AS immunization_date",
+            ("$.occurrenceDateTime", "$.date"),
         ),
         (
             "allergies", ("AllergyIntolerance",), "$.patient.reference",
             "{enc}, " + _coded("$.code") + ", "
             "r ->> '$.category[0]' AS category, "
-            "hub_date(coalesce(r ->> '$.onsetDateTime', r ->> '$.recordedDate')) AS start_date, "
-            "NULL::DATE AS end_date",
-            ("$.onsetDateTime", "$.recordedDate"),
+            "hub_date(coalesce(r ->> '$.onsetDateTime', r ->> '$.recordedDate', "
+            "r ->> '$.assertedDate')) AS start_date, NULL::DATE AS end_date",
+            ("$.onsetDateTime", "$.recordedDate", "$.assertedDate"),
         ),
         (
             "devices", ("Device",), "$.patient.reference",

@@ -259,3 +259,22 @@ def test_contained_organisations_and_conditions_resolve(tmp_path, keys):
         "SELECT organisation_code FROM encounters ORDER BY start_date"
     ).fetchall() == [("A81001",), (None,)]
     assert con.execute("SELECT reason_code FROM care_plans").fetchall() == [("44054006",)]
+
+
+# -- B5: STU3 date fields -----------------------------------------------------------------
+
+
+def test_stu3_dates_load_as_their_r4_counterparts(tmp_path, keys):
+    """Synthea's STU3 exporter writes an immunization's date as ``date`` (R4:
+    ``occurrenceDateTime``) and a condition's or allergy's as ``assertedDate``: every
+    immunization lost its date and the gate refused the load."""
+    plain = ingest(FHIR_BULK, fmt="fhir", home=tmp_path / "r4", keys=keys)
+    src = copy(FHIR_BULK, tmp_path)
+    path = src / "Immunization.000.ndjson"
+    resources = ndjson(path)
+    for r in resources:
+        r["date"] = r.pop("occurrenceDateTime")
+    write_ndjson(path, resources)
+    stu3 = ingest(src, fmt="fhir", home=tmp_path / "stu3", keys=keys)
+    assert events(stu3, "immunizations") == events(plain, "immunizations")
+    assert published(stu3)["immunizations"] == len(resources) > 0
