@@ -66,6 +66,8 @@ class Contributions:
     total: float
     top1: float
     top2: float
+    low1: float = 0.0  # the two smallest contributions
+    low2: float = 0.0
 
 
 def cell_risk(
@@ -82,6 +84,27 @@ def cell_risk(
         return "p_percent", f"the largest contribution could be estimated within {p:g}%"
     if c.top1 + c.top2 > k / 100 * c.total:
         return "dominance", f"two people make up more than {k:g}% of this cell"
+    return None
+
+
+def known_others(c: Contributions) -> tuple[str, str] | None:
+    """(rule, reason) when all but one person behind a sum or mean give the same value.
+
+    Then the others' values are known to whoever chose them (a filter or a key that
+    fixes them: people born in December) and the cell gives the one person's value: a
+    red team read a chosen person's decile from ``avg(month_of_birth)`` of 25 people,
+    12.0 in every cell but theirs (11.7). When everyone gives the same value, the cell
+    says it of each of them.
+
+    >>> known_others(Contributions(persons=25, total=291.0, top1=12.0, top2=12.0, low1=3.0,
+    ...                            low2=12.0))[0]
+    'known_others'
+    >>> known_others(Contributions(persons=25, total=200.0, top1=12.0, top2=11.0, low1=3.0,
+    ...                            low2=4.0)) is None
+    True
+    """
+    if c.persons >= 2 and (c.top2 == c.low1 or c.top1 == c.low2):
+        return "known_others", "all but one person behind this cell give the same value"
     return None
 
 

@@ -95,6 +95,35 @@ def _select_items(plan: ExactPlan, relation: str) -> list[dict[str, Any]]:
     return items
 
 
+STATS: Final = 6  # per aggregate and cell: people, total, two largest, two smallest
+
+
+def _population_sql(rows: str, keys: list[str]) -> str:
+    """Each person of the output as one key: their pseudonymous key, how many rows they
+    give it, and, in a grouped output, which cells they are in.
+
+    A cell is named by the smallest person key in it, never by its group values (a
+    query can relabel those at will): two outputs that put the same people in the same
+    cells give the same keys, and one that moves one person to another cell differs by
+    that person's key. Without the cells, a red team moved one chosen person into a
+    calibrated cell at a rounding boundary (``<cut> OR <one person> AS k``): every output's
+    people were everyone, so no pair was ever flagged.
+    """
+    if not keys:
+        return (
+            f"SELECT (hash(pid, count(*)) >> 1)::BIGINT FROM ({rows}) AS r "  # noqa: S608
+            "WHERE pid IS NOT NULL GROUP BY pid"
+        )
+    cell = f"hash({', '.join(keys)})"
+    # hub-written around DuckDB's own rendering of the checked tree
+    return (
+        f"WITH r AS (SELECT {cell} AS cell, pid FROM ({rows}) AS q WHERE pid IS NOT NULL), "  # noqa: S608
+        "labels AS (SELECT cell, min(pid) AS label FROM r GROUP BY cell) "
+        "SELECT (hash(pid, count(*), list_sort(list(DISTINCT label))) >> 1)::BIGINT "
+        "FROM r JOIN labels USING (cell) GROUP BY pid"
+    )
+
+
 def prepare(
     engine: Engine,
     cur: duckdb.DuckDBPyConnection,
@@ -120,7 +149,9 @@ def prepare(
             + [
                 f"count(c{j}) AS n{j}, coalesce(sum(c{j}), 0) AS t{j}, "
                 f"coalesce(max(c{j}), 0) AS a{j}, coalesce(list_sort(list(c{j}) FILTER "
-                f"(WHERE c{j} IS NOT NULL), 'DESC')[2], 0) AS b{j}"
+                f"(WHERE c{j} IS NOT NULL), 'DESC')[2], 0) AS b{j}, "
+                f"coalesce(min(c{j}), 0) AS l{j}, coalesce(list_sort(list(c{j}) FILTER "
+                f"(WHERE c{j} IS NOT NULL))[2], 0) AS m{j}"
                 for j, _ in enumerate(plan.aggregates)
             ]
         )
@@ -132,10 +163,7 @@ def prepare(
         # a person's key with how many rows they give the output: two outputs over the
         # same people differ in the ledger when one person's rows differ (a filter that
         # adds one person's other records, a join that repeats only their row)
-        population = (
-            f"SELECT (hash(pid, count(*)) >> 1)::BIGINT FROM ({rows}) AS r "  # noqa: S608
-            "WHERE pid IS NOT NULL GROUP BY pid"
-        )
+        population = _population_sql(rows, keys)
         if rows and engine.explain(cur, sql) and engine.explain(cur, population):
             stats.append(sql)
             pops.append(population)
@@ -172,6 +200,8 @@ def _unsafe(
                     if cells is None
                     else disclosure.cell_risk(cells[j], threshold=threshold)
                 )
+                if risk is None and cells is not None and col.kind in ("sum", "mean"):
+                    risk = disclosure.known_others(cells[j])
                 if risk is not None:
                     out[(i, name)] = risk
     return out
@@ -209,12 +239,9 @@ def compute(
             for r in engine.fetch(cur, stat_sql, owner=owner):
                 cells = [
                     disclosure.Contributions(
-                        persons=int(r[n_keys + 4 * j]),
-                        total=float(r[n_keys + 4 * j + 1]),
-                        top1=float(r[n_keys + 4 * j + 2]),
-                        top2=float(r[n_keys + 4 * j + 3]),
+                        int(r[at]), *(float(v) for v in r[at + 1 : at + STATS])
                     )
-                    for j, _ in enumerate(plan.aggregates)
+                    for at in (n_keys + STATS * j for j, _ in enumerate(plan.aggregates))
                 ]
                 by_key[tuple(r[:n_keys])] = cells
             stats.append(by_key)

@@ -455,3 +455,64 @@ def test_an_output_with_more_rows_than_the_engine_returns_fails_for_the_steward(
     )  # fmt: skip
     out = _output(gov, who, answer)
     assert answer["status"] == "pending_review" and out["manifest"]["failed"] is True
+
+
+def _unique_person(gov):
+    """A person alone in their (year of birth, sex, decile), and the release's keys."""
+    cur = gov.queries.engine(gov.queries.release_for("real")).cursor()
+    rows = cur.execute(
+        "SELECT any_value(person_id), year_of_birth, sex, imd_decile FROM patients "
+        "WHERE imd_decile IS NOT NULL GROUP BY ALL HAVING count(*) = 1 ORDER BY 2"
+    ).fetchall()
+    cur.close()
+    return rows
+
+
+def test_a_person_moved_into_a_calibrated_cell_is_flagged(hub):
+    """A red team moved one chosen person into a cell calibrated at a rounding boundary
+    (``year_of_birth < cut OR <their traits> AS k``): every output's people were everyone,
+    so no pair was flagged. The ledger keys each person with the cells they are in."""
+    gov, projects, who, _ = hub
+    pid = projects["two"]
+    cur = gov.queries.engine(gov.queries.release_for("real")).cursor()
+    cut = 1960
+    lows = cur.execute(
+        f"SELECT min(person_id) FROM patients GROUP BY year_of_birth < {cut}"
+    ).fetchall()
+    cur.close()
+    # a person born after the cut, not the smallest key of either cell (which names it)
+    _person, year, sex, decile = next(
+        r for r in _unique_person(gov) if r[1] > cut and all(r[0] > low for (low,) in lows)
+    )
+    calibration = _exact(
+        gov, who, pid,
+        f"SELECT year_of_birth < {cut} AS k, count(*) AS n FROM patients GROUP BY 1",
+    )  # fmt: skip
+    probe = _exact(
+        gov, who, pid,
+        f"SELECT year_of_birth < {cut} OR (year_of_birth = {year} AND sex = '{sex}' "
+        f"AND imd_decile = {decile}) AS k, count(*) AS n FROM patients GROUP BY 1",
+    )  # fmt: skip
+    flags = _output(gov, who, probe)["manifest"]["differencing"]
+    pair = [f for f in flags if f["with_outputs"] == [calibration["output_id"]]]
+    assert pair and pair[0]["people_in_difference"] == 1
+
+
+def test_a_mean_whose_other_people_share_one_value_is_redacted(hub):
+    """A red team filled a cell with people whose value a key fixed (born in one year)
+    plus one chosen person: the mean was that year in every cell but theirs."""
+    gov, projects, who, _ = hub
+    _person, year, sex, decile = _unique_person(gov)[-1]
+    decoys = year - 30
+    answer = _exact(
+        gov, who, projects["one"],
+        f"SELECT year_of_birth = {decoys} OR (year_of_birth = {year} AND sex = '{sex}' AND "
+        f"imd_decile = {decile}) AS k, count(*) AS n, avg(year_of_birth) AS mean_yob "
+        "FROM patients GROUP BY 1",
+    )  # fmt: skip
+    out = _output(gov, who, answer)
+    rows = {r[0]: r for r in out["result"]["rows"]}
+    assert rows[True][2] is None  # the decoys' year and one person's: redacted
+    assert rows[False][2] is not None  # everyone else's mean is released
+    rules = {c["rule"] for c in out["manifest"]["cells"]}
+    assert "known_others" in rules
