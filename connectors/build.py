@@ -134,9 +134,57 @@ def is_free_text(column: str) -> bool:
     return name in _FREE_TEXT_COLUMNS or any(w in name for w in _FREE_TEXT_WORDS)
 
 
+# a person's name words, from the identifiers each connector vaults: Synthea's columns,
+# the native and feeds formats' given and family names, FHIR's HumanName (list or object)
+_NAME_WORDS_SQL: Final = r"""
+    CREATE OR REPLACE TEMP TABLE person_name_words AS
+    WITH n AS (
+        SELECT person_id, concat_ws(' ',
+            array_to_string(json_extract_string(identifiers, ['$.first', '$.middle', '$.last',
+                '$.maiden', '$.given_name', '$.family_name', '$.name.family', '$.name.given']),
+                ' '),
+            CASE WHEN contains(identifiers, '"name"') THEN array_to_string(list_concat(
+                json_extract_string(identifiers, '$.name[*].family'),
+                json_extract_string(identifiers, '$.name[*].given[*]')), ' ') END
+        ) AS names
+        FROM stage_people WHERE reason IS NULL AND identifiers IS NOT NULL)
+    SELECT person_id, w AS word  -- a word twice is harmless: people are counted DISTINCT
+    FROM n, unnest(string_split_regex(lower(names), '[^\pL]+')) AS u(w)
+    WHERE length(w) >= 3
+"""
+
+
+def _name_texts(table: str, column: str) -> str:
+    """SQL: the texts of ``table.column`` that name the people who hold them: a word of
+    the text is a name word of more than half of its holders ("Home visit, Schmitt
+    family" on three Schmitts' records). A word of a name that most holders do not
+    carry ("White", "Young", a clinician's name) is an everyday word there."""
+    return rf"""
+        WITH cand AS (
+            SELECT DISTINCT t.t, u.w FROM text_holders t,
+                   unnest(string_split_regex(lower(t.t), '[^\pL]+')) AS u(w)
+            WHERE u.w IN (SELECT word FROM person_name_words)),
+        held AS (SELECT DISTINCT person_id, "{column}" AS t FROM "{table}"
+                 WHERE "{column}" IN (SELECT t FROM cand) AND (SELECT count(*) FROM cand) > 0),
+        named AS (SELECT c.t, c.w, count(DISTINCT h.person_id) AS k FROM cand c
+                  JOIN held h USING (t)
+                  JOIN person_name_words p ON p.person_id = h.person_id AND p.word = c.w
+                  GROUP BY ALL)
+        SELECT DISTINCT named.t FROM named JOIN text_holders h ON h.t = named.t
+        WHERE 2 * named.k > h.n"""
+
+
 def remove_rare_text(con: duckdb.DuckDBPyConnection, counts: dict[str, TableCounts]) -> None:
     """Empty every free-text cell of a person's table whose text fewer than
-    ``MIN_TEXT_PEOPLE`` people share (counted per table and column)."""
+    ``MIN_TEXT_PEOPLE`` people share, or that names the people who hold it (a family's
+    surname; ``_name_texts``), counted per table and column."""
+    names = bool(
+        con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = 'stage_people'"
+        ).fetchall()[0][0]
+    )
+    if names:
+        con.execute(_NAME_WORDS_SQL)
     rows = con.execute(
         """SELECT table_name, list(column_name ORDER BY column_index)
                   FILTER (WHERE data_type = 'VARCHAR'),
@@ -152,13 +200,22 @@ def remove_rare_text(con: duckdb.DuckDBPyConnection, counts: dict[str, TableCoun
         for column in columns or []:
             if not is_free_text(column):
                 continue
-            rare = f"""SELECT "{column}" FROM "{table}" WHERE "{column}" IS NOT NULL
-                         AND "{column}" <> $redacted
-                       GROUP BY 1 HAVING count(DISTINCT person_id) < {MIN_TEXT_PEOPLE}"""
+            con.execute(
+                f"""CREATE OR REPLACE TEMP TABLE text_holders AS
+                    SELECT "{column}" AS t, count(DISTINCT person_id) AS n FROM "{table}"
+                    WHERE "{column}" IS NOT NULL AND "{column}" <> $redacted GROUP BY 1""",
+                {"redacted": REDACTED},
+            )
+            removed = f"SELECT t FROM text_holders WHERE n < {MIN_TEXT_PEOPLE}"
+            if names:
+                removed += f" UNION SELECT t FROM ({_name_texts(table, column)})"
+            con.execute(f"CREATE OR REPLACE TEMP TABLE text_removed AS {removed}")
+            if not _count(con, "SELECT count(*) FROM text_removed"):
+                continue  # most columns of most sources: no second pass over the table
             n = _count(  # an UPDATE answers with the rows it changed
                 con,
-                f'UPDATE "{table}" SET "{column}" = NULL WHERE "{column}" IN ({rare})',
-                {"redacted": REDACTED},
+                f'UPDATE "{table}" SET "{column}" = NULL '
+                f'WHERE "{column}" IN (SELECT t FROM text_removed)',
             )
             if n:
                 counts.setdefault(table, TableCounts()).rare_text[column] = n
