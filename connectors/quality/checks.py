@@ -368,7 +368,9 @@ def _quarantine_checks(domains: dict[str, str], manifest: dict[str, Any]) -> lis
             continue
         where = f"FROM _quarantine WHERE table_name = {_q(table)}"
         column = _counts_domain(domains, f"quarantined_{table}", f"SELECT count(*) {where}")
-        rows = f"SELECT coalesce(source_id, source_file || ':' || source_row) AS row_key {where}"
+        # a quarantined row is named by its file's label and its row, never its source id
+        # (an export's record id is a patient-level value; the report reaches stewards)
+        rows = f"SELECT source_file || ':' || source_row AS row_key {where}"
         out.append(
             Check(f"conformance.{table}.quarantine", COUNTS, "conformance", "table", "error",
                   "row_count", column,
