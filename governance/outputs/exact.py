@@ -62,6 +62,7 @@ class Computed:
     rows: list[dict[str, Any]]
     sdc: disclosure.SdcResult
     population: npt.NDArray[np.int64]  # the person keys behind the output, sorted, unique
+    row_keys: npt.NDArray[np.int64]  # hash(person, rows) of each, sorted, unique
 
 
 def _sql(cur: duckdb.DuckDBPyConnection, tree: dict[str, Any]) -> str:
@@ -98,29 +99,18 @@ def _select_items(plan: ExactPlan, relation: str) -> list[dict[str, Any]]:
 STATS: Final = 6  # per aggregate and cell: people, total, two largest, two smallest
 
 
-def _population_sql(rows: str, keys: list[str]) -> str:
-    """Each person of the output as one key: their pseudonymous key, how many rows they
-    give it, and, in a grouped output, which cells they are in.
+def _population_sql(rows: str) -> str:
+    """The people behind the output, each with a key of how many rows they give it.
 
-    A cell is named by the smallest person key in it, never by its group values (a
-    query can relabel those at will): two outputs that put the same people in the same
-    cells give the same keys, and one that moves one person to another cell differs by
-    that person's key. Without the cells, a red team moved one chosen person into a
-    calibrated cell at a rounding boundary (``<cut> OR <one person> AS k``): every output's
-    people were everyone, so no pair was ever flagged.
+    The people are the disclosure ledger's population (differencing and trackers); the
+    row keys (``hash(person, rows)``) tell two outputs over the same people apart when
+    one person's rows differ (``WHERE o.code = 'X' OR <one person>`` adds that person's
+    other records; a reference table joined ``ON ... OR <one person>`` repeats only their
+    row): the ledger compares them between outputs whose people are (nearly) the same.
     """
-    if not keys:
-        return (
-            f"SELECT (hash(pid, count(*)) >> 1)::BIGINT FROM ({rows}) AS r "  # noqa: S608
-            "WHERE pid IS NOT NULL GROUP BY pid"
-        )
-    cell = f"hash({', '.join(keys)})"
-    # hub-written around DuckDB's own rendering of the checked tree
     return (
-        f"WITH r AS (SELECT {cell} AS cell, pid FROM ({rows}) AS q WHERE pid IS NOT NULL), "  # noqa: S608
-        "labels AS (SELECT cell, min(pid) AS label FROM r GROUP BY cell) "
-        "SELECT (hash(pid, count(*), list_sort(list(DISTINCT label))) >> 1)::BIGINT "
-        "FROM r JOIN labels USING (cell) GROUP BY pid"
+        f"SELECT pid, (hash(pid, count(*)) >> 1)::BIGINT FROM ({rows}) AS r "  # noqa: S608
+        "WHERE pid IS NOT NULL GROUP BY pid"
     )
 
 
@@ -163,7 +153,7 @@ def prepare(
         # a person's key with how many rows they give the output: two outputs over the
         # same people differ in the ledger when one person's rows differ (a filter that
         # adds one person's other records, a join that repeats only their row)
-        population = _population_sql(rows, keys)
+        population = _population_sql(rows)
         if rows and engine.explain(cur, sql) and engine.explain(cur, population):
             stats.append(sql)
             pops.append(population)
@@ -232,6 +222,7 @@ def compute(
     n_keys = len(plan.positions("group"))
     stats: list[dict[Key, list[disclosure.Contributions]]] = []
     populations: list[npt.NDArray[np.int64]] = []
+    row_keys: list[npt.NDArray[np.int64]] = []
     cur = engine.cursor()
     try:
         for stat_sql, pop_sql in zip(prepared.statistics, prepared.populations, strict=True):
@@ -247,8 +238,9 @@ def compute(
             stats.append(by_key)
             # a column of person keys, read as one array (tens of thousands of people at
             # 1M: a Python object per key cost more than the query)
-            people = engine.fetch_column(cur, pop_sql, owner=owner)
+            people, keys = engine.fetch_columns(cur, pop_sql, owner=owner)
             populations.append(people.astype(np.int64, copy=False))
+            row_keys.append(keys.astype(np.int64, copy=False))
     finally:
         cur.close()
     sdc = disclosure.apply_sdc(
@@ -262,4 +254,5 @@ def compute(
         multiple=multiple,
     )
     population = unique_keys(np.concatenate(populations)) if populations else np.empty(0, np.int64)
-    return Computed(names, rows, sdc, population)
+    weighted = unique_keys(np.concatenate(row_keys)) if row_keys else np.empty(0, np.int64)
+    return Computed(names, rows, sdc, population, weighted)

@@ -365,6 +365,15 @@ def _classify_aggregate(
     if any(_has_aggregate(a) for a in args):
         raise _expression()
     if name in COUNTS:
+        if (distinct or name == "approx_count_distinct") and not tainted(args, names, relations):
+            # a count of distinct values is a statistic of values, not of people or
+            # records: decoys chosen to cover exactly 12 birth years gave 10 after
+            # rounding, and one more person's year 15 (a red-team's fourth round)
+            raise PolicyError(
+                "exact_distinct_values",
+                "count(DISTINCT ...) in exact mode counts people or records: "
+                "count(DISTINCT person_id), or a record key; group by the value instead",
+            )
         return OutputColumn(position, "count", call, name, distinct)
     if name in SUMS | MEANS:
         if len(args) != 1:

@@ -132,7 +132,9 @@ def submit_exact(
             multiple=multiple,
             owner=project.project_id,
         )
-        population_file = outputs.ledger.write(project.project_id, output_id, done.population)
+        population_file = outputs.ledger.write(
+            project.project_id, output_id, done.population, done.row_keys
+        )
         stored = {
             r[0]
             for r in service.gov.store.cached().execute(
@@ -145,6 +147,7 @@ def submit_exact(
             done.population,
             stored=stored,
             threshold=threshold,
+            row_keys=done.row_keys,
         )
         manifest.update(
             {
@@ -160,7 +163,7 @@ def submit_exact(
         }
     except Exception:  # a data-dependent failure: the steward's to see, not the caller's
         if population_file is not None:
-            population_file.unlink(missing_ok=True)
+            outputs.ledger.remove(project.project_id, output_id)
         population_file = None
         manifest.update({"failed": True, "reason": FAILED_REASON})
         body = {"columns": [], "rows": []}  # nothing to release
@@ -203,7 +206,7 @@ def submit_exact(
         )
     except BaseException:
         if population_file is not None:
-            population_file.unlink(missing_ok=True)  # no population without its output
+            outputs.ledger.remove(project.project_id, output_id)  # none without its output
         raise
     return {
         "query_id": query_id,

@@ -88,6 +88,8 @@ def _weight(answer: Any) -> int:
     """Roughly the bytes a kept answer holds (a result, rows, or a numpy column)."""
     if isinstance(answer, np.ndarray):
         return int(answer.nbytes)
+    if isinstance(answer, tuple) and all(isinstance(a, np.ndarray) for a in answer):
+        return sum(int(a.nbytes) for a in answer)
     rows = answer.rows if isinstance(answer, Result) else answer
     return sum(len(r) for r in rows) * _CELL_BYTES + 64
 
@@ -327,23 +329,30 @@ class Engine:
         """The only column of hub-written SQL on ``cur`` as one numpy array (no Python
         object per row); engine errors become fixed messages. With an ``owner``, kept
         for that owner as ``run`` keeps answers (read-only: nobody changes it)."""
+        (column,) = self.fetch_columns(cur, sql, owner=owner)
+        return column
 
-        def read() -> np.ndarray[Any, Any]:
+    def fetch_columns(
+        self, cur: duckdb.DuckDBPyConnection, sql: str, *, owner: str | None = None
+    ) -> tuple[np.ndarray[Any, Any], ...]:
+        """Every column of hub-written SQL on ``cur`` as numpy arrays (``fetch_column``)."""
+
+        def read() -> tuple[np.ndarray[Any, Any], ...]:
             try:
                 columns = cur.execute(sql).fetchnumpy()
             except duckdb.Error as exc:
                 raise self.failure(exc) from None
-            (values,) = columns.values()
-            array = np.array(values)
-            array.flags.writeable = False
-            return array
+            arrays = tuple(np.array(values) for values in columns.values())
+            for array in arrays:
+                array.flags.writeable = False
+            return arrays
 
         if owner is None:
             return read()
-        column: np.ndarray[Any, Any] = self._kept.get_or_make(
-            ("column", owner, self._views, sql), read
+        kept: tuple[np.ndarray[Any, Any], ...] = self._kept.get_or_make(
+            ("columns", owner, self._views, sql), read
         )
-        return column
+        return kept
 
     def catalogue(self, cur: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
         """Every table and view of the release: column name → type (no row is read).

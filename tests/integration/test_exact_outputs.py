@@ -140,6 +140,9 @@ def _output(gov, who, answer):
         ("SELECT year_of_birth = 1950 AS k, count(*) AS n FROM patients GROUP BY ALL "
          "ORDER BY 1 DESC LIMIT 1", "limit"),
         ("SELECT sex, count(*) AS n FROM patients GROUP BY sex OFFSET 1", "limit"),
+        # decoys chosen to cover exactly 12 birth years, and one person a 13th
+        ("SELECT sex, count(*) AS n, count(DISTINCT year_of_birth) AS y FROM patients "
+         "GROUP BY sex", "distinct_values"),
         ("SELECT count(*) AS n, sum(value) AS n FROM observations", "duplicate_names"),
     ],
 )  # fmt: skip
@@ -466,36 +469,6 @@ def _unique_person(gov):
     ).fetchall()
     cur.close()
     return rows
-
-
-def test_a_person_moved_into_a_calibrated_cell_is_flagged(hub):
-    """A red team moved one chosen person into a cell calibrated at a rounding boundary
-    (``year_of_birth < cut OR <their traits> AS k``): every output's people were everyone,
-    so no pair was flagged. The ledger keys each person with the cells they are in."""
-    gov, projects, who, _ = hub
-    pid = projects["two"]
-    cur = gov.queries.engine(gov.queries.release_for("real")).cursor()
-    cut = 1960
-    lows = cur.execute(
-        f"SELECT min(person_id) FROM patients GROUP BY year_of_birth < {cut}"
-    ).fetchall()
-    cur.close()
-    # a person born after the cut, not the smallest key of either cell (which names it)
-    _person, year, sex, decile = next(
-        r for r in _unique_person(gov) if r[1] > cut and all(r[0] > low for (low,) in lows)
-    )
-    calibration = _exact(
-        gov, who, pid,
-        f"SELECT year_of_birth < {cut} AS k, count(*) AS n FROM patients GROUP BY 1",
-    )  # fmt: skip
-    probe = _exact(
-        gov, who, pid,
-        f"SELECT year_of_birth < {cut} OR (year_of_birth = {year} AND sex = '{sex}' "
-        f"AND imd_decile = {decile}) AS k, count(*) AS n FROM patients GROUP BY 1",
-    )  # fmt: skip
-    flags = _output(gov, who, probe)["manifest"]["differencing"]
-    pair = [f for f in flags if f["with_outputs"] == [calibration["output_id"]]]
-    assert pair and pair[0]["people_in_difference"] == 1
 
 
 def test_a_mean_whose_other_people_share_one_value_is_redacted(hub):
