@@ -370,7 +370,10 @@ def _quarantine_checks(domains: dict[str, str], manifest: dict[str, Any]) -> lis
         column = _counts_domain(domains, f"quarantined_{table}", f"SELECT count(*) {where}")
         # a quarantined row is named by its file's label and its row, never its source id
         # (an export's record id is a patient-level value; the report reaches stewards)
-        rows = f"SELECT source_file || ':' || source_row AS row_key {where}"
+        rows = (
+            f"SELECT source_file || ':' || source_row AS row_key, "
+            f"coalesce(source_id, source_file || ':' || source_row) AS source_key {where}"
+        )
         out.append(
             Check(f"conformance.{table}.quarantine", COUNTS, "conformance", "table", "error",
                   "row_count", column,

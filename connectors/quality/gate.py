@@ -410,10 +410,10 @@ def run_gate(
                 if check.kind == "row_count" and "rows_in" in check.kwargs:
                     # the quarantine's rows are the violations: list them from the table
                     limit = "" if complete else f" LIMIT {EXAMPLES}"
-                    keys = [r[0] for r in con.execute(f"{check.kwargs['rows']}{limit}").fetchall()]
-                    examples = keys[:EXAMPLES]
-                    if complete:
-                        flagged[check.id] = keys
+                    found = con.execute(f"{check.kwargs['rows']}{limit}").fetchall()
+                    examples = [r[0] for r in found[:EXAMPLES]]  # file label and row
+                    if complete:  # scoring against injected defects: the source's own keys
+                        flagged[check.id] = [r[-1] for r in found]
                 elif complete and check.id in detail:
                     info = detail[check.id].result or {}
                     flagged[check.id] = [
