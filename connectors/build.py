@@ -125,7 +125,7 @@ CREATE OR REPLACE TEMP MACRO hub_code_system(uri) AS (
 # source's extra tables are not (the identifier scan looks at every text column).
 MIN_TEXT_PEOPLE: Final = 3
 _FREE_TEXT_WORDS: Final = ("description", "text", "note", "comment", "name")
-_FREE_TEXT_COLUMNS: Final = frozenset({"encounter_type", "category"})
+_FREE_TEXT_COLUMNS: Final = frozenset({"encounter_type", "category", "unit"})
 
 
 def is_free_text(column: str) -> bool:
@@ -283,7 +283,7 @@ _IMPOSSIBLE_PERSON: Final = f"""
                                      OR birth_date > current_date)
         THEN 'impossible birth date'
     WHEN death_date < date_trunc('month', birth_date) THEN 'death before birth'
-    WHEN year(death_date) - year(birth_date) > {reference.MAX_AGE_YEARS}
+    WHEN death_date >= birth_date + INTERVAL {reference.MAX_AGE_YEARS + 1} YEAR
         THEN 'impossible age at death'
     WHEN registration_end < registration_start THEN 'registration ends before it starts'"""
 

@@ -29,6 +29,7 @@ import io
 import os
 import re
 import stat
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -164,7 +165,9 @@ KNOWN_FILE_STEMS: Final = frozenset(
     }
     | {t.lower() for t in FHIR_RESOURCE_TYPES}
 )  # fmt: skip
-_NUMBERED = re.compile(r"[._-]?[0-9]+$")
+# an exporter's part number (Observation.000, Patient-1): short, never an identifier
+# (Patient-9434765919.json carries an NHS number)
+_NUMBERED = re.compile(r"[._-]?[0-9]{1,5}$")
 
 
 def _known(name: str) -> bool:
@@ -260,7 +263,7 @@ def csv_header(path: Path) -> list[str]:
     try:
         with open_binary(path) as fh:
             raw = fh.readline(HEADER_LIMIT + 1)
-    except (OSError, EOFError):  # a gzip file that is corrupt or cut short
+    except (OSError, EOFError, zlib.error):  # a gzip file that is corrupt or cut short
         raise SourceError(f"{describe(path)} cannot be read: {_gzip_cause(path)}") from None
     if not raw.strip():
         raise SourceError(f"{describe(path)} is empty: a header line was expected")
@@ -366,10 +369,13 @@ def _gzip_cause(path: Path) -> str:
 def _last_line(path: Path) -> int:
     """The number of the file's last line (1-based, counting the header)."""
     lines, last = 0, b""
-    with open_binary(path) as fh:
-        while chunk := fh.read(1 << 20):
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
+    try:
+        with open_binary(path) as fh:
+            while chunk := fh.read(1 << 20):
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+    except (OSError, EOFError, zlib.error):  # a gzip file that is corrupt or cut short
+        raise SourceError(f"{describe(path)} cannot be read: {_gzip_cause(path)}") from None
     return lines if last == b"\n" else lines + 1
 
 

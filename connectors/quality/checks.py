@@ -99,7 +99,8 @@ def build_catalogue(
         SELECT p.person_id AS row_key, p.year_of_birth, p.month_of_birth, p.sex,
                p.ethnicity, p.local_authority,
                coalesce(p.death_date IS NULL OR p.year_of_birth IS NULL
-                        OR (year(p.death_date) - p.year_of_birth) <= {ref.MAX_AGE_YEARS}, true)
+                        OR (year(p.death_date) - p.year_of_birth) <= {ref.MAX_AGE_YEARS + 1},
+                        true)
                    AS age_at_death_plausible,
                coalesce(p.death_date >= make_date(p.year_of_birth, coalesce(p.month_of_birth, 1), 1),
                         true) AS death_after_birth,

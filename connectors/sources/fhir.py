@@ -20,6 +20,7 @@ cast in a way that can raise: a value of the wrong type is NULL or quarantines i
 from __future__ import annotations
 
 import re
+import zlib
 from pathlib import Path
 from typing import Final
 
@@ -81,7 +82,8 @@ CREATE OR REPLACE TEMP MACRO fhir_identifying_extension(url) AS (
 -- an organisation named by an identifier: an ODS code is public and published as it is;
 -- any other identifier or resource id of the export only as the hub's keyed id
 CREATE OR REPLACE TEMP MACRO fhir_org_code(system, value, ref) AS (
-    CASE WHEN system = 'ODS_SYSTEM' AND nullif(trim(value), '') IS NOT NULL THEN trim(value)
+    CASE WHEN system = 'ODS_SYSTEM' AND regexp_full_match(trim(value), '[A-Z0-9]{3,8}')
+         THEN trim(value)
          ELSE hub_id(coalesce(nullif(trim(value), ''), ref))::VARCHAR END
 );
 """.replace("ODS_SYSTEM", ODS_SYSTEM)
@@ -251,7 +253,7 @@ def _read_lines(con: duckdb.DuckDBPyConnection, path: Path, label: str) -> None:
                 if size >= _BATCH_BYTES:
                     flush()
             flush()
-    except (OSError, EOFError):  # a gzip file that is corrupt or cut short
+    except (OSError, EOFError, zlib.error):  # a gzip file that is corrupt or cut short
         raise SourceError(
             f"{describe(path, label)} cannot be loaded: it cannot be read (not a complete "
             "gzip file: corrupt, or cut short)"
@@ -472,10 +474,14 @@ def _org_code(path: str, key: str = "fhir_key") -> str:
     Organization in the resource's own ``contained[]`` that a local reference (``#org``)
     names, else by the referenced resource's keyed id."""
     contained = f"fhir_contained(r, r ->> '{path}.reference', 'Organization')"
+    # the system and the value of one identifier: the reference's own, else the contained
+    # Organization's (a reference's system beside a contained local id published it)
+    inline = f"r ->> '{path}.identifier.value' IS NOT NULL"
     return (
-        f"fhir_org_code(coalesce(r ->> '{path}.identifier.system', "
-        f"{contained} ->> '$.identifier[0].system'), "
-        f"coalesce(r ->> '{path}.identifier.value', {contained} ->> '$.identifier[0].value'), "
+        f"fhir_org_code(CASE WHEN {inline} THEN r ->> '{path}.identifier.system' "
+        f"ELSE {contained} ->> '$.identifier[0].system' END, "
+        f"CASE WHEN {inline} THEN r ->> '{path}.identifier.value' "
+        f"ELSE {contained} ->> '$.identifier[0].value' END, "
         f"{key}(r ->> '{path}.reference'))"
     )
 
@@ -523,7 +529,8 @@ def _events(con: duckdb.DuckDBPyConnection) -> None:
             "try_cast(r ->> '$.valueQuantity.value' AS DOUBLE) AS value, "
             "coalesce(r ->> '$.valueCodeableConcept.coding[0].display', "
             "r ->> '$.valueCodeableConcept.text', r ->> '$.valueString') AS value_text, "
-            "coalesce(r ->> '$.valueQuantity.unit', r ->> '$.valueQuantity.code') AS unit, "
+            # the UCUM code first: ``unit`` is a display text ("lbs", "kg (home scale)")
+            "coalesce(r ->> '$.valueQuantity.code', r ->> '$.valueQuantity.unit') AS unit, "
             "hub_date(coalesce(r ->> '$.effectiveDateTime', r ->> '$.effectivePeriod.start', "
             "r ->> '$.issued')) AS observed_date",
             ("$.effectiveDateTime", "$.effectivePeriod.start", "$.issued"),

@@ -278,3 +278,83 @@ def test_stu3_dates_load_as_their_r4_counterparts(tmp_path, keys):
     stu3 = ingest(src, fmt="fhir", home=tmp_path / "stu3", keys=keys)
     assert events(stu3, "immunizations") == events(plain, "immunizations")
     assert published(stu3)["immunizations"] == len(resources) > 0
+
+
+# -- second round: what the new paths let through -----------------------------------------
+
+
+def test_a_fhir_quantity_is_read_by_its_ucum_code_not_its_display(tmp_path, keys):
+    """FHIR's ``unit`` is a display ("lbs", "kg (Mrs. Medhurst, home scale)"), its ``code``
+    the UCUM unit: read display first, pounds were published as a weight in kg and a
+    person's name went out in ``observations.unit``."""
+    src = copy(FHIR_BULK, tmp_path)
+    folder = src / "Observation.000.ndjson"
+    extra = [
+        {"resourceType": "Observation", "id": f"w-{i}", "status": "final",
+         "subject": {"reference": f"Patient/{pid}"}, "effectiveDateTime": "2020-01-01",
+         "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+         "valueQuantity": {"value": 185, "unit": unit, "system": "http://unitsofmeasure.org",
+                           "code": "[lb_av]"}}
+        for i, (pid, unit) in enumerate(
+            [(p["id"], u) for p in ndjson(src / "Patient.000.ndjson")[:4]
+             for u in ("lbs", "lb (Mrs. Medhurst, home scale)")]
+        )
+    ]  # fmt: skip
+    write_ndjson(folder, extra)
+    result = ingest(src, fmt="fhir", home=tmp_path / "hub", keys=keys)
+    con = release_con(result.release.path)
+    weights = con.execute(
+        "SELECT DISTINCT unit, round(value, 2) FROM observations WHERE code = '29463-7'"
+    ).fetchall()
+    assert weights == [("kg", 83.91)]
+    units = [u for (u,) in con.execute("SELECT DISTINCT unit FROM observations").fetchall()]
+    assert not any(u and "Medhurst" in u for u in units)
+
+
+def test_a_corrupt_gzip_byte_is_refused_in_one_line_not_a_traceback(tmp_path, keys):
+    src = copy(SYNTHEA_2023, tmp_path)
+    packed = bytearray(gzip.compress((src / "conditions.csv").read_bytes()))
+    packed[40] ^= 0xFF  # one flipped byte early in the compressed data
+    (src / "conditions.csv").unlink()
+    (src / "conditions.csv.gz").write_bytes(bytes(packed))
+    with pytest.raises(SourceError, match="gzip"):
+        ingest(src, fmt="synthea", home=tmp_path / "hub", keys=keys)
+
+
+def test_a_long_number_in_a_file_name_is_never_printed(tmp_path, keys):
+    folder = tmp_path / "fhir"
+    folder.mkdir()
+    (folder / "Patient-9434765919.json").write_text("{ not json")
+    with pytest.raises(SourceError) as refused:
+        ingest(folder, fmt="fhir", home=tmp_path / "hub", keys=keys)
+    assert "9434765919" not in str(refused.value)
+
+
+def test_an_organisation_code_is_published_only_when_it_looks_like_an_ods_code(tmp_path, keys):
+    """A contained Organization's local id under a reference's ODS system, or any text
+    under the ODS system, was published as it was ("Home carer Mary Smith 1961-07-03")."""
+    ods = "https://fhir.nhs.uk/Id/ods-organization-code"
+    patient = {"resourceType": "Patient", "id": "p-1", "gender": "female",
+               "birthDate": "1961-04-02"}  # fmt: skip
+    encounters = [
+        {"resourceType": "Encounter", "id": "e-1", "subject": {"reference": "Patient/p-1"},
+         "period": {"start": "2020-01-01"},
+         "serviceProvider": {"identifier": {"system": ods, "value": "Home carer Mary Smith"}}},
+        {"resourceType": "Encounter", "id": "e-2", "subject": {"reference": "Patient/p-1"},
+         "period": {"start": "2020-02-01"},
+         "serviceProvider": {"reference": "#org", "identifier": {"system": ods}},
+         "contained": [{"resourceType": "Organization", "id": "org", "identifier": [
+             {"system": "urn:local", "value": "CARER-0012345"}]}]},
+        {"resourceType": "Encounter", "id": "e-3", "subject": {"reference": "Patient/p-1"},
+         "period": {"start": "2020-03-01"},
+         "serviceProvider": {"identifier": {"system": ods, "value": "RRK02"}}},
+    ]  # fmt: skip
+    folder = tmp_path / "fhir"
+    folder.mkdir()
+    write_ndjson(folder / "Resources.000.ndjson", [patient, *encounters])
+    result = ingest(folder, fmt="fhir", home=tmp_path / "hub", keys=keys)
+    con = release_con(result.release.path)
+    codes = [c for (c,) in con.execute(
+        "SELECT organisation_code FROM encounters ORDER BY start_date").fetchall()]  # fmt: skip
+    assert codes[2] == "RRK02"
+    assert all(c is None or c.lstrip("-").isdigit() for c in codes[:2])  # keyed ids
