@@ -703,8 +703,14 @@ def identifying_values(con: duckdb.DuckDBPyConnection) -> None:
                   FROM p),
         -- the same fields whatever their shape: an exporter that writes one object where
         -- FHIR has a list (identifier: {...}), or a string where it has one (given: "Ann")
+        -- (only the identifying fields are walked: json_tree's memory grows with the
+        -- square of nesting depth, and an array nested 40,000 deep in an ignored meta.tag
+        -- stopped a whole load)
         leaves AS (SELECT t.fullkey, t.value ->> '$' AS value
-                   FROM p, json_tree(p.r) AS t WHERE t.type = 'VARCHAR'),
+                   FROM p, json_tree(json_object(
+                       'name', p.r -> '$.name', 'address', p.r -> '$.address',
+                       'telecom', p.r -> '$.telecom', 'identifier', p.r -> '$.identifier'))
+                       AS t WHERE t.type = 'VARCHAR'),
         exts AS (SELECT unnest(from_json(coalesce(r -> '$.extension', '[]'), '["JSON"]')) AS e
                  FROM p),
         places AS (SELECT e -> '$.valueAddress' AS a FROM exts

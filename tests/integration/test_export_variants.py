@@ -358,3 +358,16 @@ def test_an_organisation_code_is_published_only_when_it_looks_like_an_ods_code(t
         "SELECT organisation_code FROM encounters ORDER BY start_date").fetchall()]  # fmt: skip
     assert codes[2] == "RRK02"
     assert all(c is None or c.lstrip("-").isdigit() for c in codes[:2])  # keyed ids
+
+
+def test_a_deeply_nested_ignored_field_does_not_stop_the_load(tmp_path, keys):
+    """One Patient whose (ignored) meta.tag was an array nested 40,000 deep stopped the
+    whole load with an out-of-memory error in the identifier scan's preparation."""
+    src = copy(FHIR_BULK, tmp_path)
+    path = src / "Patient.000.ndjson"
+    lines = path.read_text().splitlines()
+    deep = "[" * 40_000 + "]" * 40_000
+    lines[0] = lines[0][:-1] + f', "meta": {{"tag": {deep}}}}}'
+    path.write_text("\n".join(lines) + "\n")
+    result = ingest(src, fmt="fhir", home=tmp_path / "hub", keys=keys)
+    assert result.counts["patients"].published == len(lines)
