@@ -125,7 +125,7 @@ CREATE OR REPLACE TEMP MACRO hub_code_system(uri) AS (
 # source's extra tables are not (the identifier scan looks at every text column).
 MIN_TEXT_PEOPLE: Final = 3
 _FREE_TEXT_WORDS: Final = ("description", "text", "note", "comment", "name")
-_FREE_TEXT_COLUMNS: Final = frozenset({"encounter_type", "category", "unit"})
+_FREE_TEXT_COLUMNS: Final = frozenset({"encounter_type", "category"})
 
 
 def is_free_text(column: str) -> bool:

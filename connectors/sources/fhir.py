@@ -529,8 +529,12 @@ def _events(con: duckdb.DuckDBPyConnection) -> None:
             "try_cast(r ->> '$.valueQuantity.value' AS DOUBLE) AS value, "
             "coalesce(r ->> '$.valueCodeableConcept.coding[0].display', "
             "r ->> '$.valueCodeableConcept.text', r ->> '$.valueString') AS value_text, "
-            # the UCUM code first: ``unit`` is a display text ("lbs", "kg (home scale)")
-            "coalesce(r ->> '$.valueQuantity.code', r ->> '$.valueQuantity.unit') AS unit, "
+            # the UCUM code first: ``unit`` is a display text ("lbs", "kg (Mrs. Medhurst,
+            # home scale)"), kept only when it has a unit's form (no spaces, short)
+            "coalesce(r ->> '$.valueQuantity.code', CASE WHEN regexp_full_match("
+            # (the template is formatted: its braces are doubled)
+            r"r ->> '$.valueQuantity.unit', '[A-Za-z0-9%/.*^_{{}}\[\]()-]{{1,20}}') "
+            "THEN r ->> '$.valueQuantity.unit' END) AS unit, "
             "hub_date(coalesce(r ->> '$.effectiveDateTime', r ->> '$.effectivePeriod.start', "
             "r ->> '$.issued')) AS observed_date",
             ("$.effectiveDateTime", "$.effectivePeriod.start", "$.issued"),
