@@ -43,7 +43,7 @@ from governance.outputs.person_keys import (
 )
 from governance.outputs.person_keys import fn as _fn
 from governance.outputs.person_keys import walk as _walk
-from governance.sql.policy import AGGREGATES, PolicyError
+from governance.sql.policy import AGGREGATES, PolicyError, cte_names
 
 Kind = Literal["group", "count", "sum", "mean"]
 SUMS: Final = frozenset({"sum"})
@@ -545,30 +545,10 @@ def check_cte_names(node: dict[str, Any], catalogue: dict[str, dict[str, str]]) 
         )
 
 
-def cte_names(node: Any) -> set[str]:
-    names: set[str] = set()
-    for n in _walk(node):
-        cte_map = n.get("cte_map") if isinstance(n, dict) else None
-        if isinstance(cte_map, dict):
-            for entry in cte_map.get("map", []):
-                names.add(str(entry.get("key", "")).lower())
-    return names
-
-
 def person_relations(node: dict[str, Any]) -> list[str]:
     """The relations of the outer FROM clause, left to right: each one's person_id is a
     way to attribute a row to a person."""
-    out: list[str] = []
-    stack = [node.get("from_table")]
-    while stack:
-        ref = stack.pop()
-        if not isinstance(ref, dict):
-            continue
-        if ref.get("type") == "JOIN":
-            stack.extend([ref.get("right"), ref.get("left")])
-        elif ref.get("type") in ("BASE_TABLE", "SUBQUERY"):
-            out.append(str(ref.get("alias") or ref.get("table_name") or ""))
-    return out
+    return [name for name, _ in relation_tables(node)]
 
 
 def _people_names(ref: Any, catalogue: dict[str, dict[str, str]]) -> set[str]:

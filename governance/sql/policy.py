@@ -186,7 +186,8 @@ def parse(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
     return node
 
 
-def _cte_names(node: dict[str, Any]) -> set[str]:
+def cte_names(node: Any) -> set[str]:
+    """The names of every CTE a query defines, lower case."""
     names = set()
     for n in _walk(node):
         cte_map = n.get("cte_map")
@@ -208,7 +209,7 @@ def check_tree(
     ``known`` (the release's tables and views, when given) tells a name that does not
     exist (a mistake, with the closest granted names) from one that is not granted.
     """
-    ctes = _cte_names(node)
+    ctes = cte_names(node)
     tables: set[str] = set()
     for n in _walk(node):
         kind = n.get("type")
