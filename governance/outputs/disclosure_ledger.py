@@ -173,7 +173,6 @@ class DisclosureLedger:
         self._bits: dict[str, _Bits] = {}  # project -> its people's bit positions
         self._index: dict[str, PopulationIndex] = {}  # project -> earlier populations
         self._absent: dict[str, set[str]] = {}  # project -> stored outputs with no file
-        self._sizes: dict[str, dict[str, int]] = {}  # project -> output -> its people
 
     def index(self, project_id: str) -> PopulationIndex:
         """The project's populations as checked so far in this process."""
@@ -223,81 +222,16 @@ class DisclosureLedger:
         row_keys: npt.ArrayLike | None = None,
     ) -> list[dict[str, Any]]:
         """Flags for a new output against the project's stored outputs: differencing and
-        trackers over people, then ``row_flags`` over people's rows."""
-        flags = self._people_flags(project_id, output_id, population, stored, threshold)
-        if row_keys is not None and len(flags) < MAX_FLAGS:
-            flags += self.row_flags(project_id, output_id, population, row_keys, stored,
-                                    threshold)[: MAX_FLAGS - len(flags)]  # fmt: skip
-        return flags
+        trackers over people, then, with ``row_keys``, differencing over rows.
 
-    def row_flags(
-        self,
-        project_id: str,
-        output_id: str,
-        population: npt.ArrayLike,
-        row_keys: npt.ArrayLike,
-        stored: set[str],
-        threshold: int,
-    ) -> list[dict[str, Any]]:
-        """Rule ``differencing`` over rows: an earlier output whose people are nearly
-        this one's (at most ``threshold`` people in or out) and whose people's row counts
-        differ for 1 to ``threshold`` people. Their counts then differ by those people's
-        rows alone: a red team read a decile from two outputs over the same 1,548 people,
-        one of which added a chosen person's other records (4,155 rows against 4,125).
-
-        Only earlier outputs of about the same size are read (their files), so a project
-        of ordinary outputs pays almost nothing.
+        Differencing over rows: an earlier output whose people are nearly this one's (at
+        most ``threshold`` people in or out) and whose people's row counts differ for 1
+        to ``threshold`` people. Their counts then differ by those people's rows alone: a
+        red team read a decile from two outputs over the same 1,548 people, one of which
+        added a chosen person's other records (4,155 rows against 4,125). The earlier
+        outputs near enough are found from the index's bitmaps; only their row-key files
+        are read, so a project of ordinary outputs pays almost nothing.
         """
-        people = unique_keys(population)
-        mine = unique_keys(row_keys)
-        sizes = self._sizes.setdefault(project_id, {})
-        out: list[dict[str, Any]] = []
-        for other_id in sorted(stored - {output_id}):
-            size = sizes.get(other_id)
-            if size is None:
-                path = self.path(project_id, other_id)
-                if not path.exists():
-                    continue
-                size = pq.ParquetFile(path).metadata.num_rows
-                sizes[other_id] = size
-            if abs(size - len(people)) > threshold:
-                continue
-            keys_path = self.row_keys_path(project_id, other_id)
-            if not keys_path.exists():
-                continue
-            theirs = pq.read_table(self.path(project_id, other_id)).column(0).to_numpy()
-            moved = len(np.setdiff1d(people, theirs, assume_unique=True)) + len(
-                np.setdiff1d(theirs, people, assume_unique=True)
-            )
-            if moved > threshold:
-                continue
-            other_keys = pq.read_table(keys_path).column(0).to_numpy()
-            differ = len(np.setdiff1d(mine, other_keys, assume_unique=True))
-            if 1 <= differ <= threshold:
-                out.append(
-                    {
-                        "rule": "differencing",
-                        "with_output": other_id,
-                        "with_outputs": [other_id],
-                        "people_in_difference": differ,
-                        "region": f"this output and {other_id}: the same people but "
-                        f"{differ} give other rows",
-                        "reason": f"the same people as {other_id} ({moved} in or out) but "
-                        f"{differ} of them give other rows ({threshold} or fewer): the "
-                        "counts' difference is those people's rows",
-                    }
-                )
-        sizes[output_id] = len(people)
-        return out
-
-    def _people_flags(
-        self,
-        project_id: str,
-        output_id: str,
-        population: npt.ArrayLike,
-        stored: set[str],
-        threshold: int,
-    ) -> list[dict[str, Any]]:
         with self._lock:
             index = self._index.setdefault(project_id, PopulationIndex())
             absent = self._absent.setdefault(project_id, set())
@@ -315,7 +249,41 @@ class DisclosureLedger:
                 index.add(other_id, self._bitmap(project_id, people))
             new = self._bitmap(project_id, population)
             flags = index.flags(new, threshold=threshold)
+            size = new.bit_count()
+            near = [
+                (other_id, moved)
+                for other_id, bitmap, other_size in zip(
+                    index.ids, index.maps, index.sizes, strict=True
+                )
+                if abs(other_size - size) <= threshold
+                and (moved := (new ^ bitmap).bit_count()) <= threshold
+            ]
             index.add(output_id, new)
+        if row_keys is None:
+            return flags
+        mine = unique_keys(row_keys)
+        for other_id, moved in near:
+            if len(flags) >= MAX_FLAGS:
+                break
+            path = self.row_keys_path(project_id, other_id)
+            if not path.exists():  # an output stored before row keys were kept
+                continue
+            theirs = pq.read_table(path).column(0).to_numpy()
+            differ = len(np.setdiff1d(mine, theirs, assume_unique=True))
+            if 1 <= differ <= threshold:
+                flags.append(
+                    {
+                        "rule": "differencing",
+                        "with_output": other_id,
+                        "with_outputs": [other_id],
+                        "people_in_difference": differ,
+                        "region": f"this output and {other_id}: the same people but "
+                        f"{differ} give other rows",
+                        "reason": f"the same people as {other_id} ({moved} in or out) but "
+                        f"{differ} of them give other rows ({threshold} or fewer): the "
+                        "counts' difference is those people's rows",
+                    }
+                )
         return flags
 
 
