@@ -165,7 +165,7 @@ def _name_texts(table: str, column: str) -> str:
                    unnest(string_split_regex(lower(t.t), '[^\pL]+')) AS u(w)
             WHERE u.w IN (SELECT word FROM person_name_words)),
         held AS (SELECT DISTINCT person_id, "{column}" AS t FROM "{table}"
-                 WHERE "{column}" IN (SELECT t FROM cand) AND (SELECT count(*) FROM cand) > 0),
+                 WHERE "{column}" IN (SELECT t FROM cand)),
         named AS (SELECT c.t, c.w, count(DISTINCT h.person_id) AS k FROM cand c
                   JOIN held h USING (t)
                   JOIN person_name_words p ON p.person_id = h.person_id AND p.word = c.w
@@ -178,13 +178,7 @@ def remove_rare_text(con: duckdb.DuckDBPyConnection, counts: dict[str, TableCoun
     """Empty every free-text cell of a person's table whose text fewer than
     ``MIN_TEXT_PEOPLE`` people share, or that names the people who hold it (a family's
     surname; ``_name_texts``), counted per table and column."""
-    names = bool(
-        con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = 'stage_people'"
-        ).fetchall()[0][0]
-    )
-    if names:
-        con.execute(_NAME_WORDS_SQL)
+    con.execute(_NAME_WORDS_SQL)  # from ``build_people``'s stage_people, run before
     rows = con.execute(
         """SELECT table_name, list(column_name ORDER BY column_index)
                   FILTER (WHERE data_type = 'VARCHAR'),
@@ -206,9 +200,10 @@ def remove_rare_text(con: duckdb.DuckDBPyConnection, counts: dict[str, TableCoun
                     WHERE "{column}" IS NOT NULL AND "{column}" <> $redacted GROUP BY 1""",
                 {"redacted": REDACTED},
             )
-            removed = f"SELECT t FROM text_holders WHERE n < {MIN_TEXT_PEOPLE}"
-            if names:
-                removed += f" UNION SELECT t FROM ({_name_texts(table, column)})"
+            removed = (
+                f"SELECT t FROM text_holders WHERE n < {MIN_TEXT_PEOPLE} "
+                f"UNION SELECT t FROM ({_name_texts(table, column)})"
+            )
             con.execute(f"CREATE OR REPLACE TEMP TABLE text_removed AS {removed}")
             if not _count(con, "SELECT count(*) FROM text_removed"):
                 continue  # most columns of most sources: no second pass over the table

@@ -150,9 +150,6 @@ def prepare(
             f"WITH r AS ({rows}), per AS (SELECT {per} FROM r WHERE pid IS NOT NULL "  # noqa: S608
             f"GROUP BY ALL) SELECT {summary} FROM per{group}"
         )
-        # a person's key with how many rows they give the output: two outputs over the
-        # same people differ in the ledger when one person's rows differ (a filter that
-        # adds one person's other records, a join that repeats only their row)
         population = _population_sql(rows)
         if rows and engine.explain(cur, sql) and engine.explain(cur, population):
             stats.append(sql)

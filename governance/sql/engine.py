@@ -323,19 +323,12 @@ class Engine:
         )
         return list(rows)
 
-    def fetch_column(
-        self, cur: duckdb.DuckDBPyConnection, sql: str, *, owner: str | None = None
-    ) -> np.ndarray[Any, Any]:
-        """The only column of hub-written SQL on ``cur`` as one numpy array (no Python
-        object per row); engine errors become fixed messages. With an ``owner``, kept
-        for that owner as ``run`` keeps answers (read-only: nobody changes it)."""
-        (column,) = self.fetch_columns(cur, sql, owner=owner)
-        return column
-
     def fetch_columns(
         self, cur: duckdb.DuckDBPyConnection, sql: str, *, owner: str | None = None
     ) -> tuple[np.ndarray[Any, Any], ...]:
-        """Every column of hub-written SQL on ``cur`` as numpy arrays (``fetch_column``)."""
+        """Every column of hub-written SQL on ``cur`` as numpy arrays (no Python object
+        per row); engine errors become fixed messages. With an ``owner``, kept for that
+        owner as ``run`` keeps answers (read-only: nobody changes them)."""
 
         def read() -> tuple[np.ndarray[Any, Any], ...]:
             try:
