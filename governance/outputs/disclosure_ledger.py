@@ -14,10 +14,12 @@ the output.
 Populations are files of pseudonymous person keys (``<output>.population.parquet``),
 written under a temporary name, fsynced and renamed, so a crash never leaves a
 half-written population; ``sweep_partials`` removes what a killed process left, once,
-when the server starts. In memory they are bitmaps (Python integers) in a
+when the server starts. In memory they are rows of a bit matrix in a
 ``PopulationIndex``, which finds the same flags as ``tracker_flags`` (the rule, stated
-on sets) by arithmetic on sizes and pairwise intersections, so a project with a
-thousand outputs is checked in well under a second.
+on sets, on Python integers as bitmaps) by arithmetic on sizes and pairwise
+intersections, so a project with a thousand outputs is checked in milliseconds. Each
+process reads a stored output's population once: the store's rows after the last one it
+read (``seen``).
 
 >>> def bitmap(people): return sum(1 << p for p in people)
 >>> a, b = bitmap(range(10)), bitmap([1, 2, 3, 4, 5, 10, 11, 12])
@@ -172,12 +174,18 @@ class DisclosureLedger:
         self._lock = threading.Lock()
         self._bits: dict[str, _Bits] = {}  # project -> its people's bit positions
         self._index: dict[str, PopulationIndex] = {}  # project -> earlier populations
-        self._absent: dict[str, set[str]] = {}  # project -> stored outputs with no file
+        self._seen: dict[str, int] = {}  # project -> the last stored output read (rowid)
 
     def index(self, project_id: str) -> PopulationIndex:
         """The project's populations as checked so far in this process."""
         with self._lock:
             return self._index.setdefault(project_id, PopulationIndex())
+
+    def seen(self, project_id: str) -> int:
+        """The store's row id of the last of the project's outputs this process has read:
+        only later ones need reading (outputs are never deleted, so row ids only grow)."""
+        with self._lock:
+            return self._seen.get(project_id, 0)
 
     def path(self, project_id: str, output_id: str) -> Path:
         return self.outputs_dir / project_id / f"{output_id}{SUFFIX}"
@@ -217,7 +225,8 @@ class DisclosureLedger:
         output_id: str,
         population: npt.ArrayLike,
         *,
-        stored: set[str],
+        stored: Sequence[str],
+        stored_up_to: int,
         threshold: int,
         row_keys: npt.ArrayLike | None = None,
     ) -> list[dict[str, Any]]:
@@ -231,40 +240,36 @@ class DisclosureLedger:
         added a chosen person's other records (4,155 rows against 4,125). The earlier
         outputs near enough are found from the index's bitmaps; only their row-key files
         are read, so a project of ordinary outputs pays almost nothing.
+
+        ``stored`` are the project's outputs stored since ``seen`` (this process's
+        mark), up to row ``stored_up_to``: each earlier output is read once per process.
         """
         with self._lock:
             index = self._index.setdefault(project_id, PopulationIndex())
-            absent = self._absent.setdefault(project_id, set())
-            # only outputs this process has not seen yet (another worker's, or a
+            # only outputs this process has not read yet (another worker's, or a
             # restart's) are read: their population files are written before their
             # rows, so a stored output without a file never gets one (failed, a model)
-            for other_id in sorted(stored - absent):
+            for other_id in stored:
                 if other_id in index or other_id == output_id:
                     continue
                 other = self.path(project_id, other_id)
-                if not other.exists():
-                    absent.add(other_id)
-                    continue
-                people = pq.read_table(other).column("person_id").to_numpy()
-                index.add(other_id, self._bitmap(project_id, people))
+                if other.exists():
+                    people = pq.read_table(other).column("person_id").to_numpy()
+                    index.add(other_id, self._bitmap(project_id, people))
+            self._seen[project_id] = max(self._seen.get(project_id, 0), stored_up_to)
             new = self._bitmap(project_id, population)
             flags = index.flags(new, threshold=threshold)
-            size = new.bit_count()
-            near = [
-                (other_id, moved)
-                for other_id, bitmap, other_size in zip(
-                    index.ids, index.maps, index.sizes, strict=True
-                )
-                if abs(other_size - size) <= threshold
-                and (moved := (new ^ bitmap).bit_count()) <= threshold
-            ]
+            near = index.near(new, threshold)
             index.add(output_id, new)
         if row_keys is None:
             return flags
         mine = unique_keys(row_keys)
+        paired = {f["with_output"] for f in flags if f["rule"] == "differencing"}
         for other_id, moved in near:
             if len(flags) >= MAX_FLAGS:
                 break
+            if other_id in paired:  # flagged already: its people differ by few
+                continue
             path = self.row_keys_path(project_id, other_id)
             if not path.exists():  # an output stored before row keys were kept
                 continue

@@ -25,16 +25,16 @@ from typing import Any, Final
 import numpy as np
 
 MAX_FLAGS: Final = 20  # flags kept per output (the manifest says when there were more)
-# Venn regions of (new, first, second), in disclosure_ledger._regions' order, as
-# (pattern, coefficients of [1, a, b, c, ab, ac, bc] and of abc)
-REGIONS: Final[tuple[tuple[tuple[bool, ...], tuple[int, ...], int], ...]] = (
-    ((True, True, True), (0, 0, 0, 0, 0, 0, 0), 1),
-    ((True, True, False), (0, 0, 0, 0, 1, 0, 0), -1),
-    ((True, False, True), (0, 0, 0, 0, 0, 1, 0), -1),
-    ((True, False, False), (0, 1, 0, 0, -1, -1, 0), 1),
-    ((False, True, True), (0, 0, 0, 0, 0, 0, 1), -1),
-    ((False, True, False), (0, 0, 1, 0, -1, 0, -1), 1),
-    ((False, False, True), (0, 0, 0, 1, 0, -1, -1), 1),
+# Venn regions of (new, first, second), in disclosure_ledger._regions' order; their sizes
+# by inclusion–exclusion are written out in PopulationIndex._exact
+REGIONS: Final[tuple[tuple[bool, bool, bool], ...]] = (
+    (True, True, True),
+    (True, True, False),
+    (True, False, True),
+    (True, False, False),
+    (False, True, True),
+    (False, True, False),
+    (False, False, True),
 )
 
 
@@ -55,32 +55,83 @@ def flag(
     }
 
 
+def _words(bitmap: int, width: int) -> np.ndarray:
+    """The first ``width`` 64-bit words of a bitmap (bit i of word j is person 64 j + i),
+    zero-padded: a read-only view, no copy beyond the bytes.
+
+    >>> _words((1 << 64) | 5, 3).tolist()
+    [5, 1, 0]
+    """
+    need = -(-bitmap.bit_length() // 64)
+    raw = bitmap.to_bytes(max(need, width) * 8, "little")
+    return np.frombuffer(raw, dtype="<u8")[:width]
+
+
 class PopulationIndex:
-    """Earlier outputs' populations (bitmaps), their sizes and pairwise intersections.
+    """Earlier outputs' populations (bits in a matrix), their sizes and pairwise
+    intersections.
 
     What a check costs does not grow with what the project stored beyond what the rule
-    needs: outputs are found by id in a map, the intersection matrix grows by doubling
-    (not a copy per output), the outputs' order by id is kept as they arrive, and pairs
-    of earlier outputs are screened in blocks, in the rule's order, stopping at the
-    ``limit``-th flag (one flag holds an output; more only fill the steward's list).
+    needs: the populations are rows of one 64-bit word matrix, so a new population's
+    intersection with every earlier one is one vectorised AND and popcount (not a Python
+    loop over outputs); outputs are found by id in a map, the matrices grow
+    geometrically (not a copy per output), the outputs' order by id is kept as they
+    arrive, and pairs of earlier outputs are screened in blocks, in the rule's order,
+    stopping at the ``limit``-th flag (one flag holds an output; more only fill the
+    steward's list).
     """
 
     BLOCK = 64  # first outputs of pairs screened at once
     CHUNK = 256  # candidate pairs whose three-way intersection is counted at once
+    SCRATCH = 1 << 20  # words of population rows ANDed at once (8 MB)
 
     def __init__(self) -> None:
         self.ids: list[str] = []
-        self.maps: list[int] = []
         self.sizes: list[int] = []
-        self._at: dict[str, int] = {}  # output id -> its position in ids
+        self._at: dict[str, int] = {}  # output id -> its row
         self._sorted: list[str] = []  # ids in order
         self._inter = np.zeros((0, 0), dtype=np.int64)  # capacity >= len(ids)
+        self._bits = np.zeros((0, 0), dtype=np.uint64)  # row per output, word per 64 people
+        self._width = 0  # words in use
 
     def __contains__(self, output_id: str) -> bool:
         return output_id in self._at
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def maps(self) -> list[int]:
+        """The populations as bitmaps (Python integers), in the order they were added."""
+        return [
+            int.from_bytes(self._bits[r, : self._width].tobytes(), "little")
+            for r in range(len(self.ids))
+        ]
+
+    def _fit(self, rows: int, width: int) -> None:
+        """Room for ``rows`` populations of ``width`` words (grown by half again, so an
+        output costs amortised O(its row), and at most a third of the room is unused)."""
+        have_rows, have_width = self._bits.shape
+        if rows <= have_rows and width <= have_width:
+            return
+        new_rows = have_rows if rows <= have_rows else max(8, rows + rows // 2)
+        new_width = have_width if width <= have_width else width + width // 4
+        grown = np.zeros((new_rows, new_width), dtype=np.uint64)
+        grown[: len(self.ids), : self._width] = self._bits[: len(self.ids), : self._width]
+        self._bits = grown
+
+    def _overlaps(self, words: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """|population ∩ each row's| (all rows, or ``rows``), a block of rows at a time."""
+        width = min(len(words), self._width)
+        count = len(self.ids) if rows is None else len(rows)
+        out = np.zeros(count, dtype=np.int64)
+        step = max(1, self.SCRATCH // max(1, width))
+        for lo in range(0, count, step):
+            hi = min(lo + step, count)
+            picked = self._bits[lo:hi] if rows is None else self._bits[rows[lo:hi]]
+            block = picked[:, :width] & words[:width]
+            out[lo:hi] = np.bitwise_count(block).sum(axis=1, dtype=np.int64)
+        return out
 
     def add(self, output_id: str, bitmap: int) -> None:
         if output_id in self._at:
@@ -90,15 +141,37 @@ class PopulationIndex:
             grown = np.zeros((max(8, 2 * (n + 1)),) * 2, dtype=np.int64)
             grown[:n, :n] = self._inter[:n, :n]
             self._inter = grown
-        row = np.array([(bitmap & m).bit_count() for m in self.maps], dtype=np.int64)
+        width = max(self._width, -(-bitmap.bit_length() // 64))
+        self._fit(n + 1, width)
+        words = _words(bitmap, width)
+        row = self._overlaps(words)
         self._inter[n, :n] = row
         self._inter[:n, n] = row
         self._inter[n, n] = bitmap.bit_count()
+        self._bits[n, :width] = words
+        self._width = width
         self._at[output_id] = n
         bisect.insort(self._sorted, output_id)
         self.ids.append(output_id)
-        self.maps.append(bitmap)
         self.sizes.append(bitmap.bit_count())
+
+    def near(self, new: int, threshold: int) -> list[tuple[str, int]]:
+        """(output id, people in or out) of the earlier outputs whose populations differ
+        from ``new`` by at most ``threshold`` people, in the order they were added."""
+        size = new.bit_count()
+        rows = np.flatnonzero(np.abs(np.asarray(self.sizes, dtype=np.int64) - size) <= threshold)
+        if not len(rows):
+            return []
+        words = _words(new, self._width)
+        # |A △ B| = |A| + |B| − 2|A ∩ B| (people beyond the width are in A alone)
+        moved = (
+            size + np.asarray(self.sizes, dtype=np.int64)[rows] - 2 * self._overlaps(words, rows)
+        )
+        return [
+            (self.ids[r], int(m))
+            for r, m in zip(rows.tolist(), moved.tolist(), strict=True)
+            if m <= threshold
+        ]
 
     def flags(self, new: int, *, threshold: int, limit: int = MAX_FLAGS) -> list[dict[str, Any]]:
         """The flags ``tracker_flags(new, {earlier outputs}, threshold=..., limit=...)``
@@ -109,8 +182,8 @@ class PopulationIndex:
         n = len(order)
         if not n:
             return flags
-        within = [new & self.maps[i] for i in order.tolist()]  # A ∩ each, in id order
-        ab = np.array([x.bit_count() for x in within], dtype=np.int64)
+        words = _words(new, self._width)
+        ab = self._overlaps(words)[order]  # |A ∩ each|, in id order
         b = np.array(self.sizes, dtype=np.int64)[order]
         # pairs: A − B, else B − A, holding 1 to threshold people (ab = 0: a whole output)
         a_only, b_only = a - ab, b - ab
@@ -134,8 +207,11 @@ class PopulationIndex:
             firsts = firsts[useful[firsts]]
             if not len(firsts):
                 continue
-            first = np.repeat(firsts, n - 1 - firsts)
-            second = np.concatenate([np.arange(f + 1, n) for f in firsts.tolist()])
+            # every (f, s) with s > f: s runs from f + 1 to n − 1 within each f's run
+            runs = n - 1 - firsts
+            first = np.repeat(firsts, runs)
+            offsets = np.repeat(np.cumsum(runs) - runs, runs)
+            second = np.arange(len(first)) - offsets + first + 1
             keep = useful[second] & (touches[first] | touches[second])
             first, second = first[keep], second[keep]
             if not len(first):
@@ -147,7 +223,7 @@ class PopulationIndex:
             for lo in range(0, len(maybe), self.CHUNK):
                 pick = maybe[lo : lo + self.CHUNK]
                 done = self._exact(
-                    new, within, order, a, b, ab, bc[pick], first[pick], second[pick], threshold
+                    words, order, a, b, ab, bc[pick], first[pick], second[pick], threshold
                 )
                 for region, f, s, size in done:
                     others = [self.ids[int(order[f])], self.ids[int(order[s])]]
@@ -158,8 +234,7 @@ class PopulationIndex:
 
     def _exact(
         self,
-        new: int,
-        within: list[int],
+        words: np.ndarray,
         order: np.ndarray,
         a: int,
         b: np.ndarray,
@@ -171,29 +246,29 @@ class PopulationIndex:
     ) -> list[tuple[tuple[bool, ...], int, int, int]]:
         """(region, first, second, size) of the first flaggable region of each pair, in
         order, for the pairs that have one (``tracker_flags``' rule, by arithmetic)."""
-        abc = np.array(
-            [
-                (within[f] & self.maps[int(order[s])]).bit_count()
-                for f, s in zip(first.tolist(), second.tolist(), strict=True)
-            ],
-            dtype=np.int64,
-        )
-        values = [np.ones_like(first), np.full_like(first, a), b[first], b[second], ab[first],
-                  ab[second], bc]  # fmt: skip
-        whole = (np.full_like(first, a), b[first], b[second])
-        found = np.full(len(first), -1, dtype=np.int64)  # the first flaggable region
-        sizes = np.zeros(len(first), dtype=np.int64)
-        for r, (membership, coef, sign) in enumerate(REGIONS):
-            size = sum(c * v for c, v in zip(coef, values, strict=True)) + sign * abc
-            ok = (size > 0) & (size <= threshold) & (found < 0)
-            for w, inside in zip(whole, membership, strict=True):
+        width = min(len(words), self._width)
+        abc = np.zeros(len(first), dtype=np.int64)
+        step = max(1, self.SCRATCH // max(1, width))
+        for lo in range(0, len(first), step):
+            f, s = order[first[lo : lo + step]], order[second[lo : lo + step]]
+            block = self._bits[f, :width] & self._bits[s, :width]
+            block &= words[:width]
+            abc[lo : lo + step] = np.bitwise_count(block).sum(axis=1, dtype=np.int64)
+        x, y, z, k = ab[first], ab[second], bc, abc
+        b1, b2 = b[first], b[second]
+        # each region's size, in REGIONS' order, and whether it is a whole output (a
+        # region inside an output is that output only if their sizes are equal)
+        sizes = np.stack([k, x - k, y - k, a - x - y + k, z - k, b1 - x - z + k, b2 - y - z + k])
+        ok = (sizes > 0) & (sizes <= threshold)
+        for r, membership in enumerate(REGIONS):
+            for whole, inside in zip((a, b1, b2), membership, strict=True):
                 if inside:
-                    ok &= size != w
-            found[ok] = r
-            sizes[ok] = size[ok]
+                    ok[r] &= sizes[r] != whole
+        hit = np.flatnonzero(ok.any(axis=0))
+        found = ok[:, hit].argmax(axis=0)  # the first flaggable region of each
         return [
-            (REGIONS[int(found[k])][0], int(first[k]), int(second[k]), int(sizes[k]))
-            for k in np.flatnonzero(found >= 0).tolist()
+            (REGIONS[int(r)], int(first[h]), int(second[h]), int(sizes[r, h]))
+            for r, h in zip(found.tolist(), hit.tolist(), strict=True)
         ]
 
     @staticmethod
@@ -207,21 +282,22 @@ class PopulationIndex:
         threshold: int,
     ) -> np.ndarray:
         """Which pairs some region's size interval (``abc`` unknown) meets
-        ``[1, threshold]``: only these need the exact three-way intersection."""
-        terms = [np.ones_like(first), np.full_like(first, a), b[first], b[second], ab[first],
-                 ab[second], bc]  # fmt: skip
-        lo = np.maximum.reduce(
-            [
-                np.zeros_like(first),
-                terms[4] + terms[5] - a,
-                terms[4] + terms[6] - terms[2],
-                terms[5] + terms[6] - terms[3],
-            ]
-        )
-        hi = np.minimum.reduce([terms[4], terms[5], terms[6]])
-        maybe = np.zeros(len(first), dtype=bool)
-        for _, coef, sign in REGIONS:
-            base = sum(c * t for c, t in zip(coef, terms, strict=True))
-            low, high = (base + lo, base + hi) if sign > 0 else (base - hi, base - lo)
-            maybe |= (high >= 1) & (low <= threshold)
+        ``[1, threshold]``: only these need the exact three-way intersection.
+
+        With ``x = |A∩B|``, ``y = |A∩C|``, ``z = |B∩C|`` and ``k = |A∩B∩C|`` in
+        ``[lo, hi]``, the regions are ``k``, ``x − k``, ``y − k``, ``z − k`` and
+        ``a − x − y + k``, ``|B| − x − z + k``, ``|C| − y − z + k`` (``REGIONS``),
+        written out: a few dozen array operations per block of pairs.
+        """
+        x, y, z = ab[first], ab[second], bc
+        b1, b2 = b[first], b[second]
+        lo = np.maximum(np.maximum(x + y - a, x + z - b1), np.maximum(y + z - b2, 0))
+        hi = np.minimum(np.minimum(x, y), z)
+        # k itself, then the regions that fall as k grows: [base − hi, base − lo]
+        maybe: np.ndarray = (hi >= 1) & (lo <= threshold)
+        for base in (x, y, z):
+            maybe |= (base - hi <= threshold) & (base - lo >= 1)
+        # and those that grow with k: [base + lo, base + hi]
+        for base in (a - x - y, b1 - x - z, b2 - y - z):
+            maybe |= (base + lo <= threshold) & (base + hi >= 1)
         return maybe

@@ -135,17 +135,22 @@ def submit_exact(
         population_file = outputs.ledger.write(
             project.project_id, output_id, done.population, done.row_keys
         )
-        stored = {
-            r[0]
-            for r in service.gov.store.cached().execute(
-                "SELECT output_id FROM outputs WHERE project_id = ?", (project.project_id,)
+        seen = outputs.ledger.seen(project.project_id)
+        fresh = (
+            service.gov.store.cached()
+            .execute(
+                "SELECT rowid, output_id FROM outputs WHERE project_id = ? AND rowid > ? "
+                "ORDER BY rowid",
+                (project.project_id, seen),
             )
-        }
+            .fetchall()
+        )
         flags = outputs.ledger.check(
             project.project_id,
             output_id,
             done.population,
-            stored=stored,
+            stored=[r[1] for r in fresh],
+            stored_up_to=fresh[-1][0] if fresh else seen,
             threshold=threshold,
             row_keys=done.row_keys,
         )

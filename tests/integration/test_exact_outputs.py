@@ -258,6 +258,38 @@ def test_a_tracker_built_from_three_outputs_is_flagged(hub):
     assert not [f for f in flags if f["rule"] == "differencing"]
 
 
+def test_a_tracker_split_across_worker_processes_is_flagged_by_either(hub):
+    """Two workers (two ledgers on one home, as ``hub serve --workers 2`` runs): each
+    reads the outputs the other stored since it last looked, once, and flags the tracker
+    whichever of them receives its last part."""
+    gov, projects, who, _ = hub
+    pid = projects["strict"]
+    other = Governance.open(gov.home, query_timeout_s=20)  # a second worker's process
+    cur = gov.queries.engine(gov.queries.release_for("real")).cursor()
+    year, target = cur.execute(
+        "SELECT year_of_birth, max(person_id) FROM patients GROUP BY 1 HAVING "
+        "count(*) FILTER (WHERE imd_decile > 5) >= 12 AND "
+        "count(*) FILTER (WHERE coalesce(imd_decile, 0) <= 5) >= 12 ORDER BY 1 DESC LIMIT 1"
+    ).fetchall()[0]
+    cur.close()
+    base = f"SELECT count(*) AS n FROM patients WHERE year_of_birth = {year}"
+    a = _exact(gov, who, pid, base)
+    b = _exact(
+        other, who, pid, f"{base} AND coalesce(imd_decile, 0) <= 5 AND person_id <> {target}"
+    )
+    c = _exact(gov, who, pid, f"{base} AND coalesce(imd_decile, 0) > 5 AND person_id <> {target}")
+    trackers = [
+        f for f in _output(gov, who, c)["manifest"]["differencing"] if f["rule"] == "tracker"
+    ]
+    assert {a["output_id"], b["output_id"]} in [set(f["with_outputs"]) for f in trackers]
+    # and the second worker has read what the first stored since: C and the target
+    d = _exact(other, who, pid, f"{base} AND (coalesce(imd_decile, 0) > 5 OR person_id = {target})")
+    pairs = [f for f in _output(gov, who, d)["manifest"]["differencing"]]
+    assert [f["people_in_difference"] for f in pairs if f["with_outputs"] == [c["output_id"]]] == [
+        1
+    ]
+
+
 def test_the_projects_own_threshold_applies_to_differencing(hub):
     gov, projects, who, _ = hub
     pid = projects["strict"]  # threshold 10

@@ -226,8 +226,8 @@ def test_the_ledger_flags_what_the_set_rule_flags_on_pseudonymous_keys(earlier, 
 
     ledger = DisclosureLedger(Path("/nonexistent"))  # nothing stored: no file is read
     for i, s in enumerate(earlier):
-        ledger.check("p-1", f"o-{i}", keys(s), stored=set(), threshold=t)
-    got = ledger.check("p-1", "o-new", keys(new), stored=set(), threshold=t)
+        ledger.check("p-1", f"o-{i}", keys(s), stored=[], stored_up_to=0, threshold=t)
+    got = ledger.check("p-1", "o-new", keys(new), stored=[], stored_up_to=0, threshold=t)
     expected = tracker_flags(_bits(new), {f"o-{i}": _bits(s) for i, s in enumerate(earlier)},
                              threshold=t)  # fmt: skip
     assert sorted((f["rule"], tuple(f["with_outputs"]), f["region"]) for f in got) == sorted(
