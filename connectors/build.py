@@ -135,22 +135,29 @@ def is_free_text(column: str) -> bool:
 
 
 # a person's name words, from the identifiers each connector vaults: Synthea's columns,
-# the native and feeds formats' given and family names, FHIR's HumanName (list or object)
+# the native and feeds formats' given and family names, and FHIR's HumanName whatever its
+# shape (a list or one object; given as a list or a string; only ``text``), read as the
+# JSON text of the whole name with its keys and its non-name fields (use, prefix, suffix,
+# period, extension URLs) taken out, and the mother's maiden name extension. Words are
+# lower case without accents ("Müller" is "muller"); one letter is an initial, not a word
 _NAME_WORDS_SQL: Final = r"""
     CREATE OR REPLACE TEMP TABLE person_name_words AS
     WITH n AS (
         SELECT person_id, concat_ws(' ',
             array_to_string(json_extract_string(identifiers, ['$.first', '$.middle', '$.last',
-                '$.maiden', '$.given_name', '$.family_name', '$.name.family', '$.name.given']),
-                ' '),
-            CASE WHEN contains(identifiers, '"name"') THEN array_to_string(list_concat(
-                json_extract_string(identifiers, '$.name[*].family'),
-                json_extract_string(identifiers, '$.name[*].given[*]')), ' ') END
+                '$.maiden', '$.given_name', '$.family_name']), ' '),
+            CASE WHEN contains(identifiers, '"name"') THEN regexp_replace(regexp_replace(
+                json_extract(identifiers, '$.name')::VARCHAR,
+                '"(use|url|system|prefix|suffix|period|start|end)"\s*:\s*'
+                    || '("(\\.|[^"\\])*"|\[[^\]]*\]|\{[^}]*\})', ' ', 'g'),
+                '"(\\.|[^"\\])*"\s*:', ' ', 'g') END,
+            CASE WHEN contains(lower(identifiers), 'maiden') THEN array_to_string(
+                json_extract_string(identifiers, '$.extension[*].valueString'), ' ') END
         ) AS names
         FROM stage_people WHERE reason IS NULL AND identifiers IS NOT NULL)
     SELECT person_id, w AS word  -- a word twice is harmless: people are counted DISTINCT
-    FROM n, unnest(string_split_regex(lower(names), '[^\pL]+')) AS u(w)
-    WHERE length(w) >= 3
+    FROM n, unnest(string_split_regex(strip_accents(lower(names)), '[^\pL]+')) AS u(w)
+    WHERE length(w) >= 2
 """
 
 
@@ -158,12 +165,18 @@ def _name_texts(table: str, column: str) -> str:
     """SQL: the texts of ``table.column`` that name the people who hold them: a word of
     the text is a name word of more than half of its holders ("Home visit, Schmitt
     family" on three Schmitts' records). A word of a name that most holders do not
-    carry ("White", "Young", a clinician's name) is an everyday word there."""
+    carry ("White", "Young", a clinician's name) is an everyday word there. Words are
+    compared without case or accents, and a plural or possessive is its name ("the
+    Schmitts", "Müller's" for Muller)."""
     return rf"""
         WITH cand AS (
-            SELECT DISTINCT t.t, u.w FROM text_holders t,
-                   unnest(string_split_regex(lower(t.t), '[^\pL]+')) AS u(w)
-            WHERE u.w IN (SELECT word FROM person_name_words)),
+            SELECT DISTINCT t.t, v.w FROM text_holders t,
+                   unnest(string_split_regex(strip_accents(lower(t.t)), '[^\pL]+')) AS u(w),
+                   unnest([u.w,
+                           CASE WHEN ends_with(u.w, 's') THEN left(u.w, length(u.w) - 1) END,
+                           CASE WHEN ends_with(u.w, 'es') THEN left(u.w, length(u.w) - 2) END])
+                       AS v(w)
+            WHERE v.w IN (SELECT word FROM person_name_words)),
         held AS (SELECT DISTINCT person_id, "{column}" AS t FROM "{table}"
                  WHERE "{column}" IN (SELECT t FROM cand)),
         named AS (SELECT c.t, c.w, count(DISTINCT h.person_id) AS k FROM cand c
@@ -174,25 +187,88 @@ def _name_texts(table: str, column: str) -> str:
         WHERE 2 * named.k > h.n"""
 
 
+# Units are published as the source writes them (UCUM codes, or a display when there is
+# none), so a unit is text like any other: one that neither the reference data knows nor
+# at least MIN_TEXT_PEOPLE people share, or that has no unit's form (spaces, more than 20
+# characters), is emptied ("/min (Mr West's watch)"). Every connector's units pass here.
+KNOWN_UNITS: Final = frozenset(
+    {m.unit for m in reference.MEASURES}
+    | {u for pair in reference.CONVERSIONS for u in pair}
+    | set(reference.UNIT_RANGES)
+)
+UNIT_FORM: Final = r"[A-Za-z0-9%/.*^_{}\[\]()-]{1,20}"
+
+# Tables that belong to no person (organisations, payers, a FHIR export's locations and
+# practitioner roles) carry text the source wrote: an organisation named "West, A
+# (self-pay)", a location "Residence of Mr A. West". Their first column is the row's key;
+# its text is kept only when at least MIN_TEXT_PEOPLE people's records refer to the row
+# (by a column of the same name, or one of these), and with no such column only when
+# that many rows share the text. Codes, ids and these fields are not text.
+_REFERRED_BY: Final = {
+    "organisation_code": ("organisation_code", "practice_code"),
+    "payer_id": ("payer_id", "primary_payer_id", "secondary_payer_id"),
+}
+_NOT_TEXT: Final = frozenset({"status", "gender", "source_system"})
+
+
+def _reference_holders(
+    con: duckdb.DuckDBPyConnection, table: str, key: str, column: str, people: list[str]
+) -> str:
+    """SQL: ``text_holders`` of a reference table's text: people referring to its rows,
+    or, when no person's table refers to it, its rows."""
+    if not people:
+        return f"""SELECT "{column}" AS t, count(*) AS n FROM "{table}"
+                   WHERE "{column}" IS NOT NULL GROUP BY 1"""
+    refs = " UNION ALL ".join(people)
+    return f"""SELECT r."{column}" AS t, count(DISTINCT p.person_id) AS n
+               FROM "{table}" r LEFT JOIN ({refs}) p ON p.k = r."{key}"
+               WHERE r."{column}" IS NOT NULL GROUP BY 1"""
+
+
 def remove_rare_text(con: duckdb.DuckDBPyConnection, counts: dict[str, TableCounts]) -> None:
     """Empty every free-text cell of a person's table whose text fewer than
-    ``MIN_TEXT_PEOPLE`` people share, or that names the people who hold it (a family's
-    surname; ``_name_texts``), counted per table and column."""
+    ``MIN_TEXT_PEOPLE`` people share, or that names the people who hold them (a family's
+    surname; ``_name_texts``), counted per table and column; units neither known nor
+    shared (``KNOWN_UNITS``); and the text of tables that belong to no person that too
+    few people's records refer to (``_REFERRED_BY``)."""
     con.execute(_NAME_WORDS_SQL)  # from ``build_people``'s stage_people, run before
     rows = con.execute(
-        """SELECT table_name, list(column_name ORDER BY column_index)
-                  FILTER (WHERE data_type = 'VARCHAR'),
+        """SELECT table_name, list(column_name ORDER BY column_index),
+                  list(column_name ORDER BY column_index) FILTER (WHERE data_type = 'VARCHAR'),
                   bool_or(column_name = 'person_id')
            FROM duckdb_columns() WHERE NOT internal AND database_name = current_database()
              AND schema_name = 'main' AND table_name IN (SELECT table_name FROM duckdb_tables()
                  WHERE database_name = current_database() AND NOT temporary)
            GROUP BY table_name ORDER BY table_name"""
     ).fetchall()
-    for table, columns, personal in rows:
-        if not personal or table == "patients" or table.startswith("_"):
+    personal = {table: all_columns for table, all_columns, _, is_personal in rows if is_personal}
+    for table, all_columns, columns, is_personal in rows:
+        if table == "patients" or table.startswith("_"):
+            continue
+        if not is_personal:
+            key = all_columns[0]
+            names = _REFERRED_BY.get(key, (key,))
+            people = [
+                f'SELECT "{c}" AS k, person_id FROM "{t}"'
+                for t, cols in sorted(personal.items())
+                for c in cols
+                if c in names
+            ]
+            for column in columns or []:
+                if column == key or column in _NOT_TEXT or column.endswith(("_code", "_id")):
+                    continue
+                holders = _reference_holders(con, table, key, column, people)
+                con.execute(f"CREATE OR REPLACE TEMP TABLE text_holders AS {holders}")
+                _empty(
+                    con,
+                    counts,
+                    table,
+                    column,
+                    f"SELECT t FROM text_holders WHERE n < {MIN_TEXT_PEOPLE}",
+                )
             continue
         for column in columns or []:
-            if not is_free_text(column):
+            if not (is_free_text(column) or column == "unit"):
                 continue
             con.execute(
                 f"""CREATE OR REPLACE TEMP TABLE text_holders AS
@@ -200,20 +276,44 @@ def remove_rare_text(con: duckdb.DuckDBPyConnection, counts: dict[str, TableCoun
                     WHERE "{column}" IS NOT NULL AND "{column}" <> $redacted GROUP BY 1""",
                 {"redacted": REDACTED},
             )
+            rare = f"n < {MIN_TEXT_PEOPLE}"
+            if column == "unit":
+                rare = (
+                    f"t NOT IN {_sql_list(sorted(KNOWN_UNITS))} "
+                    f"AND ({rare} OR NOT regexp_full_match(t, {_sql_str(UNIT_FORM)}))"
+                )
             removed = (
-                f"SELECT t FROM text_holders WHERE n < {MIN_TEXT_PEOPLE} "
+                f"SELECT t FROM text_holders WHERE {rare} "
                 f"UNION SELECT t FROM ({_name_texts(table, column)})"
             )
-            con.execute(f"CREATE OR REPLACE TEMP TABLE text_removed AS {removed}")
-            if not _count(con, "SELECT count(*) FROM text_removed"):
-                continue  # most columns of most sources: no second pass over the table
-            n = _count(  # an UPDATE answers with the rows it changed
-                con,
-                f'UPDATE "{table}" SET "{column}" = NULL '
-                f'WHERE "{column}" IN (SELECT t FROM text_removed)',
-            )
-            if n:
-                counts.setdefault(table, TableCounts()).rare_text[column] = n
+            _empty(con, counts, table, column, removed)
+
+
+def _empty(
+    con: duckdb.DuckDBPyConnection,
+    counts: dict[str, TableCounts],
+    table: str,
+    column: str,
+    removed: str,
+) -> None:
+    """Set ``table.column`` to NULL where it holds one of the texts ``removed`` selects."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE text_removed AS {removed}")
+    if not _count(con, "SELECT count(*) FROM text_removed"):
+        return  # most columns of most sources: no second pass over the table
+    n = _count(  # an UPDATE answers with the rows it changed
+        con,
+        f'UPDATE "{table}" SET "{column}" = NULL WHERE "{column}" IN (SELECT t FROM text_removed)',
+    )
+    if n:
+        counts.setdefault(table, TableCounts()).rare_text[column] = n
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _sql_list(values: list[str]) -> str:
+    return "(" + ", ".join(_sql_str(v) for v in values) + ")"
 
 
 def _list(values: list[str] | list[float]) -> str:

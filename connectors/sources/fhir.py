@@ -474,13 +474,20 @@ def _org_code(path: str, key: str = "fhir_key") -> str:
     Organization in the resource's own ``contained[]`` that a local reference (``#org``)
     names, else by the referenced resource's keyed id."""
     contained = f"fhir_contained(r, r ->> '{path}.reference', 'Organization')"
-    # the system and the value of one identifier: the reference's own, else the contained
-    # Organization's (a reference's system beside a contained local id published it)
+    # the system and the value of one identifier: the reference's own, else a conditional
+    # reference's (``Organization?identifier=SYSTEM|VALUE``, as Synthea writes
+    # serviceProvider; the bar may be URL-encoded), else the contained Organization's (a
+    # reference's system beside a contained local id published it)
     inline = f"r ->> '{path}.identifier.value' IS NOT NULL"
+    ref = f"replace(replace(r ->> '{path}.reference', '%7C', '|'), '%7c', '|')"
+    pattern = r"'^Organization\?identifier=(?:([^|]*)\|)?(.+)$'"
+    conditional = f"regexp_matches({ref}, {pattern})"
     return (
         f"fhir_org_code(CASE WHEN {inline} THEN r ->> '{path}.identifier.system' "
+        f"WHEN {conditional} THEN regexp_extract({ref}, {pattern}, 1) "
         f"ELSE {contained} ->> '$.identifier[0].system' END, "
         f"CASE WHEN {inline} THEN r ->> '{path}.identifier.value' "
+        f"WHEN {conditional} THEN regexp_extract({ref}, {pattern}, 2) "
         f"ELSE {contained} ->> '$.identifier[0].value' END, "
         f"{key}(r ->> '{path}.reference'))"
     )

@@ -341,7 +341,8 @@ def _events(con: duckdb.DuckDBPyConnection, h: Header, target: str) -> None:
 
 def _numeric(h: Header) -> str:
     kind = h.column("type")
-    return f"coalesce({kind}, 'numeric') = 'numeric'" if kind else "true"
+    # "numeric", "Numeric", " NUMERIC ": exporters differ in case and padding
+    return f"coalesce(lower(trim({kind})), 'numeric') = 'numeric'" if kind else "true"
 
 
 def _side_table(con: duckdb.DuckDBPyConnection, h: Header, *, linked: bool) -> None:

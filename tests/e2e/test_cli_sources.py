@@ -63,6 +63,10 @@ def manifest(home: Path) -> dict:
     return json.loads(next((home / "releases").glob("release-*.json")).read_text())
 
 
+def release_file(home: Path) -> Path:
+    return next((home / "releases").glob("release-*.duckdb"))
+
+
 def copy(name: str, tmp_path: Path) -> Path:
     out = tmp_path / name
     shutil.copytree(FIXTURES / name, out)
@@ -146,10 +150,18 @@ def test_unknown_columns_of_a_side_file_are_dropped_and_counted(tmp_path):
 
 def test_the_identifier_scan_refuses_what_the_allow_list_let_through(tmp_path):
     # a patient whose surname is an organisation's name: the name is published as the
-    # organisation's, so the scan must refuse rather than publish
+    # organisation's (every encounter is made to name it, so that enough people's
+    # records refer to it and its name is kept), so the scan must refuse, not publish
     src = copy("synthea-3.x-2025", tmp_path)
     with (src / "organizations.csv").open(newline="") as fh:
-        org = next(csv.DictReader(fh))["NAME"]
+        first = next(csv.DictReader(fh))
+        org = first["NAME"]
+    with (src / "encounters.csv").open(newline="") as fh:
+        encounters = list(csv.DictReader(fh))
+    with (src / "encounters.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(encounters[0]))
+        writer.writeheader()
+        writer.writerows([{**e, "ORGANIZATION": first["Id"]} for e in encounters])
     with (src / "patients.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
         fields = list(rows[0])
@@ -162,6 +174,42 @@ def test_the_identifier_scan_refuses_what_the_allow_list_let_through(tmp_path):
     line = refused(ingest(src, "synthea", home), "identifier scan", "organisations.name")
     assert org not in line
     nothing_published(home)
+
+
+def test_text_that_names_a_patient_in_a_table_of_no_person_is_never_published(tmp_path):
+    # a trust's export names a self-pay account after its one patient, and writes a
+    # patient's name and street into a unit: neither is shared by enough people's
+    # records, so both are emptied and the load publishes without them
+    src = copy("synthea-3.x-2025", tmp_path)
+    last = patient_values(src, "LAST")[0]
+    with (src / "encounters.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    counts: dict[str, set[str]] = {}
+    for row in rows:
+        counts.setdefault(row["ORGANIZATION"], set()).add(row["PATIENT"])
+    lonely = min(counts, key=lambda o: len(counts[o]))
+    assert len(counts[lonely]) < 3
+    text = (src / "organizations.csv").read_text()
+    with (src / "organizations.csv").open(newline="") as fh:
+        name = next(r["NAME"] for r in csv.DictReader(fh) if r["Id"] == lonely)
+    (src / "organizations.csv").write_text(text.replace(name, f"{last} (self-pay)", 1))
+    obs = (src / "observations.csv").read_text().splitlines()
+    header = obs[0].split(",")
+    at = header.index("UNITS")
+    first = next(i for i, line in enumerate(obs[1:], 1) if line.split(",")[at] == "/min")
+    cells = obs[first].split(",")
+    cells[at] = f"/min({last}s_watch)"  # a unit's form: only who shares it tells
+    obs[first] = ",".join(cells)
+    (src / "observations.csv").write_text("\n".join(obs) + "\n")
+    home = tmp_path / "hub"
+    result = ingest(src, "synthea", home)
+    assert result.returncode == 0, result.stderr
+    con = duckdb.connect(str(release_file(home)), read_only=True)
+    names = [r[0] for r in con.execute("SELECT name FROM organisations").fetchall()]
+    units = [r[0] for r in con.execute("SELECT DISTINCT unit FROM observations").fetchall()]
+    con.close()
+    assert names and not [n for n in names if n and last in n]
+    assert not [u for u in units if u and last in u] and "/min" in units
 
 
 def test_a_column_named_like_a_patient_is_counted_never_named(tmp_path):

@@ -613,34 +613,130 @@ def test_a_measure_in_another_ucum_unit_is_converted_not_refused(tmp_path, keys)
     assert weights == pytest.approx(sorted(kilos.values()), abs=1e-3)
 
 
-def test_a_text_naming_the_family_that_shares_it_is_emptied(tmp_path, keys):
-    """Three patients of one family ("Schmitt", Synthea's numbers off) each had an
-    encounter typed "Home visit, Schmitt family": three people share it, so the rare-text
-    rule kept it, and the scan takes a surname alone for an everyday word (a red-team
-    find). A text whose word is a name of most of its holders is emptied; other shared
-    texts stay."""
+@pytest.mark.parametrize(
+    "shape, family, text",
+    [
+        ("structured", "Schmitt", "Home visit, Schmitt family"),
+        # a name written only as text: no family part to read it from
+        ("text only", "Schmitt", "Home visit, Schmitt family"),
+        # a surname of two letters
+        ("structured", "Li", "Home visit, Li family"),
+        # the text without the accent, and a plural
+        ("structured", "Müller", "Home visit, Muller family"),
+        ("structured", "Schmitt", "Home visit to the Schmitts"),
+    ],
+)
+def test_a_text_naming_the_family_that_shares_it_is_emptied(shape, family, text, tmp_path, keys):
+    """Three patients of one family (Synthea's numbers off) each had an encounter typed
+    with their surname: three people share it, so the rare-text rule kept it, and the
+    scan takes a surname alone for an everyday word (red-team finds: the structured
+    name, then a name written only as ``text``, a two-letter surname, a text without the
+    accent, a plural). A text whose word is a name of most of its holders is emptied,
+    whatever the name's shape; other shared texts stay."""
     src = copy(FHIR_BULK, tmp_path)
     patients = ndjson(src / "Patient.000.ndjson")
-    family = [p["id"] for p in patients[:3]]
+    members = [p["id"] for p in patients[:3]]
     for p in patients:
         for name in p.get("name", []):
             name["given"] = [re.sub(r"\d+$", "", g) for g in name.get("given", [])]
-            name["family"] = "Schmitt" if p["id"] in family else re.sub(r"\d+$", "", name["family"])
+            name["family"] = family if p["id"] in members else re.sub(r"\d+$", "", name["family"])
+        if shape == "text only" and p["id"] in members:
+            p["name"] = [{"text": f"{p['name'][0]['given'][0]} {family}"}]
     write_ndjson(src / "Patient.000.ndjson", patients)
     encounters = ndjson(src / "Encounter.000.ndjson")
     typed: set[str] = set()
     for e in encounters:
         who = e["subject"]["reference"].split("/")[-1].removeprefix("urn:uuid:")
-        if who in family and who not in typed:
-            e["type"][0]["text"] = "Home visit, Schmitt family"
+        if who in members and who not in typed:
+            e["type"][0]["text"] = text
             typed.add(who)
     assert len(typed) == 3
     write_ndjson(src / "Encounter.000.ndjson", encounters)
     result = ingest(src, fmt="fhir", home=tmp_path / "h", keys=keys)
     con = release_con(result.release.path)
-    found = con.execute(
-        "SELECT count(*) FROM encounters WHERE encounter_type ILIKE '%schmitt%'"
-    ).fetchone()[0]
-    assert found == 0
+    found = con.execute("SELECT count(*) FROM encounters WHERE encounter_type = ?", [text])
+    assert found.fetchone()[0] == 0
     assert result.counts["encounters"].rare_text.get("encounter_type", 0) >= 3
     assert con.execute("SELECT count(encounter_type) FROM encounters").fetchone()[0] > 0
+
+
+def _fhir_observations(src: Path, units: list[str]) -> None:
+    """Heart rates for the export's first patients, one per unit given."""
+    patients = ndjson(src / "Patient.000.ndjson")
+    write_ndjson(
+        src / "Observation.000.ndjson",
+        [
+            {
+                "resourceType": "Observation",
+                "id": f"obs-{i}",
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                "subject": {"reference": f"Patient/{patients[i % len(patients)]['id']}"},
+                "effectiveDateTime": "2020-01-10T10:00:00Z",
+                "valueQuantity": {"value": 70 + i, "unit": "beats/min", "code": unit},
+            }
+            for i, unit in enumerate(units)
+        ],
+    )
+
+
+def test_a_unit_written_by_one_patient_is_emptied_in_every_connector(tmp_path, keys):
+    """A unit is text the source wrote: "/min (Mr West's watch)" in a FHIR quantity's
+    UCUM code, or in a Synthea export's UNITS, was published as it was (red-team finds:
+    the earlier form check covered the FHIR display only). Units neither the reference
+    data knows nor three people share, or without a unit's form, are emptied; known
+    units stay."""
+    src = copy(FHIR_BULK, tmp_path / "fhir")
+    odd = ["/min (Mr West's watch)", "/min(WestWatch)"]
+    _fhir_observations(src, [*odd, "/min", "/min", "/min"])
+    result = ingest(src, fmt="fhir", home=tmp_path / "h1", keys=keys)
+    con = release_con(result.release.path)
+    units = [r[0] for r in con.execute("SELECT unit FROM observations ORDER BY value").fetchall()]
+    assert units == [None, None, "/min", "/min", "/min"]
+
+    src = copy(SYNTHEA_2023, tmp_path / "synthea")
+    header, rows = read_csv(src / "observations.csv")
+    at = header.index("UNITS")
+    picked = [i for i, r in enumerate(rows) if r[at] == "/min"][:2]
+    for i, unit in zip(picked, odd, strict=True):
+        rows[i][at] = unit
+    write_csv(src / "observations.csv", header, rows)
+    result = ingest(src, fmt="synthea", home=tmp_path / "h2", keys=keys)
+    con = release_con(result.release.path)
+    published = {r[0] for r in con.execute("SELECT DISTINCT unit FROM observations").fetchall()}
+    assert not published & set(odd) and "/min" in published
+    assert result.counts["observations"].rare_text["unit"] >= 2
+
+
+def test_a_synthea_value_type_in_another_case_keeps_its_numbers(tmp_path, keys):
+    """An export writing TYPE as "Numeric" lost every number to the text column (a
+    red-team find): the type is read without case or padding."""
+    src = copy(SYNTHEA_2023, tmp_path / "plain")
+    expected = release_con(ingest(src, fmt="synthea", home=tmp_path / "h1", keys=keys).release.path)
+    numbers = expected.execute("SELECT count(value) FROM observations").fetchone()[0]
+    header, rows = read_csv(src / "observations.csv")
+    at = header.index("TYPE")
+    for row in rows:
+        row[at] = {"numeric": " Numeric", "text": "TEXT"}.get(row[at], row[at])
+    write_csv(src / "observations.csv", header, rows)
+    con = release_con(ingest(src, fmt="synthea", home=tmp_path / "h2", keys=keys).release.path)
+    assert con.execute("SELECT count(value) FROM observations").fetchone()[0] == numbers > 0
+
+
+def test_fhir_encounters_name_their_organisation_by_a_conditional_reference(tmp_path, keys):
+    """Synthea's FHIR names an encounter's organisation as
+    ``Organization?identifier=SYSTEM|VALUE``: it was read as a missing resource, so no
+    encounter named its organisation. Each now does, by the organisation's keyed code."""
+    src = copy(FHIR_BULK, tmp_path)
+    encounters = ndjson(src / "Encounter.000.ndjson")
+    assert all("?identifier=" in e["serviceProvider"]["reference"] for e in encounters)
+    encounters[0]["serviceProvider"]["reference"] = encounters[0]["serviceProvider"][
+        "reference"
+    ].replace("|", "%7C")  # URL-encoded, as some servers write it
+    write_ndjson(src / "Encounter.000.ndjson", encounters)
+    con = release_con(ingest(src, fmt="fhir", home=tmp_path / "h", keys=keys).release.path)
+    linked = con.execute(
+        "SELECT count(o.organisation_code), count(*) FROM encounters e "
+        "LEFT JOIN organisations o USING (organisation_code)"
+    ).fetchone()
+    assert linked[0] == linked[1] == len(encounters)
