@@ -192,6 +192,10 @@ def fit(x: np.ndarray, y: np.ndarray, *, epsilon: float | None, delta: float) ->
     """
     private = epsilon is not None and math.isfinite(epsilon)
     noise = plan(float(epsilon), delta, x.shape[1]) if private else None  # type: ignore[arg-type]
+    # the sensitivities hold for rows in [0, 1]: the mechanism clamps its own inputs (a
+    # NaN reaching the eigenvalue step failed the fit only when one person was in)
+    x = np.clip(np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0), 0.0, 1.0)
+    y = np.clip(np.nan_to_num(np.asarray(y, dtype=np.float64), nan=0.0), 0.0, 1.0)
     solution = solve(x, y, noise)
     return dpsgd.FitResult(
         model=to_module(solution.theta), private=private,

@@ -200,6 +200,16 @@ def _secure_add_noise(self: Any) -> None:
         _mark_as_processed(p.summed_grad)
 
 
+def _finite_per_sample(optimizer: Any) -> None:
+    """A per-sample gradient that is not finite counts as zero before clipping: a NaN
+    survives Opacus' clipping (its norm is NaN) and turns every weight NaN, so one
+    person's value would decide whether the model diverged."""
+    for p in getattr(optimizer, "params", []):
+        sample = getattr(p, "grad_sample", None)
+        if isinstance(sample, torch.Tensor):
+            torch.nan_to_num_(sample, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def _noise_only_step(optimizer: Any) -> None:
     """The step of an empty Poisson batch in a private run: a zero gradient sum plus
     the step's noise, divided and applied as any step's. Skipping it left the weights
@@ -251,8 +261,13 @@ def fit(
     private = epsilon is not None and math.isfinite(epsilon)
     generator = None if private else torch.Generator().manual_seed(config.seed)
     q = config.sample_rate(n)
-    features = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    targets = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+    # inputs finite whatever the caller passed (the encoder already gives [0, 1])
+    features = torch.nan_to_num(
+        torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), 0.0, 0.0, 0.0
+    )
+    targets = torch.nan_to_num(
+        torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)), 0.0, 0.0, 0.0
+    )
     loader = PoissonBatches((features, targets), q, generator)
     optimizer: torch.optim.Optimizer
     if config.optimizer == "adam":
@@ -312,6 +327,7 @@ def fit(
                 optimizer.zero_grad()
                 out = criterion(model(xb).squeeze(-1), yb)
                 out.backward()
+                _finite_per_sample(optimizer)
                 optimizer.step()
                 result.steps += 1
                 if on_step is not None:

@@ -24,6 +24,20 @@ from typing import Any
 import numpy as np
 
 
+def _scaled(raw: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Values clipped to ``[lo, hi]`` and scaled to [0, 1], always finite: whatever a
+    cohort holds, nothing it holds can make an input NaN (a NaN survives DP-SGD's
+    clipping and diverges the whole model, so one person's value would show), and no
+    warning about a value reaches the user's terminal.
+
+    >>> _scaled(np.array([-5.0, 50.0, np.inf, np.nan]), 0.0, 100.0).tolist()
+    [0.0, 0.5, 1.0, 0.5]
+    """
+    with np.errstate(all="ignore"):
+        scaled = (np.clip(raw, lo, hi) - lo) / (hi - lo)
+    return np.clip(np.nan_to_num(scaled, nan=0.5, posinf=1.0, neginf=0.0), 0.0, 1.0)
+
+
 def _numbers(values: Sequence[Any]) -> np.ndarray:
     out = np.empty(len(values), dtype=np.float64)
     for i, v in enumerate(values):
@@ -55,7 +69,7 @@ class Encoder:
         for name, (lo, hi) in self.numeric.items():
             raw = _numbers(data[name])
             missing = np.isnan(raw)
-            scaled = (np.clip(np.where(missing, (lo + hi) / 2, raw), lo, hi) - lo) / (hi - lo)
+            scaled = _scaled(np.where(missing, (lo + hi) / 2, raw), lo, hi)
             parts += [scaled, missing.astype(np.float64)]
         for name, levels in self.categorical.items():
             values = ["" if v is None else str(v) for v in data[name]]
@@ -89,5 +103,4 @@ def bounded(values: Sequence[Any], bounds: tuple[float, float]) -> tuple[np.ndar
     lo, hi = bounds
     raw = _numbers(values)
     present = ~np.isnan(raw)
-    scaled = (np.clip(np.where(present, raw, lo), lo, hi) - lo) / (hi - lo)
-    return scaled.astype(np.float32), present
+    return _scaled(np.where(present, raw, lo), lo, hi).astype(np.float32), present

@@ -35,7 +35,7 @@ import math
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Final, Literal, cast
 
 from governance.errors import InvalidRequest
 
@@ -146,8 +146,7 @@ class Spec:
         if not self.numeric and not self.categorical:
             raise InvalidRequest("the spec declares no features")
         for col, (lo, hi) in self.numeric.items():
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-                raise InvalidRequest(f"feature {col!r}: bounds must be finite with lower < upper")
+            check_bounds(lo, hi, f"feature {col!r}")
         for col, levels in self.categorical.items():
             if not levels:
                 raise InvalidRequest(f"feature {col!r}: declare at least one level")
@@ -155,6 +154,8 @@ class Spec:
             raise InvalidRequest("an effect model needs [cohort] treatment")
         if self.outcome_type == "continuous" and self.outcome_bounds is None:
             raise InvalidRequest("a continuous outcome needs [model] outcome_bounds")
+        if self.outcome_bounds is not None:
+            check_bounds(*self.outcome_bounds, "[model] outcome_bounds")
         if self.kind != "effect" and self.outcome_type != "binary":
             raise InvalidRequest("risk models (logistic, mlp) predict a binary outcome")
         if not (math.isfinite(self.epsilon) and 0.01 <= self.epsilon <= 100):
@@ -248,6 +249,27 @@ class Spec:
         """The columns the cohort query must return."""
         out = [self.key, self.outcome, *self.numeric, *self.categorical]
         return [*out, self.treatment] if self.treatment else out
+
+
+# the largest magnitude a declared bound may have: far beyond any clinical value, and
+# small enough that a scale's width (upper − lower) and every value scaled by it stay
+# finite (bounds of ±1e308 are finite, their width is not: one person's value became
+# NaN, diverged DP-SGD and failed a trial, a one-bit answer about that person)
+MAX_BOUND: Final = 1e12
+
+
+def check_bounds(lo: float, hi: float, where: str) -> None:
+    """Declared bounds: finite, lower < upper, within ±``MAX_BOUND`` (InvalidRequest).
+
+    >>> check_bounds(-1e308, 1e308, "feature 'z'")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    governance.errors.InvalidRequest: feature 'z': bounds must be finite numbers within ±1e+12...
+    """
+    if not (math.isfinite(lo) and math.isfinite(hi) and -MAX_BOUND <= lo < hi <= MAX_BOUND):
+        raise InvalidRequest(
+            f"{where}: bounds must be finite numbers within ±{MAX_BOUND:g} with lower < upper"
+        )
 
 
 def _pair(value: Any, where: str) -> tuple[float, float]:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from governance.errors import InvalidRequest
+from models.spec import check_bounds
 
 MISSING: Final = "missing"  # the extra level of every column: null, out of the declared levels
 MAX_LEVELS: Final = 64  # per column, the missing level included
@@ -116,8 +117,7 @@ class SyntheticSpec:
         if self.key in cols:
             raise InvalidRequest(f"the key {self.key!r} cannot be a column of the synthetic table")
         for name, num in self.numeric.items():
-            if not (math.isfinite(num.low) and math.isfinite(num.high) and num.low < num.high):
-                raise InvalidRequest(f"[columns.numeric] {name}: low must be below high")
+            check_bounds(num.low, num.high, f"[columns.numeric] {name}")
             if not 1 <= num.bins < MAX_LEVELS:
                 raise InvalidRequest(f"[columns.numeric] {name}: 1 to {MAX_LEVELS - 1} bins")
         for name, levels in self.categorical.items():

@@ -41,6 +41,7 @@ from governance.access.people import Principal
 from governance.audit.events import AuditEvent
 from governance.errors import InvalidRequest
 from governance.outputs import submissions
+from governance.outputs.exact import FAILED_REASON as _QUERY_FAILED
 from governance.outputs.review import download_url
 from governance.privacy import accounting
 from governance.privacy.accounting import DEFAULT_TRAINING_DELTA
@@ -131,9 +132,10 @@ def aipw(
     private = epsilon is not None and math.isfinite(epsilon)
     rho = accounting.zcdp_rho(float(epsilon), delta) if private else math.inf  # type: ignore[arg-type]
     share = {k: v * rho for k, v in SHARES.items()}
-    x = np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0)
+    # every input bounded and finite, whatever the cohort held (np.clip keeps a NaN)
+    x = np.clip(np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0), 0.0, 1.0)
     t = (np.asarray(t) == 1).astype(np.float64)
-    y = np.clip(np.asarray(y, dtype=np.float64), 0.0, 1.0)
+    y = np.clip(np.nan_to_num(np.asarray(y, dtype=np.float64), nan=0.0), 0.0, 1.0)
 
     def fit(xs: np.ndarray, ys: np.ndarray, part: float) -> np.ndarray:
         # AdaSSP at ρ = part, i.e. at the (ε, δ) that ρ converts to
@@ -173,6 +175,9 @@ def aipw(
         delta=delta, rho=rho,
     )  # fmt: skip
 
+
+ACCOUNTANT: Final = "zCDP (Gaussian mechanisms; Canonne-Kamath-Steinke conversion)"
+FAILED_REASON: Final = _QUERY_FAILED.replace("the query", "the estimation")
 
 PROTOCOL: Final = (
     "eligibility", "treatment_strategies", "assignment", "follow_up", "outcome",
@@ -286,6 +291,8 @@ def run(
         project_id, epsilon=spec.epsilon, delta=delta, purpose=f"trial aipw {spec.name}",
         actor=user.user_id, key_id=principal.key_id, role=user.role,
     )  # fmt: skip
+    trial_id = "t-" + secrets.token_hex(6)
+    release = prepared.release.id
     try:
         rows = gov.cohorts.read(principal, prepared)
         data = cohort.encode(spec, rows)
@@ -293,25 +300,29 @@ def run(
         keep = data.present
         est = aipw(data.x[keep], data.treatment[keep], data.y[keep], epsilon=spec.epsilon,
                    delta=delta)  # fmt: skip
-    except BaseException:
-        gov.ledger.commit(spend, actor=user.user_id)  # data was read: no refund
-        raise
-    # the whole reservation, as when it fails (see ``models.training.train``)
-    gov.ledger.commit(spend, actor=user.user_id)
-    trial_id = "t-" + secrets.token_hex(6)
-    estimate = describe(study, est, delta=delta, release=rows.release, trial_id=trial_id)
-    privacy = {k: estimate[k] for k in ("epsilon", "delta", "rho", "accountant")}
+        estimate = describe(study, est, delta=delta, release=release, trial_id=trial_id)
+    except Exception:
+        # whether a step after the read failed depends on the data: the modeller gets the
+        # same receipt either way, and the steward reads that it failed (nothing leaves)
+        estimate = failed(study, delta=delta, release=release, trial_id=trial_id)
+    finally:
+        # the whole reservation, failed or not: data was read, never refunded (see
+        # ``models.training.train``)
+        gov.ledger.commit(spend, actor=user.user_id)
+    privacy = privacy_of(spec.epsilon, delta)  # the estimate's own, from the spec alone
     output_id = submissions.submit_trial(
-        gov.outputs, principal, project_id, trial_id=trial_id, release=rows.release,
+        gov.outputs, principal, project_id, trial_id=trial_id, release=release,
         estimate=estimate,
         manifest={"study": spec.name, "protocol": study.protocol,
                   "cohort_sql_sha256": hashlib.sha256(spec.sql.encode()).hexdigest(),
-                  **privacy},
+                  **privacy,
+                  # a failed one has nothing to release: review refuses to approve it
+                  **({"failed": True, "reason": FAILED_REASON} if "failed" in estimate else {})},
         event=AuditEvent(
             action="trial.estimate", actor=user.user_id, key_id=principal.key_id,
-            role=user.role, project=project_id, release=rows.release, epsilon=spec.epsilon,
-            delta=delta, details={"estimator": "aipw", "rho": est.rho, "trial_id": trial_id,
-                                  "certified_epsilon": est.epsilon},
+            role=user.role, project=project_id, release=release, epsilon=spec.epsilon,
+            delta=delta, details={"estimator": "aipw", "rho": privacy["rho"],
+                                  "trial_id": trial_id, "certified_epsilon": privacy["epsilon"]},
         ),
     )  # fmt: skip
     return {
@@ -320,9 +331,39 @@ def run(
         "status": "pending",
         "study": spec.name,
         "protocol": study.protocol,
-        "release": rows.release,
+        "release": release,
         **privacy,
         "download_url": download_url(output_id),
+    }
+
+
+def privacy_of(epsilon: float, delta: float) -> dict[str, Any]:
+    """What a trial spends, from its spec alone (never from what the estimate saw)."""
+    rho = accounting.zcdp_rho(epsilon, delta)
+    return {
+        "epsilon": accounting.zcdp_epsilon(rho, delta),
+        "delta": delta,
+        "accountant": ACCOUNTANT,
+        "rho": rho,
+    }
+
+
+def failed(study: Study, *, delta: float, release: str, trial_id: str) -> dict[str, Any]:
+    """The output of a trial whose estimation failed after the read: for the steward
+    (the protocol, the cohort and why nothing is released), the same privacy spent."""
+    spec = study.spec
+    return {
+        "trial_id": trial_id,
+        "study": spec.name,
+        "protocol": study.protocol,
+        "cohort_sql": spec.sql,
+        "treatment": spec.treatment,
+        "outcome": spec.outcome,
+        "release": release,
+        "failed": True,
+        "reason": FAILED_REASON,
+        **privacy_of(spec.epsilon, delta),
+        "rho_shares": dict(SHARES),
     }
 
 
@@ -350,7 +391,7 @@ def describe(
         "outcome_units": f"{spec.outcome} ({lo:g} to {hi:g})",
         "epsilon": est.epsilon,
         "delta": delta,
-        "accountant": "zCDP (Gaussian mechanisms; Canonne-Kamath-Steinke conversion)",
+        "accountant": ACCOUNTANT,
         "rho": est.rho,
         "rho_shares": dict(SHARES),
     }

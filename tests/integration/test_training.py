@@ -422,6 +422,16 @@ def test_specs_are_checked_with_clear_errors():
               .replace('outcome = "t2d"', 'outcome = "t2d"\ntreatment = "sex"'))  # fmt: skip
     with pytest.raises(InvalidRequest, match="lower < upper"):
         parse(SPEC.replace("imd_decile = [1, 10]", "imd_decile = [10, 1]"))
+    # finite bounds whose width overflows made one person's value NaN, which diverged
+    # DP-SGD (a red-team find): bounds lie within ±1e12, the outcome's too
+    with pytest.raises(InvalidRequest, match="within"):
+        parse(SPEC.replace("imd_decile = [1, 10]", "imd_decile = [-1e308, 1e308]"))
+    effect = SPEC.replace('kind = "logistic"', 'kind = "effect"\noutcome = "continuous"').replace(
+        'outcome = "t2d"', 'outcome = "t2d"\ntreatment = "sex"'
+    )
+    for bounds in ("[-1e308, 1e308]", "[5, 1]", "[0, inf]"):
+        with pytest.raises(InvalidRequest, match="outcome_bounds"):
+            parse(effect.replace('kind = "effect"', f'kind = "effect"\noutcome_bounds = {bounds}'))
     with pytest.raises(InvalidRequest, match="epsilon"):
         parse(SPEC.replace("epsilon = 3.0", "epsilon = 0"))
     with pytest.raises(InvalidRequest, match="unknown"):

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from governance.errors import Conflict
 from governance.facade import Governance
 from models import adassp, cohort, learners, strata, training, trial
 from models.spec import parse
@@ -168,3 +169,48 @@ def test_adassp_training_through_the_service_charges_exactly_what_its_card_decla
     [mech] = card["mechanism"]
     plan = adassp.plan(epsilon, card["delta"], mech["width"] - 1)
     assert mech["sigma"]["xtx"] == pytest.approx(plan.sigma[1])
+
+
+def test_a_trial_that_fails_after_the_read_answers_like_one_that_succeeded(world, monkeypatch):
+    """A study whose estimation failed only when one person was in the cohort (bounds of
+    ±1e308 made their value NaN, and AdaSSP's eigenvalues did not converge: exit code 1,
+    HTTP 500, a red-team find) told the modeller a bit about that person. A failure after
+    the read now answers with the same receipt as a success, charges the same, and the
+    steward reads that it failed."""
+    import json
+
+    gov, who, pid, study, _ = world
+    ids = ("trial_id", "output_id", "download_url")
+    before = gov.ledger.state(pid).epsilon_spent
+    good = trial.run(gov.queries, who["mo"], pid, study)
+
+    def diverges(*args, **kwargs):
+        raise np.linalg.LinAlgError("Eigenvalues did not converge")
+
+    monkeypatch.setattr(trial, "aipw", diverges)
+    bad = trial.run(gov.queries, who["mo"], pid, study)
+    assert {k: v for k, v in bad.items() if k not in ids} == {
+        k: v for k, v in good.items() if k not in ids
+    }
+    assert gov.ledger.state(pid).epsilon_spent - before == pytest.approx(
+        2 * study.spec.epsilon, rel=1e-6
+    )
+    output = gov.outputs.row(bad["output_id"])
+    assert output["status"] == "pending"
+    result = json.loads(output["result"])
+    assert result["failed"] is True and "nothing is released" in result["reason"]
+    assert "average_effect" not in result
+    with pytest.raises(Conflict, match="no result to release"):
+        gov.outputs.review(who["sam"], bad["output_id"], decision="approve")
+    # the steward's Trials page shows both: the estimate, and the failure with no table
+    from hub.steward.web import ENV, PREFIX
+
+    pending = [o for o in gov.outputs.pending(who["sam"]) if o.get("kind") == "trial"]
+    page = ENV.get_template("trials.html").render(
+        prefix=PREFIX, outputs=[{**o, "signed": True} for o in pending], section="trials",
+        steward=who["sam"].user, csrf="x", counts=dict.fromkeys(("projects", "outputs", "models", "trials"), 0), commercial=set(), flashes=[],
+    )  # fmt: skip
+    failed_card = page.split(f'id="output-{bad["output_id"]}"')[1].split("</article>")[0]
+    assert "estimation failed after reading" in failed_card
+    assert "Adjusted (AIPW)" not in failed_card and 'name="decision"' not in failed_card
+    assert "Adjusted (AIPW)" in page.split(f'id="output-{good["output_id"]}"')[1]

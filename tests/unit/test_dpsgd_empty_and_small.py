@@ -71,3 +71,43 @@ def test_a_diverged_model_predicts_a_fixed_value_not_an_error():
     x = np.ones((4, 2), dtype=np.float32)
     assert dpsgd.predict(model, x, loss="bce").tolist() == [0.5] * 4
     assert dpsgd.predict(model, x, loss="mse").tolist() == [0.0] * 4
+
+
+class _PoisonedLogistic(torch.nn.Module):
+    """A logistic model whose output is NaN for one marked row: one person's value that
+    overflows, as bounds of ±1e308 made it (a red-team find)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.linear(x)
+        return torch.where(x[:, :1] > 0.999, out * float("nan"), out)
+
+
+def test_one_persons_non_finite_gradient_cannot_diverge_the_model():
+    """A NaN per-sample gradient survived Opacus' clipping and turned every weight NaN,
+    so whether the model diverged told whether that one person was in the cohort. Such a
+    gradient now counts as zero: the weights stay finite, and a cohort with the person
+    trains like one without them, up to noise."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 0.9, size=(400, 2)).astype(np.float32)
+    y = (rng.uniform(size=400) < 0.5).astype(np.float32)
+    x[17, 0] = 1.0  # the marked person
+    trained = dpsgd.fit(
+        _PoisonedLogistic(), x, y, loss="bce", config=_config(400), epsilon=1.0, delta=1e-6
+    )
+    weights = _weights(dpsgd.unwrap(trained.model))
+    assert np.isfinite(weights).all()
+    assert np.isfinite(dpsgd.predict(trained.model, x, loss="bce")).all()
+
+
+def test_non_finite_inputs_are_trained_on_as_zeros_never_as_nan():
+    x = np.array([[np.nan, 1.0], [np.inf, 0.0], [0.5, -np.inf]] * 50, dtype=np.float32)
+    y = np.array([1.0, np.nan, 0.0] * 50, dtype=np.float32)
+    trained = dpsgd.fit(
+        dpsgd.build("logistic", 2), x, y, loss="bce", config=_config(150), epsilon=1.0,
+        delta=1e-6,
+    )  # fmt: skip
+    assert np.isfinite(_weights(dpsgd.unwrap(trained.model))).all()
