@@ -138,36 +138,46 @@ def is_free_text(column: str) -> bool:
 # the native and feeds formats' given and family names, and FHIR's HumanName whatever its
 # shape (a list or one object; given as a list or a string; only ``text``), read as the
 # JSON text of the whole name with its keys and its non-name fields (use, prefix, suffix,
-# period, extension URLs) taken out, and the mother's maiden name extension. Words are
-# lower case without accents ("Müller" is "muller"); one letter is an initial, not a word
+# period, extension URLs) taken out, the names of a FHIR patient's contacts (next of kin,
+# carers), and the mother's maiden name extension. Words are lower case without accents
+# ("Müller" is "muller"), also as transliterated ("mueller") and with apostrophes and
+# hyphens joined ("obrien"); one Latin letter is an initial, not a word ("李" is a word)
 _NAME_WORDS_SQL: Final = r"""
     CREATE OR REPLACE TEMP TABLE person_name_words AS
     WITH n AS (
-        SELECT person_id, concat_ws(' ',
+        SELECT person_id, lower(concat_ws(' ',
             array_to_string(json_extract_string(identifiers, ['$.first', '$.middle', '$.last',
                 '$.maiden', '$.given_name', '$.family_name']), ' '),
             CASE WHEN contains(identifiers, '"name"') THEN regexp_replace(regexp_replace(
-                json_extract(identifiers, '$.name')::VARCHAR,
+                concat_ws(' ', json_extract(identifiers, '$.name')::VARCHAR,
+                          json_extract(identifiers, '$.contact[*].name')::VARCHAR),
                 '"(use|url|system|prefix|suffix|period|start|end)"\s*:\s*'
                     || '("(\\.|[^"\\])*"|\[[^\]]*\]|\{[^}]*\})', ' ', 'g'),
                 '"(\\.|[^"\\])*"\s*:', ' ', 'g') END,
             CASE WHEN contains(lower(identifiers), 'maiden') THEN array_to_string(
                 json_extract_string(identifiers, '$.extension[*].valueString'), ' ') END
-        ) AS names
-        FROM stage_people WHERE reason IS NULL AND identifiers IS NOT NULL)
+        )) AS names
+        FROM stage_people WHERE reason IS NULL AND identifiers IS NOT NULL),
+    forms AS (
+        SELECT person_id, concat_ws(' ', strip_accents(names),
+            strip_accents(replace(replace(replace(replace(names, 'ü', 'ue'), 'ö', 'oe'),
+                                          'ä', 'ae'), 'ß', 'ss')),
+            regexp_replace(strip_accents(names), '[''’‘-]', '', 'g')) AS names
+        FROM n)
     SELECT person_id, w AS word  -- a word twice is harmless: people are counted DISTINCT
-    FROM n, unnest(string_split_regex(strip_accents(lower(names)), '[^\pL]+')) AS u(w)
-    WHERE length(w) >= 2
+    FROM forms, unnest(string_split_regex(names, '[^\pL]+')) AS u(w)
+    WHERE length(w) >= 2 OR (length(w) = 1 AND NOT regexp_full_match(w, '[a-z]'))
 """
 
 
-def _name_texts(table: str, column: str) -> str:
+def _name_texts(table: str, column: str, held: str | None = None) -> str:
     """SQL: the texts of ``table.column`` that name the people who hold them: a word of
     the text is a name word of more than half of its holders ("Home visit, Schmitt
     family" on three Schmitts' records). A word of a name that most holders do not
     carry ("White", "Young", a clinician's name) is an everyday word there. Words are
     compared without case or accents, and a plural or possessive is its name ("the
-    Schmitts", "Müller's" for Muller)."""
+    Schmitts", "Müller's" for Muller). ``held``: SQL of (person_id, t), who holds each
+    text (by default the table's own people)."""
     return rf"""
         WITH cand AS (
             SELECT DISTINCT t.t, v.w FROM text_holders t,
@@ -177,8 +187,7 @@ def _name_texts(table: str, column: str) -> str:
                            CASE WHEN ends_with(u.w, 'es') THEN left(u.w, length(u.w) - 2) END])
                        AS v(w)
             WHERE v.w IN (SELECT word FROM person_name_words)),
-        held AS (SELECT DISTINCT person_id, "{column}" AS t FROM "{table}"
-                 WHERE "{column}" IN (SELECT t FROM cand)),
+        held AS ({held or f'SELECT DISTINCT person_id, "{column}" AS t FROM "{table}"'}),
         named AS (SELECT c.t, c.w, count(DISTINCT h.person_id) AS k FROM cand c
                   JOIN held h USING (t)
                   JOIN person_name_words p ON p.person_id = h.person_id AND p.word = c.w
@@ -202,35 +211,79 @@ UNIT_FORM: Final = r"[A-Za-z0-9%/.*^_{}\[\]()-]{1,20}"
 # practitioner roles) carry text the source wrote: an organisation named "West, A
 # (self-pay)", a location "Residence of Mr A. West". Their first column is the row's key;
 # its text is kept only when at least MIN_TEXT_PEOPLE people's records refer to the row
-# (by a column of the same name, or one of these), and with no such column only when
-# that many rows share the text. Codes, ids and these fields are not text.
+# (by a column of the same name, or one of these); a table no person's record refers
+# to keeps none (three home-visit locations "Residence of Mr A. West" share their text).
 _REFERRED_BY: Final = {
     "organisation_code": ("organisation_code", "practice_code"),
     "payer_id": ("payer_id", "primary_payer_id", "secondary_payer_id"),
 }
-_NOT_TEXT: Final = frozenset({"status", "gender", "source_system"})
+
+# Every text column of a person's table is text, whatever its name, except values whose
+# form says they are not: a code's form (no spaces: "44054006", "QALY", "BILLED",
+# "http://loinc.org"), a known unit, a short number (an amount, a quantity). "Smith
+# family home visit" as a code, "Guardian: Mr L. Greenholt" as a payer's ownership were
+# published when only columns named for text were counted. (A code of a known system
+# in the wrong form is the quality gate's to refuse.) Values of a code's form that hold a
+# name word still face the rules on names.
+_NUMBER: Final = r"-?[0-9]{1,9}(\.[0-9]+)?"
+_CODE_FORM: Final = r"[A-Za-z0-9][A-Za-z0-9._:/|^#=?&%+-]{0,79}"
+# hub-written or keyed by construction: a source system's label, organisation codes
+# (an ODS code in its form from an ODS identifier, else the hub's keyed id)
+_NOT_TEXT: Final = frozenset({"source_system", "organisation_code", "practice_code"})
+# a person's sex as the connectors write it; any other value is emptied
+_SEXES: Final = ("M", "F", "U", "O", "I", "X", "male", "female", "other", "unknown")
+# what a patient's local authority and ethnicity look like: words (an Australian LGA's
+# "Glenelg (S)" too), no digits, commas or colons ("Westfield House, Acacia Ave"; a
+# name in either, "Not stated (Mr West declined)", is the title rule's)
+_PLACE_FORMS: Final = {
+    "local_authority": r"[\pL][\pL .'&()-]{0,59}",
+    "ethnicity": r"[\pL][\pL .'&()/-]{0,79}",
+}
+# words that name a person when a name follows ("Mrs B. Schmitt", "exposed to Mr A.
+# West"), whoever holds the text: a title, or an initial and its full stop
+_TITLES: Final = r"(\b(mr|mrs|ms|miss|mx|dr|master|sir|dame|lady|lord|rev)\.?|\b[a-z]\.)"
 
 
-def _reference_holders(
-    con: duckdb.DuckDBPyConnection, table: str, key: str, column: str, people: list[str]
-) -> str:
-    """SQL: ``text_holders`` of a reference table's text: people referring to its rows,
-    or, when no person's table refers to it, its rows."""
-    if not people:
-        return f"""SELECT "{column}" AS t, count(*) AS n FROM "{table}"
-                   WHERE "{column}" IS NOT NULL GROUP BY 1"""
-    refs = " UNION ALL ".join(people)
-    return f"""SELECT r."{column}" AS t, count(DISTINCT p.person_id) AS n
-               FROM "{table}" r LEFT JOIN ({refs}) p ON p.k = r."{key}"
-               WHERE r."{column}" IS NOT NULL GROUP BY 1"""
+def _structured(column: str) -> str:
+    """SQL over ``v`` (a value): true when the value's form says it is no text."""
+    number = f"regexp_full_match(v, '{_NUMBER}')"
+    if column == "unit":
+        return f"(v IN {_sql_list(sorted(KNOWN_UNITS))} OR {number})"
+    if is_free_text(column):
+        return "false"
+    form = f"regexp_full_match(v, {_sql_str(_CODE_FORM)})"
+    if column == "code_system":  # the hub's names of known systems hold a space
+        return f"(v IN {_sql_list(sorted(reference.CODE_FORMATS))} OR {form})"
+    return f"({form} OR {number})"
+
+
+def _titled_texts() -> str:
+    """SQL: the texts of ``text_holders`` where a title or an initial comes before a
+    word that is any person's name word ("household of Mrs B. Schmitt" on her children,
+    named Weber: not their name, yet hers), or such a word comes before a comma and an
+    initial ("Schmitt, B (self-pay)", a name written surname first)."""
+    return rf"""
+        SELECT DISTINCT t FROM (
+            SELECT t, unnest(list_concat(
+                regexp_extract_all(strip_accents(lower(t)),
+                    '{_TITLES}\s+(\b[a-z]\.\s*)*([\pL''’-]+)', 4),
+                regexp_extract_all(strip_accents(lower(t)),
+                    '([\pL''’-]+),\s*[a-z]\b', 1))) AS w
+            FROM text_holders
+            WHERE regexp_matches(lower(t), '{_TITLES}\s|,\s*[a-z]\b'))
+        WHERE replace(w, chr(39), '') IN (SELECT word FROM person_name_words)"""
 
 
 def remove_rare_text(con: duckdb.DuckDBPyConnection, counts: dict[str, TableCounts]) -> None:
-    """Empty every free-text cell of a person's table whose text fewer than
+    """Empty every text cell of a person's table whose text fewer than
     ``MIN_TEXT_PEOPLE`` people share, or that names the people who hold them (a family's
-    surname; ``_name_texts``), counted per table and column; units neither known nor
-    shared (``KNOWN_UNITS``); and the text of tables that belong to no person that too
-    few people's records refer to (``_REFERRED_BY``)."""
+    surname; ``_name_texts``) or anyone behind a title or an initial (``_titled_texts``),
+    counted per table and column. Text is any value whose form does not say otherwise
+    (``_structured``: codes, known units, numbers). In tables that belong to no person,
+    text too few people's records refer to (``_REFERRED_BY``); in ``patients``, whose
+    ethnicity and local authority are core fields kept for everyone, text naming a person,
+    a local authority with digits (a house and street), and a sex the connectors do not
+    write."""
     con.execute(_NAME_WORDS_SQL)  # from ``build_people``'s stage_people, run before
     rows = con.execute(
         """SELECT table_name, list(column_name ORDER BY column_index),
@@ -243,50 +296,119 @@ def remove_rare_text(con: duckdb.DuckDBPyConnection, counts: dict[str, TableCoun
     ).fetchall()
     personal = {table: all_columns for table, all_columns, _, is_personal in rows if is_personal}
     for table, all_columns, columns, is_personal in rows:
-        if table == "patients" or table.startswith("_"):
-            continue
-        if not is_personal:
-            key = all_columns[0]
-            names = _REFERRED_BY.get(key, (key,))
-            people = [
-                f'SELECT "{c}" AS k, person_id FROM "{t}"'
-                for t, cols in sorted(personal.items())
-                for c in cols
-                if c in names
-            ]
-            for column in columns or []:
-                if column == key or column in _NOT_TEXT or column.endswith(("_code", "_id")):
-                    continue
-                holders = _reference_holders(con, table, key, column, people)
-                con.execute(f"CREATE OR REPLACE TEMP TABLE text_holders AS {holders}")
-                _empty(
-                    con,
-                    counts,
-                    table,
-                    column,
-                    f"SELECT t FROM text_holders WHERE n < {MIN_TEXT_PEOPLE}",
-                )
+        if table.startswith("_"):
             continue
         for column in columns or []:
-            if not (is_free_text(column) or column == "unit"):
+            if column in _NOT_TEXT:
                 continue
-            con.execute(
-                f"""CREATE OR REPLACE TEMP TABLE text_holders AS
-                    SELECT "{column}" AS t, count(DISTINCT person_id) AS n FROM "{table}"
-                    WHERE "{column}" IS NOT NULL AND "{column}" <> $redacted GROUP BY 1""",
-                {"redacted": REDACTED},
-            )
-            rare = f"n < {MIN_TEXT_PEOPLE}"
-            if column == "unit":
-                rare = (
-                    f"t NOT IN {_sql_list(sorted(KNOWN_UNITS))} "
-                    f"AND ({rare} OR NOT regexp_full_match(t, {_sql_str(UNIT_FORM)}))"
-                )
-            removed = (
-                f"SELECT t FROM text_holders WHERE {rare} "
-                f"UNION SELECT t FROM ({_name_texts(table, column)})"
-            )
-            _empty(con, counts, table, column, removed)
+            if table == "patients":
+                _patient_text(con, counts, column)
+            elif is_personal:
+                _person_text(con, counts, table, column)
+            elif column != all_columns[0]:
+                _reference_text(con, counts, table, all_columns, column, personal)
+
+
+def _candidates(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
+    """``text_values(v, free)``: the distinct values of a column that are text (``free``:
+    not ``_structured``) or that hold a person's name word; whether there are any (most
+    columns of generated data: none, so the column is read once, by value)."""
+    con.execute(
+        rf"""CREATE OR REPLACE TEMP TABLE text_values AS
+            WITH col AS (SELECT DISTINCT "{column}" AS v FROM "{table}"
+                         WHERE "{column}" IS NOT NULL AND "{column}" <> $redacted),
+            typed AS (SELECT v, NOT {_structured(column)} AS free FROM col)
+            SELECT v, free FROM typed WHERE free
+            UNION
+            SELECT DISTINCT v, false FROM typed,
+                   unnest(string_split_regex(strip_accents(lower(v)), '[^\pL]+')) AS u(w)
+            WHERE NOT free AND w IN (SELECT word FROM person_name_words)""",
+        {"redacted": REDACTED},
+    )
+    return bool(_count(con, "SELECT count(*) FROM text_values"))
+
+
+def _person_text(
+    con: duckdb.DuckDBPyConnection, counts: dict[str, TableCounts], table: str, column: str
+) -> None:
+    if not _candidates(con, table, column):
+        return
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE text_holders AS
+            SELECT "{column}" AS t, count(DISTINCT person_id) AS n FROM "{table}"
+            WHERE "{column}" IN (SELECT v FROM text_values) GROUP BY 1"""
+    )
+    rare = f"n < {MIN_TEXT_PEOPLE}"
+    if column == "unit":
+        rare += f" OR NOT regexp_full_match(t, {_sql_str(UNIT_FORM)})"
+    removed = (
+        f"SELECT t FROM text_holders WHERE ({rare}) "
+        "AND t IN (SELECT v FROM text_values WHERE free) "
+        f"UNION SELECT t FROM ({_name_texts(table, column)}) "
+        f"UNION SELECT t FROM ({_titled_texts()})"
+    )
+    _empty(con, counts, table, column, removed)
+
+
+def _patient_text(
+    con: duckdb.DuckDBPyConnection, counts: dict[str, TableCounts], column: str
+) -> None:
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE text_holders AS
+            SELECT "{column}" AS t, count(DISTINCT person_id) AS n FROM patients
+            WHERE "{column}" IS NOT NULL GROUP BY 1"""
+    )
+    odd = "false"
+    if column == "sex":
+        odd = f"t NOT IN {_sql_list(list(_SEXES))}"
+    elif column in _PLACE_FORMS:  # a place's or a category's name, not an address or a note
+        odd = f"NOT regexp_full_match(t, {_sql_str(_PLACE_FORMS[column])})"
+    removed = (
+        f"SELECT t FROM text_holders WHERE {odd} "
+        f"UNION SELECT t FROM ({_name_texts('patients', column)}) "
+        f"UNION SELECT t FROM ({_titled_texts()})"
+    )
+    _empty(con, counts, "patients", column, removed)
+
+
+def _reference_text(
+    con: duckdb.DuckDBPyConnection,
+    counts: dict[str, TableCounts],
+    table: str,
+    all_columns: list[str],
+    column: str,
+    personal: dict[str, list[str]],
+) -> None:
+    if not _candidates(con, table, column):
+        return
+    key = all_columns[0]
+    names = _REFERRED_BY.get(key, (key,))
+    people = [
+        f'SELECT "{c}" AS k, person_id FROM "{t}"'
+        for t, cols in sorted(personal.items())
+        for c in cols
+        if c in names
+    ]
+    named = ""
+    if people:
+        refs = " UNION ALL ".join(people)
+        held = f"""SELECT DISTINCT p.person_id, r."{column}" AS t
+                   FROM "{table}" r JOIN ({refs}) p ON p.k = r."{key}"
+                   WHERE r."{column}" IN (SELECT v FROM text_values)"""
+        holders = f"""SELECT v AS t, count(DISTINCT h.person_id) AS n
+                      FROM (SELECT DISTINCT v FROM text_values) LEFT JOIN ({held}) h ON h.t = v
+                      GROUP BY 1"""
+        # an organisation named for the household that uses it ("Schmitt, B (self-pay)")
+        named = f"UNION SELECT t FROM ({_name_texts(table, column, held)})"
+    else:  # no person's record refers to the table: its text has no holders
+        holders = "SELECT DISTINCT v AS t, 0 AS n FROM text_values"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE text_holders AS {holders}")
+    removed = (
+        f"SELECT t FROM text_holders WHERE n < {MIN_TEXT_PEOPLE} "
+        f"AND t IN (SELECT v FROM text_values WHERE free) {named} "
+        f"UNION SELECT t FROM ({_titled_texts()})"
+    )
+    _empty(con, counts, table, column, removed)
 
 
 def _empty(

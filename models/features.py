@@ -35,7 +35,8 @@ def _scaled(raw: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """
     with np.errstate(all="ignore"):
         scaled = (np.clip(raw, lo, hi) - lo) / (hi - lo)
-    return np.clip(np.nan_to_num(scaled, nan=0.5, posinf=1.0, neginf=0.0), 0.0, 1.0)
+    out: np.ndarray = np.clip(np.nan_to_num(scaled, nan=0.5, posinf=1.0, neginf=0.0), 0.0, 1.0)
+    return out
 
 
 def _numbers(values: Sequence[Any]) -> np.ndarray:

@@ -348,9 +348,8 @@ def privacy_of(epsilon: float, delta: float) -> dict[str, Any]:
     }
 
 
-def failed(study: Study, *, delta: float, release: str, trial_id: str) -> dict[str, Any]:
-    """The output of a trial whose estimation failed after the read: for the steward
-    (the protocol, the cohort and why nothing is released), the same privacy spent."""
+def _about(study: Study, *, release: str, trial_id: str) -> dict[str, Any]:
+    """What every trial output shows the steward, estimated or failed: the study."""
     spec = study.spec
     return {
         "trial_id": trial_id,
@@ -360,9 +359,17 @@ def failed(study: Study, *, delta: float, release: str, trial_id: str) -> dict[s
         "treatment": spec.treatment,
         "outcome": spec.outcome,
         "release": release,
+    }
+
+
+def failed(study: Study, *, delta: float, release: str, trial_id: str) -> dict[str, Any]:
+    """The output of a trial whose estimation failed after the read: for the steward
+    (the protocol, the cohort and why nothing is released), the same privacy spent."""
+    return {
+        **_about(study, release=release, trial_id=trial_id),
         "failed": True,
         "reason": FAILED_REASON,
-        **privacy_of(spec.epsilon, delta),
+        **privacy_of(study.spec.epsilon, delta),
         "rho_shares": dict(SHARES),
     }
 
@@ -376,13 +383,7 @@ def describe(
     lo, hi = spec.outcome_bounds or (0.0, 1.0)
     scale = hi - lo
     return {
-        "trial_id": trial_id,
-        "study": spec.name,
-        "protocol": study.protocol,
-        "cohort_sql": spec.sql,
-        "treatment": spec.treatment,
-        "outcome": spec.outcome,
-        "release": release,
+        **_about(study, release=release, trial_id=trial_id),
         "estimator": "AIPW (AdaSSP nuisances; propensity clipped to "
         f"[{CLIP}, {1 - CLIP}]), differentially private",
         "average_effect": est.ate * scale,

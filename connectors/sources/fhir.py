@@ -434,6 +434,7 @@ def _patients(con: duckdb.DuckDBPyConnection) -> None:
                json_object(
                    'identifier', r -> '$.identifier', 'name', r -> '$.name',
                    'telecom', r -> '$.telecom', 'address', r -> '$.address',
+                   'contact', r -> '$.contact',
                    'birthDate', r ->> '$.birthDate',
                    'extension', [e FOR e IN exts IF fhir_identifying_extension(e ->> '$.url')]
                )::VARCHAR AS identifiers,
@@ -726,7 +727,11 @@ def identifying_values(con: duckdb.DuckDBPyConnection) -> None:
                  FROM p),
         places AS (SELECT e -> '$.valueAddress' AS a FROM exts
                    WHERE contains(lower(e ->> '$.url'), 'birthplace')),
-        geo AS (SELECT unnest(json_extract(r, '$.address[*].extension[*]')) AS e FROM p)
+        geo AS (SELECT unnest(json_extract(r, '$.address[*].extension[*]')) AS e FROM p),
+        -- a patient's contacts (next of kin, carers): their names, phones and addresses
+        contacts AS (SELECT unnest(from_json(coalesce(r -> '$.contact', '[]'), '["JSON"]'))
+                            AS c FROM p),
+        contact_names AS (SELECT json_extract(c, '$.name') AS n FROM contacts)
         SELECT 'name' AS meaning, unnest(json_extract_string(r, '$.name[*].given[*]')) AS value
         FROM p
         UNION ALL SELECT 'name', unnest(json_extract_string(r, '$.name[*].family')) FROM p
@@ -738,6 +743,14 @@ def identifying_values(con: duckdb.DuckDBPyConnection) -> None:
         UNION ALL SELECT 'identifier', unnest(json_extract_string(r, '$.identifier[*].value'))
         FROM p
         UNION ALL SELECT 'telecom', unnest(json_extract_string(r, '$.telecom[*].value')) FROM p
+        UNION ALL SELECT 'name', concat_ws(' ', fhir_words(n, 'given'), n ->> '$.family')
+        FROM contact_names
+        UNION ALL SELECT 'name', n ->> '$.text' FROM contact_names
+        UNION ALL SELECT 'name', n ->> '$.family' FROM contact_names
+        UNION ALL SELECT 'telecom', unnest(json_extract_string(c, '$.telecom[*].value'))
+        FROM contacts
+        UNION ALL SELECT 'address', unnest(json_extract_string(c, '$.address.line[*]'))
+        FROM contacts
         UNION ALL SELECT 'address', unnest(json_extract_string(r, '$.address[*].line[*]'))
         FROM p
         UNION ALL SELECT 'address', unnest(json_extract_string(r, '$.address[*].text')) FROM p

@@ -225,16 +225,24 @@ def test_a_join_that_repeats_one_persons_rows_for_everyone_is_refused(hub):
     assert len(gov.outputs.pending(who["sam"])) == before
 
 
+def _year_with_two_halves(gov, *, first: bool) -> tuple[int, int]:
+    """A birth year with at least 12 people on each side of IMD decile 5 (the first or
+    the last such year), and a person born then (the lowest or the highest id)."""
+    pick, order = ("min", "") if first else ("max", " DESC")
+    cur = gov.queries.engine(gov.queries.release_for("real")).cursor()
+    year, target = cur.execute(
+        f"SELECT year_of_birth, {pick}(person_id) FROM patients GROUP BY 1 HAVING "
+        "count(*) FILTER (WHERE imd_decile > 5) >= 12 AND "
+        f"count(*) FILTER (WHERE coalesce(imd_decile, 0) <= 5) >= 12 ORDER BY 1{order} LIMIT 1"
+    ).fetchall()[0]
+    cur.close()
+    return year, target
+
+
 def test_a_tracker_built_from_three_outputs_is_flagged(hub):
     gov, projects, who, _ = hub
     pid = projects["strict"]
-    cur = gov.queries.engine(gov.queries.release_for("real")).cursor()
-    year, target = cur.execute(
-        "SELECT year_of_birth, min(person_id) FROM patients GROUP BY 1 HAVING "
-        "count(*) FILTER (WHERE imd_decile > 5) >= 12 AND "
-        "count(*) FILTER (WHERE coalesce(imd_decile, 0) <= 5) >= 12 ORDER BY 1 LIMIT 1"
-    ).fetchall()[0]
-    cur.close()
+    year, target = _year_with_two_halves(gov, first=True)
     # A: everyone born in the target's year; B and C: its two halves by deprivation, each
     # less the target. No two outputs differ by few people, but A − B − C is one person
     a = _exact(gov, who, pid, f"SELECT count(*) AS n FROM patients WHERE year_of_birth = {year}")
@@ -265,13 +273,7 @@ def test_a_tracker_split_across_worker_processes_is_flagged_by_either(hub):
     gov, projects, who, _ = hub
     pid = projects["strict"]
     other = Governance.open(gov.home, query_timeout_s=20)  # a second worker's process
-    cur = gov.queries.engine(gov.queries.release_for("real")).cursor()
-    year, target = cur.execute(
-        "SELECT year_of_birth, max(person_id) FROM patients GROUP BY 1 HAVING "
-        "count(*) FILTER (WHERE imd_decile > 5) >= 12 AND "
-        "count(*) FILTER (WHERE coalesce(imd_decile, 0) <= 5) >= 12 ORDER BY 1 DESC LIMIT 1"
-    ).fetchall()[0]
-    cur.close()
+    year, target = _year_with_two_halves(gov, first=False)
     base = f"SELECT count(*) AS n FROM patients WHERE year_of_birth = {year}"
     a = _exact(gov, who, pid, base)
     b = _exact(
