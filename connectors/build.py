@@ -160,14 +160,20 @@ _NAME_WORDS_SQL: Final = r"""
         FROM stage_people WHERE reason IS NULL AND identifiers IS NOT NULL),
     forms AS (
         SELECT person_id, concat_ws(' ', strip_accents(names),
-            strip_accents(replace(replace(replace(replace(names, 'ü', 'ue'), 'ö', 'oe'),
-                                          'ä', 'ae'), 'ß', 'ss')),
-            regexp_replace(strip_accents(names), '[''’‘-]', '', 'g')) AS names
+            CASE WHEN regexp_matches(names, '[üöäß]') THEN strip_accents(replace(replace(
+                replace(replace(names, 'ü', 'ue'), 'ö', 'oe'), 'ä', 'ae'), 'ß', 'ss')) END,
+            CASE WHEN regexp_matches(names, '[''’‘-]')
+                 THEN regexp_replace(strip_accents(names), '[''’‘-]', '', 'g') END) AS names
         FROM n)
     SELECT person_id, w AS word  -- a word twice is harmless: people are counted DISTINCT
     FROM forms, unnest(string_split_regex(names, '[^\pL]+')) AS u(w)
     WHERE length(w) >= 2 OR (length(w) = 1 AND NOT regexp_full_match(w, '[a-z]'))
 """
+
+
+# a text that names most of its holders is about a family or a household: one held by
+# this many people or more is not (and counting its holders' names is the rule's cost)
+NAME_RULE_HOLDERS: Final = 1000
 
 
 def _name_texts(table: str, column: str, held: str | None = None) -> str:
@@ -178,6 +184,10 @@ def _name_texts(table: str, column: str, held: str | None = None) -> str:
     compared without case or accents, and a plural or possessive is its name ("the
     Schmitts", "Müller's" for Muller). ``held``: SQL of (person_id, t), who holds each
     text (by default the table's own people)."""
+    # the filter inside the DISTINCT: outside it, DuckDB made the pairs of the whole table
+    own_held = f"""SELECT DISTINCT person_id, "{column}" AS t FROM "{table}"
+                   WHERE "{column}" IN (SELECT t FROM cand)"""
+    held_cand = f"SELECT * FROM ({held}) WHERE t IN (SELECT t FROM cand)"
     return rf"""
         WITH cand AS (
             SELECT DISTINCT t.t, v.w FROM text_holders t,
@@ -186,8 +196,8 @@ def _name_texts(table: str, column: str, held: str | None = None) -> str:
                            CASE WHEN ends_with(u.w, 's') THEN left(u.w, length(u.w) - 1) END,
                            CASE WHEN ends_with(u.w, 'es') THEN left(u.w, length(u.w) - 2) END])
                        AS v(w)
-            WHERE v.w IN (SELECT word FROM person_name_words)),
-        held AS ({held or f'SELECT DISTINCT person_id, "{column}" AS t FROM "{table}"'}),
+            WHERE v.w IN (SELECT word FROM person_name_words) AND t.n < {NAME_RULE_HOLDERS}),
+        held AS ({own_held if held is None else held_cand}),
         named AS (SELECT c.t, c.w, count(DISTINCT h.person_id) AS k FROM cand c
                   JOIN held h USING (t)
                   JOIN person_name_words p ON p.person_id = h.person_id AND p.word = c.w
@@ -298,6 +308,9 @@ def remove_rare_text(con: duckdb.DuckDBPyConnection, counts: dict[str, TableCoun
     for table, all_columns, columns, is_personal in rows:
         if table.startswith("_"):
             continue
+        referred = False
+        if not is_personal:
+            referred = _referring_people(con, table, all_columns[0], personal)
         for column in columns or []:
             if column in _NOT_TEXT:
                 continue
@@ -306,7 +319,7 @@ def remove_rare_text(con: duckdb.DuckDBPyConnection, counts: dict[str, TableCoun
             elif is_personal:
                 _person_text(con, counts, table, column)
             elif column != all_columns[0]:
-                _reference_text(con, counts, table, all_columns, column, personal)
+                _reference_text(con, counts, table, all_columns[0], column, referred)
 
 
 def _candidates(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
@@ -331,13 +344,25 @@ def _candidates(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool
 def _person_text(
     con: duckdb.DuckDBPyConnection, counts: dict[str, TableCounts], table: str, column: str
 ) -> None:
-    if not _candidates(con, table, column):
-        return
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE text_holders AS
-            SELECT "{column}" AS t, count(DISTINCT person_id) AS n FROM "{table}"
-            WHERE "{column}" IN (SELECT v FROM text_values) GROUP BY 1"""
-    )
+    if _structured(column) == "false":  # a column of free text: every value is text
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE text_holders AS
+                SELECT "{column}" AS t, count(DISTINCT person_id) AS n FROM "{table}"
+                WHERE "{column}" IS NOT NULL AND "{column}" <> $redacted GROUP BY 1""",
+            {"redacted": REDACTED},
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE text_values AS SELECT t AS v, true AS free "
+            "FROM text_holders"
+        )
+    else:
+        if not _candidates(con, table, column):
+            return
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE text_holders AS
+                SELECT "{column}" AS t, count(DISTINCT person_id) AS n FROM "{table}"
+                WHERE "{column}" IN (SELECT v FROM text_values) GROUP BY 1"""
+        )
     rare = f"n < {MIN_TEXT_PEOPLE}"
     if column == "unit":
         rare += f" OR NOT regexp_full_match(t, {_sql_str(UNIT_FORM)})"
@@ -375,25 +400,17 @@ def _reference_text(
     con: duckdb.DuckDBPyConnection,
     counts: dict[str, TableCounts],
     table: str,
-    all_columns: list[str],
+    key: str,
     column: str,
-    personal: dict[str, list[str]],
+    referred: bool,
 ) -> None:
+    """A table of no person's text, with ``referring`` made for it if ``referred``."""
     if not _candidates(con, table, column):
         return
-    key = all_columns[0]
-    names = _REFERRED_BY.get(key, (key,))
-    people = [
-        f'SELECT "{c}" AS k, person_id FROM "{t}"'
-        for t, cols in sorted(personal.items())
-        for c in cols
-        if c in names
-    ]
     named = ""
-    if people:
-        refs = " UNION ALL ".join(people)
+    if referred:
         held = f"""SELECT DISTINCT p.person_id, r."{column}" AS t
-                   FROM "{table}" r JOIN ({refs}) p ON p.k = r."{key}"
+                   FROM "{table}" r JOIN referring p ON p.k = r."{key}"
                    WHERE r."{column}" IN (SELECT v FROM text_values)"""
         holders = f"""SELECT v AS t, count(DISTINCT h.person_id) AS n
                       FROM (SELECT DISTINCT v FROM text_values) LEFT JOIN ({held}) h ON h.t = v
@@ -409,6 +426,28 @@ def _reference_text(
         f"UNION SELECT t FROM ({_titled_texts()})"
     )
     _empty(con, counts, table, column, removed)
+
+
+def _referring_people(
+    con: duckdb.DuckDBPyConnection, table: str, key: str, personal: dict[str, list[str]]
+) -> bool:
+    """``referring(k, person_id)``: each person whose records name a row of ``table``
+    (by ``_REFERRED_BY``), made once per table; whether any person's table refers to it."""
+    names = _REFERRED_BY.get(key, (key,))
+    people = [
+        f'SELECT "{c}" AS k, person_id FROM "{t}" WHERE "{c}" IS NOT NULL'
+        for t, cols in sorted(personal.items())
+        for c in cols
+        if c in names
+    ]
+    if not people:
+        return False
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE referring AS SELECT DISTINCT k, person_id FROM ("
+        + " UNION ALL ".join(people)
+        + ")"
+    )
+    return True
 
 
 def _empty(
