@@ -681,10 +681,18 @@ def build_people(
         """
     )
     columns = ", ".join(c for c, _ in schema.PATIENT_COLUMNS)
+    # a source may say a birth date holds its year only (FHIR's birthDate "1961"): then
+    # the month is unknown, never the January the parsed date holds
+    staged = {r[0] for r in con.execute("DESCRIBE stage_people").fetchall()}
+    month = (
+        "CASE WHEN birth_month_known IS FALSE THEN NULL ELSE month(birth_date) END"
+        if "birth_month_known" in staged
+        else "month(birth_date)"
+    )
     con.execute(
         f"""
         INSERT INTO patients ({columns})
-        SELECT person_id, year(birth_date), month(birth_date), sex, ethnicity,
+        SELECT person_id, year(birth_date), {month}, sex, ethnicity,
                local_authority, imd_decile, practice_code, registration_start,
                registration_end, death_date, $source
         FROM stage_people WHERE reason IS NULL

@@ -413,6 +413,8 @@ def _patients(con: duckdb.DuckDBPyConnection) -> None:
                    list_filter(idents, lambda i: i ->> '$.system' = '{NHS_NUMBER_SYSTEM}')[1]
                        ->> '$.value', '[\\s-]', '', 'g') AS nhs_number,
                hub_date(r ->> '$.birthDate') AS birth_date,
+               NOT regexp_full_match(trim(r ->> '$.birthDate'), '[0-9]{{4}}')
+                   AS birth_month_known,
                CASE r ->> '$.gender' WHEN 'male' THEN 'M' WHEN 'female' THEN 'F'
                     ELSE r ->> '$.gender' END AS sex,
                coalesce(
@@ -598,6 +600,24 @@ def _events(con: duckdb.DuckDBPyConnection) -> None:
         ),
     ]  # fmt: skip
     enc = "hub_id(fhir_key(r ->> '$.encounter.reference')) AS encounter_id"
+    # an Observation's components (a blood pressure panel's systolic and diastolic) are
+    # observations of their own: each its code and value, the panel's subject, encounter
+    # and time (read as the panel alone, they were published as a panel without values)
+    con.execute(
+        """INSERT INTO fhir_resources
+           SELECT 'Observation', NULL, json_merge_patch(o.r, json_object(
+                      'id', NULL, 'component', NULL, 'code', c -> '$.code',
+                      'valueQuantity', c -> '$.valueQuantity',
+                      'valueCodeableConcept', c -> '$.valueCodeableConcept',
+                      'valueString', c -> '$.valueString')),
+                  NULL, o.source_file, o.source_row, o.rkey || '#component-' || c_no
+           FROM (SELECT r, source_file, source_row, rkey,
+                        from_json(r -> '$.component', '["JSON"]') AS cs
+                 FROM fhir_resources
+                 WHERE rtype = 'Observation' AND json_type(r -> '$.component') = 'ARRAY') o,
+                unnest(cs) WITH ORDINALITY AS u(c, c_no)
+           WHERE json_type(c) = 'OBJECT'"""
+    )
     con.execute(
         """CREATE OR REPLACE TEMP TABLE fhir_medications AS
            SELECT DISTINCT ON (rid) rid AS med_rid, r -> '$.code' AS med_code FROM fhir_resources

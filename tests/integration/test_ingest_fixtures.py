@@ -212,3 +212,54 @@ def test_a_transaction_bundle_with_urn_uuid_references_loads(tmp_path, hub_home,
     note = con.execute("SELECT value_text FROM observations WHERE value IS NULL").fetchall()
     assert note == [("[removed: identifying text]",)]
     assert result.release.manifest["tables"]["observations"]["redacted_free_text"] == 1
+
+
+def test_an_observations_components_are_observations_of_their_own(tmp_path, keys):
+    """A blood pressure panel holds its systolic and diastolic values as components: read
+    as the panel alone, the export's 12 panels were published without a value, and no
+    systolic or diastolic reading existed (a red-team find). Each component is now an
+    observation with its own code, value and unit, the panel's person and time."""
+    src = FIXTURES / "fhir-bundles-3.x"
+    panels = 0
+    for path in sorted(src.glob("*.json")):
+        bundle = json.loads(path.read_text())
+        for entry in bundle.get("entry", []):
+            res = entry.get("resource", {})
+            codes = [
+                coding.get("code")
+                for c in res.get("component", [])
+                for coding in c.get("code", {}).get("coding", [])
+            ]
+            if res.get("resourceType") == "Observation" and "8480-6" in codes:
+                panels += 1  # a blood pressure panel
+    assert panels > 0
+    result = ingest(src, fmt="fhir", home=tmp_path / "h", keys=keys)
+    con = release_con(result.release.path)
+    readings = dict(
+        con.execute(
+            "SELECT code, count(value) FROM observations WHERE code IN ('8480-6', '8462-4') "
+            "AND unit = 'mm[Hg]' GROUP BY code"
+        ).fetchall()
+    )
+    assert readings == {"8480-6": panels, "8462-4": panels}
+
+
+def test_a_birth_date_of_a_year_alone_has_no_month(tmp_path, keys):
+    """FHIR allows a birthDate of "1961": it was published as born in January 1961."""
+    src = tmp_path / "fhir"
+    src.mkdir()
+    for path in (FIXTURES / "fhir-bulk-10").glob("*.ndjson"):
+        (src / path.name).write_text(path.read_text())
+    lines = (src / "Patient.000.ndjson").read_text().splitlines()
+    first = json.loads(lines[0])
+    year = first["birthDate"][:4]
+    first["birthDate"] = year
+    lines[0] = json.dumps(first)
+    (src / "Patient.000.ndjson").write_text("\n".join(lines) + "\n")
+    con = release_con(ingest(src, fmt="fhir", home=tmp_path / "h", keys=keys).release.path)
+    rows = con.execute(
+        "SELECT count(*) FILTER (WHERE month_of_birth IS NULL), "
+        "count(*) FILTER (WHERE year_of_birth = ?), count(*) FROM patients",
+        [int(year)],
+    ).fetchone()
+    assert rows[0] == 1 and rows[1] >= 1 and rows[2] == len(lines)
