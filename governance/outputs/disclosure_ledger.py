@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -50,6 +51,7 @@ from governance.outputs.population_index import flag as _flag
 
 SUFFIX: Final = ".population.parquet"
 ROW_KEYS: Final = ".rowkeys.parquet"  # hash(person, rows) of each person, beside it
+PART: Final = "~"  # an aggregate's own population: <output>~<k>
 
 
 def _regions(sets: Sequence[int]) -> list[tuple[tuple[bool, ...], int]]:
@@ -210,9 +212,18 @@ class DisclosureLedger:
         return path
 
     def remove(self, project_id: str, output_id: str) -> None:
-        """No population without its output: both files go."""
-        self.path(project_id, output_id).unlink(missing_ok=True)
-        self.row_keys_path(project_id, output_id).unlink(missing_ok=True)
+        """No population without its output: its files go (its aggregates' too)."""
+        for part in [output_id, *self._parts(project_id, output_id)]:
+            self.path(project_id, part).unlink(missing_ok=True)
+            self.row_keys_path(project_id, part).unlink(missing_ok=True)
+
+    def _parts(self, project_id: str, output_id: str) -> list[str]:
+        """The ids of an output's own aggregates' populations stored beside its own
+        (``<output>~<k>``: people an aggregate skips, a NULL value, are not in them)."""
+        folder = self.outputs_dir / project_id
+        return sorted(
+            f.name.removesuffix(SUFFIX) for f in folder.glob(f"{output_id}{PART}*{SUFFIX}")
+        )
 
     def _bitmap(self, project_id: str, people: npt.ArrayLike) -> int:
         """The population as a bitmap over the project's people (``_Bits``)."""
@@ -229,6 +240,7 @@ class DisclosureLedger:
         stored_up_to: int,
         threshold: int,
         row_keys: npt.ArrayLike | None = None,
+        parts: Sequence[tuple[str, npt.ArrayLike, npt.ArrayLike]] = (),
     ) -> list[dict[str, Any]]:
         """Flags for a new output against the project's stored outputs: differencing and
         trackers over people, then, with ``row_keys``, differencing over rows.
@@ -243,6 +255,9 @@ class DisclosureLedger:
 
         ``stored`` are the project's outputs stored since ``seen`` (this process's
         mark), up to row ``stored_up_to``: each earlier output is read once per process.
+        ``parts``: (id, people, row keys) of the output's aggregates' own populations
+        where they differ from the whole (written beside it as ``<output>~<k>``): each
+        is checked, and flags name the output, whichever of its parts they concern.
         """
         with self._lock:
             index = self._index.setdefault(project_id, PopulationIndex())
@@ -252,30 +267,38 @@ class DisclosureLedger:
             for other_id in stored:
                 if other_id in index or other_id == output_id:
                     continue
-                other = self.path(project_id, other_id)
-                if other.exists():
-                    people = pq.read_table(other).column("person_id").to_numpy()
-                    index.add(other_id, self._bitmap(project_id, people))
+                for part in [other_id, *self._parts(project_id, other_id)]:
+                    other = self.path(project_id, part)
+                    if other.exists() and part not in index:
+                        people = pq.read_table(other).column("person_id").to_numpy()
+                        index.add(part, self._bitmap(project_id, people))
             self._seen[project_id] = max(self._seen.get(project_id, 0), stored_up_to)
-            new = self._bitmap(project_id, population)
-            flags = index.flags(new, threshold=threshold)
-            near = index.near(new, threshold)
-            index.add(output_id, new)
+            mine = [(output_id, population, row_keys), *parts]
+            bitmaps = [self._bitmap(project_id, people) for _, people, _ in mine]
+            flags: list[dict[str, Any]] = []
+            near: list[tuple[str, int, npt.ArrayLike | None]] = []
+            for (_, _, keys), bitmap in zip(mine, bitmaps, strict=True):
+                flags += index.flags(bitmap, threshold=threshold)
+                near += [(other, moved, keys) for other, moved in index.near(bitmap, threshold)]
+            for (part_id, _, _), bitmap in zip(mine, bitmaps, strict=True):
+                index.add(part_id, bitmap)  # after all are checked: never against itself
+        flags = _by_output(flags)
         if row_keys is None:
-            return flags
-        mine = unique_keys(row_keys)
+            return flags[:MAX_FLAGS]
         paired = {f["with_output"] for f in flags if f["rule"] == "differencing"}
-        for other_id, moved in near:
-            if len(flags) >= MAX_FLAGS:
+        for other_id, moved, keys in near:
+            if len(flags) >= MAX_FLAGS or keys is None:
                 break
-            if other_id in paired:  # flagged already: its people differ by few
+            if _base(other_id) in paired:  # flagged already: its people differ by few
                 continue
             path = self.row_keys_path(project_id, other_id)
             if not path.exists():  # an output stored before row keys were kept
                 continue
             theirs = pq.read_table(path).column(0).to_numpy()
-            differ = len(np.setdiff1d(mine, theirs, assume_unique=True))
+            differ = len(np.setdiff1d(unique_keys(keys), theirs, assume_unique=True))
+            other_id = _base(other_id)
             if 1 <= differ <= threshold:
+                paired.add(other_id)
                 flags.append(
                     {
                         "rule": "differencing",
@@ -290,6 +313,37 @@ class DisclosureLedger:
                     }
                 )
         return flags
+
+
+def _base(part_id: str) -> str:
+    """The output an aggregate's population belongs to."""
+    return part_id.split(PART, 1)[0]
+
+
+def _by_output(flags: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flags named by output (not by an aggregate's population), each once, in order."""
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[Any, ...]] = set()
+    for f in flags:
+        others = [_base(o) for o in f["with_outputs"]]
+        if len(set(others)) < len(others):
+            continue  # one earlier output's own figures beside each other: its own SDC's
+        named = {
+            **f,
+            "with_output": others[0],
+            "with_outputs": others,
+            "region": _renamed(f["region"]),
+            "reason": _renamed(f["reason"]),
+        }
+        key = (named["rule"], tuple(others), named["region"], named["people_in_difference"])
+        if key not in seen:
+            seen.add(key)
+            out.append(named)
+    return out
+
+
+def _renamed(text: str) -> str:
+    return re.sub(rf"(o-[0-9a-f]+){re.escape(PART)}[0-9]+", r"\1", text)
 
 
 def _write_keys(path: Path, keys: npt.ArrayLike) -> None:

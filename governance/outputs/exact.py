@@ -63,6 +63,8 @@ class Computed:
     sdc: disclosure.SdcResult
     population: npt.NDArray[np.int64]  # the person keys behind the output, sorted, unique
     row_keys: npt.NDArray[np.int64]  # hash(person, rows) of each, sorted, unique
+    # per aggregate, the (people, row keys) behind its published cells, each set once
+    parts: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]
 
 
 def _sql(cur: duckdb.DuckDBPyConnection, tree: dict[str, Any]) -> str:
@@ -99,19 +101,88 @@ def _select_items(plan: ExactPlan, relation: str) -> list[dict[str, Any]]:
 STATS: Final = 6  # per aggregate and cell: people, total, two largest, two smallest
 
 
-def _population_sql(rows: str) -> str:
-    """The people behind the output, each with a key of how many rows they give it.
+def _population_sql(rows: str, keys: list[str], plan: ExactPlan) -> str:
+    """The people behind each cell, with how many of their rows each aggregate counts.
 
-    The people are the disclosure ledger's population (differencing and trackers); the
-    row keys (``hash(person, rows)``) tell two outputs over the same people apart when
-    one person's rows differ (``WHERE o.code = 'X' OR <one person>`` adds that person's
-    other records; a reference table joined ``ON ... OR <one person>`` repeats only their
-    row): the ledger compares them between outputs whose people are (nearly) the same.
+    The people are the disclosure ledger's populations (differencing and trackers), one
+    per aggregate and only from the cells the output publishes (``populations``): a
+    left-out row's person, or one whose value an aggregate skips (NULL), adds nothing
+    to what is published, and counted as a member they hid a one-person difference (a
+    red team's differencing by people with NULL values, and by a left-out row). The rows
+    give the row keys (``hash(person, rows)``) that tell two outputs over the same people
+    apart when one person's rows differ (``WHERE o.code = 'X' OR <one person>``).
     """
-    return (
-        f"SELECT pid, (hash(pid, count(*)) >> 1)::BIGINT FROM ({rows}) AS r "  # noqa: S608
-        "WHERE pid IS NOT NULL GROUP BY pid"
+    counted = ", ".join(
+        f"count(*) FILTER (WHERE coalesce(TRY_CAST(f{j} AS BOOLEAN), FALSE)"
+        + (
+            ")"
+            if col.function == "count_star" or not col.node.get("arguments")
+            else f" AND v{j} IS NOT NULL)"
+        )
+        + f" AS c{j}"
+        for j, col in enumerate(plan.aggregates)
     )
+    return (
+        f"SELECT {', '.join([*keys, 'pid'])}, {counted} FROM ({rows}) AS r "  # noqa: S608
+        "WHERE pid IS NOT NULL GROUP BY ALL"
+    )
+
+
+def _mix(people: npt.NDArray[np.int64], rows: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """A key per (person, number of rows): equal only for the same person with the same
+    rows (a 64-bit mix, non-negative)."""
+    with np.errstate(over="ignore"):
+        a = people.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        b = rows.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+        mixed = (a ^ (b + np.uint64(0x165667B19E3779F9) + (a << np.uint64(6)))) >> np.uint64(1)
+    return mixed.astype(np.int64)
+
+
+def populations(
+    plan: ExactPlan,
+    names: Sequence[str],
+    rows: list[dict[str, Any]],
+    sdc: disclosure.SdcResult,
+    frames: list[tuple[Any, ...]],
+) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+    """(people, row keys) behind each aggregate's published cells, each set once.
+
+    ``frames``: per person attribution, the columns of ``_population_sql`` (group keys,
+    person, rows per aggregate)."""
+    keys = [names[p] for p in plan.positions("group")]
+    left = {a.row for a in sdc.actions if a.left_out}
+    kept = [i for i in range(len(rows)) if i not in left]
+    out: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
+    seen: set[bytes] = set()
+    for j, col in enumerate(plan.aggregates):
+        name = names[col.position]
+        shown = {
+            tuple(rows[i][k] for k in keys)
+            for at, i in enumerate(kept)
+            if sdc.rows[at].get(name) is not None
+        }
+        people_parts, row_parts = [], []
+        for frame in frames:
+            n_keys = len(keys)
+            pid = np.asarray(frame[n_keys], dtype=np.int64)
+            counts = np.asarray(frame[n_keys + 1 + j], dtype=np.int64)
+            mask = counts > 0
+            if n_keys:
+                cells = zip(*(frame[k] for k in range(n_keys)), strict=True)
+                mask &= np.fromiter((c in shown for c in cells), dtype=bool, count=len(pid))
+            elif () not in shown:
+                mask[:] = False
+            people_parts.append(pid[mask])
+            row_parts.append(counts[mask])
+        people = np.concatenate(people_parts) if people_parts else np.empty(0, np.int64)
+        counts = np.concatenate(row_parts) if row_parts else np.empty(0, np.int64)
+        unique, inverse = np.unique(people, return_inverse=True)
+        totals = np.bincount(inverse, weights=counts, minlength=len(unique)).astype(np.int64)
+        if unique.tobytes() in seen:
+            continue
+        seen.add(unique.tobytes())
+        out.append((unique, unique_keys(_mix(unique, totals))))
+    return out
 
 
 def prepare(
@@ -150,7 +221,7 @@ def prepare(
             f"WITH r AS ({rows}), per AS (SELECT {per} FROM r WHERE pid IS NOT NULL "  # noqa: S608
             f"GROUP BY ALL) SELECT {summary} FROM per{group}"
         )
-        population = _population_sql(rows)
+        population = _population_sql(rows, keys, plan)
         if rows and engine.explain(cur, sql) and engine.explain(cur, population):
             stats.append(sql)
             pops.append(population)
@@ -218,8 +289,7 @@ def compute(
     rows = [dict(zip(names, r, strict=True)) for r in result.rows]
     n_keys = len(plan.positions("group"))
     stats: list[dict[Key, list[disclosure.Contributions]]] = []
-    populations: list[npt.NDArray[np.int64]] = []
-    row_keys: list[npt.NDArray[np.int64]] = []
+    frames: list[tuple[Any, ...]] = []
     cur = engine.cursor()
     try:
         for stat_sql, pop_sql in zip(prepared.statistics, prepared.populations, strict=True):
@@ -233,11 +303,13 @@ def compute(
                 ]
                 by_key[tuple(r[:n_keys])] = cells
             stats.append(by_key)
-            # a column of person keys, read as one array (tens of thousands of people at
-            # 1M: a Python object per key cost more than the query)
-            people, keys = engine.fetch_columns(cur, pop_sql, owner=owner)
-            populations.append(people.astype(np.int64, copy=False))
-            row_keys.append(keys.astype(np.int64, copy=False))
+            if n_keys:  # group keys as Python values, NULLs as None: compared with rows'
+                fetched = engine.fetch(cur, pop_sql, owner=owner)
+                width = n_keys + 1 + len(plan.aggregates)
+                frames.append(tuple(zip(*fetched, strict=True)) if fetched else ((),) * width)
+            else:  # columns as arrays (tens of thousands of people at 1M: a Python object
+                # per key cost more than the query)
+                frames.append(engine.fetch_columns(cur, pop_sql, owner=owner))
     finally:
         cur.close()
     sdc = disclosure.apply_sdc(
@@ -250,6 +322,9 @@ def compute(
         threshold=threshold,
         multiple=multiple,
     )
-    population = unique_keys(np.concatenate(populations)) if populations else np.empty(0, np.int64)
-    weighted = unique_keys(np.concatenate(row_keys)) if row_keys else np.empty(0, np.int64)
-    return Computed(names, rows, sdc, population, weighted)
+    parts = populations(plan, names, rows, sdc, frames)
+    population = (
+        unique_keys(np.concatenate([p for p, _ in parts])) if parts else np.empty(0, np.int64)
+    )
+    weighted = unique_keys(np.concatenate([k for _, k in parts])) if parts else population
+    return Computed(names, rows, sdc, population, weighted, parts)

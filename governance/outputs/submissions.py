@@ -17,6 +17,7 @@ from governance.audit.events import AuditEvent
 from governance.clock import now
 from governance.errors import AccessDenied, Conflict, InvalidRequest, NotFound
 from governance.outputs import disclosure
+from governance.outputs.disclosure_ledger import PART
 from governance.outputs.exact import FAILED_REASON, Prepared, compute, prepare
 from governance.outputs.population_index import MAX_FLAGS
 from governance.outputs.review import sha256_json
@@ -135,6 +136,16 @@ def submit_exact(
         population_file = outputs.ledger.write(
             project.project_id, output_id, done.population, done.row_keys
         )
+        # each aggregate's own people where they are not the whole output's (a sum
+        # skips people whose value is NULL; a cell it does not publish adds no one)
+        whole = done.population.tobytes()
+        parts = [
+            (f"{output_id}{PART}{k}", people, keys)
+            for k, (people, keys) in enumerate(done.parts, 1)
+            if people.tobytes() != whole
+        ]
+        for part_id, people, keys in parts:
+            outputs.ledger.write(project.project_id, part_id, people, keys)
         seen = outputs.ledger.seen(project.project_id)
         fresh = (
             service.gov.store.cached()
@@ -153,6 +164,7 @@ def submit_exact(
             stored_up_to=fresh[-1][0] if fresh else seen,
             threshold=threshold,
             row_keys=done.row_keys,
+            parts=parts,
         )
         manifest.update(
             {

@@ -523,3 +523,70 @@ def test_a_mean_whose_other_people_share_one_value_is_redacted(hub):
     assert rows[False][2] is not None  # everyone else's mean is released
     rules = {c["rule"] for c in out["manifest"]["cells"]}
     assert "known_others" in rules
+
+
+def test_a_difference_hidden_by_people_whose_values_are_null_is_flagged(hub):
+    """Padding a sum with rows whose value is NULL: B's people were the target plus
+    many others, so no pair differed by few people, yet the sums differed by the
+    target's values alone (a red-team find: an HbA1c total to within 5). Each
+    aggregate's people are now those it counts: the sums' people differ by one."""
+    gov, projects, who, _ = hub
+    pid = projects["one"]
+    cur = gov.queries.engine(gov.queries.release_for("real")).cursor()
+    numeric = cur.execute(
+        "SELECT code FROM observations GROUP BY code HAVING count(value) = count(*) "
+        "ORDER BY count(DISTINCT person_id) DESC LIMIT 1"
+    ).fetchall()[0][0]
+    empty = cur.execute(
+        "SELECT code FROM observations GROUP BY code HAVING count(value) = 0 "
+        "ORDER BY count(DISTINCT person_id) DESC LIMIT 1"
+    ).fetchall()[0][0]
+    target = cur.execute(
+        "SELECT min(o.person_id) FROM observations o JOIN patients p USING (person_id) "
+        f"WHERE o.code = '{numeric}' AND p.imd_decile = 6"
+    ).fetchall()[0][0]
+    cur.close()
+    sixth = "o.person_id IN (SELECT person_id FROM patients WHERE imd_decile = 6)"
+    a = _exact(
+        gov, who, pid,
+        f"SELECT count(*) AS n, sum(o.value) AS s FROM observations o "
+        f"WHERE o.code = '{numeric}' AND {sixth} AND o.person_id <> {target}",
+    )  # fmt: skip
+    b = _exact(
+        gov, who, pid,
+        f"SELECT count(*) AS n, sum(o.value) AS s FROM observations o "
+        f"WHERE (o.code = '{numeric}' AND {sixth}) OR (o.code = '{empty}' AND o.person_id IN "
+        "(SELECT person_id FROM patients WHERE imd_decile >= 9))",
+    )  # fmt: skip
+    flags = _output(gov, who, b)["manifest"]["differencing"]
+    assert [f["people_in_difference"] for f in flags if f["with_outputs"] == [a["output_id"]]] == [
+        1
+    ]
+
+
+def test_a_left_out_row_takes_its_people_out_of_the_outputs_population(hub):
+    """A total, then the same people grouped by a key true for one person only: that
+    row is left out, but its person stayed in the population, so the two outputs looked
+    like the same people and the total minus the shown row was the person's value (a
+    red-team find). Left-out rows' people are no longer in what the ledger compares."""
+    gov, projects, who, _ = hub
+    pid = projects["one"]
+    cur = gov.queries.engine(gov.queries.release_for("real")).cursor()
+    sex, year = cur.execute(
+        "SELECT sex, year_of_birth FROM patients WHERE imd_decile = 3 GROUP BY ALL "
+        "HAVING count(*) = 1 ORDER BY ALL LIMIT 1"
+    ).fetchall()[0]
+    cur.close()
+    total = _exact(
+        gov, who, pid,
+        "SELECT count(*) AS n, sum(year_of_birth) AS s FROM patients WHERE imd_decile = 3",
+    )  # fmt: skip
+    grouped = _exact(
+        gov, who, pid,
+        f"SELECT (sex = '{sex}' AND year_of_birth = {year}) AS k, count(*) AS n, "
+        "sum(year_of_birth) AS s FROM patients WHERE imd_decile = 3 GROUP BY ALL",
+    )  # fmt: skip
+    flags = _output(gov, who, grouped)["manifest"]["differencing"]
+    assert [
+        f["people_in_difference"] for f in flags if f["with_outputs"] == [total["output_id"]]
+    ] == [1]
