@@ -20,6 +20,7 @@ research tables and OMOP views, and counts rows in, published and quarantined pe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from typing import Final
 
 import duckdb
 import pyarrow as pa
+from anyascii import anyascii
+from duckdb.sqltypes import VARCHAR
 
 from connectors import pseudonym, schema, staging
 from connectors.errors import IngestError
@@ -166,14 +169,28 @@ _NAME_WORDS_SQL: Final = r"""
                  THEN regexp_replace(strip_accents(names), '[''’‘-]', '', 'g') END) AS names
         FROM n)
     SELECT person_id, w AS word  -- a word twice is harmless: people are counted DISTINCT
-    FROM forms, unnest(string_split_regex(names, '[^\pL]+')) AS u(w)
+    FROM (SELECT person_id, concat_ws(' ', names, CASE WHEN regexp_matches(names, '[^ -~]')
+                                             THEN lower(hub_ascii(names)) END) AS names
+          FROM forms), unnest(string_split_regex(names, '[^\pL]+')) AS u(w)
     WHERE length(w) >= 2 OR (length(w) = 1 AND NOT regexp_full_match(w, '[a-z]'))
 """
 
 
+# a text held by so few people that any one holder's name in it is about them (a
+# household of several surnames: "Home visit, Schmitt household" on Berta Schmitt and
+# her children, the Webers)
+FEW_HOLDERS: Final = 10
 # a text that names most of its holders is about a family or a household: one held by
 # this many people or more is not (and counting its holders' names is the rule's cost)
 NAME_RULE_HOLDERS: Final = 1000
+
+
+def _install_ascii(con: duckdb.DuckDBPyConnection) -> None:
+    """``hub_ascii(text)``: a name in any script in Latin letters (anyascii: "李" is
+    "Li", "Иванова" is "Ivanova"), so that a text writing it in another script still
+    names its holders ("Home visit, Li family" on the 李s, a red-team find)."""
+    with contextlib.suppress(duckdb.NotImplementedException):  # installed here already
+        con.create_function("hub_ascii", anyascii, [VARCHAR], VARCHAR, side_effects=False)
 
 
 def _name_texts(table: str, column: str, held: str | None = None) -> str:
@@ -203,7 +220,7 @@ def _name_texts(table: str, column: str, held: str | None = None) -> str:
                   JOIN person_name_words p ON p.person_id = h.person_id AND p.word = c.w
                   GROUP BY ALL)
         SELECT DISTINCT named.t FROM named JOIN text_holders h ON h.t = named.t
-        WHERE 2 * named.k > h.n"""
+        WHERE 2 * named.k > h.n OR h.n < {FEW_HOLDERS}"""
 
 
 # Units are published as the source writes them (UCUM codes, or a display when there is
@@ -251,7 +268,10 @@ _PLACE_FORMS: Final = {
 }
 # words that name a person when a name follows ("Mrs B. Schmitt", "exposed to Mr A.
 # West"), whoever holds the text: a title, or an initial and its full stop
-_TITLES: Final = r"(\b(mr|mrs|ms|miss|mx|dr|master|sir|dame|lady|lord|rev)\.?|\b[a-z]\.)"
+_TITLES: Final = (
+    r"(\b(mr|mrs|ms|miss|mx|dr|prof|master|sir|dame|lady|lord|rev|herr|frau|fr|mme|mlle"
+    r"|m|sr|sra|srta|dona|don|sig|sigra|dott|heer|mevr)(\.\s*|\s+)|\b[a-z](\.\s*|\s+))"
+)
 
 
 def _structured(column: str) -> str:
@@ -268,20 +288,40 @@ def _structured(column: str) -> str:
 
 
 def _titled_texts() -> str:
-    """SQL: the texts of ``text_holders`` where a title or an initial comes before a
-    word that is any person's name word ("household of Mrs B. Schmitt" on her children,
-    named Weber: not their name, yet hers), or such a word comes before a comma and an
-    initial ("Schmitt, B (self-pay)", a name written surname first)."""
+    """SQL: the texts of ``text_holders`` that name someone: a title (Mr, Mrs, Dr, Prof,
+    Herr, Frau, Mme, Sr ...) or an initial, dotted or not, before a word that is any
+    person's name word ("household of Mrs B. Schmitt" on her children, named Weber;
+    "Mr A West", "Herr Schmitt", "Mr.West"); such a word before a comma or a space and an
+    initial ("Schmitt, B (self-pay)", "WEST A"); or two name words of one person side by
+    side, in either order ("west_alfred", "Alfred West"). A word is compared as name
+    words are made: without case, accents, apostrophes (straight or curly), a possessive
+    or a plural's s, and with its hyphens joined."""
+    word = r"[\pL''’‘-]+"  # (in SQL: the quote doubled)
     return rf"""
-        SELECT DISTINCT t FROM (
-            SELECT t, unnest(list_concat(
-                regexp_extract_all(strip_accents(lower(t)),
-                    '{_TITLES}\s+(\b[a-z]\.\s*)*([\pL''’-]+)', 4),
-                regexp_extract_all(strip_accents(lower(t)),
-                    '([\pL''’-]+),\s*[a-z]\b', 1))) AS w
-            FROM text_holders
-            WHERE regexp_matches(lower(t), '{_TITLES}\s|,\s*[a-z]\b'))
-        WHERE replace(w, chr(39), '') IN (SELECT word FROM person_name_words)"""
+        WITH w AS (
+            SELECT t, list_concat(
+                regexp_extract_all(x, '{_TITLES}((\b[a-z](\.\s*|\s+))*)({word})', 8),
+                regexp_extract_all(x, '({word}),?\s+[a-z]\b\.?', 1),
+                regexp_extract_all(x, '({word}),\s*[a-z]\b', 1)) AS found,
+                string_split_regex(x, '[^\pL]+') AS words
+            FROM (SELECT t, strip_accents(lower(t)) AS x FROM text_holders)),
+        titled AS (
+            SELECT DISTINCT t FROM (SELECT t, unnest(found) AS f FROM w),
+                 unnest([regexp_replace(regexp_replace(f, '[''’‘]s$', ''), '[''’‘-]', '', 'g'),
+                         regexp_replace(regexp_replace(f, '[''’‘]s$', ''), '[''’‘-]s?$', '')])
+                     AS u(v)
+            WHERE v IN (SELECT word FROM person_name_words)),
+        pairs AS (
+            SELECT DISTINCT t, words[i] AS a, words[i + 1] AS b
+            FROM w, range(1, len(words)) AS r(i)
+            WHERE length(words[i]) >= 2 AND length(words[i + 1]) >= 2),
+        paired AS (
+            SELECT DISTINCT p.t FROM pairs p
+            JOIN person_name_words x ON x.word = p.a
+            JOIN person_name_words y ON y.word = p.b AND y.person_id = x.person_id
+            WHERE p.a IN (SELECT word FROM person_name_words)
+              AND p.b IN (SELECT word FROM person_name_words))
+        SELECT t FROM titled UNION SELECT t FROM paired"""
 
 
 def remove_rare_text(con: duckdb.DuckDBPyConnection, counts: dict[str, TableCounts]) -> None:
@@ -294,6 +334,7 @@ def remove_rare_text(con: duckdb.DuckDBPyConnection, counts: dict[str, TableCoun
     ethnicity and local authority are core fields kept for everyone, text naming a person,
     a local authority with digits (a house and street), and a sex the connectors do not
     write."""
+    _install_ascii(con)
     con.execute(_NAME_WORDS_SQL)  # from ``build_people``'s stage_people, run before
     rows = con.execute(
         """SELECT table_name, list(column_name ORDER BY column_index),
@@ -345,18 +386,22 @@ def _person_text(
     con: duckdb.DuckDBPyConnection, counts: dict[str, TableCounts], table: str, column: str
 ) -> None:
     if _structured(column) == "false":  # a column of free text: every value is text
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE text_holders AS
+        holders = f"""CREATE OR REPLACE TEMP TABLE text_holders AS
                 SELECT "{column}" AS t, count(DISTINCT person_id) AS n FROM "{table}"
-                WHERE "{column}" IS NOT NULL AND "{column}" <> $redacted GROUP BY 1""",
-            {"redacted": REDACTED},
-        )
+                WHERE "{column}" IS NOT NULL AND "{column}" <> $redacted GROUP BY 1"""
+        con.execute(holders, {"redacted": REDACTED})
+        if _normalise(con, table, column, "SELECT t AS v FROM text_holders"):
+            con.execute(holders, {"redacted": REDACTED})
         con.execute(
             "CREATE OR REPLACE TEMP TABLE text_values AS SELECT t AS v, true AS free "
             "FROM text_holders"
         )
     else:
         if not _candidates(con, table, column):
+            return
+        if _normalise(con, table, column, "SELECT v FROM text_values") and not _candidates(
+            con, table, column
+        ):
             return
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE text_holders AS
@@ -378,11 +423,12 @@ def _person_text(
 def _patient_text(
     con: duckdb.DuckDBPyConnection, counts: dict[str, TableCounts], column: str
 ) -> None:
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE text_holders AS
-            SELECT "{column}" AS t, count(DISTINCT person_id) AS n FROM patients
+    holders = f"""CREATE OR REPLACE TEMP TABLE text_holders AS
+            SELECT "{column}" AS t, count(*) AS n FROM patients
             WHERE "{column}" IS NOT NULL GROUP BY 1"""
-    )
+    con.execute(holders)
+    if _normalise(con, "patients", column, "SELECT t AS v FROM text_holders"):
+        con.execute(holders)
     odd = "false"
     if column == "sex":
         odd = f"t NOT IN {_sql_list(list(_SEXES))}"
@@ -406,6 +452,10 @@ def _reference_text(
 ) -> None:
     """A table of no person's text, with ``referring`` made for it if ``referred``."""
     if not _candidates(con, table, column):
+        return
+    if _normalise(con, table, column, "SELECT v FROM text_values") and not _candidates(
+        con, table, column
+    ):
         return
     named = ""
     if referred:
@@ -446,6 +496,44 @@ def _referring_people(
         "CREATE OR REPLACE TEMP TABLE referring AS SELECT DISTINCT k, person_id FROM ("
         + " UNION ALL ".join(people)
         + ")"
+    )
+    return True
+
+
+# What normalising a text changes: spaces other than ASCII's, invisible format
+# characters (zero-width space and joiner, soft hyphen, word joiner, BOM) and fullwidth
+# forms. "Mr\u00a0West", "We\u200bst" and "Ｗｅｓｔ" escaped every rule on names (a
+# red-team find): texts holding them are published normalised, before any rule looks.
+_ODD_CHARACTERS: Final = (
+    r"[\x{00A0}\x{1680}\x{2000}-\x{200F}\x{2028}-\x{202F}"
+    r"\x{205F}-\x{2064}\x{3000}\x{FEFF}\x{00AD}\x{FF01}-\x{FF5E}]"
+)
+_FULLWIDTH: Final = "".join(chr(c) for c in range(0xFF01, 0xFF5F))
+_ASCII: Final = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+def _normalised(value: str) -> str:
+    """SQL: ``value`` with odd spaces as spaces, invisible characters dropped and
+    fullwidth forms as ASCII."""
+    spaces = r"[\x{00A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}]"
+    invisible = r"[\x{00AD}\x{200B}-\x{200F}\x{202A}-\x{202E}\x{2060}-\x{2064}\x{FEFF}]"
+    return (
+        f"translate(regexp_replace(regexp_replace({value}, '{invisible}', '', 'g'), "
+        f"'{spaces}', ' ', 'g'), {_sql_str(_FULLWIDTH)}, {_sql_str(_ASCII)})"
+    )
+
+
+def _normalise(con: duckdb.DuckDBPyConnection, table: str, column: str, values: str) -> bool:
+    """Normalise the column's texts among ``values`` (SQL of one column ``v``) that hold
+    odd characters; whether any did (then what was counted must be counted again)."""
+    odd = _count(
+        con, f"SELECT count(*) FROM ({values}) WHERE regexp_matches(v, '{_ODD_CHARACTERS}')"
+    )
+    if not odd:
+        return False
+    con.execute(
+        f'UPDATE "{table}" SET "{column}" = {_normalised(f"{chr(34)}{column}{chr(34)}")} '
+        f"WHERE regexp_matches(\"{column}\", '{_ODD_CHARACTERS}')"
     )
     return True
 
@@ -832,7 +920,10 @@ def _quarantine_events(con: duckdb.DuckDBPyConnection, name: str, reject: str) -
     con.execute(
         f"""
         INSERT INTO _quarantine
-        SELECT $t, s.source_file, s.source_row, s.source_id,
+        SELECT $t, s.source_file, s.source_row,
+               -- the source's id as the hub's keyed id: an export's ids can be names
+               -- ("WEST-ALFRED-19610703-wt1", a red-team find)
+               hub_id(s.source_id)::VARCHAR,
                CASE WHEN s.id IS NULL THEN 'missing id'
                     WHEN {reject} IS NOT NULL THEN {reject}
                     ELSE 'unknown person' END

@@ -640,6 +640,14 @@ def _events(con: duckdb.DuckDBPyConnection) -> None:
     for target, types, patient, body, dates in specs:
         listed = ", ".join(f"'{t}'" for t in types)
         checks = " OR ".join(f"hub_bad_date(r ->> '{d}')" for d in dates) or "false"
+        # a quantity that is not a number ("5,4" with a decimal comma) is quarantined,
+        # as Synthea's are: read as NULL it was lost without a word
+        numbers = (
+            "(r ->> '$.valueQuantity.value') IS NOT NULL AND "
+            "try_cast(r ->> '$.valueQuantity.value' AS DOUBLE) IS NULL"
+            if target == "observations"
+            else "false"
+        )
         join = joins.get(target, "")
         con.execute(
             f"""
@@ -647,7 +655,8 @@ def _events(con: duckdb.DuckDBPyConnection) -> None:
             SELECT hub_id(rkey) AS id, rid AS source_id,
                    fhir_key(r ->> '{patient}') AS source_patient_id,
                    {body.format(enc=enc)},
-                   CASE WHEN {checks} THEN 'unparseable date' END AS bad_reason,
+                   CASE WHEN {checks} THEN 'unparseable date'
+                        WHEN {numbers} THEN 'unparseable number' END AS bad_reason,
                    source_file, source_row
             FROM fhir_resources {join} WHERE rtype IN ({listed})
             """

@@ -148,7 +148,7 @@ def test_unknown_columns_of_a_side_file_are_dropped_and_counted(tmp_path):
     assert name.encode() not in blob and ssn.encode() not in blob
 
 
-def test_the_identifier_scan_refuses_what_the_allow_list_let_through(tmp_path):
+def test_a_patients_name_as_an_organisations_is_never_published(tmp_path):
     # a patient whose surname is an organisation's name: the name is published as the
     # organisation's (every encounter is made to name it, so that enough people's
     # records refer to it and its name is kept), so the scan must refuse, not publish
@@ -171,7 +171,16 @@ def test_the_identifier_scan_refuses_what_the_allow_list_let_through(tmp_path):
         writer.writeheader()
         writer.writerows(rows)
     home = tmp_path / "hub"
-    line = refused(ingest(src, "synthea", home), "identifier scan", "organisations.name")
+    result = ingest(src, "synthea", home)
+    if result.returncode == 0:
+        # the text rules found the organisation's name to be a person's (two of their
+        # name words side by side) and emptied it before the scan looked
+        con = duckdb.connect(str(release_file(home)), read_only=True)
+        names = {r[0] for r in con.execute("SELECT name FROM organisations").fetchall()}
+        con.close()
+        assert org not in names and org not in result.stdout + result.stderr
+        return
+    line = refused(result, "identifier scan", "organisations.name")
     assert org not in line
     nothing_published(home)
 
