@@ -106,7 +106,11 @@ def test_avg_is_reported_under_its_name_with_its_own_interval():
     prepared = dp.prepare(p, 1.0)
     answer = dp.release(prepared, dp.bounded_answers(con, p, salt="s"))
     lo, hi = answer.ci95["m"][0]
-    assert lo <= 100.0 <= hi and hi - lo < 10  # a mean's interval, not a sum's
+    # a mean's interval, not a sum's: narrow, around the noisy mean (a 95% interval
+    # misses the truth in one run of twenty, so the truth is asked to lie within three
+    # half-widths: a flaky failure in a fresh-clone run)
+    assert lo <= answer.values["m"][0] <= hi and hi - lo < 10
+    assert lo - (hi - lo) <= 100.0 <= hi + (hi - lo)
     assert answer.scales["m"] is None and answer.noise["m.sum"]["scale"] > 0
     assert answer.ci95_half_width["s"] > 100  # the sum has its own, much wider scale
     assert abs(answer.values["m"][0] - 100.0) < 5
