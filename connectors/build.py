@@ -267,7 +267,7 @@ _PLACE_FORMS: Final = {
     "ethnicity": r"[\pL][\pL .'&()/-]{0,79}",
 }
 # words that name a person when a name follows ("Mrs B. Schmitt", "exposed to Mr A.
-# West"), whoever holds the text: a title, or an initial and its full stop
+# West"), whoever holds the text: a title, or an initial (with or without its dot)
 _TITLES: Final = (
     r"(\b(mr|mrs|ms|miss|mx|dr|prof|master|sir|dame|lady|lord|rev|herr|frau|fr|mme|mlle"
     r"|m|sr|sra|srta|dona|don|sig|sigra|dott|heer|mevr)(\.\s*|\s+)|\b[a-z](\.\s*|\s+))"
@@ -504,22 +504,20 @@ def _referring_people(
 # characters (zero-width space and joiner, soft hyphen, word joiner, BOM) and fullwidth
 # forms. "Mr\u00a0West", "We\u200bst" and "Ｗｅｓｔ" escaped every rule on names (a
 # red-team find): texts holding them are published normalised, before any rule looks.
-_ODD_CHARACTERS: Final = (
-    r"[\x{00A0}\x{1680}\x{2000}-\x{200F}\x{2028}-\x{202F}"
-    r"\x{205F}-\x{2064}\x{3000}\x{FEFF}\x{00AD}\x{FF01}-\x{FF5E}]"
-)
+_ODD_SPACES: Final = r"\x{00A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}"
+_INVISIBLE: Final = r"\x{00AD}\x{200B}-\x{200F}\x{202A}-\x{202E}\x{2060}-\x{2064}\x{FEFF}"
 _FULLWIDTH: Final = "".join(chr(c) for c in range(0xFF01, 0xFF5F))
 _ASCII: Final = "".join(chr(c) for c in range(0x21, 0x7F))
+# what ``_normalised`` changes, as one character class
+_ODD_CHARACTERS: Final = f"[{_ODD_SPACES}{_INVISIBLE}\\x{{FF01}}-\\x{{FF5E}}]"
 
 
 def _normalised(value: str) -> str:
     """SQL: ``value`` with odd spaces as spaces, invisible characters dropped and
     fullwidth forms as ASCII."""
-    spaces = r"[\x{00A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}]"
-    invisible = r"[\x{00AD}\x{200B}-\x{200F}\x{202A}-\x{202E}\x{2060}-\x{2064}\x{FEFF}]"
     return (
-        f"translate(regexp_replace(regexp_replace({value}, '{invisible}', '', 'g'), "
-        f"'{spaces}', ' ', 'g'), {_sql_str(_FULLWIDTH)}, {_sql_str(_ASCII)})"
+        f"translate(regexp_replace(regexp_replace({value}, '[{_INVISIBLE}]', '', 'g'), "
+        f"'[{_ODD_SPACES}]', ' ', 'g'), {_sql_str(_FULLWIDTH)}, {_sql_str(_ASCII)})"
     )
 
 
